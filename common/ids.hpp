@@ -1,0 +1,24 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace cairn {
+
+// Returns a new UUIDv7 (RFC 9562) in canonical lower-case text form.
+//
+// Ids are time-ordered: within one process every id compares greater (as a string) than
+// every id returned before it, also within the same millisecond (a 12-bit counter in
+// rand_a, seeded at random each millisecond). Across processes order follows the clock.
+// Thread-safe.
+std::string new_id();
+
+// Same, with the timestamp taken from `unix_ms` rather than the system clock. The
+// monotonic guarantee above holds only for non-decreasing `unix_ms`.
+std::string new_id_at(std::int64_t unix_ms);
+
+// True when `text` is a canonical UUID (any version): 36 characters, hex and dashes.
+bool is_uuid(std::string_view text);
+
+}  // namespace cairn

@@ -1,0 +1,9 @@
+#include "engine/clock.hpp"
+
+#include "common/time.hpp"
+
+namespace cairn::engine {
+
+std::int64_t SystemClock::now_ms() const { return cairn::now_ms(); }
+
+}  // namespace cairn::engine

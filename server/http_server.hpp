@@ -1,0 +1,68 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace cairn::server {
+
+// A request as handlers see it: Beast stays inside http_server.cpp.
+struct Request {
+    std::string method;  // "GET", "POST", ...
+    std::string target;  // path and query, as sent
+    std::string body;
+    std::string request_id;
+};
+
+struct Response {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+};
+
+// Called on the worker pool, never on the I/O thread, so it may block on storage. An
+// exception becomes a generic 500 (the text is logged, not sent).
+using Handler = std::function<Response(const Request&)>;
+
+struct ServerOptions {
+    std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+    std::size_t work_threads = 4;           // the bounded pool handlers run on
+    std::size_t header_limit = 16 * 1024;   // bytes; past it the request gets 431
+    std::size_t body_limit = 1024 * 1024;   // bytes; past it the request gets 413
+    std::chrono::seconds read_timeout{30};  // for a whole request, and idle keep-alive
+    std::chrono::seconds drain_timeout{10}; // for in-flight requests at shutdown
+};
+
+// The listen address is malformed or cannot be bound (in use, not permitted).
+class ListenError : public std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// An HTTP/1.1 server with keep-alive, size limits and timeouts, on one I/O thread plus a
+// pool for handlers. The constructor binds and listens (throwing ListenError), so a busy
+// port is reported before anything else is set up.
+class HttpServer {
+public:
+    HttpServer(ServerOptions options, Handler handler);
+    ~HttpServer();
+    HttpServer(const HttpServer&) = delete;
+    HttpServer& operator=(const HttpServer&) = delete;
+
+    // "host:port" actually bound (with the real port when 0 was asked for).
+    std::string local_address() const;
+
+    // Serves until stop() or SIGINT/SIGTERM, then stops accepting, lets in-flight
+    // requests finish (up to drain_timeout) and returns.
+    void run();
+    // Thread-safe; may be called from any thread, before or during run().
+    void stop();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cairn::server

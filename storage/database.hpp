@@ -1,0 +1,168 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "storage/errors.hpp"
+#include "storage/result.hpp"
+#include "storage/value.hpp"
+
+namespace cairn::storage {
+
+namespace detail {
+class Connection;
+class Pool;
+class PooledConnection;
+}  // namespace detail
+
+enum class Backend { sqlite, postgres };
+std::string_view to_string(Backend backend);
+
+// Whether a transaction may write. On SQLite a read-only transaction runs on a reader
+// connection beside the single writer (WAL); on Postgres it is BEGIN READ ONLY.
+enum class Access { read_write, read_only };
+
+// The few places where SQL differs between the backends. All other SQL is written once
+// in the portable subset of SQLite 3.40 and Postgres 15 with $1..$n placeholders.
+class Dialect {
+public:
+    explicit Dialect(Backend backend) : backend_(backend) {}
+    Backend backend() const { return backend_; }
+    // Appended to the SELECT that picks queue items to claim: " FOR UPDATE SKIP LOCKED" on
+    // Postgres so concurrent claimers pass over each other's rows; empty on SQLite, where
+    // BEGIN IMMEDIATE already serialises writers.
+    std::string_view skip_locked() const;
+    // A statement that takes a lock held until the transaction ends, serialising
+    // migrations across processes; empty on SQLite (the write transaction serialises).
+    std::string_view migration_lock() const;
+
+private:
+    Backend backend_;
+};
+
+// Parsed form of a database URL:
+//   sqlite://relative/path.db, sqlite:///absolute/path.db, sqlite::memory:
+//   postgres://user:pass@host:port/db?pool=8   (postgresql:// is accepted too)
+// Options after '?': pool=N (connections, default 8 for Postgres, 4 readers for SQLite),
+// synchronous=normal|full (SQLite), busy_timeout_ms=N (SQLite), connect_timeout=N
+// (Postgres, seconds) and any other libpq parameter.
+struct DatabaseUrl {
+    Backend backend = Backend::sqlite;
+    std::string path;  // SQLite file path or ":memory:"; Postgres: the URL without cairn options
+    int pool_size = 0;
+    std::string synchronous = "NORMAL";
+    int busy_timeout_ms = 5000;
+    std::string redacted;  // the URL with any password replaced by "***", for logs
+};
+
+// Throws ConfigError with a message naming what is wrong.
+DatabaseUrl parse_database_url(std::string_view url);
+
+// A database transaction on a connection borrowed from the pool.
+//
+// Not thread-safe: one thread uses a Transaction at a time. The destructor rolls back
+// when neither commit() nor rollback() ran, so an exception unwinding past a Transaction
+// leaves nothing behind. After a statement fails the transaction is spent on both
+// backends (Postgres aborts it; SQLite is made to match): later exec() and commit()
+// throw, and only rollback or destruction is useful.
+class Transaction {
+public:
+    Transaction(Transaction&&) noexcept;
+    Transaction& operator=(Transaction&&) = delete;
+    Transaction(const Transaction&) = delete;
+    ~Transaction();
+
+    // Runs one statement with $1..$n bound to `args` (see to_value for the types).
+    // The number of arguments must equal the highest placeholder used.
+    template <class... Args>
+    Result exec(std::string_view sql, Args&&... args) {
+        if constexpr (sizeof...(Args) == 0) {
+            return exec_values(sql, {});
+        } else {
+            const Value params[] = {to_value(std::forward<Args>(args))...};
+            return exec_values(sql, params);
+        }
+    }
+    Result exec_values(std::string_view sql, std::span<const Value> params);
+
+    // Runs several ';'-separated statements without parameters (migrations).
+    void exec_script(std::string_view sql);
+
+    void commit();
+    void rollback() noexcept;
+
+    const Dialect& dialect() const { return *dialect_; }
+    Backend backend() const { return dialect_->backend(); }
+
+private:
+    friend class Database;
+    Transaction(std::unique_ptr<detail::PooledConnection> conn, const Dialect* dialect);
+    detail::Connection& connection();
+    void check_usable(std::string_view sql) const;
+
+    std::unique_ptr<detail::PooledConnection> conn_;
+    const Dialect* dialect_;
+    bool failed_ = false;
+};
+
+// A database over one backend: a connection pool, transactions and the dialect.
+// Thread-safe: any number of threads may call begin() at once; each gets its own
+// connection (on SQLite all writers share the one writer connection in turn).
+class Database {
+public:
+    // Opens (and for SQLite creates) the database and checks that it answers.
+    // Throws ConfigError for a malformed URL and ConnectionError when the database
+    // cannot be opened or reached.
+    static std::unique_ptr<Database> open(std::string_view url);
+
+    ~Database();
+    Database(const Database&) = delete;
+    Database& operator=(const Database&) = delete;
+
+    Backend backend() const { return dialect_.backend(); }
+    const Dialect& dialect() const { return dialect_; }
+    // The URL with the password masked, fit for logs.
+    const std::string& url() const { return url_.redacted; }
+
+    // Starts a transaction, waiting up to `wait` for a free connection (then
+    // ConnectionError). Connection failures while connecting are retried briefly.
+    Transaction begin(Access access = Access::read_write,
+                      std::chrono::milliseconds wait = std::chrono::seconds(30));
+
+    // Runs `fn(tx)` in a transaction and commits when it returns; an exception rolls
+    // back and propagates. Returns what `fn` returns.
+    template <class Fn>
+    auto transact(Fn&& fn, Access access = Access::read_write) {
+        Transaction tx = begin(access);
+        if constexpr (std::is_void_v<std::invoke_result_t<Fn, Transaction&>>) {
+            fn(tx);
+            tx.commit();
+        } else {
+            auto out = fn(tx);
+            tx.commit();
+            return out;
+        }
+    }
+
+    // One statement in a transaction of its own.
+    template <class... Args>
+    Result exec(std::string_view sql, Args&&... args) {
+        return transact([&](Transaction& tx) { return tx.exec(sql, std::forward<Args>(args)...); });
+    }
+
+private:
+    Database(DatabaseUrl url, std::unique_ptr<detail::Pool> writers,
+             std::unique_ptr<detail::Pool> readers);
+
+    DatabaseUrl url_;
+    Dialect dialect_;
+    std::unique_ptr<detail::Pool> writers_;
+    std::unique_ptr<detail::Pool> readers_;  // null when readers share the writer pool
+};
+
+}  // namespace cairn::storage

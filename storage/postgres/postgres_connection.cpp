@@ -1,0 +1,185 @@
+// Postgres backend over libpqxx 6.4. pqxx headers are included here only.
+//
+// Every parameterised statement is prepared once per connection (named by a counter and
+// cached by its text) and executed with exec_prepared, so Postgres plans it once.
+
+#include <pqxx/pqxx>
+
+#include <string>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "storage/detail/connection.hpp"
+
+namespace cairn::storage::detail {
+namespace {
+
+constexpr std::string_view kBackend = "postgres";
+
+class PostgresConnection final : public Connection {
+public:
+    explicit PostgresConnection(const DatabaseUrl& url) {
+        try {
+            conn_ = std::make_unique<pqxx::connection>(with_default_timeout(url.path));
+        } catch (const std::exception& e) {
+            throw ConnectionError(kBackend, fmt::format("cannot connect to {}: {}", url.redacted,
+                                                        first_line(e.what())));
+        }
+    }
+
+    void begin(Access access) override {
+        guard("BEGIN", [&] {
+            if (access == Access::read_only) {
+                tx_ = std::make_unique<pqxx::read_transaction>(*conn_);
+            } else {
+                tx_ = std::make_unique<pqxx::work>(*conn_);
+            }
+        });
+    }
+
+    void commit() override {
+        if (!tx_) throw StorageError(kBackend, "COMMIT without a transaction");
+        try {
+            guard("COMMIT", [&] { tx_->commit(); });
+        } catch (...) {
+            tx_.reset();
+            throw;
+        }
+        tx_.reset();
+    }
+
+    void rollback() override {
+        if (!tx_) return;
+        try {
+            tx_->abort();
+        } catch (...) {
+            broken_ = true;
+        }
+        tx_.reset();
+    }
+
+    bool healthy() const override { return !broken_ && conn_ && conn_->is_open(); }
+
+    void script(std::string_view sql) override {
+        need_tx(sql);
+        guard(sql, [&] { tx_->exec(std::string(sql)); });
+    }
+
+    Result query(std::string_view sql, std::span<const Value> params) override {
+        need_tx(sql);
+        const std::string& name = prepared_name(sql);
+
+        // Parameters go as text; Postgres infers each one's type from the statement.
+        std::vector<std::string> texts(params.size());
+        std::vector<const char*> ptrs(params.size(), nullptr);
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            const Value& v = params[i];
+            if (std::holds_alternative<std::monostate>(v)) continue;
+            if (auto* iv = std::get_if<std::int64_t>(&v)) {
+                texts[i] = std::to_string(*iv);
+            } else if (auto* dv = std::get_if<double>(&v)) {
+                texts[i] = fmt::format("{}", *dv);  // shortest text that reads back exactly
+                if (texts[i] == "inf") texts[i] = "Infinity";
+                if (texts[i] == "-inf") texts[i] = "-Infinity";
+                if (texts[i] == "nan") texts[i] = "NaN";
+            } else if (auto* bv = std::get_if<bool>(&v)) {
+                texts[i] = *bv ? "true" : "false";
+            } else {
+                texts[i] = std::get<std::string>(v);
+                if (texts[i].find('\0') != std::string::npos) {
+                    throw StorageError(kBackend, fmt::format("parameter ${} contains a NUL byte", i + 1), sql);
+                }
+            }
+            ptrs[i] = texts[i].c_str();
+        }
+
+        pqxx::result r;
+        guard(sql, [&] { r = tx_->exec_prepared(name, pqxx::prepare::make_dynamic_params(ptrs)); });
+
+        std::vector<std::string> columns;
+        const auto ncols = static_cast<std::size_t>(r.columns());
+        columns.reserve(ncols);
+        for (pqxx::row::size_type i = 0; i < r.columns(); ++i) columns.emplace_back(r.column_name(i));
+        Result result{std::string(kBackend), std::move(columns)};
+        for (const auto& row : r) {
+            for (const auto& field : row) {
+                if (field.is_null()) {
+                    result.push(std::monostate{});
+                } else {
+                    result.push(std::string(field.c_str(), field.size()));
+                }
+            }
+        }
+        result.set_affected(static_cast<std::int64_t>(r.affected_rows()));
+        return result;
+    }
+
+private:
+    static std::string first_line(std::string_view text) {
+        auto nl = text.find('\n');
+        return std::string(text.substr(0, nl));
+    }
+
+    // A server that does not answer should not hang a caller forever.
+    static std::string with_default_timeout(const std::string& url) {
+        if (url.find("connect_timeout=") != std::string::npos) return url;
+        return url + (url.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=5";
+    }
+
+    void need_tx(std::string_view sql) const {
+        if (!tx_) throw StorageError(kBackend, "statement outside a transaction", sql);
+    }
+
+    const std::string& prepared_name(std::string_view sql) {
+        std::string key(sql);
+        auto it = prepared_.find(key);
+        if (it != prepared_.end()) return it->second;
+        std::string name = fmt::format("cairn_{}", prepared_.size() + 1);
+        conn_->prepare(name, key);
+        return prepared_.emplace(std::move(key), std::move(name)).first->second;
+    }
+
+    // Runs `fn`, translating pqxx exceptions into the typed storage errors.
+    template <class Fn>
+    void guard(std::string_view sql, Fn&& fn) {
+        try {
+            fn();
+        } catch (const pqxx::unique_violation& e) {
+            throw UniqueViolation(kBackend, first_line(e.what()), sql);
+        } catch (const pqxx::integrity_constraint_violation& e) {
+            throw ConstraintViolation(kBackend, first_line(e.what()), sql);
+        } catch (const pqxx::transaction_rollback& e) {
+            throw TransactionConflict(kBackend, first_line(e.what()), sql);
+        } catch (const pqxx::in_doubt_error& e) {
+            broken_ = true;
+            throw ConnectionError(kBackend,
+                                  fmt::format("connection lost during commit; outcome unknown: {}",
+                                              first_line(e.what())),
+                                  sql);
+        } catch (const pqxx::broken_connection& e) {
+            broken_ = true;
+            throw ConnectionError(kBackend, first_line(e.what()), sql);
+        } catch (const pqxx::sql_error& e) {
+            throw StorageError(kBackend, first_line(e.what()), sql);
+        } catch (const StorageError&) {
+            throw;
+        } catch (const std::exception& e) {
+            if (conn_ && !conn_->is_open()) broken_ = true;
+            throw StorageError(kBackend, first_line(e.what()), sql);
+        }
+    }
+
+    std::unique_ptr<pqxx::connection> conn_;
+    std::unique_ptr<pqxx::dbtransaction> tx_;
+    std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+    bool broken_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Connection> connect_postgres(const DatabaseUrl& url) {
+    return std::make_unique<PostgresConnection>(url);
+}
+
+}  // namespace cairn::storage::detail

@@ -1,0 +1,168 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "storage/database.hpp"
+#include "storage/migrations.hpp"
+
+namespace cairn::storage {
+
+// The engine's tables (events, runs, steps, queue, waits) and the operations on them.
+// docs/storage.md describes the schema and the lease protocol.
+//
+// Times are epoch milliseconds passed in by the caller (`now`), so tests and the engine's
+// injectable clock decide what time it is. Thread-safe: every call takes its own
+// transaction from the Database unless it is given one.
+
+// The engine component's migrations, for Migrator.
+Component run_store_component();
+
+namespace run_status {
+inline constexpr std::string_view kQueued = "queued";
+inline constexpr std::string_view kRunning = "running";
+inline constexpr std::string_view kSleeping = "sleeping";
+inline constexpr std::string_view kWaiting = "waiting";
+inline constexpr std::string_view kCompleted = "completed";
+inline constexpr std::string_view kFailed = "failed";
+inline constexpr std::string_view kCancelled = "cancelled";
+}  // namespace run_status
+
+struct NewEvent {
+    std::string name;
+    std::string data = "{}";                     // JSON text
+    std::optional<std::string> id;               // generated (UUIDv7) when absent
+    std::optional<std::string> idempotency_key;  // a second event with this key is a duplicate
+    std::optional<std::int64_t> ts;              // event time; defaults to `now`
+};
+
+struct NewRun {
+    std::string workflow_id;
+    std::string version;
+    std::int64_t priority = 0;  // higher is claimed first among due items
+};
+
+struct InsertedEvent {
+    std::string event_id;
+    std::vector<std::string> run_ids;
+    bool duplicate = false;  // true when the id or idempotency key was seen before: nothing new written
+};
+
+struct EventRecord {
+    std::string id;
+    std::string name;
+    std::string data;
+    std::int64_t ts = 0;
+    std::optional<std::string> idempotency_key;
+    std::int64_t received_at = 0;
+};
+
+struct RunRecord {
+    std::string id;
+    std::string workflow_id;
+    std::string version;
+    std::string event_id;
+    std::string event_name;
+    std::string status;
+    std::optional<std::string> output;  // JSON text
+    std::optional<std::string> error;   // JSON text
+    std::int64_t attempt = 0;
+    std::int64_t created_at = 0;
+    std::optional<std::int64_t> started_at;
+    std::optional<std::int64_t> ended_at;
+};
+
+struct StepRecord {
+    std::string run_id;
+    std::string key;
+    std::int64_t seq = 0;
+    std::string status;  // "completed" or "failed" (the engine defines more)
+    std::optional<std::string> output;
+    std::optional<std::string> error;
+    std::int64_t attempts = 1;
+    std::optional<std::int64_t> started_at;
+    std::optional<std::int64_t> ended_at;
+};
+
+// A claim on one queue item. `epoch` is the fencing token: every claim of the item
+// increments it, so a holder whose lease expired and was claimed again can no longer
+// write anything for the run.
+struct Lease {
+    std::string run_id;
+    std::string owner;
+    std::int64_t epoch = 0;
+    std::int64_t until = 0;
+};
+
+struct RunFilter {
+    std::optional<std::string> workflow_id;
+    std::optional<std::string> status;
+    std::optional<std::string> event_name;
+    std::optional<std::int64_t> created_from;  // inclusive
+    std::optional<std::int64_t> created_to;    // exclusive
+    std::optional<std::string> search;         // a run id or event id, or a prefix of one
+};
+
+struct RunPage {
+    std::vector<RunRecord> runs;              // newest first
+    std::optional<std::string> next_cursor;  // pass back to get the next page; absent on the last
+};
+
+class RunStore {
+public:
+    explicit RunStore(Database& db) : db_(db) {}
+
+    // Writes the event, one run per entry of `runs` and their queue items (due at `now`)
+    // in `tx`, the caller's transaction: a domain row and its event commit together.
+    // A duplicate (same event id or idempotency key) writes nothing and returns the
+    // first event's id and runs with duplicate = true.
+    InsertedEvent insert_event(Transaction& tx, const NewEvent& event, std::span<const NewRun> runs,
+                               std::int64_t now);
+    // The same in a transaction of its own.
+    InsertedEvent insert_event(const NewEvent& event, std::span<const NewRun> runs, std::int64_t now);
+
+    // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
+    // within the highest priority. Concurrent claimers never receive the same item.
+    std::vector<Lease> claim(std::string_view owner, int limit, std::int64_t now, std::int64_t lease_ms);
+
+    // Extends a lease to now + lease_ms. False when the lease was lost (expired and
+    // claimed again, or released): the caller must stop working on the run.
+    bool renew(Lease& lease, std::int64_t now, std::int64_t lease_ms);
+
+    // Gives the item back: due again at `next_due`, or parked (never due) when nullopt,
+    // as for a finished run. False when the lease was lost.
+    bool release(const Lease& lease, std::optional<std::int64_t> next_due);
+
+    // Locks the run's queue item and checks `lease` is still current. Call first in a
+    // transaction that writes for a leased run; when it returns false write nothing.
+    bool hold_fence(Transaction& tx, const Lease& lease);
+
+    // Records (or updates) a step result, only while `lease` is current. False, and
+    // nothing written, when the lease was lost.
+    bool record_step(const Lease& lease, const StepRecord& step);
+
+    // Sets the run's final status, output and error and parks its queue item, only while
+    // `lease` is current.
+    bool finish_run(const Lease& lease, std::string_view status, const std::optional<std::string>& output,
+                    const std::optional<std::string>& error, std::int64_t now);
+
+    std::optional<RunRecord> get_run(std::string_view run_id);
+    std::optional<EventRecord> get_event(std::string_view event_id);
+    std::vector<StepRecord> steps(std::string_view run_id);
+
+    // Runs matching `filter`, newest first, `limit` (1..1000) per page. Keyset paging on the
+    // time-ordered run id: a row is returned exactly once even while new runs arrive.
+    RunPage list_runs(const RunFilter& filter, std::optional<std::string> cursor, int limit);
+
+    // Items due now or later that are not parked (the queue's depth).
+    std::int64_t queue_depth();
+
+private:
+    Database& db_;
+};
+
+}  // namespace cairn::storage

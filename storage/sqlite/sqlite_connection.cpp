@@ -1,0 +1,241 @@
+// SQLite backend. sqlite3.h is included here only.
+//
+// Placeholders: SQL uses $1..$n as on Postgres. SQLite treats "$1" as a named parameter,
+// so parameters are bound by name, which also makes a repeated $1 work.
+
+#include <sqlite3.h>
+
+#include <charconv>
+#include <string>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "storage/detail/connection.hpp"
+
+namespace cairn::storage::detail {
+namespace {
+
+constexpr std::string_view kBackend = "sqlite";
+
+bool is_blank(const char* p) {
+    for (; *p; ++p) {
+        if (*p == ';' || *p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') continue;
+        if (p[0] == '-' && p[1] == '-') {  // trailing line comment
+            while (*p && *p != '\n') ++p;
+            if (!*p) break;
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+class SqliteConnection final : public Connection {
+public:
+    SqliteConnection(const DatabaseUrl& url, Access access) {
+        int flags = SQLITE_OPEN_NOMUTEX;  // the pool gives each connection to one thread at a time
+        flags |= access == Access::read_only && url.path != ":memory:"
+                     ? SQLITE_OPEN_READONLY
+                     : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+        const int rc = sqlite3_open_v2(url.path.c_str(), &db_, flags, nullptr);
+        if (rc != SQLITE_OK) {
+            std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+            sqlite3_close_v2(db_);
+            db_ = nullptr;
+            throw ConnectionError(kBackend, fmt::format("cannot open '{}': {}", url.path, msg));
+        }
+        sqlite3_extended_result_codes(db_, 1);
+        sqlite3_busy_timeout(db_, url.busy_timeout_ms);
+        try {
+            if (access == Access::read_write) {
+                // WAL lets readers run beside the writer. NORMAL syncs the WAL at checkpoints
+                // only: a power cut may lose the last commits but never corrupts the file;
+                // synchronous=full in the URL syncs every commit (docs/storage.md).
+                exec_simple("PRAGMA journal_mode=WAL");
+                exec_simple(fmt::format("PRAGMA synchronous={}", url.synchronous));
+            } else {
+                exec_simple("PRAGMA query_only=1");
+            }
+            exec_simple("PRAGMA foreign_keys=ON");
+        } catch (const StorageError& e) {
+            close();
+            throw ConnectionError(kBackend, fmt::format("cannot open '{}': {}", url.path, e.message()));
+        }
+    }
+
+    ~SqliteConnection() override { close(); }
+
+    void begin(Access access) override {
+        // IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading.
+        exec_simple(access == Access::read_write ? "BEGIN IMMEDIATE" : "BEGIN");
+    }
+    void commit() override { exec_simple("COMMIT"); }
+    void rollback() override {
+        if (sqlite3_get_autocommit(db_) == 0) exec_simple("ROLLBACK");
+    }
+    bool healthy() const override { return db_ != nullptr; }
+
+    void script(std::string_view sql) override {
+        char* err = nullptr;
+        const std::string text(sql);
+        const int rc = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &err);
+        if (rc != SQLITE_OK) {
+            std::string msg = err ? err : sqlite3_errstr(rc);
+            sqlite3_free(err);
+            fail(rc, msg, sql);
+        }
+    }
+
+    Result query(std::string_view sql, std::span<const Value> params) override {
+        sqlite3_stmt* stmt = prepare(sql);
+        // Always leave the statement reset and unbound, also when binding or stepping throws.
+        struct Reset {
+            sqlite3_stmt* s;
+            ~Reset() {
+                sqlite3_reset(s);
+                sqlite3_clear_bindings(s);
+            }
+        } reset{stmt};
+
+        bind(stmt, sql, params);
+        const int ncols = sqlite3_column_count(stmt);
+        std::vector<std::string> columns;
+        columns.reserve(static_cast<std::size_t>(ncols));
+        for (int i = 0; i < ncols; ++i) columns.emplace_back(sqlite3_column_name(stmt, i));
+        Result result{std::string(kBackend), std::move(columns)};
+
+        for (;;) {
+            const int rc = sqlite3_step(stmt);
+            if (rc == SQLITE_DONE) break;
+            if (rc != SQLITE_ROW) fail(rc, sqlite3_errmsg(db_), sql);
+            for (int i = 0; i < ncols; ++i) {
+                switch (sqlite3_column_type(stmt, i)) {
+                    case SQLITE_INTEGER:
+                        result.push(static_cast<std::int64_t>(sqlite3_column_int64(stmt, i)));
+                        break;
+                    case SQLITE_FLOAT:
+                        result.push(sqlite3_column_double(stmt, i));
+                        break;
+                    case SQLITE_NULL:
+                        result.push(std::monostate{});
+                        break;
+                    default: {  // TEXT and BLOB
+                        const auto* p = static_cast<const char*>(sqlite3_column_blob(stmt, i));
+                        const int n = sqlite3_column_bytes(stmt, i);
+                        result.push(std::string(p ? p : "", static_cast<std::size_t>(n)));
+                    }
+                }
+            }
+        }
+        result.set_affected(sqlite3_stmt_readonly(stmt) ? 0 : sqlite3_changes64(db_));
+        return result;
+    }
+
+private:
+    void close() {
+        for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+        statements_.clear();
+        if (db_) sqlite3_close_v2(db_);
+        db_ = nullptr;
+    }
+
+    void exec_simple(const std::string& sql) { script(sql); }
+
+    // Prepared statements are cached per connection by their text.
+    sqlite3_stmt* prepare(std::string_view sql) {
+        std::string key(sql);
+        if (auto it = statements_.find(key); it != statements_.end()) return it->second;
+        sqlite3_stmt* stmt = nullptr;
+        const char* tail = nullptr;
+        const int rc = sqlite3_prepare_v3(db_, key.c_str(), static_cast<int>(key.size()),
+                                          SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
+        if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
+        if (stmt == nullptr) throw StorageError(kBackend, "empty statement", sql);
+        if (tail && !is_blank(tail)) {
+            sqlite3_finalize(stmt);
+            throw StorageError(kBackend, "exec() runs one statement; use exec_script() for several", sql);
+        }
+        statements_.emplace(std::move(key), stmt);
+        return stmt;
+    }
+
+    void bind(sqlite3_stmt* stmt, std::string_view sql, std::span<const Value> params) {
+        const int count = sqlite3_bind_parameter_count(stmt);
+        std::size_t highest = 0;
+        for (int i = 1; i <= count; ++i) {
+            const char* name = sqlite3_bind_parameter_name(stmt, i);
+            std::size_t n = 0;
+            if (name == nullptr || name[0] != '$' ||
+                std::from_chars(name + 1, name + std::char_traits<char>::length(name), n).ec != std::errc{} ||
+                n == 0) {
+                throw StorageError(kBackend,
+                                   fmt::format("placeholder '{}' is not of the form $N", name ? name : "?"), sql);
+            }
+            highest = std::max(highest, n);
+            if (n > params.size()) continue;  // reported below with the counts
+            const Value& v = params[n - 1];
+            int rc = SQLITE_OK;
+            if (std::holds_alternative<std::monostate>(v)) {
+                rc = sqlite3_bind_null(stmt, i);
+            } else if (auto* iv = std::get_if<std::int64_t>(&v)) {
+                rc = sqlite3_bind_int64(stmt, i, *iv);
+            } else if (auto* dv = std::get_if<double>(&v)) {
+                rc = sqlite3_bind_double(stmt, i, *dv);
+            } else if (auto* bv = std::get_if<bool>(&v)) {
+                rc = sqlite3_bind_int(stmt, i, *bv ? 1 : 0);
+            } else {
+                const auto& s = std::get<std::string>(v);
+                rc = sqlite3_bind_text64(stmt, i, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+            }
+            if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
+        }
+        // Match Postgres, which insists on exactly as many parameters as the highest $N.
+        if (highest != params.size()) {
+            throw StorageError(kBackend,
+                               fmt::format("statement uses {} parameters but {} were given", highest,
+                                           params.size()),
+                               sql);
+        }
+    }
+
+    [[noreturn]] void fail(int rc, std::string_view message, std::string_view sql) {
+        switch (rc) {
+            case SQLITE_CONSTRAINT_UNIQUE:
+            case SQLITE_CONSTRAINT_PRIMARYKEY:
+                throw UniqueViolation(kBackend, message, sql);
+            case SQLITE_CONSTRAINT_FOREIGNKEY:
+            case SQLITE_CONSTRAINT_NOTNULL:
+            case SQLITE_CONSTRAINT_CHECK:
+                throw ConstraintViolation(kBackend, message, sql);
+            default:
+                break;
+        }
+        switch (rc & 0xff) {
+            case SQLITE_BUSY:
+            case SQLITE_LOCKED:
+                throw TransactionConflict(kBackend, message, sql);
+            case SQLITE_CONSTRAINT:
+                throw ConstraintViolation(kBackend, message, sql);
+            case SQLITE_CANTOPEN:
+            case SQLITE_IOERR:
+            case SQLITE_CORRUPT:
+            case SQLITE_NOTADB:
+            case SQLITE_FULL:
+                throw ConnectionError(kBackend, message, sql);
+            default:
+                throw StorageError(kBackend, message, sql);
+        }
+    }
+
+    sqlite3* db_ = nullptr;
+    std::unordered_map<std::string, sqlite3_stmt*> statements_;
+};
+
+}  // namespace
+
+std::unique_ptr<Connection> connect_sqlite(const DatabaseUrl& url, Access access) {
+    return std::make_unique<SqliteConnection>(url, access);
+}
+
+}  // namespace cairn::storage::detail
