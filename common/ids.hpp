@@ -14,8 +14,9 @@ namespace cairn {
 // Thread-safe.
 std::string new_id();
 
-// Same, with the timestamp taken from `unix_ms` rather than the system clock. The
-// monotonic guarantee above holds only for non-decreasing `unix_ms`.
+// Same, with the timestamp taken from `unix_ms` rather than the system clock. Ids never go
+// backwards: a `unix_ms` earlier than one already used (a clock stepped back, a test's
+// fixed time) is raised to it.
 std::string new_id_at(std::int64_t unix_ms);
 
 // True when `text` is a canonical UUID (any version): 36 characters, hex and dashes.

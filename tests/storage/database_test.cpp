@@ -1,0 +1,232 @@
+// Database conformance: the same cases on SQLite and Postgres (CAIRN_TEST_BACKEND).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "support/test_db.hpp"
+
+using namespace cairn::storage;
+using cairn::testing::TestDb;
+
+namespace {
+
+constexpr std::string_view kTable =
+    "CREATE TABLE t (id BIGINT PRIMARY KEY, i BIGINT, d DOUBLE PRECISION, s TEXT, b BOOLEAN)";
+
+void make_table(Database& db) {
+    db.transact([](Transaction& tx) { tx.exec_script(kTable); });
+}
+
+std::int64_t count(Database& db, std::string_view table = "t") {
+    return db.exec(fmt::format("SELECT count(*) FROM {}", table)).front().get<std::int64_t>(0);
+}
+
+}  // namespace
+
+TEST_CASE("every column type round-trips") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    const std::int64_t big = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t small = std::numeric_limits<std::int64_t>::min();
+    const std::string text = "quotes ' \" \\ ; -- and unicode: żółw 🐢 ✓\nnew line\ttab";
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 1, big, 3.141592653589793, text, true);
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 2, small, -1.5e-300, "", false);
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 3, nullptr, std::nullopt,
+            std::optional<std::string>{}, std::optional<bool>{});
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 4, 0, 1.7976931348623157e308,
+            std::string_view("view"), true);
+
+    auto rows = db.exec("SELECT id, i, d, s, b FROM t ORDER BY id");
+    REQUIRE(rows.size() == 4);
+    CHECK(rows.columns() == std::vector<std::string>{"id", "i", "d", "s", "b"});
+    CHECK(rows[0].get<std::int64_t>("i") == big);
+    CHECK(rows[0].get<double>("d") == 3.141592653589793);
+    CHECK(rows[0].get<std::string>("s") == text);
+    CHECK(rows[0].get<bool>("b") == true);
+    CHECK(rows[1].get<std::int64_t>(1) == small);
+    CHECK(rows[1].get<double>(2) == -1.5e-300);
+    CHECK(rows[1].get<std::string>(3).empty());
+    CHECK(rows[1].get<bool>(4) == false);
+    for (std::size_t c = 1; c < 5; ++c) CHECK(rows[2].is_null(c));
+    CHECK_FALSE(rows[2].get_opt<std::int64_t>("i").has_value());
+    CHECK_FALSE(rows[2].get_opt<std::string>("s").has_value());
+    CHECK(rows[3].get<double>("d") == 1.7976931348623157e308);
+    CHECK(rows[3].get<int>("id") == 4);
+
+    // A NULL or a cell of the wrong kind is an error, never a silent zero.
+    CHECK_THROWS_AS(rows[2].get<std::int64_t>("i"), StorageError);
+    CHECK_THROWS_AS(rows[0].get<std::int64_t>("s"), StorageError);
+    CHECK_THROWS_AS(rows[0].get<std::string>("missing"), StorageError);
+    CHECK_THROWS_AS(rows[0].get<int>("i"), StorageError);  // does not fit 32 bits
+}
+
+TEST_CASE("large JSON text round-trips byte for byte") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    std::string json = "{\"items\":[";
+    for (int i = 0; i < 20000; ++i) {
+        if (i) json += ',';
+        json += fmt::format(R"({{"n":{},"name":"item \"{}\" — ünïcode","tags":["a","b"],"ok":true}})", i, i);
+    }
+    json += "]}";
+    REQUIRE(json.size() > 1'000'000);
+    db.exec("INSERT INTO t (id, s) VALUES ($1, $2)", 1, json);
+    CHECK(db.exec("SELECT s FROM t WHERE id = $1", 1).front().get<std::string>(0) == json);
+}
+
+TEST_CASE("an exception inside a transaction rolls it back") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    CHECK_THROWS_AS(db.transact([](Transaction& tx) {
+        tx.exec("INSERT INTO t (id) VALUES ($1)", 1);
+        throw std::runtime_error("boom");
+    }),
+                    std::runtime_error);
+    CHECK(count(db) == 0);
+
+    {
+        Transaction tx = db.begin();
+        tx.exec("INSERT INTO t (id) VALUES ($1)", 2);
+        // destroyed without commit
+    }
+    CHECK(count(db) == 0);
+
+    Transaction tx = db.begin();
+    tx.exec("INSERT INTO t (id) VALUES ($1)", 3);
+    tx.rollback();
+    CHECK(count(db) == 0);
+
+    db.transact([](Transaction& w) { w.exec("INSERT INTO t (id) VALUES ($1)", 4); });
+    CHECK(count(db) == 1);
+}
+
+TEST_CASE("a unique violation is a typed error and leaves the data intact") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    db.exec("INSERT INTO t (id, s) VALUES ($1, $2)", 1, "first");
+
+    Transaction tx = db.begin();
+    tx.exec("INSERT INTO t (id, s) VALUES ($1, $2)", 2, "in the same transaction");
+    CHECK_THROWS_AS(tx.exec("INSERT INTO t (id, s) VALUES ($1, $2)", 1, "second"), UniqueViolation);
+    // Spent on both backends: nothing more runs, nothing commits.
+    CHECK_THROWS_AS(tx.exec("SELECT 1"), StorageError);
+    CHECK_THROWS_AS(tx.commit(), StorageError);
+    tx.rollback();
+
+    auto rows = db.exec("SELECT id, s FROM t ORDER BY id");
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].get<std::string>("s") == "first");
+}
+
+TEST_CASE("constraint violations other than unique are ConstraintViolation") {
+    TestDb t;
+    Database& db = t.db();
+    db.transact([](Transaction& tx) {
+        tx.exec_script(
+            "CREATE TABLE parent (id BIGINT PRIMARY KEY);"
+            "CREATE TABLE child (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL REFERENCES parent (id))");
+    });
+    CHECK_THROWS_AS(db.exec("INSERT INTO child (id, parent_id) VALUES ($1, $2)", 1, 99), ConstraintViolation);
+    CHECK_THROWS_AS(db.exec("INSERT INTO child (id, parent_id) VALUES ($1, $2)", 1, nullptr), ConstraintViolation);
+    CHECK(count(db, "child") == 0);
+}
+
+TEST_CASE("errors name the backend and the failing statement") {
+    TestDb t;
+    Database& db = t.db();
+    try {
+        db.exec("SELEKT nonsense FROM nowhere");
+        FAIL("expected StorageError");
+    } catch (const StorageError& e) {
+        const std::string what = e.what();
+        CHECK(what.find(std::string(to_string(db.backend()))) == 0);
+        CHECK(what.find("SELEKT nonsense FROM nowhere") != std::string::npos);
+        CHECK(e.statement() == "SELEKT nonsense FROM nowhere");
+    }
+}
+
+TEST_CASE("the parameter count must match the placeholders on both backends") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    CHECK_THROWS_AS(db.exec("INSERT INTO t (id, i) VALUES ($1, $2)", 1), StorageError);
+    CHECK_THROWS_AS(db.exec("INSERT INTO t (id) VALUES ($1)", 1, 2), StorageError);
+    // A placeholder used twice binds one parameter.
+    db.exec("INSERT INTO t (id, i) VALUES ($1, $1)", 7);
+    CHECK(db.exec("SELECT i FROM t WHERE id = $1", 7).front().get<std::int64_t>(0) == 7);
+}
+
+TEST_CASE("exec runs one statement; exec_script runs several") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    CHECK_THROWS_AS(db.exec("INSERT INTO t (id) VALUES (1); DELETE FROM t"), StorageError);
+    CHECK(count(db) == 0);
+    db.transact([](Transaction& tx) { tx.exec_script("INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (2);"); });
+    CHECK(count(db) == 2);
+}
+
+TEST_CASE("a read-only transaction refuses writes") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    Transaction tx = db.begin(Access::read_only);
+    CHECK(tx.exec("SELECT count(*) FROM t").front().get<std::int64_t>(0) == 0);
+    CHECK_THROWS_AS(tx.exec("INSERT INTO t (id) VALUES ($1)", 1), StorageError);
+    tx.rollback();
+    CHECK(count(db) == 0);
+}
+
+TEST_CASE("affected() counts changed rows") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    for (int i = 0; i < 5; ++i) db.exec("INSERT INTO t (id, i) VALUES ($1, $2)", i, i % 2);
+    CHECK(db.exec("UPDATE t SET s = $1 WHERE i = $2", "odd", 1).affected() == 2);
+    CHECK(db.exec("DELETE FROM t WHERE i = $1", 0).affected() == 3);
+    CHECK(db.exec("UPDATE t SET s = $1 WHERE id = $2", "x", 99).affected() == 0);
+}
+
+TEST_CASE("many threads share the pool without losing writes") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    constexpr int kThreads = 8;
+    constexpr int kEach = 40;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int w = 0; w < kThreads; ++w) {
+        threads.emplace_back([&, w] {
+            for (int i = 0; i < kEach; ++i) {
+                try {
+                    db.exec("INSERT INTO t (id, i) VALUES ($1, $2)", w * 1000 + i, w);
+                    (void)db.transact([](Transaction& tx) { return tx.exec("SELECT count(*) FROM t"); },
+                                      Access::read_only);
+                } catch (const std::exception& e) {
+                    ++failures;
+                    MESSAGE(e.what());
+                }
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+    CHECK(count(db) == kThreads * kEach);
+}
+
+TEST_CASE("a committed write is visible to another handle on the same database") {
+    TestDb t;
+    make_table(t.db());
+    t.db().exec("INSERT INTO t (id, s) VALUES ($1, $2)", 1, "durable");
+    auto other = t.open_another();
+    CHECK(other->exec("SELECT s FROM t WHERE id = $1", 1).front().get<std::string>(0) == "durable");
+}

@@ -1,0 +1,331 @@
+// Run store conformance: events, runs, leases and paging, on SQLite and Postgres.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "common/ids.hpp"
+#include "storage/migrations.hpp"
+#include "storage/run_store.hpp"
+#include "support/test_db.hpp"
+
+using namespace cairn::storage;
+using cairn::testing::TestDb;
+
+namespace {
+
+constexpr std::int64_t kT0 = 1'800'000'000'000;  // a fixed "now"; the store never reads the clock
+constexpr std::int64_t kLease = 30'000;
+
+// A migrated database with a RunStore over it.
+struct Fixture {
+    TestDb t;
+    RunStore store{t.db()};
+    Fixture() { Migrator(t.db(), {run_store_component()}).apply(); }
+
+    std::vector<std::string> send(std::string name, int nruns, std::int64_t now = kT0) {
+        std::vector<NewRun> runs;
+        for (int i = 0; i < nruns; ++i) runs.push_back({fmt::format("wf-{}", i), "v1"});
+        return store.insert_event(NewEvent{std::move(name), R"({"k":1})"}, runs, now).run_ids;
+    }
+};
+
+NewEvent event(std::string name, std::string data = "{}") {
+    NewEvent e;
+    e.name = std::move(name);
+    e.data = std::move(data);
+    return e;
+}
+
+std::int64_t count(Database& db, std::string_view table) {
+    return db.exec(fmt::format("SELECT count(*) FROM {}", table)).front().get<std::int64_t>(0);
+}
+
+StepRecord step(const Lease& lease, std::string key, std::int64_t seq, std::string output) {
+    return StepRecord{lease.run_id, std::move(key), seq, "completed", std::move(output), std::nullopt, 1, kT0, kT0 + 1};
+}
+
+}  // namespace
+
+TEST_CASE("an event, its runs and their queue items are written together") {
+    Fixture f;
+    auto ins = f.store.insert_event(NewEvent{"ticket/created", R"({"id":"t1"})"},
+                                    std::vector<NewRun>{{"ticket-created", "3"}, {"audit", "1"}}, kT0);
+    CHECK_FALSE(ins.duplicate);
+    REQUIRE(ins.run_ids.size() == 2);
+    CHECK(cairn::is_uuid(ins.event_id));
+
+    auto event = f.store.get_event(ins.event_id);
+    REQUIRE(event);
+    CHECK(event->name == "ticket/created");
+    CHECK(event->data == R"({"id":"t1"})");
+    CHECK(event->ts == kT0);
+
+    auto run = f.store.get_run(ins.run_ids[0]);
+    REQUIRE(run);
+    CHECK(run->workflow_id == "ticket-created");
+    CHECK(run->version == "3");
+    CHECK(run->status == "queued");
+    CHECK(run->event_name == "ticket/created");
+    CHECK(run->created_at == kT0);
+    CHECK(f.store.queue_depth() == 2);
+    CHECK_FALSE(f.store.get_run("no-such-run"));
+}
+
+TEST_CASE("an event written in a transaction that rolls back leaves nothing (outbox)") {
+    Fixture f;
+    Database& db = f.t.db();
+    db.transact([](Transaction& tx) { tx.exec_script("CREATE TABLE tickets (id TEXT PRIMARY KEY)"); });
+    CHECK_THROWS_AS(db.transact([&](Transaction& tx) {
+        tx.exec("INSERT INTO tickets (id) VALUES ($1)", "t1");
+        f.store.insert_event(tx, event("ticket/created"), std::vector<NewRun>{{"ticket-created", "1"}}, kT0);
+        throw std::runtime_error("validation failed after the insert");
+    }),
+                    std::runtime_error);
+    CHECK(count(db, "tickets") == 0);
+    CHECK(count(db, "events") == 0);
+    CHECK(count(db, "runs") == 0);
+    CHECK(count(db, "queue") == 0);
+}
+
+TEST_CASE("a repeated idempotency key or event id writes nothing and returns the first runs") {
+    Fixture f;
+    NewEvent e = event("user/signup", R"({"user":1})");
+    e.idempotency_key = "signup-1";
+    const std::vector<NewRun> runs{{"user-signup", "1"}};
+    auto first = f.store.insert_event(e, runs, kT0);
+    e.data = R"({"user":"changed"})";
+    auto again = f.store.insert_event(e, runs, kT0 + 5);
+    CHECK(again.duplicate);
+    CHECK(again.event_id == first.event_id);
+    CHECK(again.run_ids == first.run_ids);
+    CHECK(f.store.get_event(first.event_id)->data == R"({"user":1})");
+
+    NewEvent by_id = event("user/signup");
+    by_id.id = first.event_id;
+    auto third = f.store.insert_event(by_id, runs, kT0 + 9);
+    CHECK(third.duplicate);
+    CHECK(third.run_ids == first.run_ids);
+    CHECK(count(f.t.db(), "events") == 1);
+    CHECK(count(f.t.db(), "runs") == 1);
+}
+
+TEST_CASE("claim leases due items and skips ones not yet due or already leased") {
+    Fixture f;
+    f.send("a", 3, kT0);
+    f.send("later", 1, kT0 + 60'000);
+    auto leases = f.store.claim("w1", 10, kT0, 120'000);
+    CHECK(leases.size() == 3);
+    for (const auto& l : leases) {
+        CHECK(l.owner == "w1");
+        CHECK(l.epoch == 1);
+        CHECK(l.until == kT0 + 120'000);
+    }
+    CHECK(f.store.claim("w2", 10, kT0 + 1, kLease).empty());
+    CHECK(f.store.claim("w2", 10, kT0 + 60'000 - 1, kLease).empty());
+    CHECK(f.store.claim("w2", 0, kT0, kLease).empty());
+}
+
+TEST_CASE("claim takes higher priority first, then the longest due") {
+    Fixture f;
+    auto low_old = f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 0}}, kT0).run_ids[0];
+    auto low_new = f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 0}}, kT0 + 10).run_ids[0];
+    auto high = f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 5}}, kT0 + 20).run_ids[0];
+    auto one = f.store.claim("w", 1, kT0 + 100, kLease);
+    REQUIRE(one.size() == 1);
+    CHECK(one[0].run_id == high);
+    auto two = f.store.claim("w", 1, kT0 + 100, kLease);
+    REQUIRE(two.size() == 1);
+    CHECK(two[0].run_id == low_old);
+    CHECK(f.store.claim("w", 5, kT0 + 100, kLease)[0].run_id == low_new);
+}
+
+TEST_CASE("two concurrent claimers never get the same item") {
+    Fixture f;
+    constexpr int kRuns = 300;
+    for (int i = 0; i < kRuns / 3; ++i) f.send("e", 3);
+
+    constexpr int kClaimers = 4;
+    std::mutex mu;
+    std::vector<std::string> claimed;
+    std::atomic<int> failures{0};
+    std::vector<std::thread> threads;
+    for (int w = 0; w < kClaimers; ++w) {
+        threads.emplace_back([&, w] {
+            // Each claimer has its own pool, as a separate worker process would.
+            auto db = f.t.open_another();
+            RunStore store(*db);
+            const std::string owner = fmt::format("worker-{}", w);
+            try {
+                for (;;) {
+                    auto leases = store.claim(owner, 7, kT0, kLease);
+                    if (leases.empty()) break;
+                    std::lock_guard lock(mu);
+                    for (auto& l : leases) claimed.push_back(l.run_id);
+                }
+            } catch (const std::exception& e) {
+                ++failures;
+                MESSAGE(e.what());
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(failures == 0);
+    CHECK(claimed.size() == kRuns);
+    std::set<std::string> unique(claimed.begin(), claimed.end());
+    CHECK(unique.size() == kRuns);
+}
+
+TEST_CASE("an expired lease is reclaimed with a new epoch") {
+    Fixture f;
+    auto run = f.send("e", 1)[0];
+    auto first = f.store.claim("w1", 1, kT0, 1000);
+    REQUIRE(first.size() == 1);
+    CHECK(f.store.claim("w2", 1, kT0 + 999, 1000).empty());  // still held
+    auto second = f.store.claim("w2", 1, kT0 + 1000, 1000);  // expired exactly now
+    REQUIRE(second.size() == 1);
+    CHECK(second[0].run_id == run);
+    CHECK(second[0].owner == "w2");
+    CHECK(second[0].epoch == first[0].epoch + 1);
+}
+
+TEST_CASE("a stale lease epoch is refused everywhere") {
+    Fixture f;
+    f.send("e", 1);
+    Lease stale = f.store.claim("w1", 1, kT0, 1000).at(0);
+    Lease current = f.store.claim("w2", 1, kT0 + 5000, kLease).at(0);
+    REQUIRE(current.epoch > stale.epoch);
+
+    CHECK_FALSE(f.store.record_step(stale, step(stale, "load", 0, "\"late\"")));
+    CHECK_FALSE(f.store.renew(stale, kT0 + 5001, kLease));
+    CHECK_FALSE(f.store.release(stale, kT0));
+    CHECK_FALSE(f.store.finish_run(stale, run_status::kCompleted, "\"late\"", std::nullopt, kT0 + 5002));
+    CHECK(f.store.steps(stale.run_id).empty());
+    CHECK(f.store.get_run(stale.run_id)->status == "queued");
+
+    CHECK(f.store.record_step(current, step(current, "load", 0, "\"on time\"")));
+    auto steps = f.store.steps(current.run_id);
+    REQUIRE(steps.size() == 1);
+    CHECK(steps[0].output == "\"on time\"");
+    // The same owner with an old epoch (a paused thread of the same worker) is refused too.
+    Lease same_owner_old = current;
+    same_owner_old.epoch -= 1;
+    CHECK_FALSE(f.store.record_step(same_owner_old, step(current, "other", 1, "1")));
+}
+
+TEST_CASE("renew extends a lease; release makes the item due again or parks it") {
+    Fixture f;
+    f.send("e", 2);
+    auto leases = f.store.claim("w", 2, kT0, 1000);
+    REQUIRE(leases.size() == 2);
+    Lease a = leases[0];
+    Lease b = leases[1];
+
+    CHECK(f.store.renew(a, kT0 + 900, 1000));
+    CHECK(a.until == kT0 + 1900);
+    auto reclaimed = f.store.claim("other", 5, kT0 + 1500, kLease);  // b expired, a renewed
+    REQUIRE(reclaimed.size() == 1);
+    CHECK(reclaimed[0].run_id == b.run_id);
+
+    CHECK(f.store.release(a, kT0 + 10'000));  // e.g. a sleep until then
+    CHECK(f.store.claim("w", 5, kT0 + 9'999, 1000).empty());
+    auto again = f.store.claim("w", 5, kT0 + 10'000, 1000);
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].run_id == a.run_id);
+    CHECK(again[0].epoch == a.epoch + 1);
+
+    CHECK(f.store.release(again[0], std::nullopt));  // parked: never due
+    CHECK(f.store.claim("w", 5, kT0 + 10'000'000, 1000).size() == 1);  // only b's new lease expiring
+}
+
+TEST_CASE("finish_run records the outcome and parks the run") {
+    Fixture f;
+    f.send("e", 1);
+    Lease l = f.store.claim("w", 1, kT0, kLease).at(0);
+    CHECK(f.store.record_step(l, step(l, "one", 0, R"({"a":1})")));
+    CHECK(f.store.record_step(l, step(l, "two", 1, R"([1,2])")));
+    CHECK(f.store.finish_run(l, run_status::kCompleted, R"({"done":true})", std::nullopt, kT0 + 50));
+    auto run = f.store.get_run(l.run_id);
+    CHECK(run->status == "completed");
+    CHECK(run->output == R"({"done":true})");
+    CHECK(run->ended_at == kT0 + 50);
+    CHECK(f.store.queue_depth() == 0);
+    CHECK(f.store.claim("w", 5, kT0 + 10'000'000, kLease).empty());
+    auto steps = f.store.steps(l.run_id);
+    REQUIRE(steps.size() == 2);
+    CHECK(steps[0].key == "one");
+    CHECK(steps[1].key == "two");
+}
+
+TEST_CASE("a completed step is final: a second write of the key changes nothing") {
+    Fixture f;
+    f.send("e", 1);
+    Lease l = f.store.claim("w", 1, kT0, kLease).at(0);
+    StepRecord failed = step(l, "call-api", 0, "");
+    failed.status = "failed";
+    failed.output.reset();
+    failed.error = R"({"message":"timeout"})";
+    CHECK(f.store.record_step(l, failed));
+    StepRecord ok = step(l, "call-api", 0, R"("first")");
+    ok.attempts = 2;
+    CHECK(f.store.record_step(l, ok));
+    CHECK(f.store.record_step(l, step(l, "call-api", 0, R"("second")")));
+    auto steps = f.store.steps(l.run_id);
+    REQUIRE(steps.size() == 1);
+    CHECK(steps[0].status == "completed");
+    CHECK(steps[0].output == R"("first")");
+    CHECK(steps[0].attempts == 2);
+    CHECK(steps[0].started_at == kT0);
+}
+
+TEST_CASE("paging returns every row exactly once, also while runs arrive") {
+    Fixture f;
+    constexpr int kRuns = 157;
+    std::set<std::string> all;
+    for (int i = 0; i < kRuns; ++i) all.insert(f.send("e", 1, kT0 + i)[0]);
+
+    std::vector<std::string> seen;
+    std::optional<std::string> cursor;
+    int pages = 0;
+    do {
+        auto page = f.store.list_runs({}, cursor, 10);
+        for (auto& r : page.runs) seen.push_back(r.id);
+        cursor = page.next_cursor;
+        ++pages;
+        if (pages == 3) f.send("e", 2, kT0 + 1000);  // newer runs must not shift the pages
+    } while (cursor);
+    CHECK(pages == 16);
+    CHECK(seen.size() == kRuns);
+    CHECK(std::set<std::string>(seen.begin(), seen.end()) == all);
+    CHECK(std::is_sorted(seen.rbegin(), seen.rend()));  // newest first
+}
+
+TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix") {
+    Fixture f;
+    auto a = f.store.insert_event(event("ticket/created"), std::vector<NewRun>{{"ticket-created", "1"}}, kT0);
+    auto b = f.store.insert_event(event("user/signup"), std::vector<NewRun>{{"user-signup", "1"}}, kT0 + 100);
+    auto c = f.store.insert_event(event("user/signup"), std::vector<NewRun>{{"user-signup", "1"}}, kT0 + 200);
+    Lease l = f.store.claim("w", 3, kT0 + 300, kLease).at(0);
+    CHECK(f.store.finish_run(l, run_status::kFailed, std::nullopt, R"({"message":"x"})", kT0 + 301));
+
+    auto ids = [&](const RunFilter& filter) {
+        std::vector<std::string> out;
+        for (auto& r : f.store.list_runs(filter, std::nullopt, 100).runs) out.push_back(r.id);
+        return out;
+    };
+    CHECK(ids({.workflow_id = "user-signup"}) == std::vector{c.run_ids[0], b.run_ids[0]});
+    CHECK(ids({.status = "failed"}) == std::vector{l.run_id});
+    CHECK(ids({.event_name = "ticket/created"}) == a.run_ids);
+    CHECK(ids({.created_from = kT0 + 100, .created_to = kT0 + 200}) == b.run_ids);
+    CHECK(ids({.search = b.run_ids[0].substr(0, 30)}) == b.run_ids);
+    CHECK(ids({.search = c.event_id}) == c.run_ids);
+    CHECK(ids({.search = "%"}).empty());  // wildcards match literally
+    CHECK(ids({.workflow_id = "user-signup", .status = "failed"}).empty());
+    CHECK_THROWS_AS(f.store.list_runs({}, std::nullopt, 0), std::invalid_argument);
+    CHECK_THROWS_AS(f.store.list_runs({}, std::nullopt, 1001), std::invalid_argument);
+}
