@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -88,6 +89,19 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
 }
 
 int cmd_migrate(const std::string& db_url, bool status_only, bool as_json) {
+    if (status_only) {
+        // --status changes nothing, so it must not create a missing SQLite file either.
+        storage::DatabaseUrl url;
+        try {
+            url = storage::parse_database_url(db_url);
+        } catch (const storage::ConfigError& e) {
+            throw Exit{kExitUsage, e.what()};
+        }
+        if (url.backend == storage::Backend::sqlite && url.path != ":memory:" &&
+            !std::filesystem::exists(url.path)) {
+            throw Exit{kExitUsage, fmt::format("no database at {} (cairn migrate creates it)", url.path)};
+        }
+    }
     auto db = open_database(db_url);
     storage::Migrator migrator(*db, all_components());
     if (!status_only) migrate_apply(*db);

@@ -140,8 +140,11 @@ struct HttpServer::Impl {
                          ec != http::error::end_of_stream && ec != http::error::partial_message)
                     status = 400;
                 if (status != 0) {
-                    co_await write(s, Response{status, "application/json", json_error_body(status)}, 11, false,
-                                   {}, ok);
+                    // Named, not temporaries: GCC 12 destroys temporaries inside a co_await
+                    // expression twice.
+                    const Response refusal{status, "application/json", json_error_body(status)};
+                    const std::string no_id;
+                    co_await write(s, refusal, 11, false, no_id, ok);
                 }
                 break;
             }
@@ -151,9 +154,8 @@ struct HttpServer::Impl {
             Request request{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
                             new_id()};
             s.busy = true;
-            Response res = co_await asio::co_spawn(
-                pool, [this, &request]() -> asio::awaitable<Response> { co_return call_handler(request); },
-                asio::use_awaitable);
+            auto handle = [this, &request]() -> asio::awaitable<Response> { co_return call_handler(request); };
+            Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
             s.busy = false;
 
             const bool keep_alive = req.keep_alive() && !stopping;
