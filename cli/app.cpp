@@ -1,15 +1,15 @@
 #include "cli/app.hpp"
 
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include "common/time.hpp"
 #include "common/version.hpp"
@@ -26,7 +26,9 @@ constexpr const char* kDefaultDb = "sqlite://cairn.db";
 constexpr const char* kDefaultListen = "127.0.0.1:8080";
 
 // Every component's migrations, in dependency order. Plugins add theirs here.
-std::vector<storage::Component> all_components() { return {storage::run_store_component()}; }
+std::vector<storage::Component> all_components() {
+    return {storage::run_store_component()};
+}
 
 // A failure that ends the command with `code` after printing `message` on one line.
 struct Exit {
@@ -38,7 +40,8 @@ void setup_logging() {
     auto logger = spdlog::stderr_color_mt("cairn");
     spdlog::set_default_logger(logger);
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-    const char* level = std::getenv("CAIRN_LOG_LEVEL");
+    // Read once at start-up, before any thread exists.
+    const char* level = std::getenv("CAIRN_LOG_LEVEL");  // NOLINT(concurrency-mt-unsafe)
     spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::info);
 }
 
@@ -73,9 +76,8 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
     options.work_threads = threads;
     std::unique_ptr<server::HttpServer> http;
     try {
-        http = std::make_unique<server::HttpServer>(options, [&db](const server::Request& req) {
-            return server::make_router(*db)(req);
-        });
+        http = std::make_unique<server::HttpServer>(
+            options, [&db](const server::Request& req) { return server::make_router(*db)(req); });
     } catch (const server::ListenError& e) {
         throw Exit{kExitUsage, e.what()};
     }
@@ -99,7 +101,8 @@ int cmd_migrate(const std::string& db_url, bool status_only, bool as_json) {
         }
         if (url.backend == storage::Backend::sqlite && url.path != ":memory:" &&
             !std::filesystem::exists(url.path)) {
-            throw Exit{kExitUsage, fmt::format("no database at {} (cairn migrate creates it)", url.path)};
+            throw Exit{kExitUsage,
+                       fmt::format("no database at {} (cairn migrate creates it)", url.path)};
         }
     }
     auto db = open_database(db_url);
@@ -109,17 +112,18 @@ int cmd_migrate(const std::string& db_url, bool status_only, bool as_json) {
     if (as_json) {
         nlohmann::json out = nlohmann::json::array();
         for (const auto& s : states) {
-            out.push_back({{"component", s.component},
-                           {"version", s.version},
-                           {"name", s.name},
-                           {"status", s.applied_at ? "applied" : "pending"},
-                           {"applied_at", s.applied_at ? nlohmann::json(format_rfc3339(*s.applied_at))
-                                                       : nlohmann::json(nullptr)}});
+            out.push_back(
+                {{"component", s.component},
+                 {"version", s.version},
+                 {"name", s.name},
+                 {"status", s.applied_at ? "applied" : "pending"},
+                 {"applied_at", s.applied_at ? nlohmann::json(format_rfc3339(*s.applied_at))
+                                             : nlohmann::json(nullptr)}});
         }
         std::cout << out.dump(2) << '\n';
     } else {
-        std::cout << fmt::format("{:<12} {:>7}  {:<8} {:<24}  {}\n", "COMPONENT", "VERSION", "STATUS",
-                                 "APPLIED AT", "NAME");
+        std::cout << fmt::format("{:<12} {:>7}  {:<8} {:<24}  {}\n", "COMPONENT", "VERSION",
+                                 "STATUS", "APPLIED AT", "NAME");
         for (const auto& s : states) {
             std::cout << fmt::format("{:<12} {:>7}  {:<8} {:<24}  {}\n", s.component, s.version,
                                      s.applied_at ? "applied" : "pending",
@@ -138,12 +142,14 @@ int run(int argc, char** argv) {
 
     std::string db_url = kDefaultDb;
     auto add_db = [&db_url](CLI::App* cmd) {
-        cmd->add_option("--db", db_url, "Database URL: sqlite://PATH, sqlite::memory: or postgres://...")
+        cmd->add_option("--db", db_url,
+                        "Database URL: sqlite://PATH, sqlite::memory: or postgres://...")
             ->envname("CAIRN_DB")
             ->capture_default_str();
     };
 
-    auto* serve = app.add_subcommand("serve", "Run the HTTP server on the database (migrating it first)");
+    auto* serve =
+        app.add_subcommand("serve", "Run the HTTP server on the database (migrating it first)");
     std::string listen = kDefaultListen;
     std::size_t threads = 4;
     add_db(serve);
@@ -158,7 +164,8 @@ int run(int argc, char** argv) {
     bool status_only = false;
     bool as_json = false;
     add_db(migrate);
-    migrate->add_flag("--status", status_only, "Only list applied and pending migrations; change nothing");
+    migrate->add_flag("--status", status_only,
+                      "Only list applied and pending migrations; change nothing");
     migrate->add_flag("--json", as_json, "Print JSON instead of a table");
 
     try {

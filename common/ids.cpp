@@ -23,7 +23,9 @@ Generator& generator() {
 
 }  // namespace
 
-std::string new_id() { return new_id_at(now_ms()); }
+std::string new_id() {
+    return new_id_at(now_ms());
+}
 
 std::string new_id_at(std::int64_t unix_ms) {
     Generator& g = generator();

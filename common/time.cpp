@@ -1,8 +1,8 @@
 #include "common/time.hpp"
 
-#include <chrono>
-
 #include <fmt/format.h>
+
+#include <chrono>
 
 namespace cairn {
 

@@ -4,6 +4,8 @@
 
 namespace cairn::engine {
 
-std::int64_t SystemClock::now_ms() const { return cairn::now_ms(); }
+std::int64_t SystemClock::now_ms() const {
+    return cairn::now_ms();
+}
 
 }  // namespace cairn::engine

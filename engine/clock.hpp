@@ -8,7 +8,7 @@ namespace cairn::engine {
 // The engine's source of time. Retries, sleeps, leases and timeouts read a Clock so
 // that tests move time forward instead of sleeping. Implementations are thread-safe.
 class Clock {
-public:
+  public:
     virtual ~Clock() = default;
     // Epoch milliseconds.
     virtual std::int64_t now_ms() const = 0;
@@ -16,19 +16,19 @@ public:
 
 // Wall-clock time.
 class SystemClock final : public Clock {
-public:
+  public:
     std::int64_t now_ms() const override;
 };
 
 // Time that moves only when told to; for tests.
 class ManualClock final : public Clock {
-public:
+  public:
     explicit ManualClock(std::int64_t start_ms) : now_(start_ms) {}
     std::int64_t now_ms() const override { return now_.load(); }
     void set(std::int64_t ms) { now_.store(ms); }
     void advance(std::int64_t ms) { now_.fetch_add(ms); }
 
-private:
+  private:
     std::atomic<std::int64_t> now_;
 };
 

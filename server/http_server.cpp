@@ -6,15 +6,15 @@
 
 #include "server/http_server.hpp"
 
-#include <atomic>
-#include <csignal>
-#include <set>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
+#include <csignal>
+#include <set>
 
 #include "common/ids.hpp"
 #include "common/version.hpp"
@@ -40,20 +40,24 @@ tcp::endpoint parse_listen(const std::string& listen) {
     unsigned port = 0;
     for (char c : port_text) {
         if (c < '0' || c > '9' || port > 65535) {
-            throw ListenError(fmt::format("listen address '{}': port '{}' is not a number from 0 to 65535",
-                                          listen, port_text));
+            throw ListenError(
+                fmt::format("listen address '{}': port '{}' is not a number from 0 to 65535",
+                            listen, port_text));
         }
         port = port * 10 + static_cast<unsigned>(c - '0');
     }
     if (port > 65535) {
         throw ListenError(fmt::format("listen address '{}': port must be from 0 to 65535", listen));
     }
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
     if (host == "localhost") host = "127.0.0.1";
     if (host.empty() || host == "*") host = "0.0.0.0";
     boost::system::error_code ec;
     auto address = asio::ip::make_address(host, ec);
-    if (ec) throw ListenError(fmt::format("listen address '{}': '{}' is not an IP address", listen, host));
+    if (ec)
+        throw ListenError(
+            fmt::format("listen address '{}': '{}' is not an IP address", listen, host));
     return {address, static_cast<unsigned short>(port)};
 }
 
@@ -67,10 +71,14 @@ const std::string& json_error_body(int status) {
     static const std::string k500 =
         R"({"error":{"code":"internal","message":"internal server error","details":[]}})";
     switch (status) {
-        case 400: return k400;
-        case 413: return k413;
-        case 431: return k431;
-        default: return k500;
+        case 400:
+            return k400;
+        case 413:
+            return k413;
+        case 431:
+            return k431;
+        default:
+            return k500;
     }
 }
 
@@ -99,10 +107,11 @@ struct HttpServer::Impl {
         try {
             return handler(request);
         } catch (const std::exception& e) {
-            spdlog::error("request {} {} {} failed: {}", request.request_id, request.method, request.target, e.what());
+            spdlog::error("request {} {} {} failed: {}", request.request_id, request.method,
+                          request.target, e.what());
         } catch (...) {
-            spdlog::error("request {} {} {} failed with an unknown exception", request.request_id, request.method,
-                          request.target);
+            spdlog::error("request {} {} {} failed with an unknown exception", request.request_id,
+                          request.method, request.target);
         }
         return Response{500, "application/json", json_error_body(500)};
     }
@@ -134,9 +143,12 @@ struct HttpServer::Impl {
             auto [ec, n] = co_await http::async_read(s.stream, buffer, parser, kTuple);
             if (ec) {
                 int status = 0;
-                if (ec == http::error::body_limit) status = 413;
-                else if (ec == http::error::header_limit) status = 431;
-                else if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+                if (ec == http::error::body_limit)
+                    status = 413;
+                else if (ec == http::error::header_limit)
+                    status = 431;
+                else if (ec.category() ==
+                             http::make_error_code(http::error::bad_method).category() &&
                          ec != http::error::end_of_stream && ec != http::error::partial_message)
                     status = 400;
                 if (status != 0) {
@@ -151,17 +163,19 @@ struct HttpServer::Impl {
 
             const auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
-            Request request{std::string(req.method_string()), std::string(req.target()), std::move(req.body()),
-                            new_id()};
+            Request request{std::string(req.method_string()), std::string(req.target()),
+                            std::move(req.body()), new_id()};
             s.busy = true;
-            auto handle = [this, &request]() -> asio::awaitable<Response> { co_return call_handler(request); };
+            auto handle = [this, &request]() -> asio::awaitable<Response> {
+                co_return call_handler(request);
+            };
             Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
             s.busy = false;
 
             const bool keep_alive = req.keep_alive() && !stopping;
             co_await write(s, res, req.version(), keep_alive, request.request_id, ok);
-            const auto micros =
-                std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started);
+            const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                std::chrono::steady_clock::now() - started);
             spdlog::info("{} {} {} {:.3f}ms id={}", request.method, request.target, res.status,
                          static_cast<double>(micros.count()) / 1000.0, request.request_id);
             if (!keep_alive) break;
@@ -199,8 +213,8 @@ struct HttpServer::Impl {
         drain.expires_after(options.drain_timeout);
         drain.async_wait([this](beast::error_code ec) {
             if (ec) return;  // cancelled: every session finished in time
-            spdlog::warn("shutdown: {} connection(s) still busy after {}s; closing them", sessions.size(),
-                         options.drain_timeout.count());
+            spdlog::warn("shutdown: {} connection(s) still busy after {}s; closing them",
+                         sessions.size(), options.drain_timeout.count());
             ioc.stop();
         });
     }
@@ -215,7 +229,9 @@ HttpServer::HttpServer(ServerOptions options, Handler handler)
     if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acceptor.bind(endpoint, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) throw ListenError(fmt::format("cannot listen on {}: {}", impl_->options.listen, ec.message()));
+    if (ec)
+        throw ListenError(
+            fmt::format("cannot listen on {}: {}", impl_->options.listen, ec.message()));
 }
 
 HttpServer::~HttpServer() {
@@ -225,7 +241,8 @@ HttpServer::~HttpServer() {
 std::string HttpServer::local_address() const {
     const auto ep = impl_->acceptor.local_endpoint();
     const auto host = ep.address().to_string();
-    return ep.address().is_v6() ? fmt::format("[{}]:{}", host, ep.port()) : fmt::format("{}:{}", host, ep.port());
+    return ep.address().is_v6() ? fmt::format("[{}]:{}", host, ep.port())
+                                : fmt::format("{}:{}", host, ep.port());
 }
 
 void HttpServer::run() {

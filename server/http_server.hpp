@@ -28,12 +28,12 @@ struct Response {
 using Handler = std::function<Response(const Request&)>;
 
 struct ServerOptions {
-    std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one
-    std::size_t work_threads = 4;           // the bounded pool handlers run on
-    std::size_t header_limit = 16 * 1024;   // bytes; past it the request gets 431
-    std::size_t body_limit = 1024 * 1024;   // bytes; past it the request gets 413
-    std::chrono::seconds read_timeout{30};  // for a whole request, and idle keep-alive
-    std::chrono::seconds drain_timeout{10}; // for in-flight requests at shutdown
+    std::string listen = "127.0.0.1:8080";              // host:port; port 0 picks a free one
+    std::size_t work_threads = 4;                       // the bounded pool handlers run on
+    std::size_t header_limit = std::size_t{16} * 1024;  // bytes; past it the request gets 431
+    std::size_t body_limit = std::size_t{1024} * 1024;  // bytes; past it the request gets 413
+    std::chrono::seconds read_timeout{30};              // for a whole request, and idle keep-alive
+    std::chrono::seconds drain_timeout{10};             // for in-flight requests at shutdown
 };
 
 // The listen address is malformed or cannot be bound (in use, not permitted).
@@ -45,7 +45,7 @@ class ListenError : public std::runtime_error {
 // pool for handlers. The constructor binds and listens (throwing ListenError), so a busy
 // port is reported before anything else is set up.
 class HttpServer {
-public:
+  public:
     HttpServer(ServerOptions options, Handler handler);
     ~HttpServer();
     HttpServer(const HttpServer&) = delete;
@@ -60,7 +60,7 @@ public:
     // Thread-safe; may be called from any thread, before or during run().
     void stop();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

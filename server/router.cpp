@@ -1,7 +1,8 @@
 #include "server/router.hpp"
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
 
 #include "common/version.hpp"
 #include "storage/database.hpp"
@@ -18,7 +19,8 @@ Response error_response(int status, std::string_view code, std::string_view mess
 Response health(storage::Database& db) {
     json body = {{"backend", storage::to_string(db.backend())}, {"version", kVersion}};
     try {
-        db.transact([](storage::Transaction& tx) { tx.exec("SELECT 1"); }, storage::Access::read_only);
+        db.transact([](storage::Transaction& tx) { tx.exec("SELECT 1"); },
+                    storage::Access::read_only);
         body["status"] = "ok";
         body["database"] = "ok";
         return Response{200, "application/json", body.dump()};

@@ -1,10 +1,10 @@
 #include "storage/database.hpp"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "storage/detail/connection.hpp"
 
@@ -13,7 +13,8 @@ namespace cairn::storage {
 // ---- errors -------------------------------------------------------------------------------
 
 namespace {
-std::string describe(std::string_view backend, std::string_view message, std::string_view statement) {
+std::string describe(std::string_view backend, std::string_view message,
+                     std::string_view statement) {
     constexpr std::size_t kMaxStatement = 300;
     if (statement.empty()) return fmt::format("{}: {}", backend, message);
     std::string sql(statement.substr(0, kMaxStatement));
@@ -25,7 +26,8 @@ std::string describe(std::string_view backend, std::string_view message, std::st
 }
 }  // namespace
 
-StorageError::StorageError(std::string_view backend, std::string_view message, std::string_view statement)
+StorageError::StorageError(std::string_view backend, std::string_view message,
+                           std::string_view statement)
     : std::runtime_error(describe(backend, message, statement)),
       backend_(backend),
       message_(message),
@@ -52,8 +54,8 @@ int parse_positive(std::string_view key, std::string_view text, int max) {
     int n = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
     if (ec != std::errc{} || end != text.data() + text.size() || n < 1 || n > max) {
-        throw ConfigError(fmt::format("database URL option {}={} must be an integer from 1 to {}", key,
-                                      text, max));
+        throw ConfigError(fmt::format("database URL option {}={} must be an integer from 1 to {}",
+                                      key, text, max));
     }
     return n;
 }
@@ -103,7 +105,8 @@ DatabaseUrl parse_database_url(std::string_view url) {
         if (pair.empty()) continue;
         auto eq = pair.find('=');
         if (eq == std::string_view::npos || eq == 0) {
-            throw ConfigError(fmt::format("database URL option '{}' is not of the form key=value", pair));
+            throw ConfigError(
+                fmt::format("database URL option '{}' is not of the form key=value", pair));
         }
         std::string_view key = pair.substr(0, eq);
         std::string_view value = pair.substr(eq + 1);
@@ -112,7 +115,8 @@ DatabaseUrl parse_database_url(std::string_view url) {
         } else if (out.backend == Backend::sqlite && key == "synchronous") {
             std::string v = lower(value);
             if (v != "normal" && v != "full") {
-                throw ConfigError(fmt::format("database URL option synchronous={} must be normal or full", value));
+                throw ConfigError(fmt::format(
+                    "database URL option synchronous={} must be normal or full", value));
             }
             out.synchronous = v == "full" ? "FULL" : "NORMAL";
         } else if (out.backend == Backend::sqlite && key == "busy_timeout_ms") {
@@ -127,7 +131,8 @@ DatabaseUrl parse_database_url(std::string_view url) {
     }
 
     if (out.backend == Backend::sqlite) {
-        if (base.empty()) throw ConfigError(fmt::format("database URL '{}' names no file: {}", url, kExpected));
+        if (base.empty())
+            throw ConfigError(fmt::format("database URL '{}' names no file: {}", url, kExpected));
         out.path = std::string(base);
         if (out.pool_size == 0) out.pool_size = 4;
         out.redacted = std::string(url);
@@ -147,7 +152,8 @@ DatabaseUrl parse_database_url(std::string_view url) {
     if (at != std::string_view::npos) {
         auto colon = base.substr(0, at).find(':');
         if (colon != std::string_view::npos) {
-            redacted = scheme + std::string(base.substr(0, colon)) + ":***" + std::string(base.substr(at)) +
+            redacted = scheme + std::string(base.substr(0, colon)) + ":***" +
+                       std::string(base.substr(at)) +
                        (passthrough.empty() ? "" : "?" + passthrough);
         }
     }
@@ -168,7 +174,8 @@ std::size_t Row::index_of(std::string_view column) const {
 const Value& Row::raw(std::size_t column) const {
     const auto n = result_->columns_.size();
     if (column >= n || row_ >= result_->size()) {
-        throw StorageError(result_->backend_, fmt::format("cell ({}, {}) is out of range", row_, column));
+        throw StorageError(result_->backend_,
+                           fmt::format("cell ({}, {}) is out of range", row_, column));
     }
     return result_->cells_[row_ * n + column];
 }
@@ -179,9 +186,10 @@ bool Row::is_null(std::size_t column) const {
 
 namespace {
 
-[[noreturn]] void bad_cell(const std::string& backend, const std::string& column, std::string_view want,
-                           std::string_view got) {
-    throw StorageError(backend, fmt::format("column '{}': cannot read {} as {}", column, got, want));
+[[noreturn]] void bad_cell(const std::string& backend, const std::string& column,
+                           std::string_view want, std::string_view got) {
+    throw StorageError(backend,
+                       fmt::format("column '{}': cannot read {} as {}", column, got, want));
 }
 
 template <class Int>
@@ -215,7 +223,8 @@ template <>
 int Row::get<int>(std::size_t column) const {
     auto v = get<std::int64_t>(column);
     if (v < INT32_MIN || v > INT32_MAX) {
-        bad_cell(result_->backend_, result_->columns_[column], "a 32-bit integer", std::to_string(v));
+        bad_cell(result_->backend_, result_->columns_[column], "a 32-bit integer",
+                 std::to_string(v));
     }
     return static_cast<int>(v);
 }
@@ -233,7 +242,8 @@ double Row::get<double>(std::size_t column) const {
         double out = 0;
         auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), out);
         if (ec == std::errc{} && end == s->data() + s->size()) return out;
-        bad_cell(result_->backend_, result_->columns_[column], "a number", fmt::format("text '{}'", s->substr(0, 40)));
+        bad_cell(result_->backend_, result_->columns_[column], "a number",
+                 fmt::format("text '{}'", s->substr(0, 40)));
     }
     bad_cell(result_->backend_, result_->columns_[column], "a number", "NULL");
 }
@@ -246,9 +256,11 @@ bool Row::get<bool>(std::size_t column) const {
     if (auto* s = std::get_if<std::string>(&v)) {
         if (*s == "t" || *s == "true" || *s == "1") return true;
         if (*s == "f" || *s == "false" || *s == "0") return false;
-        bad_cell(result_->backend_, result_->columns_[column], "a boolean", fmt::format("text '{}'", s->substr(0, 40)));
+        bad_cell(result_->backend_, result_->columns_[column], "a boolean",
+                 fmt::format("text '{}'", s->substr(0, 40)));
     }
-    bad_cell(result_->backend_, result_->columns_[column], "a boolean", is_null(column) ? "NULL" : "a number");
+    bad_cell(result_->backend_, result_->columns_[column], "a boolean",
+             is_null(column) ? "NULL" : "a number");
 }
 
 template <>
@@ -304,9 +316,11 @@ std::unique_ptr<PooledConnection> Pool::acquire(std::chrono::milliseconds wait) 
                 }
             }
         }
-        if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && open_ >= max_size_) {
-            throw ConnectionError(backend_, fmt::format("no free connection within {} ms (pool of {})",
-                                                        wait.count(), max_size_));
+        if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() &&
+            open_ >= max_size_) {
+            throw ConnectionError(
+                backend_, fmt::format("no free connection within {} ms (pool of {})", wait.count(),
+                                      max_size_));
         }
     }
 }
@@ -331,15 +345,19 @@ Transaction::Transaction(std::unique_ptr<detail::PooledConnection> conn, const D
 Transaction::Transaction(Transaction&& other) noexcept
     : conn_(std::move(other.conn_)), dialect_(other.dialect_), failed_(other.failed_) {}
 
-Transaction::~Transaction() { rollback(); }
+Transaction::~Transaction() {
+    rollback();
+}
 
-detail::Connection& Transaction::connection() { return conn_->get(); }
+detail::Connection& Transaction::connection() {
+    return conn_->get();
+}
 
 void Transaction::check_usable(std::string_view sql) const {
     if (!conn_) throw StorageError(to_string(backend()), "transaction already ended", sql);
     if (failed_) {
-        throw StorageError(to_string(backend()), "transaction is spent after a failed statement; roll back",
-                           sql);
+        throw StorageError(to_string(backend()),
+                           "transaction is spent after a failed statement; roll back", sql);
     }
 }
 
@@ -388,7 +406,10 @@ void Transaction::rollback() noexcept {
 
 Database::Database(DatabaseUrl url, std::unique_ptr<detail::Pool> writers,
                    std::unique_ptr<detail::Pool> readers)
-    : url_(std::move(url)), dialect_(url_.backend), writers_(std::move(writers)), readers_(std::move(readers)) {}
+    : url_(std::move(url)),
+      dialect_(url_.backend),
+      writers_(std::move(writers)),
+      readers_(std::move(readers)) {}
 
 Database::~Database() = default;
 
@@ -411,7 +432,8 @@ std::unique_ptr<Database> Database::open(std::string_view url_text) {
             "postgres", [url] { return detail::connect_postgres(url); },
             static_cast<std::size_t>(url.pool_size));
     }
-    std::unique_ptr<Database> db(new Database(std::move(url), std::move(writers), std::move(readers)));
+    std::unique_ptr<Database> db(
+        new Database(std::move(url), std::move(writers), std::move(readers)));
     // Open the first (writer) connection now, so a bad path or an unreachable server is
     // reported here rather than on first use; it creates the SQLite file and sets WAL.
     db->begin(Access::read_write, std::chrono::seconds(30)).rollback();

@@ -30,7 +30,7 @@ enum class Access { read_write, read_only };
 // The few places where SQL differs between the backends. All other SQL is written once
 // in the portable subset of SQLite 3.40 and Postgres 15 with $1..$n placeholders.
 class Dialect {
-public:
+  public:
     explicit Dialect(Backend backend) : backend_(backend) {}
     Backend backend() const { return backend_; }
     // Appended to the SELECT that picks queue items to claim: " FOR UPDATE SKIP LOCKED" on
@@ -41,7 +41,7 @@ public:
     // migrations across processes; empty on SQLite (the write transaction serialises).
     std::string_view migration_lock() const;
 
-private:
+  private:
     Backend backend_;
 };
 
@@ -71,7 +71,7 @@ DatabaseUrl parse_database_url(std::string_view url);
 // backends (Postgres aborts it; SQLite is made to match): later exec() and commit()
 // throw, and only rollback or destruction is useful.
 class Transaction {
-public:
+  public:
     Transaction(Transaction&&) noexcept;
     Transaction& operator=(Transaction&&) = delete;
     Transaction(const Transaction&) = delete;
@@ -99,7 +99,7 @@ public:
     const Dialect& dialect() const { return *dialect_; }
     Backend backend() const { return dialect_->backend(); }
 
-private:
+  private:
     friend class Database;
     Transaction(std::unique_ptr<detail::PooledConnection> conn, const Dialect* dialect);
     detail::Connection& connection();
@@ -114,7 +114,7 @@ private:
 // Thread-safe: any number of threads may call begin() at once; each gets its own
 // connection (on SQLite all writers share the one writer connection in turn).
 class Database {
-public:
+  public:
     // Opens (and for SQLite creates) the database and checks that it answers.
     // Throws ConfigError for a malformed URL and ConnectionError when the database
     // cannot be opened or reached.
@@ -155,7 +155,7 @@ public:
         return transact([&](Transaction& tx) { return tx.exec(sql, std::forward<Args>(args)...); });
     }
 
-private:
+  private:
     Database(DatabaseUrl url, std::unique_ptr<detail::Pool> writers,
              std::unique_ptr<detail::Pool> readers);
 

@@ -11,14 +11,15 @@ namespace cairn::storage {
 //   "postgres: duplicate key value violates unique constraint "t_pkey" [in: INSERT INTO t ...]"
 // Callers catch the typed subclasses below and never parse messages.
 class StorageError : public std::runtime_error {
-public:
-    StorageError(std::string_view backend, std::string_view message, std::string_view statement = {});
+  public:
+    StorageError(std::string_view backend, std::string_view message,
+                 std::string_view statement = {});
 
     const std::string& backend() const noexcept { return backend_; }
     const std::string& message() const noexcept { return message_; }
     const std::string& statement() const noexcept { return statement_; }
 
-private:
+  private:
     std::string backend_;
     std::string message_;
     std::string statement_;

@@ -1,9 +1,9 @@
 #include "storage/migrations.hpp"
 
+#include <fmt/format.h>
+
 #include <map>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "common/time.hpp"
 
@@ -37,8 +37,9 @@ Migrator::Migrator(Database& db, std::vector<Component> components)
         int expected = 1;
         for (const auto& m : c.migrations) {
             if (m.version != expected) {
-                throw std::logic_error(fmt::format("component {}: migration {} out of order (expected {})",
-                                                   c.name, m.version, expected));
+                throw std::logic_error(
+                    fmt::format("component {}: migration {} out of order (expected {})", c.name,
+                                m.version, expected));
             }
             ++expected;
         }
@@ -58,13 +59,14 @@ int Migrator::apply() {
                     tx.exec_script(m.sql);
                 } catch (const StorageError& e) {
                     throw StorageError(e.backend(),
-                                       fmt::format("migration {} {} ({}) failed: {}", c.name, m.version,
-                                                   m.name, e.message()),
+                                       fmt::format("migration {} {} ({}) failed: {}", c.name,
+                                                   m.version, m.name, e.message()),
                                        e.statement());
                 }
-                tx.exec("INSERT INTO schema_migrations (component, version, name, applied_at) "
-                        "VALUES ($1, $2, $3, $4)",
-                        c.name, m.version, m.name, now_ms());
+                tx.exec(
+                    "INSERT INTO schema_migrations (component, version, name, applied_at) "
+                    "VALUES ($1, $2, $3, $4)",
+                    c.name, m.version, m.name, now_ms());
                 ++count;
             }
         }
@@ -74,21 +76,25 @@ int Migrator::apply() {
 
 std::vector<MigrationState> Migrator::status() {
     Applied applied;
-    db_.transact([&](Transaction& tx) {
-        // A fresh database has no table yet: everything is pending.
-        const std::string_view probe =
-            tx.backend() == Backend::sqlite
-                ? "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-                : "SELECT count(*) FROM information_schema.tables "
-                  "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'";
-        if (tx.exec(probe).front().get<std::int64_t>(0) > 0) applied = read_applied(tx);
-    }, Access::read_only);
+    db_.transact(
+        [&](Transaction& tx) {
+            // A fresh database has no table yet: everything is pending.
+            const std::string_view probe =
+                tx.backend() == Backend::sqlite
+                    ? "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = "
+                      "'schema_migrations'"
+                    : "SELECT count(*) FROM information_schema.tables "
+                      "WHERE table_schema = current_schema() AND table_name = 'schema_migrations'";
+            if (tx.exec(probe).front().get<std::int64_t>(0) > 0) applied = read_applied(tx);
+        },
+        Access::read_only);
 
     std::vector<MigrationState> out;
     for (const auto& c : components_) {
         for (const auto& m : c.migrations) {
             MigrationState s{std::string(c.name), m.version, std::string(m.name), std::nullopt};
-            if (auto it = applied.find({s.component, m.version}); it != applied.end()) s.applied_at = it->second;
+            if (auto it = applied.find({s.component, m.version}); it != applied.end())
+                s.applied_at = it->second;
             out.push_back(std::move(s));
         }
     }

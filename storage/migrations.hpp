@@ -40,7 +40,7 @@ struct MigrationState {
 // database at once queue up and the later ones find nothing left to do. Applying twice
 // is a no-op.
 class Migrator {
-public:
+  public:
     Migrator(Database& db, std::vector<Component> components);
 
     // Returns the number of migrations applied.
@@ -49,7 +49,7 @@ public:
     // Every known migration, applied or pending, in component then version order.
     std::vector<MigrationState> status();
 
-private:
+  private:
     Database& db_;
     std::vector<Component> components_;
 };

@@ -21,7 +21,7 @@ class Result;
 // std::string; it throws StorageError when the cell is NULL or cannot be read as T
 // (text "abc" as an integer). get_opt<T> returns std::nullopt for NULL instead.
 class Row {
-public:
+  public:
     template <class T>
     T get(std::size_t column) const;
     template <class T>
@@ -42,7 +42,7 @@ public:
     bool is_null(std::string_view column) const { return is_null(index_of(column)); }
     const Value& raw(std::size_t column) const;
 
-private:
+  private:
     friend class Result;
     Row(const Result* result, std::size_t row) : result_(result), row_(row) {}
     std::size_t index_of(std::string_view column) const;
@@ -54,9 +54,9 @@ private:
 // The rows a statement returned plus the number of rows it changed. Backends fill it;
 // users only read it.
 class Result {
-public:
+  public:
     class Iterator {
-    public:
+      public:
         Iterator(const Result* r, std::size_t i) : r_(r), i_(i) {}
         Row operator*() const { return (*r_)[i_]; }
         Iterator& operator++() {
@@ -65,7 +65,7 @@ public:
         }
         bool operator==(const Iterator& o) const { return i_ == o.i_; }
 
-    private:
+      private:
         const Result* r_;
         std::size_t i_;
     };
@@ -93,7 +93,7 @@ public:
     void set_affected(std::int64_t n) { affected_ = n; }
     const std::string& backend() const { return backend_; }
 
-private:
+  private:
     friend class Row;
     std::string backend_;
     std::vector<std::string> columns_;

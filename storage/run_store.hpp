@@ -49,7 +49,8 @@ struct NewRun {
 struct InsertedEvent {
     std::string event_id;
     std::vector<std::string> run_ids;
-    bool duplicate = false;  // true when the id or idempotency key was seen before: nothing new written
+    bool duplicate =
+        false;  // true when the id or idempotency key was seen before: nothing new written
 };
 
 struct EventRecord {
@@ -108,12 +109,12 @@ struct RunFilter {
 };
 
 struct RunPage {
-    std::vector<RunRecord> runs;              // newest first
+    std::vector<RunRecord> runs;             // newest first
     std::optional<std::string> next_cursor;  // pass back to get the next page; absent on the last
 };
 
 class RunStore {
-public:
+  public:
     explicit RunStore(Database& db) : db_(db) {}
 
     // Writes the event, one run per entry of `runs` and their queue items (due at `now`)
@@ -123,11 +124,13 @@ public:
     InsertedEvent insert_event(Transaction& tx, const NewEvent& event, std::span<const NewRun> runs,
                                std::int64_t now);
     // The same in a transaction of its own.
-    InsertedEvent insert_event(const NewEvent& event, std::span<const NewRun> runs, std::int64_t now);
+    InsertedEvent insert_event(const NewEvent& event, std::span<const NewRun> runs,
+                               std::int64_t now);
 
     // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
     // within the highest priority. Concurrent claimers never receive the same item.
-    std::vector<Lease> claim(std::string_view owner, int limit, std::int64_t now, std::int64_t lease_ms);
+    std::vector<Lease> claim(std::string_view owner, int limit, std::int64_t now,
+                             std::int64_t lease_ms);
 
     // Extends a lease to now + lease_ms. False when the lease was lost (expired and
     // claimed again, or released): the caller must stop working on the run.
@@ -147,7 +150,8 @@ public:
 
     // Sets the run's final status, output and error and parks its queue item, only while
     // `lease` is current.
-    bool finish_run(const Lease& lease, std::string_view status, const std::optional<std::string>& output,
+    bool finish_run(const Lease& lease, std::string_view status,
+                    const std::optional<std::string>& output,
                     const std::optional<std::string>& error, std::int64_t now);
 
     std::optional<RunRecord> get_run(std::string_view run_id);
@@ -161,7 +165,7 @@ public:
     // Items due now or later that are not parked (the queue's depth).
     std::int64_t queue_depth();
 
-private:
+  private:
     Database& db_;
 };
 

@@ -19,13 +19,11 @@ using Value = std::variant<std::monostate, std::int64_t, double, std::string, bo
 template <class T>
 Value to_value(T&& v) {
     using U = std::remove_cvref_t<T>;
-    if constexpr (std::is_same_v<U, Value>) {
+    if constexpr (std::is_same_v<U, Value> || std::is_same_v<U, bool>) {
         return v;
     } else if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t> ||
                          std::is_same_v<U, std::monostate>) {
         return std::monostate{};
-    } else if constexpr (std::is_same_v<U, bool>) {
-        return v;
     } else if constexpr (std::is_integral_v<U>) {
         return static_cast<std::int64_t>(v);
     } else if constexpr (std::is_floating_point_v<U>) {

@@ -19,7 +19,7 @@ namespace cairn::storage::detail {
 // One open connection. Used by one thread at a time (the pool guarantees it).
 // Every method throws StorageError subclasses, never backend exceptions.
 class Connection {
-public:
+  public:
     virtual ~Connection() = default;
     virtual void begin(Access access) = 0;
     virtual void commit() = 0;
@@ -34,7 +34,7 @@ using ConnectionFactory = std::function<std::unique_ptr<Connection>()>;
 
 // A bounded set of connections made on demand by `factory`.
 class Pool {
-public:
+  public:
     Pool(std::string backend, ConnectionFactory factory, std::size_t max_size);
     ~Pool();
 
@@ -42,9 +42,9 @@ public:
     std::unique_ptr<PooledConnection> acquire(std::chrono::milliseconds wait);
     void give_back(std::unique_ptr<Connection> conn);
 
-private:
-    std::string backend_;            // constant after construction
-    ConnectionFactory factory_;      // constant after construction
+  private:
+    std::string backend_;        // constant after construction
+    ConnectionFactory factory_;  // constant after construction
     const std::size_t max_size_;
     std::mutex mu_;
     std::condition_variable cv_;
@@ -54,7 +54,7 @@ private:
 
 // A connection on loan; returns itself to the pool when destroyed.
 class PooledConnection {
-public:
+  public:
     PooledConnection(Pool& pool, std::unique_ptr<Connection> conn)
         : pool_(pool), conn_(std::move(conn)) {}
     ~PooledConnection() { pool_.give_back(std::move(conn_)); }
@@ -62,7 +62,7 @@ public:
     PooledConnection& operator=(const PooledConnection&) = delete;
     Connection& get() { return *conn_; }
 
-private:
+  private:
     Pool& pool_;
     std::unique_ptr<Connection> conn_;
 };

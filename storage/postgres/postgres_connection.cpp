@@ -3,12 +3,11 @@
 // Every parameterised statement is prepared once per connection (named by a counter and
 // cached by its text) and executed with exec_prepared, so Postgres plans it once.
 
-#include <pqxx/pqxx>
+#include <fmt/format.h>
 
+#include <pqxx/pqxx>
 #include <string>
 #include <unordered_map>
-
-#include <fmt/format.h>
 
 #include "storage/detail/connection.hpp"
 
@@ -18,7 +17,7 @@ namespace {
 constexpr std::string_view kBackend = "postgres";
 
 class PostgresConnection final : public Connection {
-public:
+  public:
     explicit PostgresConnection(const DatabaseUrl& url) {
         try {
             conn_ = std::make_unique<pqxx::connection>(with_default_timeout(url.path));
@@ -88,7 +87,8 @@ public:
             } else {
                 texts[i] = std::get<std::string>(v);
                 if (texts[i].find('\0') != std::string::npos) {
-                    throw StorageError(kBackend, fmt::format("parameter ${} contains a NUL byte", i + 1), sql);
+                    throw StorageError(
+                        kBackend, fmt::format("parameter ${} contains a NUL byte", i + 1), sql);
                 }
             }
             ptrs[i] = texts[i].c_str();
@@ -100,7 +100,8 @@ public:
         std::vector<std::string> columns;
         const auto ncols = static_cast<std::size_t>(r.columns());
         columns.reserve(ncols);
-        for (pqxx::row::size_type i = 0; i < r.columns(); ++i) columns.emplace_back(r.column_name(i));
+        for (pqxx::row::size_type i = 0; i < r.columns(); ++i)
+            columns.emplace_back(r.column_name(i));
         Result result{std::string(kBackend), std::move(columns)};
         for (const auto& row : r) {
             for (const auto& field : row) {
@@ -115,7 +116,7 @@ public:
         return result;
     }
 
-private:
+  private:
     static std::string first_line(std::string_view text) {
         auto nl = text.find('\n');
         return std::string(text.substr(0, nl));

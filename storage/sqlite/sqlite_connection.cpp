@@ -3,13 +3,12 @@
 // Placeholders: SQL uses $1..$n as on Postgres. SQLite treats "$1" as a named parameter,
 // so parameters are bound by name, which also makes a repeated $1 work.
 
+#include <fmt/format.h>
 #include <sqlite3.h>
 
 #include <charconv>
 #include <string>
 #include <unordered_map>
-
-#include <fmt/format.h>
 
 #include "storage/detail/connection.hpp"
 
@@ -32,7 +31,7 @@ bool is_blank(const char* p) {
 }
 
 class SqliteConnection final : public Connection {
-public:
+  public:
     SqliteConnection(const DatabaseUrl& url, Access access) {
         int flags = SQLITE_OPEN_NOMUTEX;  // the pool gives each connection to one thread at a time
         flags |= access == Access::read_only && url.path != ":memory:"
@@ -60,7 +59,8 @@ public:
             exec_simple("PRAGMA foreign_keys=ON");
         } catch (const StorageError& e) {
             close();
-            throw ConnectionError(kBackend, fmt::format("cannot open '{}': {}", url.path, e.message()));
+            throw ConnectionError(kBackend,
+                                  fmt::format("cannot open '{}': {}", url.path, e.message()));
         }
     }
 
@@ -132,7 +132,7 @@ public:
         return result;
     }
 
-private:
+  private:
     void close() {
         for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
         statements_.clear();
@@ -154,7 +154,8 @@ private:
         if (stmt == nullptr) throw StorageError(kBackend, "empty statement", sql);
         if (tail && !is_blank(tail)) {
             sqlite3_finalize(stmt);
-            throw StorageError(kBackend, "exec() runs one statement; use exec_script() for several", sql);
+            throw StorageError(kBackend, "exec() runs one statement; use exec_script() for several",
+                               sql);
         }
         statements_.emplace(std::move(key), stmt);
         return stmt;
@@ -167,10 +168,12 @@ private:
             const char* name = sqlite3_bind_parameter_name(stmt, i);
             std::size_t n = 0;
             if (name == nullptr || name[0] != '$' ||
-                std::from_chars(name + 1, name + std::char_traits<char>::length(name), n).ec != std::errc{} ||
+                std::from_chars(name + 1, name + std::char_traits<char>::length(name), n).ec !=
+                    std::errc{} ||
                 n == 0) {
-                throw StorageError(kBackend,
-                                   fmt::format("placeholder '{}' is not of the form $N", name ? name : "?"), sql);
+                throw StorageError(
+                    kBackend,
+                    fmt::format("placeholder '{}' is not of the form $N", name ? name : "?"), sql);
             }
             highest = std::max(highest, n);
             if (n > params.size()) continue;  // reported below with the counts
@@ -186,15 +189,16 @@ private:
                 rc = sqlite3_bind_int(stmt, i, *bv ? 1 : 0);
             } else {
                 const auto& s = std::get<std::string>(v);
-                rc = sqlite3_bind_text64(stmt, i, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+                rc =
+                    sqlite3_bind_text64(stmt, i, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
             }
             if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
         }
         // Match Postgres, which insists on exactly as many parameters as the highest $N.
         if (highest != params.size()) {
             throw StorageError(kBackend,
-                               fmt::format("statement uses {} parameters but {} were given", highest,
-                                           params.size()),
+                               fmt::format("statement uses {} parameters but {} were given",
+                                           highest, params.size()),
                                sql);
         }
     }

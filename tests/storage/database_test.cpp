@@ -1,12 +1,11 @@
 // Database conformance: the same cases on SQLite and Postgres (CAIRN_TEST_BACKEND).
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <atomic>
 #include <cmath>
 #include <limits>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "support/test_db.hpp"
 
@@ -35,12 +34,14 @@ TEST_CASE("every column type round-trips") {
     const std::int64_t big = std::numeric_limits<std::int64_t>::max();
     const std::int64_t small = std::numeric_limits<std::int64_t>::min();
     const std::string text = "quotes ' \" \\ ; -- and unicode: żółw 🐢 ✓\nnew line\ttab";
-    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 1, big, 3.141592653589793, text, true);
-    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 2, small, -1.5e-300, "", false);
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 1, big, 3.141592653589793,
+            text, true);
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 2, small, -1.5e-300, "",
+            false);
     db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 3, nullptr, std::nullopt,
             std::optional<std::string>{}, std::optional<bool>{});
-    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 4, 0, 1.7976931348623157e308,
-            std::string_view("view"), true);
+    db.exec("INSERT INTO t (id, i, d, s, b) VALUES ($1, $2, $3, $4, $5)", 4, 0,
+            1.7976931348623157e308, std::string_view("view"), true);
 
     auto rows = db.exec("SELECT id, i, d, s, b FROM t ORDER BY id");
     REQUIRE(rows.size() == 4);
@@ -73,7 +74,8 @@ TEST_CASE("large JSON text round-trips byte for byte") {
     std::string json = "{\"items\":[";
     for (int i = 0; i < 20000; ++i) {
         if (i) json += ',';
-        json += fmt::format(R"({{"n":{},"name":"item \"{}\" — ünïcode","tags":["a","b"],"ok":true}})", i, i);
+        json += fmt::format(
+            R"({{"n":{},"name":"item \"{}\" — ünïcode","tags":["a","b"],"ok":true}})", i, i);
     }
     json += "]}";
     REQUIRE(json.size() > 1'000'000);
@@ -133,10 +135,13 @@ TEST_CASE("constraint violations other than unique are ConstraintViolation") {
     db.transact([](Transaction& tx) {
         tx.exec_script(
             "CREATE TABLE parent (id BIGINT PRIMARY KEY);"
-            "CREATE TABLE child (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL REFERENCES parent (id))");
+            "CREATE TABLE child (id BIGINT PRIMARY KEY, parent_id BIGINT NOT NULL REFERENCES "
+            "parent (id))");
     });
-    CHECK_THROWS_AS(db.exec("INSERT INTO child (id, parent_id) VALUES ($1, $2)", 1, 99), ConstraintViolation);
-    CHECK_THROWS_AS(db.exec("INSERT INTO child (id, parent_id) VALUES ($1, $2)", 1, nullptr), ConstraintViolation);
+    CHECK_THROWS_AS(db.exec("INSERT INTO child (id, parent_id) VALUES ($1, $2)", 1, 99),
+                    ConstraintViolation);
+    CHECK_THROWS_AS(db.exec("INSERT INTO child (id, parent_id) VALUES ($1, $2)", 1, nullptr),
+                    ConstraintViolation);
     CHECK(count(db, "child") == 0);
 }
 
@@ -171,7 +176,9 @@ TEST_CASE("exec runs one statement; exec_script runs several") {
     make_table(db);
     CHECK_THROWS_AS(db.exec("INSERT INTO t (id) VALUES (1); DELETE FROM t"), StorageError);
     CHECK(count(db) == 0);
-    db.transact([](Transaction& tx) { tx.exec_script("INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (2);"); });
+    db.transact([](Transaction& tx) {
+        tx.exec_script("INSERT INTO t (id) VALUES (1); INSERT INTO t (id) VALUES (2);");
+    });
     CHECK(count(db) == 2);
 }
 
@@ -209,8 +216,9 @@ TEST_CASE("many threads share the pool without losing writes") {
             for (int i = 0; i < kEach; ++i) {
                 try {
                     db.exec("INSERT INTO t (id, i) VALUES ($1, $2)", w * 1000 + i, w);
-                    (void)db.transact([](Transaction& tx) { return tx.exec("SELECT count(*) FROM t"); },
-                                      Access::read_only);
+                    (void)db.transact(
+                        [](Transaction& tx) { return tx.exec("SELECT count(*) FROM t"); },
+                        Access::read_only);
                 } catch (const std::exception& e) {
                     ++failures;
                     MESSAGE(e.what());

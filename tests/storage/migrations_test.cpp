@@ -1,9 +1,10 @@
+#include "storage/migrations.hpp"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
 #include <thread>
 
-#include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
 #include "support/test_db.hpp"
 
@@ -14,7 +15,8 @@ namespace {
 
 constexpr Migration kWidgets[] = {
     {1, "widgets table", "CREATE TABLE widgets (id BIGINT PRIMARY KEY, name TEXT NOT NULL)"},
-    {2, "widget colour", "ALTER TABLE widgets ADD COLUMN colour TEXT; CREATE INDEX widgets_colour ON widgets (colour)"},
+    {2, "widget colour",
+     "ALTER TABLE widgets ADD COLUMN colour TEXT; CREATE INDEX widgets_colour ON widgets (colour)"},
 };
 constexpr Migration kBroken[] = {
     {1, "fine", "CREATE TABLE fine (id BIGINT PRIMARY KEY)"},

@@ -1,5 +1,8 @@
 // Run store conformance: events, runs, leases and paging, on SQLite and Postgres.
+#include "storage/run_store.hpp"
+
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <atomic>
@@ -7,11 +10,8 @@
 #include <set>
 #include <thread>
 
-#include <fmt/format.h>
-
 #include "common/ids.hpp"
 #include "storage/migrations.hpp"
-#include "storage/run_store.hpp"
 #include "support/test_db.hpp"
 
 using namespace cairn::storage;
@@ -47,15 +47,18 @@ std::int64_t count(Database& db, std::string_view table) {
 }
 
 StepRecord step(const Lease& lease, std::string key, std::int64_t seq, std::string output) {
-    return StepRecord{lease.run_id, std::move(key), seq, "completed", std::move(output), std::nullopt, 1, kT0, kT0 + 1};
+    return StepRecord{
+        lease.run_id, std::move(key), seq, "completed", std::move(output), std::nullopt, 1,
+        kT0,          kT0 + 1};
 }
 
 }  // namespace
 
 TEST_CASE("an event, its runs and their queue items are written together") {
     Fixture f;
-    auto ins = f.store.insert_event(NewEvent{"ticket/created", R"({"id":"t1"})"},
-                                    std::vector<NewRun>{{"ticket-created", "3"}, {"audit", "1"}}, kT0);
+    auto ins =
+        f.store.insert_event(NewEvent{"ticket/created", R"({"id":"t1"})"},
+                             std::vector<NewRun>{{"ticket-created", "3"}, {"audit", "1"}}, kT0);
     CHECK_FALSE(ins.duplicate);
     REQUIRE(ins.run_ids.size() == 2);
     CHECK(cairn::is_uuid(ins.event_id));
@@ -80,10 +83,12 @@ TEST_CASE("an event, its runs and their queue items are written together") {
 TEST_CASE("an event written in a transaction that rolls back leaves nothing (outbox)") {
     Fixture f;
     Database& db = f.t.db();
-    db.transact([](Transaction& tx) { tx.exec_script("CREATE TABLE tickets (id TEXT PRIMARY KEY)"); });
+    db.transact(
+        [](Transaction& tx) { tx.exec_script("CREATE TABLE tickets (id TEXT PRIMARY KEY)"); });
     CHECK_THROWS_AS(db.transact([&](Transaction& tx) {
         tx.exec("INSERT INTO tickets (id) VALUES ($1)", "t1");
-        f.store.insert_event(tx, event("ticket/created"), std::vector<NewRun>{{"ticket-created", "1"}}, kT0);
+        f.store.insert_event(tx, event("ticket/created"),
+                             std::vector<NewRun>{{"ticket-created", "1"}}, kT0);
         throw std::runtime_error("validation failed after the insert");
     }),
                     std::runtime_error);
@@ -133,9 +138,12 @@ TEST_CASE("claim leases due items and skips ones not yet due or already leased")
 
 TEST_CASE("claim takes higher priority first, then the longest due") {
     Fixture f;
-    auto low_old = f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 0}}, kT0).run_ids[0];
-    auto low_new = f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 0}}, kT0 + 10).run_ids[0];
-    auto high = f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 5}}, kT0 + 20).run_ids[0];
+    auto low_old =
+        f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 0}}, kT0).run_ids[0];
+    auto low_new =
+        f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 0}}, kT0 + 10).run_ids[0];
+    auto high =
+        f.store.insert_event(event("e"), std::vector<NewRun>{{"w", "1", 5}}, kT0 + 20).run_ids[0];
     auto one = f.store.claim("w", 1, kT0 + 100, kLease);
     REQUIRE(one.size() == 1);
     CHECK(one[0].run_id == high);
@@ -204,7 +212,8 @@ TEST_CASE("a stale lease epoch is refused everywhere") {
     CHECK_FALSE(f.store.record_step(stale, step(stale, "load", 0, "\"late\"")));
     CHECK_FALSE(f.store.renew(stale, kT0 + 5001, kLease));
     CHECK_FALSE(f.store.release(stale, kT0));
-    CHECK_FALSE(f.store.finish_run(stale, run_status::kCompleted, "\"late\"", std::nullopt, kT0 + 5002));
+    CHECK_FALSE(
+        f.store.finish_run(stale, run_status::kCompleted, "\"late\"", std::nullopt, kT0 + 5002));
     CHECK(f.store.steps(stale.run_id).empty());
     CHECK(f.store.get_run(stale.run_id)->status == "queued");
 
@@ -240,7 +249,8 @@ TEST_CASE("renew extends a lease; release makes the item due again or parks it")
     CHECK(again[0].epoch == a.epoch + 1);
 
     CHECK(f.store.release(again[0], std::nullopt));  // parked: never due
-    CHECK(f.store.claim("w", 5, kT0 + 10'000'000, 1000).size() == 1);  // only b's new lease expiring
+    CHECK(f.store.claim("w", 5, kT0 + 10'000'000, 1000).size() ==
+          1);  // only b's new lease expiring
 }
 
 TEST_CASE("finish_run records the outcome and parks the run") {
@@ -249,7 +259,8 @@ TEST_CASE("finish_run records the outcome and parks the run") {
     Lease l = f.store.claim("w", 1, kT0, kLease).at(0);
     CHECK(f.store.record_step(l, step(l, "one", 0, R"({"a":1})")));
     CHECK(f.store.record_step(l, step(l, "two", 1, R"([1,2])")));
-    CHECK(f.store.finish_run(l, run_status::kCompleted, R"({"done":true})", std::nullopt, kT0 + 50));
+    CHECK(
+        f.store.finish_run(l, run_status::kCompleted, R"({"done":true})", std::nullopt, kT0 + 50));
     auto run = f.store.get_run(l.run_id);
     CHECK(run->status == "completed");
     CHECK(run->output == R"({"done":true})");
@@ -307,11 +318,15 @@ TEST_CASE("paging returns every row exactly once, also while runs arrive") {
 
 TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix") {
     Fixture f;
-    auto a = f.store.insert_event(event("ticket/created"), std::vector<NewRun>{{"ticket-created", "1"}}, kT0);
-    auto b = f.store.insert_event(event("user/signup"), std::vector<NewRun>{{"user-signup", "1"}}, kT0 + 100);
-    auto c = f.store.insert_event(event("user/signup"), std::vector<NewRun>{{"user-signup", "1"}}, kT0 + 200);
+    auto a = f.store.insert_event(event("ticket/created"),
+                                  std::vector<NewRun>{{"ticket-created", "1"}}, kT0);
+    auto b = f.store.insert_event(event("user/signup"), std::vector<NewRun>{{"user-signup", "1"}},
+                                  kT0 + 100);
+    auto c = f.store.insert_event(event("user/signup"), std::vector<NewRun>{{"user-signup", "1"}},
+                                  kT0 + 200);
     Lease l = f.store.claim("w", 3, kT0 + 300, kLease).at(0);
-    CHECK(f.store.finish_run(l, run_status::kFailed, std::nullopt, R"({"message":"x"})", kT0 + 301));
+    CHECK(
+        f.store.finish_run(l, run_status::kFailed, std::nullopt, R"({"message":"x"})", kT0 + 301));
 
     auto ids = [&](const RunFilter& filter) {
         std::vector<std::string> out;

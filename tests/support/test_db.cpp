@@ -1,12 +1,12 @@
 #include "support/test_db.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <pqxx/pqxx>
-
-#include <fmt/format.h>
 
 #include "common/ids.hpp"
 
@@ -18,7 +18,9 @@ std::string env(const char* name) {
     return v ? v : "";
 }
 
-std::string admin_url() { return env("CAIRN_TEST_PG_URL"); }
+std::string admin_url() {
+    return env("CAIRN_TEST_PG_URL");
+}
 
 // Replaces the database name (the path after host:port) of a postgres:// URL.
 std::string with_database(const std::string& url, const std::string& name) {
@@ -43,8 +45,9 @@ storage::Backend test_backend() {
 int check_backend_available() {
     if (test_backend() != storage::Backend::postgres || !admin_url().empty()) return -1;
     if (!env("CI").empty()) {
-        std::cerr << "FAIL: CI is set but CAIRN_TEST_PG_URL is not: the Postgres suite must run in CI "
-                     "(scripts/test starts a throwaway cluster)\n";
+        std::cerr
+            << "FAIL: CI is set but CAIRN_TEST_PG_URL is not: the Postgres suite must run in CI "
+               "(scripts/test starts a throwaway cluster)\n";
         return 1;
     }
     std::cerr << "SKIP: CAIRN_TEST_PG_URL is not set, so the Postgres suite cannot run here; "
@@ -76,10 +79,12 @@ TestDb::~TestDb() {
             std::filesystem::remove_all(cleanup_);
         } else {
             pqxx::connection admin(admin_url());
-            pqxx::nontransaction(admin).exec(fmt::format("DROP DATABASE IF EXISTS {} WITH (FORCE)", cleanup_));
+            pqxx::nontransaction(admin).exec(
+                fmt::format("DROP DATABASE IF EXISTS {} WITH (FORCE)", cleanup_));
         }
     } catch (const std::exception& e) {
-        std::cerr << "warning: could not drop test database " << cleanup_ << ": " << e.what() << '\n';
+        std::cerr << "warning: could not drop test database " << cleanup_ << ": " << e.what()
+                  << '\n';
     }
 }
 

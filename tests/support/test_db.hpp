@@ -20,7 +20,7 @@ int check_backend_available();
 // A fresh, empty database for one test case, dropped again by the destructor: a new
 // SQLite file in a temporary directory, or a new database on the Postgres server.
 class TestDb {
-public:
+  public:
     TestDb();
     ~TestDb();
     TestDb(const TestDb&) = delete;
@@ -29,9 +29,11 @@ public:
     storage::Database& db() { return *db_; }
     // The URL of this database, to open more handles on it (other "processes").
     const std::string& url() const { return url_; }
-    std::unique_ptr<storage::Database> open_another() const { return storage::Database::open(url_); }
+    std::unique_ptr<storage::Database> open_another() const {
+        return storage::Database::open(url_);
+    }
 
-private:
+  private:
     std::string url_;
     std::string cleanup_;  // SQLite: directory to remove; Postgres: database to drop
     std::unique_ptr<storage::Database> db_;

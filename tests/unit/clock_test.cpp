@@ -1,7 +1,8 @@
+#include "engine/clock.hpp"
+
 #include <doctest/doctest.h>
 
 #include "common/time.hpp"
-#include "engine/clock.hpp"
 
 using namespace cairn::engine;
 

@@ -1,9 +1,10 @@
+#include "common/ids.hpp"
+
 #include <doctest/doctest.h>
 
 #include <set>
 #include <string>
 
-#include "common/ids.hpp"
 #include "common/time.hpp"
 
 using namespace cairn;
@@ -11,7 +12,7 @@ using namespace cairn;
 TEST_CASE("new_id is a UUIDv7 in canonical form") {
     const std::string id = new_id();
     CHECK(is_uuid(id));
-    CHECK(id[14] == '7');  // version nibble
+    CHECK(id[14] == '7');                                                       // version nibble
     CHECK((id[19] == '8' || id[19] == '9' || id[19] == 'a' || id[19] == 'b'));  // RFC variant
 }
 

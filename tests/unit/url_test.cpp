@@ -10,7 +10,8 @@ TEST_CASE("SQLite URLs") {
     CHECK(rel.path == "data/cairn.db");
     CHECK(rel.synchronous == "NORMAL");
 
-    auto abs = parse_database_url("sqlite:///var/lib/cairn.db?synchronous=full&busy_timeout_ms=100&pool=2");
+    auto abs = parse_database_url(
+        "sqlite:///var/lib/cairn.db?synchronous=full&busy_timeout_ms=100&pool=2");
     CHECK(abs.path == "/var/lib/cairn.db");
     CHECK(abs.synchronous == "FULL");
     CHECK(abs.busy_timeout_ms == 100);
@@ -58,7 +59,8 @@ TEST_CASE("opening an unopenable SQLite path is a ConnectionError and creates no
     CHECK_THROWS_AS(Database::open("sqlite:///nonexistent-dir-for-cairn/x.db"), ConnectionError);
 }
 
-TEST_CASE("an unreachable Postgres server is a ConnectionError naming the server, not the password") {
+TEST_CASE(
+    "an unreachable Postgres server is a ConnectionError naming the server, not the password") {
     try {
         Database::open("postgres://u:topsecret@127.0.0.1:1/db?connect_timeout=2");
         FAIL("expected ConnectionError");
