@@ -440,6 +440,12 @@ std::unique_ptr<Database> Database::open(std::string_view url_text) {
     return db;
 }
 
+std::unique_ptr<Listener> Database::listen(std::string_view channel,
+                                           std::function<void()> on_notify) {
+    if (backend() == Backend::sqlite) return nullptr;
+    return detail::listen_postgres(url_, std::string(channel), std::move(on_notify));
+}
+
 Transaction Database::begin(Access access, std::chrono::milliseconds wait) {
     detail::Pool& pool = (access == Access::read_only && readers_) ? *readers_ : *writers_;
     auto conn = pool.acquire(wait);

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -110,6 +111,12 @@ class Transaction {
     bool failed_ = false;
 };
 
+// A subscription to notifications; stops (and joins its thread) when destroyed.
+class Listener {
+  public:
+    virtual ~Listener() = default;
+};
+
 // A database over one backend: a connection pool, transactions and the dialect.
 // Thread-safe: any number of threads may call begin() at once; each gets its own
 // connection (on SQLite all writers share the one writer connection in turn).
@@ -148,6 +155,11 @@ class Database {
             return out;
         }
     }
+
+    // Calls `on_notify` from a background thread whenever a transaction that ran
+    // `SELECT pg_notify(channel, ...)` commits, on Postgres (its own connection, reconnected
+    // when lost). Returns null on SQLite: one process, so in-process signals suffice.
+    std::unique_ptr<Listener> listen(std::string_view channel, std::function<void()> on_notify);
 
     // One statement in a transaction of its own.
     template <class... Args>

@@ -22,18 +22,21 @@ CREATE TABLE events (
 CREATE INDEX events_name_ts ON events (name, ts);
 
 CREATE TABLE runs (
-    id          TEXT   PRIMARY KEY,
-    workflow_id TEXT   NOT NULL,
-    version     TEXT   NOT NULL,
-    event_id    TEXT   NOT NULL REFERENCES events (id),
-    status      TEXT   NOT NULL,
-    output      TEXT,
-    error       TEXT,
-    attempt     BIGINT NOT NULL DEFAULT 0,
-    created_at  BIGINT NOT NULL,
-    started_at  BIGINT,
-    ended_at    BIGINT,
-    updated_at  BIGINT NOT NULL
+    id              TEXT   PRIMARY KEY,
+    workflow_id     TEXT   NOT NULL,
+    version         TEXT   NOT NULL,
+    event_id        TEXT   NOT NULL REFERENCES events (id),
+    status          TEXT   NOT NULL,
+    output          TEXT,
+    error           TEXT,
+    attempt         BIGINT NOT NULL DEFAULT 0,
+    created_at      BIGINT NOT NULL,
+    started_at      BIGINT,
+    ended_at        BIGINT,
+    updated_at      BIGINT NOT NULL,
+    parent_run_id   TEXT,
+    parent_step_key TEXT,
+    worker          TEXT
 );
 CREATE INDEX runs_workflow ON runs (workflow_id, id);
 CREATE INDEX runs_status ON runs (status, id);
@@ -43,13 +46,28 @@ CREATE TABLE steps (
     run_id     TEXT   NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     step_key   TEXT   NOT NULL,
     seq        BIGINT NOT NULL,
+    kind       TEXT   NOT NULL DEFAULT 'step',
     status     TEXT   NOT NULL,
     output     TEXT,
     error      TEXT,
     attempts   BIGINT NOT NULL DEFAULT 0,
     started_at BIGINT,
     ended_at   BIGINT,
+    wake_at    BIGINT,
     PRIMARY KEY (run_id, step_key)
+);
+
+CREATE TABLE step_attempts (
+    run_id     TEXT   NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_key   TEXT   NOT NULL,
+    attempt    BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at   BIGINT NOT NULL,
+    outcome    TEXT   NOT NULL,
+    error      TEXT,
+    logs       TEXT   NOT NULL DEFAULT '[]',
+    worker     TEXT,
+    PRIMARY KEY (run_id, step_key, attempt)
 );
 
 CREATE TABLE queue (
@@ -66,12 +84,12 @@ CREATE TABLE waits (
     run_id      TEXT   NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     step_key    TEXT   NOT NULL,
     event_name  TEXT   NOT NULL,
-    match_field TEXT,
+    match_field TEXT   NOT NULL,
     match_value TEXT,
-    expires_at  BIGINT,
+    expires_at  BIGINT NOT NULL,
     PRIMARY KEY (run_id, step_key)
 );
-CREATE INDEX waits_event ON waits (event_name, match_value);
+CREATE INDEX waits_event ON waits (event_name);
 )sql";
 
 constexpr Migration kMigrations[] = {
@@ -80,7 +98,10 @@ constexpr Migration kMigrations[] = {
 
 constexpr std::string_view kRunColumns =
     "r.id, r.workflow_id, r.version, r.event_id, e.name, r.status, r.output, r.error, r.attempt, "
-    "r.created_at, r.started_at, r.ended_at";
+    "r.created_at, r.started_at, r.ended_at, r.parent_run_id, r.parent_step_key, r.worker";
+
+constexpr std::string_view kStepColumns =
+    "run_id, step_key, seq, status, output, error, attempts, started_at, ended_at, kind, wake_at";
 
 RunRecord read_run(const Row& row) {
     RunRecord r;
@@ -96,8 +117,35 @@ RunRecord read_run(const Row& row) {
     r.created_at = row.get<std::int64_t>(9);
     r.started_at = row.get_opt<std::int64_t>(10);
     r.ended_at = row.get_opt<std::int64_t>(11);
+    r.parent_run_id = row.get_opt<std::string>(12);
+    r.parent_step_key = row.get_opt<std::string>(13);
+    r.worker = row.get_opt<std::string>(14);
     return r;
 }
+
+StepRecord read_step(const Row& row) {
+    StepRecord s;
+    s.run_id = row.get<std::string>(0);
+    s.key = row.get<std::string>(1);
+    s.seq = row.get<std::int64_t>(2);
+    s.status = row.get<std::string>(3);
+    s.output = row.get_opt<std::string>(4);
+    s.error = row.get_opt<std::string>(5);
+    s.attempts = row.get<std::int64_t>(6);
+    s.started_at = row.get_opt<std::int64_t>(7);
+    s.ended_at = row.get_opt<std::int64_t>(8);
+    s.kind = row.get<std::string>(9);
+    s.wake_at = row.get_opt<std::int64_t>(10);
+    return s;
+}
+
+EventRecord read_event(const Row& row) {
+    return EventRecord{row.get<std::string>(0),     row.get<std::string>(1),
+                       row.get<std::string>(2),     row.get<std::int64_t>(3),
+                       row.get_opt<std::string>(4), row.get<std::int64_t>(5)};
+}
+
+constexpr std::string_view kEventColumns = "id, name, data, ts, idempotency_key, received_at";
 
 // Escapes LIKE wildcards so user text matches literally (with ESCAPE '\').
 std::string like_prefix(std::string_view text) {
@@ -148,9 +196,10 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
         std::string run_id = new_id_at(now);
         tx.exec(
             "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, created_at, "
-            "updated_at) "
-            "VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
-            run_id, run.workflow_id, run.version, out.event_id, run_status::kQueued, now);
+            "updated_at, parent_run_id, parent_step_key) "
+            "VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7, $8)",
+            run_id, run.workflow_id, run.version, out.event_id, run_status::kQueued, now,
+            run.parent_run_id, run.parent_step_key);
         tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, $3)", run_id, now,
                 run.priority);
         out.run_ids.push_back(std::move(run_id));
@@ -216,19 +265,7 @@ bool RunStore::hold_fence(Transaction& tx, const Lease& lease) {
 bool RunStore::record_step(const Lease& lease, const StepRecord& step) {
     return db_.transact([&](Transaction& tx) {
         if (!hold_fence(tx, lease)) return false;
-        // A completed step is final: a second write of the same key changes nothing.
-        tx.exec(
-            "INSERT INTO steps (run_id, step_key, seq, status, output, error, attempts, "
-            "started_at, ended_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-            "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, status = "
-            "excluded.status, "
-            "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
-            "started_at = COALESCE(steps.started_at, excluded.started_at), ended_at = "
-            "excluded.ended_at "
-            "WHERE steps.status <> 'completed'",
-            step.run_id, step.key, step.seq, step.status, step.output, step.error, step.attempts,
-            step.started_at, step.ended_at);
+        write_step(tx, step);
         return true;
     });
 }
@@ -238,16 +275,162 @@ bool RunStore::finish_run(const Lease& lease, std::string_view status,
                           const std::optional<std::string>& error, std::int64_t now) {
     return db_.transact([&](Transaction& tx) {
         if (!hold_fence(tx, lease)) return false;
-        tx.exec(
-            "UPDATE runs SET status = $2, output = $3, error = $4, ended_at = $5, updated_at = $5 "
-            "WHERE id = $1",
-            lease.run_id, status, output, error, now);
-        tx.exec(
-            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, due_at = NULL WHERE run_id = "
-            "$1",
-            lease.run_id);
+        finish_run(tx, lease, status, output, error, now);
         return true;
     });
+}
+
+void RunStore::write_step(Transaction& tx, const StepRecord& step) {
+    // A completed step is final: a second write of the same key changes nothing.
+    tx.exec(
+        "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
+        "started_at, ended_at, wake_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+        "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
+        "status = excluded.status, output = excluded.output, error = excluded.error, "
+        "attempts = excluded.attempts, started_at = COALESCE(steps.started_at, "
+        "excluded.started_at), "
+        "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+        "WHERE steps.status <> 'completed'",
+        step.run_id, step.key, step.seq, step.kind, step.status, step.output, step.error,
+        step.attempts, step.started_at, step.ended_at, step.wake_at);
+}
+
+void RunStore::write_attempt(Transaction& tx, const AttemptRecord& a) {
+    tx.exec(
+        "INSERT INTO step_attempts (run_id, step_key, attempt, started_at, ended_at, outcome, "
+        "error, "
+        "logs, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, a.error, a.logs,
+        a.worker);
+}
+
+void RunStore::set_run_status(Transaction& tx, std::string_view run_id, std::string_view status,
+                              std::int64_t now, const std::optional<std::string>& worker) {
+    tx.exec(
+        "UPDATE runs SET status = $2, updated_at = $3, started_at = COALESCE(started_at, $3), "
+        "worker = COALESCE($4, worker) "
+        "WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+        run_id, status, now, worker);
+}
+
+void RunStore::finish_run(Transaction& tx, const Lease& lease, std::string_view status,
+                          const std::optional<std::string>& output,
+                          const std::optional<std::string>& error, std::int64_t now) {
+    tx.exec(
+        "UPDATE runs SET status = $2, output = $3, error = $4, ended_at = $5, updated_at = $5 "
+        "WHERE id = $1 AND status <> 'cancelled'",
+        lease.run_id, status, output, error, now);
+    tx.exec("DELETE FROM waits WHERE run_id = $1", lease.run_id);
+    release(tx, lease, std::nullopt);
+}
+
+void RunStore::release(Transaction& tx, const Lease& lease, std::optional<std::int64_t> next_due) {
+    tx.exec(
+        "UPDATE queue SET lease_owner = NULL, lease_until = NULL, due_at = $4 "
+        "WHERE run_id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+        lease.run_id, lease.owner, lease.epoch, next_due);
+}
+
+void RunStore::add_wait(Transaction& tx, const WaitRecord& w) {
+    tx.exec(
+        "INSERT INTO waits (run_id, step_key, event_name, match_field, match_value, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, step_key) DO NOTHING",
+        w.run_id, w.step_key, w.event_name, w.match_field, w.match_value, w.expires_at);
+}
+
+std::vector<WaitRecord> RunStore::waits_for(Transaction& tx, std::string_view event_name) {
+    std::vector<WaitRecord> out;
+    for (auto row : tx.exec(
+             "SELECT run_id, step_key, event_name, match_field, match_value, expires_at FROM waits "
+             "WHERE event_name = $1 ORDER BY run_id, step_key",
+             event_name)) {
+        out.push_back(WaitRecord{row.get<std::string>(0), row.get<std::string>(1),
+                                 row.get<std::string>(2), row.get<std::string>(3),
+                                 row.get_opt<std::string>(4), row.get<std::int64_t>(5)});
+    }
+    return out;
+}
+
+bool RunStore::complete_waiting_step(Transaction& tx, std::string_view run_id,
+                                     std::string_view step_key,
+                                     const std::optional<std::string>& output,
+                                     const std::optional<std::string>& error, std::int64_t now) {
+    // Queue row first (as workers lock it first): make the run due now unless a worker holds
+    // it or it has ended; a worker holding it re-reads the step before it suspends again.
+    tx.exec(
+        "UPDATE queue SET due_at = CASE WHEN due_at > $2 THEN $2 ELSE due_at END "
+        "WHERE run_id = $1 AND lease_owner IS NULL AND due_at IS NOT NULL",
+        run_id, now);
+    tx.exec("DELETE FROM waits WHERE run_id = $1 AND step_key = $2", run_id, step_key);
+    auto r = tx.exec(
+        "UPDATE steps SET status = $3, output = $4, error = $5, ended_at = $6, wake_at = NULL "
+        "WHERE run_id = $1 AND step_key = $2 AND status = 'waiting'",
+        run_id, step_key, error ? "failed" : "completed", output, error, now);
+    return r.affected() == 1;
+}
+
+bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
+    return db_.transact([&](Transaction& tx) {
+        auto r = tx.exec(
+            "UPDATE runs SET status = 'cancelled', ended_at = $2, updated_at = $2 "
+            "WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+            run_id, now);
+        if (r.affected() != 1) return false;
+        tx.exec("DELETE FROM waits WHERE run_id = $1", run_id);
+        tx.exec("UPDATE queue SET due_at = NULL WHERE run_id = $1 AND lease_owner IS NULL", run_id);
+        return true;
+    });
+}
+
+std::optional<RunState> RunStore::load(std::string_view run_id) {
+    return db_.transact(
+        [&](Transaction& tx) -> std::optional<RunState> {
+            auto runs = tx.exec(
+                fmt::format(
+                    "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
+                    kRunColumns),
+                run_id);
+            if (runs.empty()) return std::nullopt;
+            RunState state;
+            state.run = read_run(runs.front());
+            auto events = tx.exec(fmt::format("SELECT {} FROM events WHERE id = $1", kEventColumns),
+                                  state.run.event_id);
+            state.event = read_event(events.front());
+            for (auto row :
+                 tx.exec(fmt::format("SELECT {} FROM steps WHERE run_id = $1 ORDER BY seq",
+                                     kStepColumns),
+                         run_id)) {
+                state.steps.push_back(read_step(row));
+            }
+            return state;
+        },
+        Access::read_only);
+}
+
+std::string RunStore::run_status(Transaction& tx, std::string_view run_id) {
+    auto rows = tx.exec("SELECT status FROM runs WHERE id = $1", run_id);
+    return rows.empty() ? std::string() : rows.front().get<std::string>(0);
+}
+
+std::vector<AttemptRecord> RunStore::attempts(std::string_view run_id) {
+    auto rows = db_.transact(
+        [&](Transaction& tx) {
+            return tx.exec(
+                "SELECT a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, "
+                "a.error, "
+                "a.logs, a.worker FROM step_attempts a JOIN steps s ON s.run_id = a.run_id AND "
+                "s.step_key = a.step_key WHERE a.run_id = $1 ORDER BY s.seq, a.attempt",
+                run_id);
+        },
+        Access::read_only);
+    std::vector<AttemptRecord> out;
+    for (auto row : rows) {
+        out.push_back(AttemptRecord{
+            row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2),
+            row.get<std::int64_t>(3), row.get<std::int64_t>(4), row.get<std::string>(5),
+            row.get_opt<std::string>(6), row.get<std::string>(7), row.get_opt<std::string>(8)});
+    }
+    return out;
 }
 
 std::optional<RunRecord> RunStore::get_run(std::string_view run_id) {
@@ -267,36 +450,25 @@ std::optional<RunRecord> RunStore::get_run(std::string_view run_id) {
 std::optional<EventRecord> RunStore::get_event(std::string_view event_id) {
     auto rows = db_.transact(
         [&](Transaction& tx) {
-            return tx.exec(
-                "SELECT id, name, data, ts, idempotency_key, received_at FROM events WHERE id = $1",
-                event_id);
+            return tx.exec(fmt::format("SELECT {} FROM events WHERE id = $1", kEventColumns),
+                           event_id);
         },
         Access::read_only);
     if (rows.empty()) return std::nullopt;
-    auto row = rows.front();
-    return EventRecord{row.get<std::string>(0),     row.get<std::string>(1),
-                       row.get<std::string>(2),     row.get<std::int64_t>(3),
-                       row.get_opt<std::string>(4), row.get<std::int64_t>(5)};
+    return read_event(rows.front());
 }
 
 std::vector<StepRecord> RunStore::steps(std::string_view run_id) {
     auto rows = db_.transact(
         [&](Transaction& tx) {
             return tx.exec(
-                "SELECT run_id, step_key, seq, status, output, error, attempts, started_at, "
-                "ended_at "
-                "FROM steps WHERE run_id = $1 ORDER BY seq",
+                fmt::format("SELECT {} FROM steps WHERE run_id = $1 ORDER BY seq", kStepColumns),
                 run_id);
         },
         Access::read_only);
     std::vector<StepRecord> out;
     out.reserve(rows.size());
-    for (auto row : rows) {
-        out.push_back(StepRecord{
-            row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2),
-            row.get<std::string>(3), row.get_opt<std::string>(4), row.get_opt<std::string>(5),
-            row.get<std::int64_t>(6), row.get_opt<std::int64_t>(7), row.get_opt<std::int64_t>(8)});
-    }
+    for (auto row : rows) out.push_back(read_step(row));
     return out;
 }
 

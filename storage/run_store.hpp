@@ -44,6 +44,9 @@ struct NewRun {
     std::string workflow_id;
     std::string version;
     std::int64_t priority = 0;  // higher is claimed first among due items
+    // For a child run started by Context::invoke: the parent run and its waiting step.
+    std::optional<std::string> parent_run_id;
+    std::optional<std::string> parent_step_key;
 };
 
 struct InsertedEvent {
@@ -75,18 +78,53 @@ struct RunRecord {
     std::int64_t created_at = 0;
     std::optional<std::int64_t> started_at;
     std::optional<std::int64_t> ended_at;
+    std::optional<std::string> parent_run_id;
+    std::optional<std::string> parent_step_key;
+    std::optional<std::string> worker;  // the worker that last executed it
 };
 
+// One durable operation of a run: a step, sleep, wait, sent event or invoked child.
 struct StepRecord {
     std::string run_id;
     std::string key;
     std::int64_t seq = 0;
-    std::string status;  // "completed" or "failed" (the engine defines more)
+    std::string status;  // completed, failed, retrying, sleeping, waiting
     std::optional<std::string> output;
     std::optional<std::string> error;
     std::int64_t attempts = 1;
     std::optional<std::int64_t> started_at;
     std::optional<std::int64_t> ended_at;
+    std::string kind = "step";            // step, sleep, wait, send, invoke
+    std::optional<std::int64_t> wake_at;  // retrying/sleeping/waiting: when to look again
+};
+
+// One execution attempt of a step, kept forever as the run's history.
+struct AttemptRecord {
+    std::string run_id;
+    std::string step_key;
+    std::int64_t attempt = 1;
+    std::int64_t started_at = 0;
+    std::int64_t ended_at = 0;
+    std::string outcome;               // completed, failed, timed_out
+    std::optional<std::string> error;  // JSON
+    std::string logs = "[]";           // JSON array of lines logged during the attempt
+    std::optional<std::string> worker;
+};
+
+struct WaitRecord {
+    std::string run_id;
+    std::string step_key;
+    std::string event_name;
+    std::string match_field;                 // path into the event, e.g. "data.id"
+    std::optional<std::string> match_value;  // JSON of that field in the waiting run's event
+    std::int64_t expires_at = 0;
+};
+
+// Everything a worker needs to replay a run.
+struct RunState {
+    RunRecord run;
+    EventRecord event;
+    std::vector<StepRecord> steps;  // in seq order
 };
 
 // A claim on one queue item. `epoch` is the fencing token: every claim of the item
@@ -154,7 +192,45 @@ class RunStore {
                     const std::optional<std::string>& output,
                     const std::optional<std::string>& error, std::int64_t now);
 
+    // ---- building blocks for the engine's fenced transactions ----------------------------
+    // Each assumes the caller already holds the fence (hold_fence) in `tx`.
+
+    // Inserts or updates a step; a completed step is never changed.
+    void write_step(Transaction& tx, const StepRecord& step);
+    void write_attempt(Transaction& tx, const AttemptRecord& attempt);
+    // Sets a non-final run's status (running, sleeping, waiting); started_at on first run.
+    void set_run_status(Transaction& tx, std::string_view run_id, std::string_view status,
+                        std::int64_t now, const std::optional<std::string>& worker = std::nullopt);
+    // Final status; drops waits; parks the queue item. A cancelled run keeps its status.
+    void finish_run(Transaction& tx, const Lease& lease, std::string_view status,
+                    const std::optional<std::string>& output,
+                    const std::optional<std::string>& error, std::int64_t now);
+    // Gives the queue item back, due at `next_due` (nullopt: parked).
+    void release(Transaction& tx, const Lease& lease, std::optional<std::int64_t> next_due);
+
+    // ---- waits and wake-ups ---------------------------------------------------------------
+
+    void add_wait(Transaction& tx, const WaitRecord& wait);
+    // Waits on `event_name`, for the caller to match against the new event.
+    std::vector<WaitRecord> waits_for(Transaction& tx, std::string_view event_name);
+    // Completes a waiting step with `output` (or fails it with `error`) and makes its run
+    // due now unless a worker holds it. False when the step was no longer waiting (timed
+    // out, or another event got there first). Takes the run's queue row lock first, in the
+    // same order as a worker, so the two never deadlock.
+    bool complete_waiting_step(Transaction& tx, std::string_view run_id, std::string_view step_key,
+                               const std::optional<std::string>& output,
+                               const std::optional<std::string>& error, std::int64_t now);
+    // Marks a run cancelled unless it already ended; drops its waits; parks its queue item
+    // unless a worker holds it (that worker stops at its next step boundary). False when
+    // the run does not exist or had already ended.
+    bool cancel_run(std::string_view run_id, std::int64_t now);
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    std::optional<RunState> load(std::string_view run_id);
     std::optional<RunRecord> get_run(std::string_view run_id);
+    std::string run_status(Transaction& tx, std::string_view run_id);
+    std::vector<AttemptRecord> attempts(std::string_view run_id);
     std::optional<EventRecord> get_event(std::string_view event_id);
     std::vector<StepRecord> steps(std::string_view run_id);
 

@@ -70,5 +70,7 @@ class PooledConnection {
 // Backend constructors, defined in storage/sqlite/ and storage/postgres/.
 std::unique_ptr<Connection> connect_sqlite(const DatabaseUrl& url, Access access);
 std::unique_ptr<Connection> connect_postgres(const DatabaseUrl& url);
+std::unique_ptr<Listener> listen_postgres(const DatabaseUrl& url, std::string channel,
+                                          std::function<void()> on_notify);
 
 }  // namespace cairn::storage::detail

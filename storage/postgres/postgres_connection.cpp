@@ -5,8 +5,10 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <pqxx/pqxx>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "storage/detail/connection.hpp"
@@ -177,7 +179,59 @@ class PostgresConnection final : public Connection {
     bool broken_ = false;
 };
 
+// LISTENs on its own connection in a background thread; reconnects after a failure.
+class PostgresListener final : public Listener {
+  public:
+    PostgresListener(const DatabaseUrl& url, std::string channel, std::function<void()> on_notify)
+        : url_(url), channel_(std::move(channel)), on_notify_(std::move(on_notify)) {
+        thread_ = std::thread([this] { loop(); });
+    }
+    ~PostgresListener() override {
+        stop_ = true;
+        thread_.join();
+    }
+
+  private:
+    class Receiver final : public pqxx::notification_receiver {
+      public:
+        Receiver(pqxx::connection_base& c, const std::string& channel,
+                 const std::function<void()>& fn)
+            : pqxx::notification_receiver(c, channel), fn_(fn) {}
+        void operator()(const std::string&, int) override { fn_(); }
+
+      private:
+        const std::function<void()>& fn_;
+    };
+
+    void loop() {
+        while (!stop_) {
+            try {
+                pqxx::connection conn(url_.path);
+                Receiver receiver(conn, channel_, on_notify_);
+                on_notify_();  // anything sent while we were not listening is due now
+                while (!stop_) conn.await_notification(0, 200'000);
+            } catch (const std::exception& e) {
+                if (stop_) break;
+                // Back off and reconnect; the pollers keep the engine going meanwhile.
+                for (int i = 0; i < 10 && !stop_; ++i)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+        }
+    }
+
+    DatabaseUrl url_;
+    std::string channel_;
+    std::function<void()> on_notify_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
 }  // namespace
+
+std::unique_ptr<Listener> listen_postgres(const DatabaseUrl& url, std::string channel,
+                                          std::function<void()> on_notify) {
+    return std::make_unique<PostgresListener>(url, std::move(channel), std::move(on_notify));
+}
 
 std::unique_ptr<Connection> connect_postgres(const DatabaseUrl& url) {
     return std::make_unique<PostgresConnection>(url);

@@ -1,0 +1,84 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "engine/errors.hpp"
+#include "engine/workflow.hpp"
+
+namespace cairn {
+
+namespace engine::detail {
+class Execution;
+}
+
+// What a workflow function sees of its run. Every durable operation takes a name; a name
+// used again in one run gets a counter ("load", "load#2", ...) to form the operation's key.
+//
+// The function is replayed from the top on every resume: completed operations return
+// their recorded result at once, so code between them must be deterministic and all side
+// effects belong inside steps. Operations that must wait (sleep, wait_for_event, invoke,
+// a step's retry backoff) end the execution by throwing an internal signal: never
+// swallow it with `catch (...)` without `throw;`.
+class Context {
+  public:
+    explicit Context(engine::detail::Execution& ex) : ex_(ex) {}
+
+    // Runs `fn` once, records its result (JSON) and returns it; on replay returns the
+    // recorded result without running `fn`. A throwing `fn` is retried by the policy;
+    // when retries run out, StepFailed is thrown here. `fn` may return void (null).
+    template <class Fn>
+    json step(std::string_view name, Fn&& fn, const StepOptions& options = {}) {
+        return run_step(
+            name,
+            [&]() -> json {
+                if constexpr (std::is_void_v<std::invoke_result_t<Fn>>) {
+                    fn();
+                    return nullptr;
+                } else {
+                    return json(fn());
+                }
+            },
+            options);
+    }
+
+    // Durable sleeps: the run is suspended and resumed by any worker at the time.
+    void sleep(std::string_view name, std::chrono::milliseconds duration);
+    void sleep_until(std::string_view name, std::int64_t unix_ms);
+
+    // Waits for an event named `event_name` whose field `match_field` (a dotted path into
+    // the event, e.g. "data.id") equals the same field of this run's triggering event.
+    // Returns the event ({id, name, data, ts}), or nullopt when `timeout` passes first.
+    std::optional<json> wait_for_event(std::string_view name, std::string_view event_name,
+                                       std::string_view match_field,
+                                       std::chrono::milliseconds timeout);
+
+    // Emits an event ({"name": ..., "data": ...}) exactly once, however often the run is
+    // replayed; returns its id.
+    std::string send_event(std::string_view name, const json& event);
+
+    // Starts a run of `workflow_id` with `data` as its event data, waits for it, and
+    // returns its output; throws StepFailed when it fails or is cancelled.
+    json invoke(std::string_view name, std::string_view workflow_id, const json& data);
+
+    const std::string& run_id() const;
+    // The triggering event: {id, name, data, ts}.
+    const json& event() const;
+    // The attempt number (1-based) of the step now executing; 0 outside a step.
+    int attempt() const;
+    // A log line, stored with the attempt of the step now executing (and written to the
+    // process log).
+    void log(std::string_view line);
+
+  private:
+    json run_step(std::string_view name, const std::function<json()>& fn,
+                  const StepOptions& options);
+    engine::detail::Execution& ex_;
+};
+
+}  // namespace cairn

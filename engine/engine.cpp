@@ -1,0 +1,936 @@
+#include "engine/engine.hpp"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "common/ids.hpp"
+
+namespace cairn {
+
+using storage::Lease;
+using storage::StepRecord;
+using storage::Transaction;
+namespace run_status = storage::run_status;
+using std::chrono::milliseconds;
+
+// ---- retry policy ---------------------------------------------------------------------------
+
+milliseconds RetryPolicy::ceiling(int failed_attempts) const {
+    const double base = static_cast<double>(initial_delay.count()) *
+                        std::pow(multiplier, std::max(0, failed_attempts - 1));
+    const double capped = std::min(base, static_cast<double>(max_delay.count()));
+    return milliseconds(static_cast<std::int64_t>(std::max(0.0, capped)));
+}
+
+milliseconds RetryPolicy::delay(int failed_attempts, std::mt19937_64& rng) const {
+    const milliseconds top = ceiling(failed_attempts);
+    if (!jitter || top.count() == 0) return top;
+    return milliseconds(std::uniform_int_distribution<std::int64_t>(0, top.count())(rng));
+}
+
+namespace engine {
+namespace {
+
+constexpr std::string_view kQueueChannel = "cairn_queue";
+constexpr std::int64_t kInvokeSafetyNetMs = std::int64_t{365} * 24 * 3600 * 1000;
+
+json error_json(std::string_view type, std::string_view message) {
+    return json{{"type", type}, {"message", message}};
+}
+
+std::string dump(const json& j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+json parse_or_null(const std::optional<std::string>& text) {
+    if (!text) return nullptr;
+    return json::parse(*text, nullptr, false);
+}
+
+json event_json(const storage::EventRecord& e) {
+    json data = json::parse(e.data, nullptr, false);
+    if (data.is_discarded()) data = e.data;
+    return json{{"id", e.id}, {"name", e.name}, {"data", std::move(data)}, {"ts", e.ts}};
+}
+
+// A dotted path ("data.user.id", "data.items.0") into a JSON value; null when absent.
+json lookup(const json& root, std::string_view path) {
+    const json* cur = &root;
+    while (!path.empty()) {
+        const auto dot = path.find('.');
+        const std::string part(path.substr(0, dot));
+        path = dot == std::string_view::npos ? std::string_view{} : path.substr(dot + 1);
+        if (cur->is_object()) {
+            auto it = cur->find(part);
+            if (it == cur->end()) return nullptr;
+            cur = &*it;
+        } else if (cur->is_array() && !part.empty() &&
+                   part.find_first_not_of("0123456789") == std::string::npos) {
+            const auto i = std::stoul(part);
+            if (i >= cur->size()) return nullptr;
+            cur = &(*cur)[i];
+        } else {
+            return nullptr;
+        }
+    }
+    return *cur;
+}
+
+std::string make_worker_id() {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "host");
+    return fmt::format("{}:{}:{}", host, getpid(), new_id().substr(30));
+}
+
+storage::NewRun new_run(std::string workflow_id, std::string version) {
+    storage::NewRun run;
+    run.workflow_id = std::move(workflow_id);
+    run.version = std::move(version);
+    return run;
+}
+
+bool is_final(std::string_view status) {
+    return status == run_status::kCompleted || status == run_status::kFailed ||
+           status == run_status::kCancelled;
+}
+
+}  // namespace
+
+// Infrastructure failures (database down) while the engine records state. A Signal, so
+// workflow code's `catch (const std::exception&)` cannot mistake it for its own error.
+namespace detail {
+struct Infrastructure : Signal {
+    std::string message;
+};
+}  // namespace detail
+
+struct Engine::Impl {
+    Impl(storage::Database& d, const Clock& c)
+        : db(d), clock(c), store(d), worker_id(make_worker_id()) {}
+
+    storage::Database& db;
+    const Clock& clock;
+    storage::RunStore store;
+    std::string worker_id;  // constant after start()
+
+    // Registry: filled before start(), read-only afterwards.
+    std::map<std::string, Workflow, std::less<>> workflows;
+    std::map<std::string, std::vector<std::string>, std::less<>> triggers;  // event -> workflow ids
+
+    std::mutex rng_mu;
+    std::mt19937_64 rng{std::random_device{}()};  // guarded by rng_mu
+
+    std::atomic<std::int64_t> executions{0};
+    std::atomic<std::int64_t> steps_run{0};
+    std::atomic<std::int64_t> leases_lost{0};
+    std::atomic<std::int64_t> steps_recorded{0};
+    std::atomic<std::int64_t> crash_after{0};
+    std::atomic<bool> stopping{false};
+
+    // Worker pool state, guarded by mu.
+    std::mutex mu;
+    std::condition_variable cv;
+    bool wake = false;
+    std::deque<Lease> ready;
+    int free_slots = 0;
+    struct Active {
+        Lease lease;
+        std::shared_ptr<std::atomic<bool>> lost;
+    };
+    std::map<std::string, Active> active;  // run id -> claimed lease (ready or executing)
+    WorkerOptions options;
+    std::vector<std::thread> threads;
+    std::unique_ptr<storage::Listener> listener;
+
+    std::int64_t now() const { return clock.now_ms(); }
+
+    milliseconds retry_delay(const RetryPolicy& p, int failed) {
+        std::lock_guard lock(rng_mu);
+        return p.delay(failed, rng);
+    }
+
+    void wake_local() {
+        {
+            std::lock_guard lock(mu);
+            wake = true;
+        }
+        cv.notify_all();
+    }
+
+    void notify(Transaction& tx) {
+        if (tx.backend() == storage::Backend::postgres)
+            tx.exec("SELECT pg_notify($1, '')", kQueueChannel);
+    }
+
+    // Runs `fn(tx)` in a transaction that first checks `lease` still holds. Throws
+    // LeaseLost when it does not, Infrastructure when the database fails.
+    template <class Fn>
+    void fenced(const Lease& lease, Fn&& fn) {
+        constexpr int kAttempts = 3;
+        for (int attempt = 1;; ++attempt) {
+            try {
+                const bool held = db.transact([&](Transaction& tx) {
+                    if (!store.hold_fence(tx, lease)) return false;
+                    fn(tx);
+                    return true;
+                });
+                if (!held) {
+                    ++leases_lost;
+                    throw detail::LeaseLost{};
+                }
+                return;
+            } catch (const storage::TransactionConflict& e) {
+                if (attempt == kAttempts) throw detail::Infrastructure{{}, e.what()};
+            } catch (const storage::StorageError& e) {
+                throw detail::Infrastructure{{}, e.what()};
+            }
+        }
+    }
+
+    SendResult send(Transaction& tx, const EventInput& in) {
+        if (in.name.empty()) throw std::invalid_argument("event name must not be empty");
+        const std::int64_t t = now();
+        std::vector<storage::NewRun> runs;
+        if (auto it = triggers.find(in.name); it != triggers.end()) {
+            for (const auto& id : it->second) runs.push_back(new_run(id, workflows.at(id).version));
+        }
+        storage::NewEvent e;
+        e.name = in.name;
+        e.data = dump(in.data);
+        e.id = in.id;
+        e.idempotency_key = in.idempotency_key;
+        e.ts = in.ts;
+        auto ins = store.insert_event(tx, e, runs, t);
+        SendResult out{ins.event_id, ins.run_ids, ins.duplicate, 0};
+        if (ins.duplicate) return out;
+
+        const json ev = json{
+            {"id", ins.event_id}, {"name", in.name}, {"data", in.data}, {"ts", in.ts.value_or(t)}};
+        const std::string ev_text = dump(ev);
+        for (const auto& w : store.waits_for(tx, in.name)) {
+            if (!w.match_value) continue;  // the waiting run's own event lacked the field
+            const json want = json::parse(*w.match_value, nullptr, false);
+            if (want.is_discarded() || lookup(ev, w.match_field) != want) continue;
+            if (store.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt, t))
+                ++out.waits_resumed;
+        }
+        if (!out.run_ids.empty() || out.waits_resumed > 0) notify(tx);
+        return out;
+    }
+
+    void maybe_crash() {
+        const auto limit = crash_after.load();
+        if (limit > 0 && ++steps_recorded >= limit) {
+            spdlog::warn("CAIRN_CRASH_AFTER_STEPS={} reached: exiting abruptly", limit);
+            std::_Exit(137);
+        }
+    }
+
+    void execute(const Lease& lease, const std::shared_ptr<std::atomic<bool>>& lost);
+};
+
+// ---- execution ------------------------------------------------------------------------------
+
+namespace detail {
+
+// The state of one execution (one claim) of one run, behind a Context.
+class Execution {
+  public:
+    Execution(Engine::Impl& e, Lease l, storage::RunState s, const Workflow& w,
+              std::shared_ptr<std::atomic<bool>> lost_flag)
+        : engine(e), lease(std::move(l)), state(std::move(s)), wf(w), lost(std::move(lost_flag)) {
+        event = event_json(state.event);
+        for (auto& step : state.steps) by_seq.emplace(step.seq, &step);
+    }
+
+    Engine::Impl& engine;
+    Lease lease;
+    storage::RunState state;
+    const Workflow& wf;
+    std::shared_ptr<std::atomic<bool>> lost;
+    json event;
+    std::map<std::int64_t, StepRecord*> by_seq;
+    std::map<std::string, int, std::less<>> name_counts;
+    std::int64_t next_seq = 0;
+    int current_attempt = 0;
+    json logs = json::array();
+
+    struct Slot {
+        std::string key;
+        std::int64_t seq;
+        StepRecord* stored;
+    };
+
+    std::int64_t now() const { return engine.now(); }
+    const std::string& run_id() const { return state.run.id; }
+
+    // The next operation's key and recorded state; throws when replay diverges.
+    Slot next(std::string_view name, std::string_view kind) {
+        if (name.empty()) throw std::invalid_argument("operation name must not be empty");
+        if (current_attempt != 0) {
+            throw std::logic_error(
+                fmt::format("'{}' was called inside a step; durable operations cannot nest", name));
+        }
+        const int n = ++name_counts[std::string(name)];
+        Slot slot{n == 1 ? std::string(name) : fmt::format("{}#{}", name, n), next_seq++, nullptr};
+        if (auto it = by_seq.find(slot.seq); it != by_seq.end()) {
+            slot.stored = it->second;
+            if (slot.stored->key != slot.key || slot.stored->kind != kind) {
+                throw NonDeterministicError(
+                    fmt::format("non-deterministic workflow: operation #{} was recorded as {} '{}' "
+                                "but the code now "
+                                "asks for {} '{}'",
+                                slot.seq + 1, slot.stored->kind, slot.stored->key, kind, slot.key));
+            }
+        }
+        return slot;
+    }
+
+    // Checks before starting new work: lease, shutdown, cancellation, run timeout.
+    void boundary() {
+        if (lost->load()) throw LeaseLost{};
+        if (engine.stopping.load()) {
+            engine.fenced(lease, [&](Transaction& tx) { engine.store.release(tx, lease, now()); });
+            throw Suspend{};
+        }
+        std::string status;
+        try {
+            status = engine.db.transact(
+                [&](Transaction& tx) { return engine.store.run_status(tx, run_id()); },
+                storage::Access::read_only);
+        } catch (const storage::StorageError& e) {
+            throw Infrastructure{{}, e.what()};
+        }
+        if (status == run_status::kCancelled) throw Cancelled{};
+        if (wf.run_timeout && state.run.started_at &&
+            now() - *state.run.started_at > wf.run_timeout->count()) {
+            throw RunTimedOut{{}, wf.run_timeout->count()};
+        }
+    }
+
+    [[noreturn]] void suspend_until(std::int64_t due) {
+        engine.fenced(lease, [&](Transaction& tx) { engine.store.release(tx, lease, due); });
+        throw Suspend{};
+    }
+
+    StepRecord record(const Slot& slot, std::string_view kind, std::string_view status) const {
+        StepRecord r;
+        r.run_id = run_id();
+        r.key = slot.key;
+        r.seq = slot.seq;
+        r.kind = std::string(kind);
+        r.status = std::string(status);
+        r.attempts = 1;
+        r.started_at = now();
+        return r;
+    }
+
+    json run_step(std::string_view name, const std::function<json()>& fn,
+                  const StepOptions& options) {
+        const Slot slot = next(name, "step");
+        const RetryPolicy policy = options.retry.value_or(wf.retry);
+        const auto timeout = options.timeout ? options.timeout : wf.step_timeout;
+        int prior = 0;
+        std::optional<std::int64_t> first_started;
+        if (slot.stored) {
+            const StepRecord& s = *slot.stored;
+            if (s.status == "completed") return parse_or_null(s.output);
+            if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
+            if (s.wake_at && now() < *s.wake_at) suspend_until(*s.wake_at);
+            prior = static_cast<int>(s.attempts);
+            first_started = s.started_at;
+        }
+        boundary();
+
+        const int attempt = prior + 1;
+        const std::int64_t started = now();
+        current_attempt = attempt;
+        logs = json::array();
+        json out;
+        std::optional<json> error;
+        std::optional<milliseconds> retry_after;
+        bool retriable = true;
+        try {
+            out = fn();
+        } catch (const Signal&) {
+            current_attempt = 0;
+            throw;
+        } catch (const NonRetriableError& e) {
+            error = error_json("non_retriable", e.what());
+            retriable = false;
+        } catch (const RetryAfterError& e) {
+            error = error_json("retry_after", e.what());
+            retry_after = e.delay();
+        } catch (const std::exception& e) {
+            error = error_json("error", e.what());
+        } catch (...) {
+            error = error_json("error", "unknown exception");
+        }
+        current_attempt = 0;
+        ++engine.steps_run;
+        const std::int64_t ended = now();
+        std::string outcome = error ? "failed" : "completed";
+        if (!error && timeout && ended - started > timeout->count()) {
+            error = error_json("timeout", fmt::format("step ran {} ms, over its {} ms timeout",
+                                                      ended - started, timeout->count()));
+            outcome = "timed_out";
+        }
+
+        StepRecord rec = record(slot, "step", "completed");
+        rec.attempts = attempt;
+        rec.started_at = first_started.value_or(started);
+        storage::AttemptRecord att{run_id(), slot.key,     attempt,    started,         ended,
+                                   outcome,  std::nullopt, dump(logs), engine.worker_id};
+        if (!error) {
+            rec.output = dump(out);
+            rec.ended_at = ended;
+            engine.fenced(lease, [&](Transaction& tx) {
+                engine.store.write_step(tx, rec);
+                engine.store.write_attempt(tx, att);
+            });
+            engine.maybe_crash();
+            return out;
+        }
+
+        (*error)["attempt"] = attempt;
+        rec.error = dump(*error);
+        att.error = rec.error;
+        if (!retriable || attempt >= policy.max_attempts) {
+            rec.status = "failed";
+            rec.ended_at = ended;
+            engine.fenced(lease, [&](Transaction& tx) {
+                engine.store.write_step(tx, rec);
+                engine.store.write_attempt(tx, att);
+            });
+            throw StepFailed(slot.key, *error);
+        }
+        const std::int64_t wake =
+            ended + (retry_after ? *retry_after : engine.retry_delay(policy, attempt)).count();
+        rec.status = "retrying";
+        rec.wake_at = wake;
+        engine.fenced(lease, [&](Transaction& tx) {
+            engine.store.write_step(tx, rec);
+            engine.store.write_attempt(tx, att);
+            engine.store.set_run_status(tx, run_id(), run_status::kQueued, ended);
+            engine.store.release(tx, lease, wake);
+        });
+        throw Suspend{};
+    }
+
+    void sleep_until(std::string_view name, std::int64_t until) {
+        const Slot slot = next(name, "sleep");
+        if (slot.stored) {
+            StepRecord s = *slot.stored;
+            if (s.status == "completed") return;
+            const std::int64_t wake = s.wake_at.value_or(0);
+            if (now() < wake) suspend_until(wake);
+            s.status = "completed";
+            s.ended_at = now();
+            engine.fenced(lease, [&](Transaction& tx) { engine.store.write_step(tx, s); });
+            return;
+        }
+        boundary();
+        StepRecord rec = record(slot, "sleep", "sleeping");
+        rec.output = dump(json{{"until", until}});
+        if (until <= now()) {
+            rec.status = "completed";
+            rec.ended_at = now();
+            engine.fenced(lease, [&](Transaction& tx) { engine.store.write_step(tx, rec); });
+            return;
+        }
+        rec.wake_at = until;
+        engine.fenced(lease, [&](Transaction& tx) {
+            engine.store.write_step(tx, rec);
+            engine.store.set_run_status(tx, run_id(), run_status::kSleeping, now());
+            engine.store.release(tx, lease, until);
+        });
+        throw Suspend{};
+    }
+
+    std::optional<json> wait_for_event(std::string_view name, std::string_view event_name,
+                                       std::string_view match_field, milliseconds timeout) {
+        const Slot slot = next(name, "wait");
+        auto result = [](const std::optional<std::string>& output) -> std::optional<json> {
+            json j = parse_or_null(output);
+            if (j.is_null()) return std::nullopt;
+            return j;
+        };
+        if (slot.stored) {
+            const StepRecord& s = *slot.stored;
+            if (s.status == "completed") return result(s.output);
+            if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
+            const std::int64_t expires = s.wake_at.value_or(0);
+            if (now() < expires) suspend_until(expires);
+            bool timed_out = false;
+            engine.fenced(lease, [&](Transaction& tx) {
+                timed_out = engine.store.complete_waiting_step(tx, run_id(), slot.key, "null",
+                                                               std::nullopt, now());
+            });
+            if (timed_out) return std::nullopt;
+            // The event arrived just before the timeout was recorded: use it.
+            for (const auto& step : engine.store.steps(run_id())) {
+                if (step.key == slot.key) return result(step.output);
+            }
+            return std::nullopt;
+        }
+        boundary();
+        const json field = lookup(event, match_field);
+        StepRecord rec = record(slot, "wait", "waiting");
+        rec.wake_at = now() + timeout.count();
+        storage::WaitRecord w{
+            run_id(),
+            slot.key,
+            std::string(event_name),
+            std::string(match_field),
+            field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
+            *rec.wake_at};
+        engine.fenced(lease, [&](Transaction& tx) {
+            engine.store.write_step(tx, rec);
+            engine.store.add_wait(tx, w);
+            engine.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
+            engine.store.release(tx, lease, *rec.wake_at);
+        });
+        throw Suspend{};
+    }
+
+    std::string send_event(std::string_view name, const json& ev) {
+        const Slot slot = next(name, "send");
+        if (slot.stored && slot.stored->status == "completed") {
+            return parse_or_null(slot.stored->output).value("event_id", std::string());
+        }
+        boundary();
+        if (!ev.is_object() || !ev.contains("name") || !ev["name"].is_string()) {
+            throw std::invalid_argument(
+                fmt::format("send_event '{}': the event needs a string \"name\"", name));
+        }
+        EventInput in;
+        in.name = ev["name"].get<std::string>();
+        in.data = ev.value("data", json::object());
+        in.idempotency_key = fmt::format("{}/{}", run_id(), slot.key);
+        StepRecord rec = record(slot, "send", "completed");
+        rec.ended_at = now();
+        SendResult sent;
+        engine.fenced(lease, [&](Transaction& tx) {
+            sent = engine.send(tx, in);
+            rec.output = dump(json{{"event_id", sent.event_id}, {"run_ids", sent.run_ids}});
+            engine.store.write_step(tx, rec);
+        });
+        engine.wake_local();
+        return sent.event_id;
+    }
+
+    json invoke(std::string_view name, std::string_view workflow_id, const json& data) {
+        const Slot slot = next(name, "invoke");
+        if (slot.stored) {
+            const StepRecord& s = *slot.stored;
+            if (s.status == "completed") return parse_or_null(s.output);
+            if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
+            suspend_until(s.wake_at.value_or(now() + kInvokeSafetyNetMs));
+        }
+        boundary();
+        StepRecord rec = record(slot, "invoke", "waiting");
+        const Workflow* child = nullptr;
+        if (auto it = engine.workflows.find(workflow_id); it != engine.workflows.end())
+            child = &it->second;
+        if (child == nullptr) {
+            const json error = error_json(
+                "unknown_workflow", fmt::format("no workflow '{}' is registered", workflow_id));
+            rec.status = "failed";
+            rec.error = dump(error);
+            rec.ended_at = now();
+            engine.fenced(lease, [&](Transaction& tx) { engine.store.write_step(tx, rec); });
+            throw StepFailed(slot.key, error);
+        }
+        rec.wake_at = now() + kInvokeSafetyNetMs;
+        engine.fenced(lease, [&](Transaction& tx) {
+            storage::NewEvent e;
+            e.name = "cairn/invoke";
+            e.data = dump(data);
+            e.idempotency_key = fmt::format("{}/{}", run_id(), slot.key);
+            storage::NewRun run{child->id, child->version, 0, run_id(), slot.key};
+            auto ins = engine.store.insert_event(tx, e, std::span(&run, 1), now());
+            rec.output = dump(json{{"child_run_id", ins.run_ids.empty() ? "" : ins.run_ids[0]}});
+            engine.store.write_step(tx, rec);
+            engine.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
+            engine.store.release(tx, lease, *rec.wake_at);
+            engine.notify(tx);
+        });
+        engine.wake_local();
+        throw Suspend{};
+    }
+
+    // ---- endings ----
+
+    void complete_parent(Transaction& tx, const std::optional<std::string>& output,
+                         const std::optional<std::string>& error) {
+        if (!state.run.parent_run_id || !state.run.parent_step_key) return;
+        engine.store.complete_waiting_step(tx, *state.run.parent_run_id, *state.run.parent_step_key,
+                                           output, error, now());
+        engine.notify(tx);
+    }
+
+    void finish_completed(const json& output) {
+        const std::string text = dump(output);
+        engine.fenced(lease, [&](Transaction& tx) {
+            engine.store.finish_run(tx, lease, run_status::kCompleted, text, std::nullopt, now());
+            complete_parent(tx, text, std::nullopt);
+        });
+        if (state.run.parent_run_id) engine.wake_local();
+    }
+
+    void finish_failed(json error) {
+        const std::string text = dump(error);
+        engine.fenced(lease, [&](Transaction& tx) {
+            engine.store.finish_run(tx, lease, run_status::kFailed, std::nullopt, text, now());
+            complete_parent(tx, std::nullopt, text);
+            if (wf.on_failure) {
+                storage::NewEvent e;
+                e.name = "cairn/run.failed";
+                e.data = dump(json{{"run_id", run_id()},
+                                   {"workflow_id", wf.id},
+                                   {"error", error},
+                                   {"event", event}});
+                e.idempotency_key = fmt::format("{}/on-failure", run_id());
+                storage::NewRun handler = new_run(wf.id + "/on-failure", wf.version);
+                engine.store.insert_event(tx, e, std::span(&handler, 1), now());
+                engine.notify(tx);
+            }
+        });
+        engine.wake_local();
+    }
+
+    void finish_cancelled() {
+        engine.fenced(lease, [&](Transaction& tx) {
+            engine.store.finish_run(tx, lease, run_status::kCancelled, std::nullopt, std::nullopt,
+                                    now());
+            complete_parent(tx, std::nullopt,
+                            dump(error_json("cancelled", "the invoked run was cancelled")));
+        });
+    }
+};
+
+}  // namespace detail
+
+void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic<bool>>& lost) {
+    ++executions;
+    std::optional<storage::RunState> state;
+    try {
+        state = store.load(lease.run_id);
+        if (!state || is_final(state->run.status)) {
+            fenced(lease, [&](Transaction& tx) { store.release(tx, lease, std::nullopt); });
+            return;
+        }
+    } catch (const detail::Signal&) {
+        return;
+    } catch (const std::exception& e) {
+        spdlog::error("run {}: cannot load: {}", lease.run_id, e.what());
+        return;  // the lease expires and the run is retried elsewhere
+    }
+
+    auto it = workflows.find(state->run.workflow_id);
+    if (it == workflows.end()) {
+        try {
+            const auto error = dump(error_json(
+                "unknown_workflow", fmt::format("workflow '{}' is not registered in worker {}",
+                                                state->run.workflow_id, worker_id)));
+            fenced(lease, [&](Transaction& tx) {
+                store.finish_run(tx, lease, run_status::kFailed, std::nullopt, error, now());
+            });
+        } catch (...) {
+        }
+        return;
+    }
+
+    detail::Execution ex(*this, lease, std::move(*state), it->second, lost);
+    auto finish = [&](auto&& fn) {
+        try {
+            fn();
+        } catch (const detail::LeaseLost&) {
+            spdlog::info("run {}: lease lost while finishing; another worker owns it",
+                         lease.run_id);
+        } catch (const detail::Infrastructure& e) {
+            spdlog::error("run {}: could not record the outcome: {}", lease.run_id, e.message);
+        }
+    };
+    try {
+        fenced(lease, [&](Transaction& tx) {
+            store.set_run_status(tx, lease.run_id, run_status::kRunning, now(), worker_id);
+        });
+        if (!ex.state.run.started_at) ex.state.run.started_at = now();
+        Context ctx(ex);
+        const json output = it->second.fn(ctx);
+        finish([&] { ex.finish_completed(output); });
+    } catch (const detail::Suspend&) {
+    } catch (const detail::LeaseLost&) {
+        spdlog::info("run {}: lease lost; another worker owns it now", lease.run_id);
+    } catch (const detail::Cancelled&) {
+        finish([&] { ex.finish_cancelled(); });
+    } catch (const detail::RunTimedOut& t) {
+        finish([&] {
+            ex.finish_failed(
+                error_json("timeout", fmt::format("run exceeded its {} ms timeout", t.limit_ms)));
+        });
+    } catch (const detail::Infrastructure& e) {
+        spdlog::error("run {}: database error; the run resumes when its lease expires: {}",
+                      lease.run_id, e.message);
+    } catch (const StepFailed& e) {
+        finish([&] { ex.finish_failed(e.error()); });
+    } catch (const NonDeterministicError& e) {
+        finish([&] { ex.finish_failed(error_json("non_deterministic", e.what())); });
+    } catch (const std::exception& e) {
+        finish([&] { ex.finish_failed(error_json("workflow_error", e.what())); });
+    } catch (const detail::Signal&) {
+    } catch (...) {
+        finish([&] { ex.finish_failed(error_json("workflow_error", "unknown exception")); });
+    }
+}
+
+// ---- Context ----------------------------------------------------------------------------------
+
+}  // namespace engine
+
+json Context::run_step(std::string_view name, const std::function<json()>& fn,
+                       const StepOptions& options) {
+    return ex_.run_step(name, fn, options);
+}
+void Context::sleep(std::string_view name, milliseconds duration) {
+    // The wake time is fixed when the sleep is first recorded; replays reuse it.
+    ex_.sleep_until(name, ex_.now() + duration.count());
+}
+void Context::sleep_until(std::string_view name, std::int64_t unix_ms) {
+    ex_.sleep_until(name, unix_ms);
+}
+std::optional<json> Context::wait_for_event(std::string_view name, std::string_view event_name,
+                                            std::string_view match_field, milliseconds timeout) {
+    return ex_.wait_for_event(name, event_name, match_field, timeout);
+}
+std::string Context::send_event(std::string_view name, const json& event) {
+    return ex_.send_event(name, event);
+}
+json Context::invoke(std::string_view name, std::string_view workflow_id, const json& data) {
+    return ex_.invoke(name, workflow_id, data);
+}
+const std::string& Context::run_id() const {
+    return ex_.run_id();
+}
+const json& Context::event() const {
+    return ex_.event;
+}
+int Context::attempt() const {
+    return ex_.current_attempt;
+}
+void Context::log(std::string_view line) {
+    spdlog::info("run {}: {}", ex_.run_id(), line);
+    if (ex_.current_attempt != 0) ex_.logs.push_back(std::string(line));
+}
+
+namespace engine {
+
+// ---- Engine -----------------------------------------------------------------------------------
+
+Engine::Engine(storage::Database& db, const Clock& clock)
+    : impl_(std::make_unique<Impl>(db, clock)) {
+    if (const char* crash =
+            std::getenv("CAIRN_CRASH_AFTER_STEPS")) {  // NOLINT(concurrency-mt-unsafe)
+        impl_->crash_after = std::atoll(crash);
+    }
+}
+
+Engine::~Engine() {
+    stop();
+}
+
+void Engine::add(Workflow w) {
+    if (w.id.empty()) throw std::invalid_argument("workflow id must not be empty");
+    if (!w.fn) throw std::invalid_argument(fmt::format("workflow '{}' has no function", w.id));
+    if (impl_->workflows.contains(w.id))
+        throw std::invalid_argument(fmt::format("workflow '{}' is registered twice", w.id));
+    if (w.retry.max_attempts < 1)
+        throw std::invalid_argument(fmt::format("workflow '{}': max_attempts must be >= 1", w.id));
+    for (const auto& t : w.triggers) impl_->triggers[t].push_back(w.id);
+    if (w.on_failure) {
+        Workflow handler;
+        handler.id = w.id + "/on-failure";
+        handler.version = w.version;
+        handler.retry = w.retry;
+        handler.fn = w.on_failure;
+        impl_->workflows.emplace(handler.id, std::move(handler));
+    }
+    impl_->workflows.emplace(w.id, std::move(w));
+}
+
+const Workflow* Engine::find(std::string_view id) const {
+    auto it = impl_->workflows.find(id);
+    return it == impl_->workflows.end() ? nullptr : &it->second;
+}
+
+std::vector<const Workflow*> Engine::workflows() const {
+    std::vector<const Workflow*> out;
+    for (const auto& [id, w] : impl_->workflows) out.push_back(&w);
+    return out;
+}
+
+SendResult Engine::send(storage::Transaction& tx, const EventInput& event) {
+    return impl_->send(tx, event);
+}
+
+SendResult Engine::send(const EventInput& event) {
+    auto out = impl_->db.transact([&](storage::Transaction& tx) { return impl_->send(tx, event); });
+    if (!out.run_ids.empty() || out.waits_resumed > 0) impl_->wake_local();
+    return out;
+}
+
+bool Engine::cancel(std::string_view run_id) {
+    return impl_->store.cancel_run(run_id, impl_->now());
+}
+
+int Engine::run_until_idle(int max_executions) {
+    int count = 0;
+    const auto lease_ms = std::max<std::int64_t>(impl_->options.lease.count(), 30'000);
+    while (count < max_executions) {
+        auto leases = impl_->store.claim(impl_->worker_id, 16, impl_->now(), lease_ms);
+        if (leases.empty()) break;
+        for (const auto& lease : leases) {
+            impl_->execute(lease, std::make_shared<std::atomic<bool>>(false));
+            ++count;
+        }
+    }
+    return count;
+}
+
+void Engine::start(WorkerOptions options) {
+    Impl& im = *impl_;
+    if (!im.threads.empty()) throw std::logic_error("Engine::start called twice");
+    if (options.threads < 1) throw std::invalid_argument("worker threads must be >= 1");
+    if (!options.worker_id.empty()) im.worker_id = options.worker_id;
+    im.options = options;
+    im.stopping = false;
+    im.free_slots = options.threads;
+    im.listener = im.db.listen(kQueueChannel, [&im] { im.wake_local(); });
+
+    // Dispatcher: claims as many due runs as there are idle worker threads.
+    im.threads.emplace_back([&im] {
+        std::unique_lock lock(im.mu);
+        while (!im.stopping) {
+            const int want = im.free_slots - static_cast<int>(im.ready.size());
+            if (want > 0) {
+                lock.unlock();
+                std::vector<Lease> got;
+                try {
+                    got = im.store.claim(im.worker_id, want, im.now(), im.options.lease.count());
+                } catch (const std::exception& e) {
+                    spdlog::warn("claim failed: {}", e.what());
+                }
+                lock.lock();
+                for (auto& l : got) {
+                    im.active[l.run_id] = {l, std::make_shared<std::atomic<bool>>(false)};
+                    im.ready.push_back(std::move(l));
+                }
+                if (!got.empty()) im.cv.notify_all();
+                if (static_cast<int>(got.size()) == want) continue;  // there may be more
+            }
+            if (!im.wake)
+                im.cv.wait_for(lock, im.options.poll,
+                               [&im] { return im.stopping.load() || im.wake; });
+            im.wake = false;
+        }
+    });
+
+    // Keeper: renews every claimed lease well before it expires.
+    im.threads.emplace_back([&im] {
+        std::unique_lock lock(im.mu);
+        const auto every = std::max(milliseconds(10), im.options.lease / 3);
+        while (!im.stopping) {
+            im.cv.wait_for(lock, every, [&im] { return im.stopping.load(); });
+            if (im.stopping) break;
+            std::vector<std::pair<Lease, std::shared_ptr<std::atomic<bool>>>> held;
+            for (auto& [id, a] : im.active) held.emplace_back(a.lease, a.lost);
+            lock.unlock();
+            for (auto& [lease, lost] : held) {
+                try {
+                    if (!im.store.renew(lease, im.now(), im.options.lease.count()))
+                        lost->store(true);
+                } catch (const std::exception& e) {
+                    spdlog::warn("lease renewal for run {} failed: {}", lease.run_id, e.what());
+                }
+            }
+            lock.lock();
+        }
+    });
+
+    for (int i = 0; i < options.threads; ++i) {
+        im.threads.emplace_back([&im] {
+            std::unique_lock lock(im.mu);
+            for (;;) {
+                im.cv.wait(lock, [&im] { return im.stopping.load() || !im.ready.empty(); });
+                if (im.ready.empty()) break;  // stopping
+                Lease lease = std::move(im.ready.front());
+                im.ready.pop_front();
+                if (im.stopping) {  // claimed but never started: give it straight back
+                    im.active.erase(lease.run_id);
+                    lock.unlock();
+                    try {
+                        im.store.release(lease, im.now());
+                    } catch (...) {
+                    }
+                    lock.lock();
+                    continue;
+                }
+                auto lost = im.active[lease.run_id].lost;
+                --im.free_slots;
+                lock.unlock();
+                im.execute(lease, lost);
+                lock.lock();
+                ++im.free_slots;
+                im.active.erase(lease.run_id);
+                im.wake = true;
+                im.cv.notify_all();
+            }
+        });
+    }
+    spdlog::info("worker {} started: {} threads, lease {} ms", im.worker_id, options.threads,
+                 options.lease.count());
+}
+
+void Engine::stop() {
+    Impl& im = *impl_;
+    if (im.threads.empty()) return;
+    {
+        std::lock_guard lock(im.mu);
+        im.stopping = true;
+    }
+    im.cv.notify_all();
+    for (auto& t : im.threads) t.join();
+    im.threads.clear();
+    im.listener.reset();
+    spdlog::info("worker {} stopped", im.worker_id);
+}
+
+EngineStats Engine::stats() const {
+    return EngineStats{impl_->executions.load(), impl_->steps_run.load(),
+                       impl_->leases_lost.load()};
+}
+storage::RunStore& Engine::store() {
+    return impl_->store;
+}
+const Clock& Engine::clock() const {
+    return impl_->clock;
+}
+const std::string& Engine::worker_id() const {
+    return impl_->worker_id;
+}
+void Engine::set_crash_after_steps(std::int64_t n) {
+    impl_->crash_after = n;
+}
+
+}  // namespace engine
+}  // namespace cairn

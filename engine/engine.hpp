@@ -1,0 +1,103 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/clock.hpp"
+#include "engine/context.hpp"
+#include "engine/workflow.hpp"
+#include "storage/database.hpp"
+#include "storage/run_store.hpp"
+
+namespace cairn::engine {
+
+namespace detail {
+class Execution;
+}
+
+// An event to send. `data` is any JSON value (an object by convention).
+struct EventInput {
+    std::string name;
+    json data = json::object();
+    std::optional<std::string> id;
+    std::optional<std::string> idempotency_key;
+    std::optional<std::int64_t> ts;
+};
+
+struct SendResult {
+    std::string event_id;
+    std::vector<std::string> run_ids;
+    bool duplicate = false;
+    int waits_resumed = 0;
+};
+
+struct WorkerOptions {
+    int threads = 4;                          // runs executed at once
+    std::chrono::milliseconds lease{30'000};  // renewed every lease/3 while running
+    std::chrono::milliseconds poll{1'000};    // longest idle wait between queue checks
+    std::string worker_id;                    // generated when empty: host:pid:random
+};
+
+// Stats since start, for logs and tests.
+struct EngineStats {
+    std::int64_t executions = 0;   // claims executed
+    std::int64_t steps_run = 0;    // step attempts executed
+    std::int64_t leases_lost = 0;  // executions abandoned because another worker took over
+};
+
+// The durable execution engine: the workflow registry, event intake, and the workers
+// that claim runs and replay them.
+//
+// Thread-safe after registration: add() all workflows before send() or start().
+class Engine {
+  public:
+    Engine(storage::Database& db, const Clock& clock);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // Registers a workflow. Throws std::invalid_argument for an empty or duplicate id.
+    void add(Workflow workflow);
+    const Workflow* find(std::string_view id) const;
+    std::vector<const Workflow*> workflows() const;
+
+    // Writes the event, starts a run of every workflow it triggers, and resumes runs
+    // waiting for it — all in one transaction (the caller's `tx`, for a domain write and
+    // its event to commit together). A repeated id or idempotency key changes nothing.
+    SendResult send(storage::Transaction& tx, const EventInput& event);
+    SendResult send(const EventInput& event);
+
+    // Cancels a run: it stops at its next step boundary. False if it had already ended.
+    bool cancel(std::string_view run_id);
+
+    // Claims and executes due runs on the calling thread until none is due at the clock's
+    // current time; returns how many executions ran. For tests and tools.
+    int run_until_idle(int max_executions = 100'000);
+
+    // Starts worker threads (and, on Postgres, a LISTEN connection for prompt wake-ups).
+    void start(WorkerOptions options);
+    // Graceful stop: claims no more; each running execution yields at its next step
+    // boundary and gives its run back (due now) so another worker takes it at once.
+    void stop();
+
+    EngineStats stats() const;
+    storage::RunStore& store();
+    const Clock& clock() const;
+    const std::string& worker_id() const;
+
+    // Debug knob for crash tests: when set (> 0), the process exits abruptly (as if
+    // killed) right after recording this many steps in total. Read from CAIRN_CRASH_AFTER_STEPS.
+    void set_crash_after_steps(std::int64_t n);
+
+  private:
+    friend class detail::Execution;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cairn::engine

@@ -1,0 +1,104 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace cairn {
+
+using json = nlohmann::json;
+class Context;
+
+// How a failing step is retried: up to `max_attempts` attempts in all, waiting
+// min(max_delay, initial_delay * multiplier^(n-1)) after the n-th failure — or, with
+// jitter (the default), a uniformly random time between zero and that ceiling ("full
+// jitter"), which spreads retries of many runs apart.
+struct RetryPolicy {
+    int max_attempts = 4;
+    std::chrono::milliseconds initial_delay{1000};
+    double multiplier = 2.0;
+    std::chrono::milliseconds max_delay{std::chrono::minutes(10)};
+    bool jitter = true;
+
+    // The ceiling of the wait after `failed_attempts` failures (1 = after the first).
+    std::chrono::milliseconds ceiling(int failed_attempts) const;
+    // The actual wait: the ceiling, or a random time up to it with jitter.
+    std::chrono::milliseconds delay(int failed_attempts, std::mt19937_64& rng) const;
+};
+
+// Per-step overrides of the workflow's options.
+struct StepOptions {
+    std::optional<RetryPolicy> retry;
+    std::optional<std::chrono::milliseconds> timeout;
+};
+
+using WorkflowFn = std::function<json(Context&)>;
+
+// A registered workflow. Build one with workflow("id")...run(fn).
+struct Workflow {
+    std::string id;
+    std::string version = "1";
+    std::vector<std::string> triggers;  // event names that start a run
+    RetryPolicy retry;                  // default for every step
+    // A step that runs longer than this counts as a failed (retried) attempt. C++ cannot
+    // stop a running function safely, so the limit is checked when the step returns.
+    std::optional<std::chrono::milliseconds> step_timeout;
+    // A run still going this long after it started fails at its next step boundary.
+    std::optional<std::chrono::milliseconds> run_timeout;
+    WorkflowFn fn;
+    // Runs as its own durable run (workflow "<id>/on-failure") when a run fails; its event
+    // is "cairn/run.failed" with data {run_id, workflow_id, error, event}.
+    WorkflowFn on_failure;
+};
+
+class WorkflowBuilder {
+  public:
+    explicit WorkflowBuilder(std::string id) { w_.id = std::move(id); }
+    WorkflowBuilder& version(std::string v) {
+        w_.version = std::move(v);
+        return *this;
+    }
+    WorkflowBuilder& on_event(std::string name) {
+        w_.triggers.push_back(std::move(name));
+        return *this;
+    }
+    // Retries per step after the first attempt: retries(4) allows 5 attempts.
+    WorkflowBuilder& retries(int n) {
+        w_.retry.max_attempts = n + 1;
+        return *this;
+    }
+    WorkflowBuilder& retry_policy(RetryPolicy p) {
+        w_.retry = p;
+        return *this;
+    }
+    WorkflowBuilder& step_timeout(std::chrono::milliseconds t) {
+        w_.step_timeout = t;
+        return *this;
+    }
+    WorkflowBuilder& run_timeout(std::chrono::milliseconds t) {
+        w_.run_timeout = t;
+        return *this;
+    }
+    WorkflowBuilder& on_failure(WorkflowFn fn) {
+        w_.on_failure = std::move(fn);
+        return *this;
+    }
+    Workflow run(WorkflowFn fn) {
+        w_.fn = std::move(fn);
+        return std::move(w_);
+    }
+
+  private:
+    Workflow w_;
+};
+
+inline WorkflowBuilder workflow(std::string id) {
+    return WorkflowBuilder(std::move(id));
+}
+
+}  // namespace cairn
