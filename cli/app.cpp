@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +14,8 @@
 
 #include "common/time.hpp"
 #include "common/version.hpp"
+#include "engine/engine.hpp"
+#include "examples/hello_workflow.hpp"
 #include "server/http_server.hpp"
 #include "server/router.hpp"
 #include "storage/database.hpp"
@@ -55,6 +58,40 @@ std::unique_ptr<storage::Database> open_database(const std::string& url) {
     }
 }
 
+// Engine settings shared by serve and worker.
+struct WorkerFlags {
+    int workers = 4;
+    int lease_ms = 30'000;
+    bool examples = false;
+};
+
+void add_worker_flags(CLI::App* cmd, WorkerFlags& flags, int min_workers) {
+    cmd->add_option("--workers", flags.workers, "Worker threads executing runs")
+        ->envname("CAIRN_WORKERS")
+        ->check(CLI::Range(min_workers, 256))
+        ->capture_default_str();
+    cmd->add_option("--lease-ms", flags.lease_ms,
+                    "Lease on a claimed run, renewed every third of it")
+        ->envname("CAIRN_LEASE_MS")
+        ->check(CLI::Range(100, 3'600'000))
+        ->capture_default_str();
+    cmd->add_flag("--examples", flags.examples,
+                  "Register the example workflows (hello on example/hello)")
+        ->envname("CAIRN_EXAMPLES");
+}
+
+// Every workflow this binary runs. Plugins add theirs here.
+void register_workflows(engine::Engine& engine, const WorkerFlags& flags) {
+    if (flags.examples) examples::register_examples(engine);
+}
+
+engine::WorkerOptions worker_options(const WorkerFlags& flags) {
+    engine::WorkerOptions o;
+    o.threads = flags.workers;
+    o.lease = std::chrono::milliseconds(flags.lease_ms);
+    return o;
+}
+
 int migrate_apply(storage::Database& db) {
     storage::Migrator migrator(db, all_components());
     const int n = migrator.apply();
@@ -62,7 +99,8 @@ int migrate_apply(storage::Database& db) {
     return n;
 }
 
-int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t threads) {
+int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t threads,
+              const WorkerFlags& flags) {
     // Check the URL and bind the port before touching the database, so a typo or a busy
     // port creates nothing.
     try {
@@ -83,10 +121,42 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
     }
     db = open_database(db_url);
     migrate_apply(*db);
+    engine::SystemClock clock;
+    engine::Engine engine(*db, clock);
+    register_workflows(engine, flags);
+    if (flags.workers > 0) engine.start(worker_options(flags));
     spdlog::info("cairn {} serving http://{} on {} ({})", kVersion, http->local_address(),
                  storage::to_string(db->backend()), db->url());
     http->run();
+    engine.stop();  // running executions yield at their next step and hand their runs back
     spdlog::info("stopped");
+    return kExitOk;
+}
+
+int cmd_worker(const std::string& db_url, const WorkerFlags& flags) {
+    auto db = open_database(db_url);
+    migrate_apply(*db);
+    engine::SystemClock clock;
+    engine::Engine engine(*db, clock);
+    register_workflows(engine, flags);
+    if (engine.workflows().empty()) {
+        spdlog::warn(
+            "no workflows are registered in this binary; runs it claims will fail (try "
+            "--examples)");
+    }
+    // Block the stop signals before any thread starts, so only sigwait below sees them.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    engine.start(worker_options(flags));
+    spdlog::info("cairn {} worker {} on {} ({})", kVersion, engine.worker_id(),
+                 storage::to_string(db->backend()), db->url());
+    int signal = 0;
+    sigwait(&stop_signals, &signal);
+    spdlog::info("received signal {}; stopping", signal);
+    engine.stop();
     return kExitOk;
 }
 
@@ -160,6 +230,15 @@ int run(int argc, char** argv) {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
 
+    WorkerFlags serve_flags;
+    add_worker_flags(serve, serve_flags, 0);
+
+    auto* worker =
+        app.add_subcommand("worker", "Run workers only (no HTTP): claim and execute runs");
+    WorkerFlags worker_flags;
+    add_db(worker);
+    add_worker_flags(worker, worker_flags, 1);
+
     auto* migrate = app.add_subcommand("migrate", "Apply pending schema migrations and list them");
     bool status_only = false;
     bool as_json = false;
@@ -183,7 +262,8 @@ int run(int argc, char** argv) {
 
     setup_logging();
     try {
-        if (serve->parsed()) return cmd_serve(db_url, listen, threads);
+        if (serve->parsed()) return cmd_serve(db_url, listen, threads, serve_flags);
+        if (worker->parsed()) return cmd_worker(db_url, worker_flags);
         if (migrate->parsed()) return cmd_migrate(db_url, status_only, as_json);
     } catch (const Exit& e) {
         std::cerr << "cairn: error: " << e.message << '\n';

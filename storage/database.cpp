@@ -121,6 +121,8 @@ DatabaseUrl parse_database_url(std::string_view url) {
             out.synchronous = v == "full" ? "FULL" : "NORMAL";
         } else if (out.backend == Backend::sqlite && key == "busy_timeout_ms") {
             out.busy_timeout_ms = parse_positive(key, value, 600000);
+        } else if (out.backend == Backend::postgres && key == "idle_tx_timeout_ms") {
+            out.idle_tx_timeout_ms = parse_positive(key, value, 86'400'000);
         } else if (out.backend == Backend::sqlite) {
             throw ConfigError(fmt::format(
                 "unknown SQLite URL option '{}' (known: pool, synchronous, busy_timeout_ms)", key));

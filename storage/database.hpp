@@ -51,13 +51,17 @@ class Dialect {
 //   postgres://user:pass@host:port/db?pool=8   (postgresql:// is accepted too)
 // Options after '?': pool=N (connections, default 8 for Postgres, 4 readers for SQLite),
 // synchronous=normal|full (SQLite), busy_timeout_ms=N (SQLite), connect_timeout=N
-// (Postgres, seconds) and any other libpq parameter.
+// (Postgres, seconds), idle_tx_timeout_ms=N (Postgres, default 60000) and any other
+// libpq parameter.
 struct DatabaseUrl {
     Backend backend = Backend::sqlite;
     std::string path;  // SQLite file path or ":memory:"; Postgres: the URL without cairn options
     int pool_size = 0;
     std::string synchronous = "NORMAL";
     int busy_timeout_ms = 5000;
+    // Postgres: the server ends a session idle inside a transaction this long (a stalled
+    // or frozen client), releasing its locks so other workers can take its runs.
+    int idle_tx_timeout_ms = 60'000;
     std::string redacted;  // the URL with any password replaced by "***", for logs
 };
 

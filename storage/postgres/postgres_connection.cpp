@@ -23,6 +23,8 @@ class PostgresConnection final : public Connection {
     explicit PostgresConnection(const DatabaseUrl& url) {
         try {
             conn_ = std::make_unique<pqxx::connection>(with_default_timeout(url.path));
+            pqxx::nontransaction(*conn_).exec(fmt::format(
+                "SET idle_in_transaction_session_timeout = {}", url.idle_tx_timeout_ms));
         } catch (const std::exception& e) {
             throw ConnectionError(kBackend, fmt::format("cannot connect to {}: {}", url.redacted,
                                                         first_line(e.what())));

@@ -29,6 +29,10 @@ TEST_CASE("Postgres URLs keep libpq options and hide the password") {
     CHECK(u.redacted == "postgres://app:***@db.local:5433/cairn?sslmode=disable");
     CHECK(u.redacted.find("s3cret") == std::string::npos);
 
+    CHECK(u.idle_tx_timeout_ms == 60'000);
+    CHECK(parse_database_url("postgres://h/db?idle_tx_timeout_ms=1500").idle_tx_timeout_ms == 1500);
+    CHECK_THROWS_AS(parse_database_url("postgres://h/db?idle_tx_timeout_ms=0"), ConfigError);
+
     auto plain = parse_database_url("postgresql://localhost/cairn");
     CHECK(plain.backend == Backend::postgres);
     CHECK(plain.pool_size == 8);

@@ -1,0 +1,51 @@
+#include "examples/hello_workflow.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <thread>
+
+namespace cairn::examples {
+
+void register_examples(engine::Engine& engine) {
+    // [hello-workflow]
+    engine.add(workflow("hello").on_event("example/hello").retries(3).run([](Context& ctx) {
+        const json& data = ctx.event()["data"];
+        const std::string name = data.value("name", std::string("world"));
+        const auto work = std::chrono::milliseconds(
+            std::clamp<std::int64_t>(data.value("work_ms", 0), 0, 10'000));
+        auto busy = [work] { std::this_thread::sleep_for(work); };
+
+        auto greeting = ctx.step("greet", [&] {
+            busy();
+            return "hello, " + name;
+        });
+        auto letters = ctx.step("count", [&] {
+            busy();
+            const auto text = greeting.get<std::string>();
+            return std::count_if(text.begin(), text.end(),
+                                 [](unsigned char c) { return std::isalpha(c) != 0; });
+        });
+        auto loud = ctx.step("shout", [&] {
+            busy();
+            std::string text = greeting.get<std::string>();
+            for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            return text + "!";
+        });
+        auto backwards = ctx.step("reverse", [&] {
+            busy();
+            std::string text = greeting.get<std::string>();
+            std::reverse(text.begin(), text.end());
+            return text;
+        });
+        return ctx.step("summary", [&] {
+            busy();
+            return json{{"greeting", greeting},
+                        {"letters", letters},
+                        {"loud", loud},
+                        {"backwards", backwards}};
+        });
+    }));
+    // [hello-workflow]
+}
+
+}  // namespace cairn::examples

@@ -1,0 +1,14 @@
+#pragma once
+
+#include "engine/engine.hpp"
+
+namespace cairn::examples {
+
+// Registers the example workflows (`cairn serve --examples`, `cairn worker --examples`):
+//
+//   hello  on "example/hello": five steps over data.name — greet, count, shout, reverse,
+//          summary. data.work_ms (optional, 0..10000) makes each step busy for that long,
+//          which crash tests use to keep runs in flight.
+void register_examples(engine::Engine& engine);
+
+}  // namespace cairn::examples

@@ -1,0 +1,193 @@
+// Crash recovery with real `cairn worker` processes: kill -9, SIGSTOP past the lease, and
+// an abrupt exit after every possible step. Needs the binary (CAIRN_BIN).
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "common/ids.hpp"
+#include "engine/engine.hpp"
+#include "examples/hello_workflow.hpp"
+#include "storage/migrations.hpp"
+#include "support/process.hpp"
+#include "support/test_db.hpp"
+
+using namespace cairn;
+using namespace std::chrono_literals;
+using cairn::testing::Process;
+using cairn::testing::TestDb;
+
+namespace {
+
+std::string log_path(const std::string& name) {
+    auto dir = std::filesystem::temp_directory_path() / "cairn-crash-logs";
+    std::filesystem::create_directories(dir);
+    return (dir / fmt::format("{}-{}.log", name, new_id().substr(24))).string();
+}
+
+std::unique_ptr<Process> start_worker(const std::string& url, const std::string& name, int lease_ms,
+                                      const std::map<std::string, std::string>& env = {}) {
+    return std::make_unique<Process>(
+        std::vector<std::string>{cairn::testing::cairn_binary(), "worker", "--examples", "--db",
+                                 url, "--workers", "4", "--lease-ms", std::to_string(lease_ms)},
+        log_path(name), env);
+}
+
+std::int64_t scalar(storage::Database& db, const std::string& sql) {
+    return db.exec(sql).front().get<std::int64_t>(0);
+}
+
+// Sends `n` hello events through an engine with the same registry as the workers.
+void send_hello(storage::Database& db, int n, int work_ms) {
+    engine::SystemClock clock;
+    engine::Engine e(db, clock);
+    examples::register_examples(e);
+    for (int i = 0; i < n; ++i) {
+        e.send(engine::EventInput{"example/hello",
+                                  {{"name", fmt::format("n{}", i)}, {"work_ms", work_ms}}});
+    }
+}
+
+void wait_until(storage::Database& db, const std::string& sql, std::int64_t target,
+                std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (scalar(db, sql) < target && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(50ms);
+}
+
+// Every run completed, every one of its five steps recorded once and completed once.
+void check_all_completed_exactly_once(storage::Database& db, int runs) {
+    CHECK(scalar(db, "SELECT count(*) FROM runs WHERE status = 'completed'") == runs);
+    CHECK(scalar(db, "SELECT count(*) FROM runs WHERE status <> 'completed'") == 0);
+    CHECK(scalar(db, "SELECT count(*) FROM steps WHERE status = 'completed'") == runs * 5);
+    CHECK(scalar(db, "SELECT count(*) FROM steps") == runs * 5);
+    // No step result recorded twice: one completed attempt per step.
+    CHECK(scalar(db, "SELECT count(*) FROM step_attempts WHERE outcome = 'completed'") == runs * 5);
+    CHECK(scalar(db,
+                 "SELECT count(*) FROM (SELECT run_id, step_key FROM step_attempts WHERE outcome = "
+                 "'completed' "
+                 "GROUP BY run_id, step_key HAVING count(*) > 1) dup") == 0);
+    CHECK(scalar(db, "SELECT count(*) FROM queue WHERE due_at IS NOT NULL") == 0);
+}
+
+const std::string kCompleted = "SELECT count(*) FROM runs WHERE status = 'completed'";
+
+}  // namespace
+
+TEST_CASE("three workers, 1000 runs, one killed with SIGKILL mid-way: every run completes once") {
+    if (cairn::testing::test_backend() != storage::Backend::postgres)
+        return;  // several processes: Postgres
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    constexpr int kRuns = 1000;
+    send_hello(t.db(), kRuns, 2);
+
+    constexpr int kLeaseMs = 1500;
+    auto victim = start_worker(t.url(), "victim", kLeaseMs);
+    auto a = start_worker(t.url(), "survivor-a", kLeaseMs);
+    auto b = start_worker(t.url(), "survivor-b", kLeaseMs);
+
+    wait_until(t.db(), kCompleted, kRuns / 4, 60s);
+    const auto done_at_kill = scalar(t.db(), kCompleted);
+    REQUIRE(done_at_kill < kRuns);  // the kill lands mid-way
+    victim->signal(SIGKILL);
+    CHECK(victim->wait(5s) == 128 + SIGKILL);
+
+    wait_until(t.db(), kCompleted, kRuns, 120s);
+    check_all_completed_exactly_once(t.db(), kRuns);
+
+    // The victim really was working, and runs it held were finished by others.
+    const std::string victim_id = fmt::format("%:{}:%", victim->pid());
+    CHECK(t.db()
+              .exec("SELECT count(*) FROM step_attempts WHERE worker LIKE $1", victim_id)
+              .front()
+              .get<int>(0) > 0);
+    CHECK(
+        t.db()
+            .exec("SELECT count(DISTINCT run_id) FROM step_attempts WHERE run_id IN "
+                  "(SELECT run_id FROM step_attempts WHERE worker LIKE $1) AND worker NOT LIKE $1",
+                  victim_id)
+            .front()
+            .get<int>(0) > 0);
+
+    a->signal(SIGTERM);
+    b->signal(SIGTERM);
+    CHECK(a->wait(15s) == 0);
+    CHECK(b->wait(15s) == 0);
+}
+
+TEST_CASE("a worker frozen past its lease cannot record its late results") {
+    if (cairn::testing::test_backend() != storage::Backend::postgres) return;
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    constexpr int kRuns = 200;
+    send_hello(t.db(), kRuns, 20);  // slow steps: the freeze lands inside them
+
+    constexpr int kLeaseMs = 1000;
+    // A freeze may land inside a transaction: the server ends that session after 1.5 s,
+    // which frees its row locks (the default is 60 s).
+    const std::string url = t.url() + "?idle_tx_timeout_ms=1500";
+    auto frozen = start_worker(url, "frozen", kLeaseMs);
+    auto other = start_worker(url, "other", kLeaseMs);
+    wait_until(t.db(), kCompleted, 20, 60s);
+    frozen->signal(SIGSTOP);
+    // Stay frozen until the other worker has finished everything, the frozen worker's
+    // runs included (their leases expire and are claimed again).
+    wait_until(t.db(), kCompleted, kRuns, 120s);
+    check_all_completed_exactly_once(t.db(), kRuns);
+    const auto attempts_before = scalar(t.db(), "SELECT count(*) FROM step_attempts");
+
+    frozen->signal(SIGCONT);  // it finishes the steps it was in and tries to record them
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (frozen->log().find("lease lost") == std::string::npos &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(50ms);
+    }
+    CHECK(frozen->log().find("lease lost") != std::string::npos);
+    std::this_thread::sleep_for(500ms);
+    CHECK(scalar(t.db(), "SELECT count(*) FROM step_attempts") ==
+          attempts_before);  // nothing late got in
+    check_all_completed_exactly_once(t.db(), kRuns);
+
+    frozen->signal(SIGTERM);
+    other->signal(SIGTERM);
+    CHECK(frozen->wait(15s) == 0);
+    CHECK(other->wait(15s) == 0);
+}
+
+TEST_CASE("a worker that dies right after any step: the run resumes from the last recorded step") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    for (int n = 1; n <= 5; ++n) {
+        CAPTURE(n);
+        t.db().exec("DELETE FROM queue");  // only this iteration's run is due
+        engine::SystemClock clock;
+        engine::Engine e(t.db(), clock);
+        examples::register_examples(e);
+        const auto run_id =
+            e.send(engine::EventInput{"example/hello", {{"name", "crash"}}}).run_ids.at(0);
+
+        auto crashing = start_worker(t.url(), "crashing", 300,
+                                     {{"CAIRN_CRASH_AFTER_STEPS", std::to_string(n)}});
+        CHECK(crashing->wait(30s) == 137);
+        auto steps = e.store().steps(run_id);
+        CHECK(steps.size() == static_cast<std::size_t>(n));
+
+        auto recovery = start_worker(t.url(), "recovery", 300);
+        const auto deadline = std::chrono::steady_clock::now() + 30s;
+        while (e.store().get_run(run_id)->status != "completed" &&
+               std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(50ms);
+        }
+        recovery->signal(SIGTERM);
+        CHECK(recovery->wait(15s) == 0);
+
+        CHECK(e.store().get_run(run_id)->status == "completed");
+        auto attempts = e.store().attempts(run_id);
+        CHECK(attempts.size() == 5);  // no step ran twice
+        for (const auto& a : attempts) CHECK(a.outcome == "completed");
+        CHECK(json::parse(*e.store().get_run(run_id)->output)["greeting"] == "hello, crash");
+    }
+}
