@@ -304,9 +304,7 @@ class Execution {
         }
         std::string status;
         try {
-            status = engine.db.transact(
-                [&](Transaction& tx) { return engine.store.run_status(tx, run_id()); },
-                storage::Access::read_only);
+            status = engine.store.run_status(run_id());
         } catch (const storage::StorageError& e) {
             throw Infrastructure{{}, e.what()};
         }

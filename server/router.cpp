@@ -19,8 +19,7 @@ Response error_response(int status, std::string_view code, std::string_view mess
 Response health(storage::Database& db) {
     json body = {{"backend", storage::to_string(db.backend())}, {"version", kVersion}};
     try {
-        db.transact([](storage::Transaction& tx) { tx.exec("SELECT 1"); },
-                    storage::Access::read_only);
+        db.read("SELECT 1");
         body["status"] = "ok";
         body["database"] = "ok";
         return Response{200, "application/json", body.dump()};

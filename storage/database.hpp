@@ -171,6 +171,13 @@ class Database {
         return transact([&](Transaction& tx) { return tx.exec(sql, std::forward<Args>(args)...); });
     }
 
+    // One statement in a read-only transaction of its own (a reader connection on SQLite).
+    template <class... Args>
+    Result read(std::string_view sql, Args&&... args) {
+        return transact([&](Transaction& tx) { return tx.exec(sql, std::forward<Args>(args)...); },
+                        Access::read_only);
+    }
+
   private:
     Database(DatabaseUrl url, std::unique_ptr<detail::Pool> writers,
              std::unique_ptr<detail::Pool> readers);

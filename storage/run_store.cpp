@@ -147,6 +147,23 @@ EventRecord read_event(const Row& row) {
 
 constexpr std::string_view kEventColumns = "id, name, data, ts, idempotency_key, received_at";
 
+// Statements shared by several readers, formatted once.
+const std::string& run_by_id_sql() {
+    static const std::string sql = fmt::format(
+        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1", kRunColumns);
+    return sql;
+}
+const std::string& event_by_id_sql() {
+    static const std::string sql =
+        fmt::format("SELECT {} FROM events WHERE id = $1", kEventColumns);
+    return sql;
+}
+const std::string& steps_of_run_sql() {
+    static const std::string sql =
+        fmt::format("SELECT {} FROM steps WHERE run_id = $1 ORDER BY seq", kStepColumns);
+    return sql;
+}
+
 // Escapes LIKE wildcards so user text matches literally (with ESCAPE '\').
 std::string like_prefix(std::string_view text) {
     std::string out;
@@ -385,44 +402,29 @@ bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
 std::optional<RunState> RunStore::load(std::string_view run_id) {
     return db_.transact(
         [&](Transaction& tx) -> std::optional<RunState> {
-            auto runs = tx.exec(
-                fmt::format(
-                    "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
-                    kRunColumns),
-                run_id);
+            auto runs = tx.exec(run_by_id_sql(), run_id);
             if (runs.empty()) return std::nullopt;
             RunState state;
             state.run = read_run(runs.front());
-            auto events = tx.exec(fmt::format("SELECT {} FROM events WHERE id = $1", kEventColumns),
-                                  state.run.event_id);
-            state.event = read_event(events.front());
-            for (auto row :
-                 tx.exec(fmt::format("SELECT {} FROM steps WHERE run_id = $1 ORDER BY seq",
-                                     kStepColumns),
-                         run_id)) {
+            state.event = read_event(tx.exec(event_by_id_sql(), state.run.event_id).front());
+            for (auto row : tx.exec(steps_of_run_sql(), run_id))
                 state.steps.push_back(read_step(row));
-            }
             return state;
         },
         Access::read_only);
 }
 
-std::string RunStore::run_status(Transaction& tx, std::string_view run_id) {
-    auto rows = tx.exec("SELECT status FROM runs WHERE id = $1", run_id);
+std::string RunStore::run_status(std::string_view run_id) {
+    auto rows = db_.read("SELECT status FROM runs WHERE id = $1", run_id);
     return rows.empty() ? std::string() : rows.front().get<std::string>(0);
 }
 
 std::vector<AttemptRecord> RunStore::attempts(std::string_view run_id) {
-    auto rows = db_.transact(
-        [&](Transaction& tx) {
-            return tx.exec(
-                "SELECT a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, "
-                "a.error, "
-                "a.logs, a.worker FROM step_attempts a JOIN steps s ON s.run_id = a.run_id AND "
-                "s.step_key = a.step_key WHERE a.run_id = $1 ORDER BY s.seq, a.attempt",
-                run_id);
-        },
-        Access::read_only);
+    auto rows = db_.read(
+        "SELECT a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, a.error, "
+        "a.logs, a.worker FROM step_attempts a JOIN steps s ON s.run_id = a.run_id AND "
+        "s.step_key = a.step_key WHERE a.run_id = $1 ORDER BY s.seq, a.attempt",
+        run_id);
     std::vector<AttemptRecord> out;
     for (auto row : rows) {
         out.push_back(AttemptRecord{
@@ -434,38 +436,19 @@ std::vector<AttemptRecord> RunStore::attempts(std::string_view run_id) {
 }
 
 std::optional<RunRecord> RunStore::get_run(std::string_view run_id) {
-    auto rows = db_.transact(
-        [&](Transaction& tx) {
-            return tx.exec(
-                fmt::format(
-                    "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
-                    kRunColumns),
-                run_id);
-        },
-        Access::read_only);
+    auto rows = db_.read(run_by_id_sql(), run_id);
     if (rows.empty()) return std::nullopt;
     return read_run(rows.front());
 }
 
 std::optional<EventRecord> RunStore::get_event(std::string_view event_id) {
-    auto rows = db_.transact(
-        [&](Transaction& tx) {
-            return tx.exec(fmt::format("SELECT {} FROM events WHERE id = $1", kEventColumns),
-                           event_id);
-        },
-        Access::read_only);
+    auto rows = db_.read(event_by_id_sql(), event_id);
     if (rows.empty()) return std::nullopt;
     return read_event(rows.front());
 }
 
 std::vector<StepRecord> RunStore::steps(std::string_view run_id) {
-    auto rows = db_.transact(
-        [&](Transaction& tx) {
-            return tx.exec(
-                fmt::format("SELECT {} FROM steps WHERE run_id = $1 ORDER BY seq", kStepColumns),
-                run_id);
-        },
-        Access::read_only);
+    auto rows = db_.read(steps_of_run_sql(), run_id);
     std::vector<StepRecord> out;
     out.reserve(rows.size());
     for (auto row : rows) out.push_back(read_step(row));
@@ -509,12 +492,7 @@ RunPage RunStore::list_runs(const RunFilter& filter, std::optional<std::string> 
 }
 
 std::int64_t RunStore::queue_depth() {
-    return db_
-        .transact(
-            [](Transaction& tx) {
-                return tx.exec("SELECT count(*) FROM queue WHERE due_at IS NOT NULL");
-            },
-            Access::read_only)
+    return db_.read("SELECT count(*) FROM queue WHERE due_at IS NOT NULL")
         .front()
         .get<std::int64_t>(0);
 }
