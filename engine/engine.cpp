@@ -166,10 +166,7 @@ struct Engine::Impl {
         cv.notify_all();
     }
 
-    void notify(Transaction& tx) {
-        if (tx.backend() == storage::Backend::postgres)
-            tx.exec("SELECT pg_notify($1, '')", kQueueChannel);
-    }
+    static void notify(Transaction& tx) { storage::RunStore::notify(tx); }
 
     // Runs `fn(tx)` in a transaction that first checks `lease` still holds. Throws
     // LeaseLost when it does not, Infrastructure when the database fails.
@@ -386,8 +383,9 @@ class Execution {
         StepRecord rec = record(slot, "step", "completed");
         rec.attempts = attempt;
         rec.started_at = first_started.value_or(started);
-        storage::AttemptRecord att{run_id(), slot.key,     attempt,    started,         ended,
-                                   outcome,  std::nullopt, dump(logs), engine.worker_id};
+        storage::AttemptRecord att{
+            run_id(), slot.key,     attempt,    started,          ended,
+            outcome,  std::nullopt, dump(logs), engine.worker_id, state.run.attempt};
         if (!error) {
             rec.output = dump(out);
             rec.ended_at = ended;
@@ -789,6 +787,23 @@ SendResult Engine::send(const EventInput& event) {
 
 bool Engine::cancel(std::string_view run_id) {
     return impl_->store.cancel_run(run_id, impl_->now());
+}
+
+storage::RunStore::RetryResult Engine::retry(std::string_view run_id) {
+    auto r = impl_->store.retry_run(run_id, impl_->now());
+    if (r == storage::RunStore::RetryResult::ok) impl_->wake_local();
+    return r;
+}
+
+std::variant<std::string, storage::RunStore::ReplayError> Engine::replay(
+    std::string_view run_id, const std::optional<std::string>& from_step) {
+    auto run = impl_->store.get_run(run_id);
+    if (!run) return storage::RunStore::ReplayError::not_found;
+    // The replay runs the code registered now, so it records that version.
+    const Workflow* w = find(run->workflow_id);
+    auto r = impl_->store.replay_run(run_id, w ? w->version : run->version, from_step, impl_->now());
+    if (std::holds_alternative<std::string>(r)) impl_->wake_local();
+    return r;
 }
 
 int Engine::run_until_idle(int max_executions) {

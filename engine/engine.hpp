@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "engine/clock.hpp"
@@ -74,6 +75,14 @@ class Engine {
 
     // Cancels a run: it stops at its next step boundary. False if it had already ended.
     bool cancel(std::string_view run_id);
+
+    // Re-queues a failed or cancelled run, keeping its completed steps.
+    storage::RunStore::RetryResult retry(std::string_view run_id);
+
+    // Starts a new run of the run's workflow on the same event; with `from_step`, the
+    // steps before it are copied and the rest run again. Returns the new run's id.
+    std::variant<std::string, storage::RunStore::ReplayError> replay(
+        std::string_view run_id, const std::optional<std::string>& from_step = std::nullopt);
 
     // Claims and executes due runs on the calling thread until none is due at the clock's
     // current time; returns how many executions ran. For tests and tools.

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <variant>
+
 #include "common/ids.hpp"
 
 namespace cairn::storage {
@@ -36,9 +38,11 @@ CREATE TABLE runs (
     updated_at      BIGINT NOT NULL,
     parent_run_id   TEXT,
     parent_step_key TEXT,
-    worker          TEXT
+    worker          TEXT,
+    replay_of       TEXT
 );
 CREATE INDEX runs_workflow ON runs (workflow_id, id);
+CREATE INDEX runs_updated ON runs (updated_at);
 CREATE INDEX runs_status ON runs (status, id);
 CREATE INDEX runs_event ON runs (event_id);
 
@@ -60,6 +64,7 @@ CREATE TABLE steps (
 CREATE TABLE step_attempts (
     run_id     TEXT   NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     step_key   TEXT   NOT NULL,
+    generation BIGINT NOT NULL DEFAULT 0,
     attempt    BIGINT NOT NULL,
     started_at BIGINT NOT NULL,
     ended_at   BIGINT NOT NULL,
@@ -67,7 +72,7 @@ CREATE TABLE step_attempts (
     error      TEXT,
     logs       TEXT   NOT NULL DEFAULT '[]',
     worker     TEXT,
-    PRIMARY KEY (run_id, step_key, attempt)
+    PRIMARY KEY (run_id, step_key, generation, attempt)
 );
 
 CREATE TABLE queue (
@@ -98,7 +103,8 @@ constexpr Migration kMigrations[] = {
 
 constexpr std::string_view kRunColumns =
     "r.id, r.workflow_id, r.version, r.event_id, e.name, r.status, r.output, r.error, r.attempt, "
-    "r.created_at, r.started_at, r.ended_at, r.parent_run_id, r.parent_step_key, r.worker";
+    "r.created_at, r.started_at, r.ended_at, r.parent_run_id, r.parent_step_key, r.worker, "
+    "r.replay_of, r.updated_at";
 
 constexpr std::string_view kStepColumns =
     "run_id, step_key, seq, status, output, error, attempts, started_at, ended_at, kind, wake_at";
@@ -120,6 +126,8 @@ RunRecord read_run(const Row& row) {
     r.parent_run_id = row.get_opt<std::string>(12);
     r.parent_step_key = row.get_opt<std::string>(13);
     r.worker = row.get_opt<std::string>(14);
+    r.replay_of = row.get_opt<std::string>(15);
+    r.updated_at = row.get<std::int64_t>(16);
     return r;
 }
 
@@ -310,15 +318,17 @@ void RunStore::write_step(Transaction& tx, const StepRecord& step) {
         "WHERE steps.status <> 'completed'",
         step.run_id, step.key, step.seq, step.kind, step.status, step.output, step.error,
         step.attempts, step.started_at, step.ended_at, step.wake_at);
+    // The change feed (changes_since) follows runs.updated_at, so a step touches its run.
+    tx.exec("UPDATE runs SET updated_at = $2 WHERE id = $1", step.run_id,
+            step.ended_at.value_or(step.started_at.value_or(0)));
 }
 
 void RunStore::write_attempt(Transaction& tx, const AttemptRecord& a) {
     tx.exec(
-        "INSERT INTO step_attempts (run_id, step_key, attempt, started_at, ended_at, outcome, "
-        "error, "
-        "logs, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, a.error, a.logs,
-        a.worker);
+        "INSERT INTO step_attempts (run_id, step_key, generation, attempt, started_at, ended_at, "
+        "outcome, error, logs, worker) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        a.run_id, a.step_key, a.generation, a.attempt, a.started_at, a.ended_at, a.outcome, a.error,
+        a.logs, a.worker);
 }
 
 void RunStore::set_run_status(Transaction& tx, std::string_view run_id, std::string_view status,
@@ -383,7 +393,9 @@ bool RunStore::complete_waiting_step(Transaction& tx, std::string_view run_id,
         "UPDATE steps SET status = $3, output = $4, error = $5, ended_at = $6, wake_at = NULL "
         "WHERE run_id = $1 AND step_key = $2 AND status = 'waiting'",
         run_id, step_key, error ? "failed" : "completed", output, error, now);
-    return r.affected() == 1;
+    if (r.affected() != 1) return false;
+    tx.exec("UPDATE runs SET updated_at = $2 WHERE id = $1", run_id, now);
+    return true;
 }
 
 bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
@@ -422,15 +434,17 @@ std::string RunStore::run_status(std::string_view run_id) {
 std::vector<AttemptRecord> RunStore::attempts(std::string_view run_id) {
     auto rows = db_.read(
         "SELECT a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, a.error, "
-        "a.logs, a.worker FROM step_attempts a JOIN steps s ON s.run_id = a.run_id AND "
-        "s.step_key = a.step_key WHERE a.run_id = $1 ORDER BY s.seq, a.attempt",
+        "a.logs, a.worker, a.generation FROM step_attempts a LEFT JOIN steps s ON s.run_id = "
+        "a.run_id AND s.step_key = a.step_key WHERE a.run_id = $1 "
+        "ORDER BY a.generation, s.seq, a.started_at, a.attempt",
         run_id);
     std::vector<AttemptRecord> out;
     for (auto row : rows) {
-        out.push_back(AttemptRecord{
-            row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2),
-            row.get<std::int64_t>(3), row.get<std::int64_t>(4), row.get<std::string>(5),
-            row.get_opt<std::string>(6), row.get<std::string>(7), row.get_opt<std::string>(8)});
+        out.push_back(AttemptRecord{row.get<std::string>(0), row.get<std::string>(1),
+                                    row.get<std::int64_t>(2), row.get<std::int64_t>(3),
+                                    row.get<std::int64_t>(4), row.get<std::string>(5),
+                                    row.get_opt<std::string>(6), row.get<std::string>(7),
+                                    row.get_opt<std::string>(8), row.get<std::int64_t>(9)});
     }
     return out;
 }
@@ -488,6 +502,145 @@ RunPage RunStore::list_runs(const RunFilter& filter, std::optional<std::string> 
         }
         page.runs.push_back(read_run(row));
     }
+    return page;
+}
+
+RunStore::RetryResult RunStore::retry_run(std::string_view run_id, std::int64_t now) {
+    return db_.transact([&](Transaction& tx) {
+        auto r = tx.exec(
+            "UPDATE runs SET status = 'queued', output = NULL, error = NULL, ended_at = NULL, "
+            "attempt = attempt + 1, updated_at = $2 WHERE id = $1 AND status IN ('failed', "
+            "'cancelled')",
+            run_id, now);
+        if (r.affected() != 1) {
+            return tx.exec("SELECT 1 FROM runs WHERE id = $1", run_id).empty()
+                       ? RetryResult::not_found
+                       : RetryResult::not_ended;
+        }
+        // Completed steps stay; the rest run again with a fresh retry budget (the attempt
+        // history keeps the old ones under the previous generation).
+        tx.exec("DELETE FROM steps WHERE run_id = $1 AND status <> 'completed'", run_id);
+        tx.exec("DELETE FROM waits WHERE run_id = $1", run_id);
+        tx.exec(
+            "UPDATE queue SET due_at = $2, lease_owner = NULL, lease_until = NULL WHERE run_id = "
+            "$1",
+            run_id, now);
+        notify(tx);
+        return RetryResult::ok;
+    });
+}
+
+std::variant<std::string, RunStore::ReplayError> RunStore::replay_run(
+    std::string_view run_id, std::string_view version, const std::optional<std::string>& from_step,
+    std::int64_t now) {
+    return db_.transact([&](Transaction& tx) -> std::variant<std::string, ReplayError> {
+        auto src = tx.exec("SELECT workflow_id, event_id FROM runs WHERE id = $1", run_id);
+        if (src.empty()) return ReplayError::not_found;
+        std::int64_t until_seq = 0;
+        if (from_step) {
+            auto step = tx.exec("SELECT seq FROM steps WHERE run_id = $1 AND step_key = $2", run_id,
+                                *from_step);
+            if (step.empty()) return ReplayError::unknown_step;
+            until_seq = step.front().get<std::int64_t>(0);
+        }
+        std::string new_id = new_id_at(now);
+        tx.exec(
+            "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, created_at, "
+            "updated_at, "
+            "replay_of) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $6)",
+            new_id, src.front().get<std::string>(0), version, src.front().get<std::string>(1), now,
+            run_id);
+        tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, 0)", new_id, now);
+        if (from_step) {
+            tx.exec(
+                "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
+                "started_at, "
+                "ended_at, wake_at) SELECT $1, step_key, seq, kind, status, output, error, "
+                "attempts, "
+                "started_at, ended_at, wake_at FROM steps WHERE run_id = $2 AND seq < $3",
+                new_id, run_id, until_seq);
+        }
+        notify(tx);
+        return new_id;
+    });
+}
+
+void RunStore::notify(Transaction& tx) {
+    if (tx.backend() == Backend::postgres) tx.exec("SELECT pg_notify('cairn_queue', '')");
+}
+
+std::vector<RunRecord> RunStore::changes_since(std::int64_t updated_after, int limit) {
+    static const std::string sql = fmt::format(
+        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.updated_at > $1 "
+        "ORDER BY r.updated_at, r.id LIMIT $2",
+        kRunColumns);
+    std::vector<RunRecord> out;
+    for (auto row : db_.read(sql, updated_after, limit)) out.push_back(read_run(row));
+    return out;
+}
+
+std::vector<RunStore::Count> RunStore::counts_by_workflow_and_status(
+    std::optional<std::int64_t> created_from) {
+    std::vector<Count> out;
+    for (auto row :
+         db_.read("SELECT workflow_id, status, count(*) FROM runs WHERE created_at >= $1 "
+                  "GROUP BY workflow_id, status ORDER BY workflow_id, status",
+                  created_from.value_or(0))) {
+        out.push_back(
+            Count{row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2)});
+    }
+    return out;
+}
+
+RunStore::QueueStats RunStore::queue_stats(std::int64_t now) {
+    auto row = db_.read(
+                      "SELECT count(*), "
+                      "COALESCE(sum(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN 1 ELSE 0 "
+                      "END), 0), "
+                      "min(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN due_at END) "
+                      "FROM queue WHERE due_at IS NOT NULL",
+                      now)
+                   .front();
+    QueueStats q;
+    q.pending = row.get<std::int64_t>(0);
+    q.due = row.get<std::int64_t>(1);
+    if (auto oldest = row.get_opt<std::int64_t>(2)) q.oldest_due_age_ms = now - *oldest;
+    return q;
+}
+
+RunStore::EventPage RunStore::list_events(const std::optional<std::string>& name,
+                                          std::optional<std::string> cursor, int limit) {
+    if (limit < 1 || limit > 1000) throw std::invalid_argument("limit must be from 1 to 1000");
+    std::string sql = fmt::format("SELECT {} FROM events WHERE 1 = 1", kEventColumns);
+    std::vector<Value> params;
+    if (name) {
+        params.emplace_back(*name);
+        sql += fmt::format(" AND name = ${}", params.size());
+    }
+    if (cursor) {
+        params.emplace_back(*cursor);
+        sql += fmt::format(" AND id < ${}", params.size());
+    }
+    params.emplace_back(static_cast<std::int64_t>(limit) + 1);
+    sql += fmt::format(" ORDER BY id DESC LIMIT ${}", params.size());
+    EventPage page;
+    db_.transact(
+        [&](Transaction& tx) {
+            for (auto row : tx.exec_values(sql, params)) {
+                if (page.events.size() == static_cast<std::size_t>(limit)) {
+                    page.next_cursor = page.events.back().event.id;
+                    break;
+                }
+                page.events.push_back({read_event(row), {}});
+            }
+            for (auto& e : page.events) {
+                for (auto row :
+                     tx.exec("SELECT id FROM runs WHERE event_id = $1 ORDER BY id", e.event.id)) {
+                    e.run_ids.push_back(row.get<std::string>(0));
+                }
+            }
+        },
+        Access::read_only);
     return page;
 }
 

@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "storage/database.hpp"
@@ -80,7 +81,9 @@ struct RunRecord {
     std::optional<std::int64_t> ended_at;
     std::optional<std::string> parent_run_id;
     std::optional<std::string> parent_step_key;
-    std::optional<std::string> worker;  // the worker that last executed it
+    std::optional<std::string> worker;     // the worker that last executed it
+    std::optional<std::string> replay_of;  // the run this one replays
+    std::int64_t updated_at = 0;
 };
 
 // One durable operation of a run: a step, sleep, wait, sent event or invoked child.
@@ -109,6 +112,7 @@ struct AttemptRecord {
     std::optional<std::string> error;  // JSON
     std::string logs = "[]";           // JSON array of lines logged during the attempt
     std::optional<std::string> worker;
+    std::int64_t generation = 0;  // the run's retry generation (runs.attempt) at the time
 };
 
 struct WaitRecord {
@@ -241,6 +245,54 @@ class RunStore {
 
     // Items due now or later that are not parked (the queue's depth).
     std::int64_t queue_depth();
+
+    // ---- operating runs -------------------------------------------------------------------
+
+    enum class RetryResult { ok, not_found, not_ended };
+    // Re-queues a failed or cancelled run: completed steps are kept, the others run again
+    // with a fresh retry budget; runs.attempt counts the retries.
+    RetryResult retry_run(std::string_view run_id, std::int64_t now);
+
+    enum class ReplayError { not_found, unknown_step };
+    // Starts a new run (replay_of = run_id) of the same workflow on the same event, at
+    // `version`. With `from_step`, the steps recorded before that step are copied, so the
+    // new run resumes there. Returns the new run's id.
+    std::variant<std::string, ReplayError> replay_run(std::string_view run_id,
+                                                      std::string_view version,
+                                                      const std::optional<std::string>& from_step,
+                                                      std::int64_t now);
+
+    // Runs changed after `updated_after` (epoch ms), oldest change first: the change feed.
+    std::vector<RunRecord> changes_since(std::int64_t updated_after, int limit);
+
+    struct Count {
+        std::string workflow_id;
+        std::string status;
+        std::int64_t runs = 0;
+    };
+    std::vector<Count> counts_by_workflow_and_status(
+        std::optional<std::int64_t> created_from = std::nullopt);
+
+    struct QueueStats {
+        std::int64_t pending = 0;  // not parked
+        std::int64_t due = 0;      // due now and not leased
+        std::optional<std::int64_t> oldest_due_age_ms;
+    };
+    QueueStats queue_stats(std::int64_t now);
+
+    struct EventWithRuns {
+        EventRecord event;
+        std::vector<std::string> run_ids;
+    };
+    struct EventPage {
+        std::vector<EventWithRuns> events;  // newest first
+        std::optional<std::string> next_cursor;
+    };
+    EventPage list_events(const std::optional<std::string>& name, std::optional<std::string> cursor,
+                          int limit);
+
+    // Wakes idle workers in other processes (Postgres NOTIFY at commit; no-op on SQLite).
+    static void notify(Transaction& tx);
 
   private:
     Database& db_;

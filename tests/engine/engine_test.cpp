@@ -487,3 +487,76 @@ TEST_CASE("worker threads run many runs to completion and stop gracefully") {
     CHECK(step_calls == kRuns * 3);
     CHECK(t.db().exec("SELECT count(*) FROM step_attempts").front().get<int>(0) == kRuns * 3);
 }
+
+TEST_CASE("retry re-queues a failed run and keeps its completed steps") {
+    Fixture f;
+    std::map<std::string, int> calls;
+    bool broken = true;
+    f.engine.add(
+        workflow("fragile").on_event("go").retry_policy(exact(2, 5ms)).run([&](Context& ctx) {
+            ctx.step("a", [&] { return ++calls["a"]; });
+            return ctx.step("b", [&] {
+                ++calls["b"];
+                if (broken) throw std::runtime_error("dependency down");
+                return 7;
+            });
+        }));
+    const auto id = f.start("go");
+    f.idle();
+    f.clock.advance(5);
+    f.idle();
+    REQUIRE(f.run(id).status == "failed");
+    CHECK(f.engine.retry(id) == storage::RunStore::RetryResult::ok);
+    CHECK(f.run(id).status == "queued");
+    CHECK(f.run(id).attempt == 1);
+    broken = false;
+    f.idle();
+    CHECK(f.run(id).status == "completed");
+    CHECK(json::parse(*f.run(id).output) == 7);
+    CHECK(calls["a"] == 1);  // kept
+    CHECK(calls["b"] == 3);  // two failed attempts, then one in the new generation
+    auto attempts = f.engine.store().attempts(id);
+    REQUIRE(attempts.size() == 4);
+    CHECK(attempts.back().generation == 1);
+    CHECK(attempts.back().attempt == 1);
+    CHECK(attempts.back().outcome == "completed");
+
+    CHECK(f.engine.retry(id) == storage::RunStore::RetryResult::not_ended);
+    CHECK(f.engine.retry("no-such-run") == storage::RunStore::RetryResult::not_found);
+}
+
+TEST_CASE("replay starts a new run from scratch or from a given step") {
+    Fixture f;
+    std::map<std::string, int> calls;
+    f.engine.add(workflow("abc").on_event("go").run([&](Context& ctx) {
+        int total = 0;
+        for (const char* k : {"a", "b", "c"})
+            total += ctx.step(k, [&] { return ++calls[k]; }).get<int>();
+        return total;
+    }));
+    const auto id = f.start("go");
+    f.idle();
+    REQUIRE(f.run(id).status == "completed");
+
+    auto from_b = f.engine.replay(id, std::string("b"));
+    REQUIRE(std::holds_alternative<std::string>(from_b));
+    const auto replay_id = std::get<std::string>(from_b);
+    CHECK(replay_id != id);
+    f.idle();
+    CHECK(calls == std::map<std::string, int>{{"a", 1}, {"b", 2}, {"c", 2}});
+    auto replayed = f.run(replay_id);
+    CHECK(replayed.status == "completed");
+    CHECK(replayed.replay_of == id);
+    CHECK(replayed.event_id == f.run(id).event_id);
+    CHECK(json::parse(*replayed.output) == 1 + 2 + 2);
+
+    auto scratch = f.engine.replay(id);
+    REQUIRE(std::holds_alternative<std::string>(scratch));
+    f.idle();
+    CHECK(calls == std::map<std::string, int>{{"a", 2}, {"b", 3}, {"c", 3}});
+
+    CHECK(std::get<storage::RunStore::ReplayError>(f.engine.replay(id, std::string("zzz"))) ==
+          storage::RunStore::ReplayError::unknown_step);
+    CHECK(std::get<storage::RunStore::ReplayError>(f.engine.replay("nope")) ==
+          storage::RunStore::ReplayError::not_found);
+}
