@@ -12,11 +12,14 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/ops.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
 #include "engine/engine.hpp"
 #include "examples/hello_workflow.hpp"
+#include "server/api_keys.hpp"
 #include "server/http_server.hpp"
+#include "server/metrics.hpp"
 #include "server/router.hpp"
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
@@ -30,7 +33,7 @@ constexpr const char* kDefaultListen = "127.0.0.1:8080";
 
 // Every component's migrations, in dependency order. Plugins add theirs here.
 std::vector<storage::Component> all_components() {
-    return {storage::run_store_component()};
+    return {storage::run_store_component(), server::api_keys_component()};
 }
 
 // A failure that ends the command with `code` after printing `message` on one line.
@@ -100,7 +103,7 @@ int migrate_apply(storage::Database& db) {
 }
 
 int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t threads,
-              const WorkerFlags& flags) {
+              int read_timeout_ms, const WorkerFlags& flags) {
     // Check the URL and bind the port before touching the database, so a typo or a busy
     // port creates nothing.
     try {
@@ -108,22 +111,28 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
     } catch (const storage::ConfigError& e) {
         throw Exit{kExitUsage, e.what()};
     }
-    std::unique_ptr<storage::Database> db;
     server::ServerOptions options;
     options.listen = listen;
     options.work_threads = threads;
+    options.read_timeout = std::chrono::milliseconds(read_timeout_ms);
+    // The router needs the database, which is opened only after the port is bound; the
+    // server accepts nothing before run(), when the router exists.
+    std::unique_ptr<server::Router> router;
     std::unique_ptr<server::HttpServer> http;
     try {
         http = std::make_unique<server::HttpServer>(
-            options, [&db](const server::Request& req) { return server::make_router(*db)(req); });
+            options, [&router](const server::Request& req) { return router->dispatch(req); });
     } catch (const server::ListenError& e) {
         throw Exit{kExitUsage, e.what()};
     }
-    db = open_database(db_url);
+    auto db = open_database(db_url);
     migrate_apply(*db);
     engine::SystemClock clock;
     engine::Engine engine(*db, clock);
     register_workflows(engine, flags);
+    server::ApiKeys keys(*db);
+    server::Metrics metrics;
+    router = server::make_router(*db, engine, keys, metrics);
     if (flags.workers > 0) engine.start(worker_options(flags));
     spdlog::info("cairn {} serving http://{} on {} ({})", kVersion, http->local_address(),
                  storage::to_string(db->backend()), db->url());
@@ -230,6 +239,12 @@ int run(int argc, char** argv) {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
 
+    int read_timeout_ms = 30'000;
+    serve
+        ->add_option("--read-timeout-ms", read_timeout_ms,
+                     "Time allowed to receive a whole request, and to idle between requests")
+        ->check(CLI::Range(100, 3'600'000))
+        ->capture_default_str();
     WorkerFlags serve_flags;
     add_worker_flags(serve, serve_flags, 0);
 
@@ -247,6 +262,102 @@ int run(int argc, char** argv) {
                       "Only list applied and pending migrations; change nothing");
     migrate->add_flag("--json", as_json, "Print JSON instead of a table");
 
+    // ---- operating runs: keys, runs, events, workflows (docs/cli.md) ----
+    bool examples = false;
+    auto common = [&](CLI::App* cmd, bool with_engine) {
+        add_db(cmd);
+        cmd->add_flag("--json", as_json, "Print JSON instead of a table");
+        if (with_engine) {
+            cmd->add_flag("--examples", examples, "Include the example workflows in the registry")
+                ->envname("CAIRN_EXAMPLES");
+        }
+    };
+    std::function<int()> action;
+
+    auto* keys = app.add_subcommand("keys", "Manage API keys for the engine's HTTP API")
+                     ->require_subcommand(1);
+    std::string key_name, key_scope = "admin", key_id;
+    auto* keys_create_cmd = keys->add_subcommand("create", "Create a key; prints the secret once");
+    common(keys_create_cmd, false);
+    keys_create_cmd->add_option("--name", key_name, "What the key is for")->required();
+    keys_create_cmd
+        ->add_option("--scope", key_scope, "admin (every route) or events (sending events only)")
+        ->capture_default_str();
+    auto* keys_list_cmd = keys->add_subcommand("list", "List keys (never their secrets)");
+    common(keys_list_cmd, false);
+    auto* keys_revoke_cmd = keys->add_subcommand("revoke", "Revoke a key at once");
+    common(keys_revoke_cmd, false);
+    keys_revoke_cmd->add_option("id", key_id, "Key id (see keys list)")->required();
+
+    auto* runs =
+        app.add_subcommand("runs", "Inspect and operate workflow runs")->require_subcommand(1);
+    storage::RunFilter filter;
+    std::string since, cursor, run_id, from_step;
+    int limit = 50;
+    bool yes = false;
+    auto add_filters = [&](CLI::App* cmd) {
+        cmd->add_option("--workflow", filter.workflow_id, "Only runs of this workflow");
+        cmd->add_option("--status", filter.status,
+                        "queued, running, sleeping, waiting, completed, failed, cancelled");
+        cmd->add_option("--event", filter.event_name, "Only runs started by events of this name");
+        cmd->add_option("--since", since,
+                        "Only runs created within this long, e.g. 90s, 15m, 1h, 2d");
+    };
+    auto* runs_list_cmd = runs->add_subcommand("list", "List runs, newest first");
+    common(runs_list_cmd, true);
+    add_filters(runs_list_cmd);
+    runs_list_cmd->add_option("--search", filter.search,
+                              "A run id or event id, or a prefix of one");
+    runs_list_cmd->add_option("--cursor", cursor,
+                              "Continue after this run id (printed when there are more)");
+    runs_list_cmd->add_option("--limit", limit, "Runs per page")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+    auto* runs_show_cmd =
+        runs->add_subcommand("show", "Show a run, its event and the timeline of its steps");
+    common(runs_show_cmd, true);
+    runs_show_cmd->add_option("id", run_id, "Run id")->required();
+    auto* runs_cancel_cmd =
+        runs->add_subcommand("cancel", "Cancel a run (it stops at its next step boundary)");
+    common(runs_cancel_cmd, true);
+    runs_cancel_cmd->add_option("id", run_id, "Run id")->required();
+    auto* runs_retry_cmd =
+        runs->add_subcommand("retry",
+                             "Re-queue a failed run keeping its completed steps; or, with filters, "
+                             "every matching failed run");
+    common(runs_retry_cmd, true);
+    runs_retry_cmd->add_option("id", run_id, "Run id (omit to retry by filters)");
+    add_filters(runs_retry_cmd);
+    runs_retry_cmd->add_flag("--yes,-y", yes, "Do not ask before a bulk retry");
+    auto* runs_replay_cmd = runs->add_subcommand("replay", "Start a new run on the same event");
+    common(runs_replay_cmd, true);
+    runs_replay_cmd->add_option("id", run_id, "Run id")->required();
+    runs_replay_cmd->add_option("--from-step", from_step,
+                                "Copy the steps before this one; run it and the rest again");
+
+    auto* events = app.add_subcommand("events", "Send and list events")->require_subcommand(1);
+    std::string event_name, event_data = "{}", idempotency_key;
+    auto* events_send_cmd =
+        events->add_subcommand("send", "Send an event (starts the workflows it triggers)");
+    common(events_send_cmd, true);
+    events_send_cmd->add_option("name", event_name, "Event name, e.g. example/hello")->required();
+    events_send_cmd->add_option("--data", event_data, "Event data as JSON")->capture_default_str();
+    events_send_cmd->add_option("--idempotency-key", idempotency_key,
+                                "A second event with this key starts nothing");
+    auto* events_list_cmd =
+        events->add_subcommand("list", "List recent events and the runs they started");
+    common(events_list_cmd, true);
+    events_list_cmd->add_option("--name", event_name, "Only events of this name");
+    events_list_cmd->add_option("--limit", limit, "How many")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+
+    auto* workflows =
+        app.add_subcommand("workflows", "List registered workflows")->require_subcommand(1);
+    auto* workflows_list_cmd =
+        workflows->add_subcommand("list", "Registered workflows with run counts by status");
+    common(workflows_list_cmd, true);
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -262,9 +373,51 @@ int run(int argc, char** argv) {
 
     setup_logging();
     try {
-        if (serve->parsed()) return cmd_serve(db_url, listen, threads, serve_flags);
+        if (serve->parsed())
+            return cmd_serve(db_url, listen, threads, read_timeout_ms, serve_flags);
         if (worker->parsed()) return cmd_worker(db_url, worker_flags);
         if (migrate->parsed()) return cmd_migrate(db_url, status_only, as_json);
+
+        auto db = open_database(db_url);
+        migrate_apply(*db);
+        if (keys_create_cmd->parsed()) return keys_create(*db, key_name, key_scope, as_json);
+        if (keys_list_cmd->parsed()) return keys_list(*db, as_json);
+        if (keys_revoke_cmd->parsed()) return keys_revoke(*db, key_id);
+
+        engine::SystemClock clock;
+        engine::Engine engine(*db, clock);
+        WorkerFlags registry_flags;
+        registry_flags.examples = examples;
+        register_workflows(engine, registry_flags);
+        if (!since.empty()) {
+            auto ms = parse_duration_ms(since);
+            if (!ms)
+                throw Exit{kExitUsage,
+                           fmt::format("--since {}: expected a number and s, m, h or d", since)};
+            filter.created_from = clock.now_ms() - *ms;
+        }
+        auto opt = [](const std::string& v) {
+            return v.empty() ? std::nullopt : std::optional<std::string>(v);
+        };
+        if (runs_list_cmd->parsed()) return runs_list(engine, filter, opt(cursor), limit, as_json);
+        if (runs_show_cmd->parsed()) return runs_show(engine, run_id, as_json);
+        if (runs_cancel_cmd->parsed()) return runs_cancel(engine, run_id, as_json);
+        if (runs_retry_cmd->parsed()) {
+            if (!run_id.empty()) return runs_retry(engine, run_id, as_json);
+            if (!filter.workflow_id && !filter.status && !filter.event_name &&
+                !filter.created_from) {
+                throw Exit{kExitUsage,
+                           "runs retry needs a run id, or filters (--status, --workflow, --event, "
+                           "--since)"};
+            }
+            if (!filter.status) filter.status = "failed";
+            return runs_retry_bulk(engine, filter, yes, as_json);
+        }
+        if (runs_replay_cmd->parsed()) return runs_replay(engine, run_id, opt(from_step), as_json);
+        if (events_send_cmd->parsed())
+            return events_send(engine, event_name, event_data, opt(idempotency_key), as_json);
+        if (events_list_cmd->parsed()) return events_list(engine, opt(event_name), limit, as_json);
+        if (workflows_list_cmd->parsed()) return workflows_list(engine, as_json);
     } catch (const Exit& e) {
         std::cerr << "cairn: error: " << e.message << '\n';
         return e.code;

@@ -132,6 +132,20 @@ struct Engine::Impl {
     std::atomic<std::int64_t> executions{0};
     std::atomic<std::int64_t> steps_run{0};
     std::atomic<std::int64_t> leases_lost{0};
+    std::atomic<std::int64_t> retries{0};
+    std::mutex histograms_mu;
+    std::map<std::string, std::unique_ptr<Histogram>> step_seconds;  // guarded by histograms_mu
+
+    void observe_step(const std::string& workflow_id, std::int64_t ms) {
+        Histogram* h = nullptr;
+        {
+            std::lock_guard lock(histograms_mu);
+            auto& slot = step_seconds[workflow_id];
+            if (!slot) slot = std::make_unique<Histogram>();
+            h = slot.get();
+        }
+        h->observe(static_cast<double>(ms) / 1000.0);
+    }
     std::atomic<std::int64_t> steps_recorded{0};
     std::atomic<std::int64_t> crash_after{0};
     std::atomic<bool> stopping{false};
@@ -373,6 +387,7 @@ class Execution {
         current_attempt = 0;
         ++engine.steps_run;
         const std::int64_t ended = now();
+        engine.observe_step(wf.id, ended - started);
         std::string outcome = error ? "failed" : "completed";
         if (!error && timeout && ended - started > timeout->count()) {
             error = error_json("timeout", fmt::format("step ran {} ms, over its {} ms timeout",
@@ -413,6 +428,7 @@ class Execution {
             ended + (retry_after ? *retry_after : engine.retry_delay(policy, attempt)).count();
         rec.status = "retrying";
         rec.wake_at = wake;
+        ++engine.retries;
         engine.fenced(lease, [&](Transaction& tx) {
             engine.store.write_step(tx, rec);
             engine.store.write_attempt(tx, att);
@@ -785,6 +801,10 @@ SendResult Engine::send(const EventInput& event) {
     return out;
 }
 
+void Engine::wake() {
+    impl_->wake_local();
+}
+
 bool Engine::cancel(std::string_view run_id) {
     return impl_->store.cancel_run(run_id, impl_->now());
 }
@@ -801,7 +821,8 @@ std::variant<std::string, storage::RunStore::ReplayError> Engine::replay(
     if (!run) return storage::RunStore::ReplayError::not_found;
     // The replay runs the code registered now, so it records that version.
     const Workflow* w = find(run->workflow_id);
-    auto r = impl_->store.replay_run(run_id, w ? w->version : run->version, from_step, impl_->now());
+    auto r =
+        impl_->store.replay_run(run_id, w ? w->version : run->version, from_step, impl_->now());
     if (std::holds_alternative<std::string>(r)) impl_->wake_local();
     return r;
 }
@@ -929,8 +950,14 @@ void Engine::stop() {
 }
 
 EngineStats Engine::stats() const {
-    return EngineStats{impl_->executions.load(), impl_->steps_run.load(),
-                       impl_->leases_lost.load()};
+    EngineStats out{impl_->executions.load(),
+                    impl_->steps_run.load(),
+                    impl_->leases_lost.load(),
+                    impl_->retries.load(),
+                    {}};
+    std::lock_guard lock(impl_->histograms_mu);
+    for (const auto& [id, h] : impl_->step_seconds) out.step_seconds[id] = h->snapshot();
+    return out;
 }
 storage::RunStore& Engine::store() {
     return impl_->store;

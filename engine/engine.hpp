@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "common/histogram.hpp"
 #include "engine/clock.hpp"
 #include "engine/context.hpp"
 #include "engine/workflow.hpp"
@@ -44,11 +45,14 @@ struct WorkerOptions {
     std::string worker_id;                    // generated when empty: host:pid:random
 };
 
-// Stats since start, for logs and tests.
+// Stats of this process since start, for logs, tests and /metrics.
 struct EngineStats {
     std::int64_t executions = 0;   // claims executed
     std::int64_t steps_run = 0;    // step attempts executed
     std::int64_t leases_lost = 0;  // executions abandoned because another worker took over
+    std::int64_t retries = 0;      // failed attempts scheduled to run again
+    // Step attempt durations by workflow id.
+    std::map<std::string, Histogram::Snapshot> step_seconds;
 };
 
 // The durable execution engine: the workflow registry, event intake, and the workers
@@ -72,6 +76,9 @@ class Engine {
     // its event to commit together). A repeated id or idempotency key changes nothing.
     SendResult send(storage::Transaction& tx, const EventInput& event);
     SendResult send(const EventInput& event);
+
+    // Wakes this process's idle workers, e.g. after send(tx, ...) committed.
+    void wake();
 
     // Cancels a run: it stops at its next step boundary. False if it had already ended.
     bool cancel(std::string_view run_id);

@@ -4,6 +4,8 @@
 #include <cctype>
 #include <thread>
 
+#include "common/time.hpp"
+
 namespace cairn::examples {
 
 void register_examples(engine::Engine& engine) {
@@ -46,6 +48,18 @@ void register_examples(engine::Engine& engine) {
         });
     }));
     // [hello-workflow]
+
+    // Fails for good (no retries) while the clock is before data.fail_until_ms, so a test
+    // or a person can watch a failure and then retry it successfully.
+    engine.add(workflow("flaky").on_event("example/flaky").run([](Context& ctx) {
+        const std::int64_t fail_until = ctx.event()["data"].value("fail_until_ms", std::int64_t{0});
+        auto prepared = ctx.step("prepare", [] { return "ready"; });
+        auto called = ctx.step("call-service", [&] {
+            if (cairn::now_ms() < fail_until) throw NonRetriableError("service unavailable");
+            return "answered";
+        });
+        return json{{"prepared", prepared}, {"called", called}};
+    }));
 }
 
 }  // namespace cairn::examples

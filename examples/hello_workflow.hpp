@@ -9,6 +9,9 @@ namespace cairn::examples {
 //   hello  on "example/hello": five steps over data.name — greet, count, shout, reverse,
 //          summary. data.work_ms (optional, 0..10000) makes each step busy for that long,
 //          which crash tests use to keep runs in flight.
+//   flaky  on "example/flaky": steps prepare and call-service; call-service fails for good
+//          while the time is before data.fail_until_ms (epoch ms), then succeeds: a run
+//          to watch fail and then retry.
 void register_examples(engine::Engine& engine);
 
 }  // namespace cairn::examples

@@ -82,7 +82,53 @@ const std::string& json_error_body(int status) {
     }
 }
 
+std::string percent_decode(std::string_view in) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] == '+') {
+            out.push_back(' ');
+        } else if (in[i] == '%' && i + 2 < in.size() + 0 &&
+                   std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+                   std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+            out.push_back(
+                static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
+            i += 2;
+        } else {
+            out.push_back(in[i]);
+        }
+    }
+    return out;
+}
+
 }  // namespace
+
+std::string_view Request::path() const {
+    std::string_view t = target;
+    return t.substr(0, t.find('?'));
+}
+
+std::optional<std::string> Request::query(std::string_view name) const {
+    const auto q = target.find('?');
+    if (q == std::string::npos) return std::nullopt;
+    std::string_view rest = std::string_view(target).substr(q + 1);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+        const auto eq = pair.find('=');
+        if (percent_decode(pair.substr(0, eq)) == name) {
+            return eq == std::string_view::npos ? std::string()
+                                                : percent_decode(pair.substr(eq + 1));
+        }
+    }
+    return std::nullopt;
+}
+
+std::string Request::header(std::string_view lower_name) const {
+    auto it = headers.find(std::string(lower_name));
+    return it == headers.end() ? std::string() : it->second;
+}
 
 struct HttpServer::Impl {
     struct Session {
@@ -122,12 +168,66 @@ struct HttpServer::Impl {
         msg.set(http::field::server, fmt::format("cairn/{}", kVersion));
         msg.set(http::field::content_type, res.content_type);
         if (!request_id.empty()) msg.set("X-Request-Id", request_id);
+        for (const auto& [name, value] : res.headers) msg.set(name, value);
         msg.keep_alive(keep_alive);
         msg.body() = res.body;
         msg.prepare_payload();
         s.stream.expires_after(options.read_timeout);
         auto [ec, n] = co_await http::async_write(s.stream, msg, kTuple);
         ok = !ec;
+    }
+
+    static void log_access(const Request& request, int status,
+                           std::chrono::steady_clock::time_point started) {
+        const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - started);
+        spdlog::info("{} {} {} {:.3f}ms id={}", request.method, request.target, status,
+                     static_cast<double>(micros.count()) / 1000.0, request.request_id);
+    }
+
+    // Writes a streaming response: headers without a length (the body ends when the
+    // connection closes), then every chunk `next` produces, on the pool, until it ends.
+    asio::awaitable<void> stream(Session& s, const Response& res, unsigned version,
+                                 const std::string& request_id) {
+        http::response<http::empty_body> head{static_cast<http::status>(res.status), version};
+        head.set(http::field::server, fmt::format("cairn/{}", kVersion));
+        head.set(http::field::content_type, res.content_type);
+        head.set(http::field::cache_control, "no-store");
+        head.set("X-Request-Id", request_id);
+        for (const auto& [name, value] : res.headers) head.set(name, value);
+        head.keep_alive(false);
+        http::response_serializer<http::empty_body> serializer{head};
+        s.stream.expires_never();
+        auto [hec, hn] = co_await http::async_write_header(s.stream, serializer, kTuple);
+        if (hec) co_return;
+        std::string chunk = res.body;
+        asio::steady_timer pause(ioc);
+        while (!stopping) {
+            if (!chunk.empty()) {
+                s.stream.expires_after(options.read_timeout);
+                auto [wec, wn] = co_await asio::async_write(s.stream, asio::buffer(chunk), kTuple);
+                if (wec) break;
+            } else {
+                pause.expires_after(res.interval);
+                co_await pause.async_wait(kTuple);
+                if (stopping) break;
+            }
+            auto produce = [&res]() -> asio::awaitable<std::optional<std::string>> {
+                co_return res.next();
+            };
+            s.busy = true;
+            std::optional<std::string> next;
+            try {
+                next = co_await asio::co_spawn(pool, std::move(produce), asio::use_awaitable);
+            } catch (const std::exception& e) {
+                spdlog::warn("stream {} ended by an error: {}", request_id, e.what());
+            }
+            s.busy = false;
+            if (!next) break;
+            chunk = std::move(*next);
+        }
+        beast::error_code ignored;
+        s.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     }
 
     asio::awaitable<void> serve(tcp::socket socket) {
@@ -163,8 +263,17 @@ struct HttpServer::Impl {
 
             const auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
-            Request request{std::string(req.method_string()), std::string(req.target()),
-                            std::move(req.body()), new_id()};
+            Request request{std::string(req.method_string()),
+                            std::string(req.target()),
+                            std::move(req.body()),
+                            new_id(),
+                            {}};
+            for (const auto& field : req) {
+                std::string name(field.name_string());
+                for (char& c : name)
+                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                request.headers[std::move(name)] = std::string(field.value());
+            }
             s.busy = true;
             auto handle = [this, &request]() -> asio::awaitable<Response> {
                 co_return call_handler(request);
@@ -172,12 +281,14 @@ struct HttpServer::Impl {
             Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
             s.busy = false;
 
+            if (res.next) {
+                co_await stream(s, res, req.version(), request.request_id);
+                log_access(request, res.status, started);
+                break;
+            }
             const bool keep_alive = req.keep_alive() && !stopping;
             co_await write(s, res, req.version(), keep_alive, request.request_id, ok);
-            const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::steady_clock::now() - started);
-            spdlog::info("{} {} {} {:.3f}ms id={}", request.method, request.target, res.status,
-                         static_cast<double>(micros.count()) / 1000.0, request.request_id);
+            log_access(request, res.status, started);
             if (!keep_alive) break;
         }
         beast::error_code ignored;

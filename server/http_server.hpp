@@ -3,9 +3,14 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace cairn::server {
 
@@ -15,12 +20,25 @@ struct Request {
     std::string target;  // path and query, as sent
     std::string body;
     std::string request_id;
+    std::map<std::string, std::string> headers;  // names lower-cased
+
+    std::string_view path() const;
+    // The decoded value of query parameter `name`, if present.
+    std::optional<std::string> query(std::string_view name) const;
+    std::string header(std::string_view lower_name) const;
 };
 
 struct Response {
     int status = 200;
     std::string content_type = "application/json";
     std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;
+    // A streaming response (server-sent events): after the headers, the server calls
+    // `next` on the handler pool again and again, writing each chunk, and pausing
+    // `interval` whenever it returns an empty one; it ends when `next` returns nullopt,
+    // the client goes away or the server stops. `body` is written first.
+    std::function<std::optional<std::string>()> next;
+    std::chrono::milliseconds interval{250};
 };
 
 // Called on the worker pool, never on the I/O thread, so it may block on storage. An
@@ -32,7 +50,7 @@ struct ServerOptions {
     std::size_t work_threads = 4;                       // the bounded pool handlers run on
     std::size_t header_limit = std::size_t{16} * 1024;  // bytes; past it the request gets 431
     std::size_t body_limit = std::size_t{1024} * 1024;  // bytes; past it the request gets 413
-    std::chrono::seconds read_timeout{30};              // for a whole request, and idle keep-alive
+    std::chrono::milliseconds read_timeout{30'000};     // for a whole request, and idle keep-alive
     std::chrono::seconds drain_timeout{10};             // for in-flight requests at shutdown
 };
 

@@ -1,48 +1,139 @@
 #include "server/router.hpp"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "common/time.hpp"
 #include "common/version.hpp"
+#include "engine/engine.hpp"
+#include "server/api_keys.hpp"
+#include "server/metrics.hpp"
 #include "storage/database.hpp"
+#include "storage/run_store.hpp"
 
 namespace cairn::server {
 
 using nlohmann::json;
 
-Response error_response(int status, std::string_view code, std::string_view message) {
-    json body = {{"error", {{"code", code}, {"message", message}, {"details", json::array()}}}};
-    return Response{status, "application/json", body.dump()};
+Response error_response(int status, std::string_view code, std::string_view message,
+                        std::string_view details_json) {
+    json details = json::parse(details_json, nullptr, false);
+    if (details.is_discarded()) details = json::array();
+    json body = {{"error", {{"code", code}, {"message", message}, {"details", details}}}};
+    Response r;
+    r.status = status;
+    r.body = body.dump();
+    return r;
 }
 
 Response health(storage::Database& db) {
     json body = {{"backend", storage::to_string(db.backend())}, {"version", kVersion}};
+    Response r;
     try {
         db.read("SELECT 1");
         body["status"] = "ok";
         body["database"] = "ok";
-        return Response{200, "application/json", body.dump()};
     } catch (const std::exception& e) {
         spdlog::warn("health check: database did not answer: {}", e.what());
         body["status"] = "unavailable";
         body["database"] = "unreachable";
-        return Response{503, "application/json", body.dump()};
+        r.status = 503;
     }
+    r.body = body.dump();
+    return r;
 }
 
-Handler make_router(storage::Database& db) {
-    return [&db](const Request& req) -> Response {
-        std::string_view path = req.target;
-        if (auto q = path.find('?'); q != std::string_view::npos) path = path.substr(0, q);
-        if (path == "/health") {
-            if (req.method != "GET" && req.method != "HEAD") {
-                return error_response(405, "method_not_allowed", "use GET /health");
-            }
-            return health(db);
+// ---- router -----------------------------------------------------------------------------
+
+namespace {
+
+std::vector<std::string_view> split_path(std::string_view path) {
+    std::vector<std::string_view> out;
+    while (!path.empty()) {
+        if (path.front() == '/') {
+            path.remove_prefix(1);
+            continue;
         }
-        return error_response(404, "not_found", "no such route");
-    };
+        const auto slash = path.find('/');
+        out.push_back(path.substr(0, slash));
+        path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash + 1);
+    }
+    return out;
+}
+
+bool match(std::string_view pattern, std::string_view path, Params& params) {
+    const auto ps = split_path(pattern);
+    const auto xs = split_path(path);
+    if (ps.size() != xs.size()) return false;
+    Params found;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+        if (ps[i].size() > 2 && ps[i].front() == '{' && ps[i].back() == '}') {
+            found.emplace(std::string(ps[i].substr(1, ps[i].size() - 2)), std::string(xs[i]));
+        } else if (ps[i] != xs[i]) {
+            return false;
+        }
+    }
+    params = std::move(found);
+    return true;
+}
+
+}  // namespace
+
+void Router::add(std::string method, std::string pattern, Auth auth, Fn fn) {
+    routes_.push_back(Route{std::move(method), std::move(pattern), auth, std::move(fn)});
+}
+
+Response Router::dispatch(const Request& request) const {
+    const auto started = std::chrono::steady_clock::now();
+    const std::string_view path = request.path();
+    const Route* found = nullptr;
+    bool path_known = false;
+    Params params;
+    for (const auto& route : routes_) {
+        Params p;
+        if (!match(route.pattern, path, p)) continue;
+        path_known = true;
+        if (route.method == request.method || (route.method == "GET" && request.method == "HEAD")) {
+            found = &route;
+            params = std::move(p);
+            break;
+        }
+    }
+
+    Response res;
+    std::string label = "unmatched";
+    if (found == nullptr) {
+        res = path_known
+                  ? error_response(405, "method_not_allowed",
+                                   fmt::format("{} is not allowed on {}", request.method, path))
+                  : error_response(404, "not_found", "no such route");
+    } else {
+        label = found->pattern;
+        std::optional<ApiKey> key;
+        if (found->auth != Auth::none) {
+            const std::string auth = request.header("authorization");
+            if (auth.rfind("Bearer ", 0) == 0 && keys_ != nullptr)
+                key = keys_->verify(auth.substr(7));
+        }
+        if (found->auth != Auth::none && !key) {
+            res = error_response(401, "unauthorized",
+                                 "a valid API key is required: Authorization: Bearer <key>");
+            res.headers.emplace_back("WWW-Authenticate", "Bearer");
+        } else if (found->auth == Auth::admin && key->scope != KeyScope::admin) {
+            res = error_response(403, "forbidden", "this key may only send events");
+        } else {
+            res = found->fn(request, params);
+        }
+    }
+    if (metrics_ != nullptr) {
+        metrics_->observe_http(
+            label, request.method, res.status,
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    }
+    return res;
 }
 
 }  // namespace cairn::server

@@ -593,14 +593,14 @@ std::vector<RunStore::Count> RunStore::counts_by_workflow_and_status(
 }
 
 RunStore::QueueStats RunStore::queue_stats(std::int64_t now) {
-    auto row = db_.read(
-                      "SELECT count(*), "
-                      "COALESCE(sum(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN 1 ELSE 0 "
-                      "END), 0), "
-                      "min(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN due_at END) "
-                      "FROM queue WHERE due_at IS NOT NULL",
-                      now)
-                   .front();
+    // Keep the Result alive: a Row points into it.
+    const Result result = db_.read(
+        "SELECT count(*), COALESCE(sum(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN 1 ELSE "
+        "0 END), 0), "
+        "min(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN due_at END) FROM queue WHERE "
+        "due_at IS NOT NULL",
+        now);
+    const Row row = result.front();
     QueueStats q;
     q.pending = row.get<std::int64_t>(0);
     q.due = row.get<std::int64_t>(1);

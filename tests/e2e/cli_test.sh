@@ -8,27 +8,8 @@ set -uo pipefail
 
 cairn=$(realpath "${1:?usage: cli_test.sh PATH/TO/cairn}")
 work=$(mktemp -d /tmp/cairn-cli-test.XXXXXX)
-pids=()
-pg_dbs=()
-passed=0
-failed=0
-
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    for db in "${pg_dbs[@]}"; do
-        psql -q "$CAIRN_TEST_PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
-    done
-    rm -rf "$work"
-}
+source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
-
-ok() { passed=$((passed + 1)); echo "ok   - $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL - $1"; [[ -n ${2:-} ]] && echo "       $2"; }
-check() {  # check DESCRIPTION COMMAND...
-    local desc=$1
-    shift
-    if "$@"; then ok "$desc"; else bad "$desc"; fi
-}
 
 # run_cli NAME ARGS...: runs cairn in $work/NAME (created empty), records exit code and stderr.
 run_cli() {
@@ -54,35 +35,6 @@ expect_usage_error() {
         bad "$name: exit 2, one line, nothing created" \
             "rc=$(rc_of "$name") lines=$(err_lines "$name") files=$(files_in "$name") err=$(head -c 300 "$work/$name.err")"
     fi
-}
-
-# start_server NAME ARGS...: starts `cairn serve --listen 127.0.0.1:0 ARGS` in $work/NAME and
-# sets $base to its URL once it reports where it listens.
-start_server() {
-    local name=$1
-    shift
-    mkdir -p "$work/$name"
-    (cd "$work/$name" && exec "$cairn" serve --listen 127.0.0.1:0 "$@" >"$work/$name.out" 2>"$work/$name.err") &
-    server_pid=$!
-    pids+=("$server_pid")
-    base=""
-    for _ in $(seq 1 100); do
-        base=$(grep -o 'serving http://[0-9.:]*' "$work/$name.err" 2>/dev/null | head -1 | sed 's/serving //')
-        [[ -n $base ]] && return 0
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "server $name did not start: $(cat "$work/$name.err")"
-    return 1
-}
-
-stop_server() {  # SIGTERM; returns the server's exit code (it must exit within 10 s)
-    kill -TERM "$server_pid"
-    for _ in $(seq 1 100); do
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    wait "$server_pid" 2>/dev/null
 }
 
 # ---- usage -----------------------------------------------------------------------------
@@ -154,6 +106,75 @@ run_cli migrate2 migrate --db "sqlite://$work/migrate/m.db" --status --json
 check "migrate --status --json reports every migration applied" \
     test "$(jq -r '[.[] | .status] | unique | join(",")' "$work/migrate2.out")" = applied
 
+# ---- operating runs from the command line -------------------------------------------------
+
+# ops_checks LABEL DB: the runs/events/workflows/keys verbs on one database.
+ops_checks() {
+    local label=$1 db=$2
+    local C=("$cairn")
+    local sent run out rc
+    sent=$("${C[@]}" events send example/hello --data '{"name":"cli"}' --examples --json --db "$db" 2>/dev/null)
+    run=$(jq -r '.run_ids[0]' <<<"$sent")
+    check "$label: events send starts a run" bash -c "[[ '$run' =~ ^[0-9a-f-]{36}$ ]]"
+    "${C[@]}" events send example/hello --data '{' --examples --db "$db" >/dev/null 2>&1
+    expect_eq "$label: events send with bad JSON exits 2" "$?" 2
+    "${C[@]}" worker --examples --db "$db" >"$work/$label-worker.log" 2>&1 &
+    local worker=$!
+    pids+=("$worker")
+    wait_for "$label run completes" 15 bash -c "'$cairn' runs show '$run' --json --db '$db' 2>/dev/null | jq -e '.status == \"completed\"'"
+    kill -TERM "$worker"
+    wait "$worker"
+    expect_eq "$label: the worker stops with exit 0" "$?" 0
+
+    out=$("${C[@]}" runs list --db "$db" 2>/dev/null)
+    check "$label: runs list shows an aligned table" bash -c "grep -qE '^RUN +WORKFLOW +STATUS' <<<'$out' && grep -q '$run  hello' <<<'$out'"
+    expect_eq "$label: runs list --json filters" "$("${C[@]}" runs list --workflow hello --status completed --json --db "$db" 2>/dev/null | jq -r '.runs[0].id')" "$run"
+    out=$("${C[@]}" runs show "$run" --db "$db" 2>/dev/null)
+    check "$label: runs show prints the timeline" bash -c "grep -q '^timeline' <<<'$out' && grep -qE '^ +5  summary' <<<'$out'"
+    "${C[@]}" runs show no-such-run --db "$db" >/dev/null 2>&1
+    expect_eq "$label: runs show of an unknown run exits 1" "$?" 1
+    out=$("${C[@]}" runs replay "$run" --from-step reverse --json --examples --db "$db" 2>/dev/null)
+    expect_eq "$label: runs replay --from-step starts a new run" "$(jq -r .replay_of <<<"$out")" "$run"
+    local replay
+    replay=$(jq -r .id <<<"$out")
+    "${C[@]}" runs replay "$run" --from-step nope --db "$db" >/dev/null 2>&1
+    expect_eq "$label: replay from an unknown step exits 1" "$?" 1
+    "${C[@]}" runs cancel "$replay" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: runs cancel of a queued run exits 0" "$?" 0
+    expect_eq "$label: it is cancelled" "$("${C[@]}" runs show "$replay" --json --db "$db" 2>/dev/null | jq -r .status)" cancelled
+    "${C[@]}" runs cancel "$replay" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: cancelling it again exits 1" "$?" 1
+    "${C[@]}" runs retry "$replay" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: runs retry of a cancelled run exits 0" "$?" 0
+    "${C[@]}" runs retry "$run" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: runs retry of a completed run exits 1" "$?" 1
+    "${C[@]}" runs retry --db "$db" >/dev/null 2>&1
+    expect_eq "$label: runs retry with neither id nor filter exits 2" "$?" 2
+    "${C[@]}" runs cancel "$replay" --db "$db" >/dev/null 2>&1
+    "${C[@]}" runs retry --status cancelled --since 1h --db "$db" </dev/null >/dev/null 2>"$work/$label-bulk.err"
+    expect_eq "$label: a bulk retry without --yes and no answer does nothing (exit 1)" "$?" 1
+    check "$label: it asked with the count first" grep -q 'retry 1 run(s)?' "$work/$label-bulk.err"
+    expect_eq "$label: bulk retry --yes re-queues the matching runs" \
+        "$("${C[@]}" runs retry --status cancelled --since 1h --yes --json --db "$db" 2>/dev/null | jq -r '.retried | length')" 1
+    "${C[@]}" runs retry --since soon --yes --db "$db" >/dev/null 2>&1
+    expect_eq "$label: a malformed --since exits 2" "$?" 2
+    out=$("${C[@]}" workflows list --examples --db "$db" 2>/dev/null)
+    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +example/hello +completed=' <<<'$out'"
+    expect_eq "$label: events list --json shows the runs of each event" \
+        "$("${C[@]}" events list --name example/hello --json --db "$db" 2>/dev/null | jq -r '.events[-1].run_ids[0]')" "$run"
+    local key_id
+    key_id=$("${C[@]}" keys create --name ci --scope events --json --db "$db" 2>/dev/null | jq -r .id)
+    check "$label: keys list shows the key without its secret" bash -c "'$cairn' keys list --json --db '$db' 2>/dev/null | jq -e '.[] | select(.id == \"$key_id\") | .scope == \"events\" and (has(\"key\") | not)' >/dev/null"
+    "${C[@]}" keys revoke "$key_id" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: keys revoke exits 0" "$?" 0
+    "${C[@]}" keys revoke "$key_id" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: revoking twice exits 1" "$?" 1
+    "${C[@]}" keys create --name x --scope root --db "$db" >/dev/null 2>&1
+    expect_eq "$label: a bad scope exits 2" "$?" 2
+}
+
+ops_checks sqlite "sqlite://$work/ops.db"
+
 # ---- Postgres ----------------------------------------------------------------------------
 
 if [[ -z ${CAIRN_TEST_PG_URL:-} ]]; then
@@ -163,13 +184,6 @@ if [[ -z ${CAIRN_TEST_PG_URL:-} ]]; then
         echo "skip - Postgres checks: CAIRN_TEST_PG_URL is not set (scripts/test sets it)"
     fi
 else
-    new_pg_db() {  # prints the URL of a new, empty database
-        local name="cairn_cli_$RANDOM$RANDOM"
-        psql -q "$CAIRN_TEST_PG_URL" -c "CREATE DATABASE $name" >/dev/null
-        pg_dbs+=("$name")
-        echo "${CAIRN_TEST_PG_URL%/*}/$name"
-    }
-
     pg=$(new_pg_db)
     # Two processes migrating one database at once: both succeed, the migration is applied once.
     (cd "$work" && "$cairn" migrate --db "$pg" >/dev/null 2>"$work/pgm1.err") &
@@ -182,7 +196,7 @@ else
     rc2=$?
     check "two concurrent migrate processes on Postgres both exit 0" test "$rc1$rc2" = 00
     check "the engine migration is recorded once" \
-        test "$(psql -tA "$pg" -c 'SELECT count(*) FROM schema_migrations')" = 1
+        test "$(psql -tA "$pg" -c "SELECT count(*) FROM schema_migrations WHERE component = 'engine'")" = 1
 
     start_server pg --db "$pg" || bad "server on Postgres starts"
     check "/health on Postgres says backend postgres" \
@@ -195,10 +209,10 @@ else
     curl -s "$base/health" >/dev/null
     check "after losing its database the server still stops with exit 0" stop_server
 
+    ops_checks postgres "$(new_pg_db)"
+
     expect_usage_error pg-unreachable "cannot connect" migrate --db "postgres://u:hunter2@127.0.0.1:1/db"
     check "the password is not printed" bash -c "! grep -q hunter2 '$work/pg-unreachable.err'"
 fi
 
-echo
-echo "$passed passed, $failed failed"
-[[ $failed == 0 ]]
+finish

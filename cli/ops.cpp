@@ -1,0 +1,359 @@
+#include "cli/ops.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/app.hpp"
+#include "common/time.hpp"
+#include "server/api_keys.hpp"
+#include "server/views.hpp"
+
+namespace cairn::cli {
+
+using nlohmann::json;
+
+namespace {
+
+void print_json(const json& j) {
+    std::cout << j.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
+}
+
+std::string short_time(std::int64_t ms) {
+    return format_rfc3339(ms).substr(0, 19) + "Z";
+}
+
+std::string duration(std::optional<std::int64_t> from, std::optional<std::int64_t> to) {
+    if (!from || !to) return "-";
+    const auto ms = *to - *from;
+    if (ms < 1000) return fmt::format("{}ms", ms);
+    if (ms < 60'000) return fmt::format("{:.1f}s", static_cast<double>(ms) / 1000.0);
+    return fmt::format("{}m{:02}s", ms / 60'000, (ms / 1000) % 60);
+}
+
+std::string one_line(const std::optional<std::string>& stored_json) {
+    if (!stored_json) return "";
+    json j = json::parse(*stored_json, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("message"))
+        return j["message"].get<std::string>();
+    return stored_json->substr(0, 120);
+}
+
+int not_found(const std::string& id) {
+    std::cerr << "cairn: error: no run " << id << '\n';
+    return kExitFailed;
+}
+
+void print_run_table(const std::vector<storage::RunRecord>& runs) {
+    std::cout << fmt::format("{:<36}  {:<20}  {:<9}  {:<22}  {:<20}  {}\n", "RUN", "WORKFLOW",
+                             "STATUS", "EVENT", "CREATED", "DURATION");
+    for (const auto& r : runs) {
+        std::cout << fmt::format("{:<36}  {:<20}  {:<9}  {:<22}  {:<20}  {}\n", r.id, r.workflow_id,
+                                 r.status, r.event_name, short_time(r.created_at),
+                                 duration(r.started_at, r.ended_at));
+    }
+}
+
+}  // namespace
+
+std::optional<std::int64_t> parse_duration_ms(const std::string& text) {
+    if (text.size() < 2) return std::nullopt;
+    const char unit = text.back();
+    std::int64_t n = 0;
+    for (std::size_t i = 0; i + 1 < text.size(); ++i) {
+        if (!std::isdigit(static_cast<unsigned char>(text[i]))) return std::nullopt;
+        n = n * 10 + (text[i] - '0');
+        if (n > 100'000'000) return std::nullopt;
+    }
+    switch (unit) {
+        case 's':
+            return n * 1000;
+        case 'm':
+            return n * 60'000;
+        case 'h':
+            return n * 3'600'000;
+        case 'd':
+            return n * 86'400'000;
+        default:
+            return std::nullopt;
+    }
+}
+
+// ---- keys -------------------------------------------------------------------------------
+
+int keys_create(storage::Database& db, const std::string& name, const std::string& scope_text,
+                bool as_json) {
+    auto scope = server::parse_scope(scope_text);
+    if (!scope) {
+        std::cerr << "cairn: error: --scope must be admin or events\n";
+        return kExitUsage;
+    }
+    server::ApiKeys keys(db);
+    auto [key, secret] = keys.create(name, *scope, now_ms());
+    if (as_json) {
+        print_json({{"id", key.id},
+                    {"name", key.name},
+                    {"scope", server::to_string(key.scope)},
+                    {"key", secret}});
+    } else {
+        std::cout << secret << '\n';
+        std::cerr << fmt::format("created {} key '{}' ({}); it is shown only this once\n",
+                                 server::to_string(key.scope), key.name, key.id);
+    }
+    return kExitOk;
+}
+
+int keys_list(storage::Database& db, bool as_json) {
+    server::ApiKeys keys(db);
+    const auto all = keys.list();
+    if (as_json) {
+        json out = json::array();
+        for (const auto& k : all) {
+            out.push_back({{"id", k.id},
+                           {"name", k.name},
+                           {"scope", server::to_string(k.scope)},
+                           {"prefix", k.prefix},
+                           {"created_at", format_rfc3339(k.created_at)},
+                           {"revoked_at",
+                            k.revoked_at ? json(format_rfc3339(*k.revoked_at)) : json(nullptr)}});
+        }
+        print_json(out);
+        return kExitOk;
+    }
+    std::cout << fmt::format("{:<36}  {:<20}  {:<6}  {:<10}  {:<20}  {}\n", "ID", "NAME", "SCOPE",
+                             "PREFIX", "CREATED", "REVOKED");
+    for (const auto& k : all) {
+        std::cout << fmt::format("{:<36}  {:<20}  {:<6}  {:<10}  {:<20}  {}\n", k.id, k.name,
+                                 server::to_string(k.scope), k.prefix, short_time(k.created_at),
+                                 k.revoked_at ? short_time(*k.revoked_at) : "-");
+    }
+    return kExitOk;
+}
+
+int keys_revoke(storage::Database& db, const std::string& id) {
+    server::ApiKeys keys(db);
+    if (!keys.revoke(id, now_ms())) {
+        std::cerr << "cairn: error: no active key " << id << '\n';
+        return kExitFailed;
+    }
+    std::cout << "revoked " << id << '\n';
+    return kExitOk;
+}
+
+// ---- runs -------------------------------------------------------------------------------
+
+int runs_list(engine::Engine& engine, const storage::RunFilter& filter,
+              const std::optional<std::string>& cursor, int limit, bool as_json) {
+    auto page = engine.store().list_runs(filter, cursor, limit);
+    if (as_json) {
+        json runs = json::array();
+        for (const auto& r : page.runs) runs.push_back(server::run_json(r));
+        print_json({{"runs", runs},
+                    {"next_cursor", page.next_cursor ? json(*page.next_cursor) : json(nullptr)}});
+        return kExitOk;
+    }
+    print_run_table(page.runs);
+    if (page.next_cursor) std::cout << fmt::format("(more: --cursor {})\n", *page.next_cursor);
+    return kExitOk;
+}
+
+int runs_show(engine::Engine& engine, const std::string& id, bool as_json) {
+    auto state = engine.store().load(id);
+    if (!state) return not_found(id);
+    const auto attempts = engine.store().attempts(id);
+    if (as_json) {
+        print_json(server::run_detail_json(*state, attempts));
+        return kExitOk;
+    }
+    const auto& r = state->run;
+    std::cout << fmt::format(
+        "run       {}\nworkflow  {} (version {})\nstatus    {}\nevent     {} {}\n", r.id,
+        r.workflow_id, r.version, r.status, state->event.name, state->event.id);
+    std::cout << fmt::format("created   {}\nduration  {}\n", format_rfc3339(r.created_at),
+                             duration(r.started_at, r.ended_at));
+    if (r.replay_of) std::cout << fmt::format("replay of {}\n", *r.replay_of);
+    if (r.output) std::cout << fmt::format("output    {}\n", r.output->substr(0, 200));
+    if (r.error) std::cout << fmt::format("error     {}\n", one_line(r.error));
+    std::cout << "\ntimeline\n";
+    const std::int64_t origin = r.started_at.value_or(r.created_at);
+    for (const auto& s : state->steps) {
+        std::cout << fmt::format("  {:>3}  {:<24} {:<6} {:<10} +{:<8} {:<8} attempts {}\n",
+                                 s.seq + 1, s.key, s.kind, s.status,
+                                 s.started_at ? duration(origin, s.started_at) : "-",
+                                 duration(s.started_at, s.ended_at), s.attempts);
+        for (const auto& a : attempts) {
+            if (a.step_key != s.key || a.outcome == "completed") continue;
+            std::cout << fmt::format("         attempt {} {}: {}\n", a.attempt, a.outcome,
+                                     one_line(a.error));
+        }
+    }
+    return kExitOk;
+}
+
+int runs_cancel(engine::Engine& engine, const std::string& id, bool as_json) {
+    if (!engine.cancel(id)) {
+        if (!engine.store().get_run(id)) return not_found(id);
+        std::cerr << "cairn: error: run " << id << " has already ended\n";
+        return kExitFailed;
+    }
+    if (as_json)
+        print_json(server::run_json(*engine.store().get_run(id)));
+    else
+        std::cout << "cancelled " << id << '\n';
+    return kExitOk;
+}
+
+int runs_retry(engine::Engine& engine, const std::string& id, bool as_json) {
+    switch (engine.retry(id)) {
+        case storage::RunStore::RetryResult::not_found:
+            return not_found(id);
+        case storage::RunStore::RetryResult::not_ended:
+            std::cerr << "cairn: error: run " << id << " is not failed or cancelled\n";
+            return kExitFailed;
+        case storage::RunStore::RetryResult::ok:
+            break;
+    }
+    if (as_json)
+        print_json(server::run_json(*engine.store().get_run(id)));
+    else
+        std::cout << "re-queued " << id << '\n';
+    return kExitOk;
+}
+
+int runs_retry_bulk(engine::Engine& engine, const storage::RunFilter& filter, bool yes,
+                    bool as_json) {
+    std::vector<std::string> ids;
+    std::optional<std::string> cursor;
+    do {
+        auto page = engine.store().list_runs(filter, cursor, 1000);
+        for (const auto& r : page.runs) ids.push_back(r.id);
+        cursor = page.next_cursor;
+    } while (cursor);
+    if (ids.empty()) {
+        if (as_json)
+            print_json({{"matched", 0}, {"retried", json::array()}});
+        else
+            std::cout << "no runs match\n";
+        return kExitOk;
+    }
+    if (!yes) {
+        std::cerr << fmt::format("retry {} run(s)? [y/N] ", ids.size());
+        std::string answer;
+        if (!std::getline(std::cin, answer) ||
+            (answer != "y" && answer != "Y" && answer != "yes")) {
+            std::cerr << "cairn: nothing retried (pass --yes to skip the question)\n";
+            return kExitFailed;
+        }
+    }
+    json retried = json::array();
+    for (const auto& id : ids) {
+        if (engine.retry(id) == storage::RunStore::RetryResult::ok) retried.push_back(id);
+    }
+    if (as_json)
+        print_json({{"matched", ids.size()}, {"retried", retried}});
+    else
+        std::cout << fmt::format("re-queued {} of {} run(s)\n", retried.size(), ids.size());
+    return kExitOk;
+}
+
+int runs_replay(engine::Engine& engine, const std::string& id,
+                const std::optional<std::string>& from_step, bool as_json) {
+    auto r = engine.replay(id, from_step);
+    if (auto* err = std::get_if<storage::RunStore::ReplayError>(&r)) {
+        if (*err == storage::RunStore::ReplayError::not_found) return not_found(id);
+        std::cerr << "cairn: error: run " << id << " has no step '" << from_step.value_or("")
+                  << "'\n";
+        return kExitFailed;
+    }
+    const auto& new_id = std::get<std::string>(r);
+    if (as_json)
+        print_json(server::run_json(*engine.store().get_run(new_id)));
+    else
+        std::cout << fmt::format("started {} (replay of {}{})\n", new_id, id,
+                                 from_step ? " from " + *from_step : "");
+    return kExitOk;
+}
+
+// ---- events and workflows ---------------------------------------------------------------
+
+int events_send(engine::Engine& engine, const std::string& name, const std::string& data,
+                const std::optional<std::string>& idempotency_key, bool as_json) {
+    json parsed = json::parse(data, nullptr, false);
+    if (parsed.is_discarded()) {
+        std::cerr << "cairn: error: --data is not valid JSON\n";
+        return kExitUsage;
+    }
+    if (name.empty()) {
+        std::cerr << "cairn: error: the event name must not be empty\n";
+        return kExitUsage;
+    }
+    engine::EventInput e{name, parsed};
+    e.idempotency_key = idempotency_key;
+    auto sent = engine.send(e);
+    if (as_json) {
+        print_json(
+            {{"id", sent.event_id}, {"run_ids", sent.run_ids}, {"duplicate", sent.duplicate}});
+    } else {
+        std::cout << fmt::format(
+            "{} {} ({} run(s) started{})\n", sent.duplicate ? "duplicate of" : "sent",
+            sent.event_id, sent.duplicate ? 0 : sent.run_ids.size(),
+            sent.waits_resumed ? fmt::format(", {} waiting run(s) resumed", sent.waits_resumed)
+                               : "");
+        for (const auto& id : sent.run_ids) std::cout << "  run " << id << '\n';
+    }
+    return kExitOk;
+}
+
+int events_list(engine::Engine& engine, const std::optional<std::string>& name, int limit,
+                bool as_json) {
+    auto page = engine.store().list_events(name, std::nullopt, limit);
+    if (as_json) {
+        json events = json::array();
+        for (const auto& e : page.events) {
+            json j = server::event_json(e.event);
+            j["run_ids"] = e.run_ids;
+            events.push_back(std::move(j));
+        }
+        print_json({{"events", events},
+                    {"next_cursor", page.next_cursor ? json(*page.next_cursor) : json(nullptr)}});
+        return kExitOk;
+    }
+    std::cout << fmt::format("{:<36}  {:<24}  {:<20}  {}\n", "EVENT", "NAME", "RECEIVED", "RUNS");
+    for (const auto& e : page.events) {
+        std::cout << fmt::format("{:<36}  {:<24}  {:<20}  {}\n", e.event.id, e.event.name,
+                                 short_time(e.event.received_at), e.run_ids.size());
+    }
+    return kExitOk;
+}
+
+int workflows_list(engine::Engine& engine, bool as_json) {
+    std::map<std::string, std::map<std::string, std::int64_t>> counts;
+    for (const auto& c : engine.store().counts_by_workflow_and_status())
+        counts[c.workflow_id][c.status] = c.runs;
+    if (as_json) {
+        json out = json::array();
+        for (const Workflow* w : engine.workflows()) {
+            out.push_back({{"id", w->id},
+                           {"version", w->version},
+                           {"triggers", w->triggers},
+                           {"max_attempts", w->retry.max_attempts},
+                           {"counts", counts[w->id]}});
+        }
+        print_json({{"workflows", out}});
+        return kExitOk;
+    }
+    std::cout << fmt::format("{:<28}  {:<8}  {:<28}  {}\n", "WORKFLOW", "VERSION", "TRIGGERS",
+                             "RUNS BY STATUS");
+    for (const Workflow* w : engine.workflows()) {
+        std::string by_status;
+        for (const auto& [status, n] : counts[w->id]) by_status += fmt::format("{}={} ", status, n);
+        std::cout << fmt::format("{:<28}  {:<8}  {:<28}  {}\n", w->id, w->version,
+                                 fmt::format("{}", fmt::join(w->triggers, ",")),
+                                 by_status.empty() ? "-" : by_status);
+    }
+    return kExitOk;
+}
+
+}  // namespace cairn::cli

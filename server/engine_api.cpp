@@ -1,0 +1,412 @@
+// The engine's HTTP API under /api/engine/ (docs/api.md), /metrics and the route table.
+// Handlers parse and validate, call the engine or the run store, and format JSON.
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/ids.hpp"
+#include "common/time.hpp"
+#include "engine/engine.hpp"
+#include "server/api_keys.hpp"
+#include "server/metrics.hpp"
+#include "server/router.hpp"
+#include "server/views.hpp"
+#include "storage/run_store.hpp"
+
+namespace cairn::server {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kMaxBatch = 1000;
+constexpr int kDefaultLimit = 50;
+constexpr std::int64_t kStreamOverlapMs = 2000;  // changes may commit up to this late
+constexpr std::int64_t kKeepaliveMs = 15'000;
+
+Response json_response(int status, const json& body) {
+    Response r;
+    r.status = status;
+    r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+    return r;
+}
+
+// A bad-input error with one detail per field.
+Response invalid(std::string_view message, const json& details = json::array()) {
+    return error_response(400, "validation_failed", message, details.dump());
+}
+
+std::optional<json> parse_body(const Request& req, Response& error) {
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) {
+        error = error_response(400, "invalid_json", "the request body is not valid JSON");
+        return std::nullopt;
+    }
+    return body;
+}
+
+// "1700000000000" (epoch ms) or RFC 3339 UTC ("2026-11-22T10:00:00Z", optional .fff).
+std::optional<std::int64_t> parse_time(std::string_view text) {
+    std::int64_t ms = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+    if (ec == std::errc{} && end == text.data() + text.size()) return ms;
+    std::tm tm{};
+    int millis = 0;
+    const std::string s(text);
+    char tail[8] = {};
+    const int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%7s", &tm.tm_year, &tm.tm_mon,
+                              &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, tail);
+    if (n < 7) return std::nullopt;
+    std::string_view rest = tail;
+    if (rest.starts_with(".")) {
+        std::size_t digits = 1;
+        while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits])))
+            ++digits;
+        const std::string frac = std::string(rest.substr(1, digits - 1)) + "000";
+        millis = std::stoi(frac.substr(0, 3));
+        rest = rest.substr(digits);
+    }
+    if (rest != "Z") return std::nullopt;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    const std::time_t t = timegm(&tm);
+    if (t == -1) return std::nullopt;
+    return static_cast<std::int64_t>(t) * 1000 + millis;
+}
+
+// Reads ?limit= (1..1000, default 50).
+std::optional<int> parse_limit(const Request& req, Response& error) {
+    const auto text = req.query("limit");
+    if (!text) return kDefaultLimit;
+    int n = 0;
+    auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), n);
+    if (ec != std::errc{} || end != text->data() + text->size() || n < 1 || n > 1000) {
+        error = invalid("limit must be an integer from 1 to 1000",
+                        json::array({{{"field", "limit"}, {"message", "must be 1..1000"}}}));
+        return std::nullopt;
+    }
+    return n;
+}
+
+// Validates one event object of POST /events; appends problems to `details`.
+std::optional<engine::EventInput> parse_event(const json& j, const std::string& where,
+                                              json& details) {
+    auto problem = [&](std::string_view field, std::string_view message) {
+        details.push_back({{"field", where + std::string(field)}, {"message", message}});
+    };
+    if (!j.is_object()) {
+        problem("", "must be an object");
+        return std::nullopt;
+    }
+    const std::size_t before = details.size();
+    engine::EventInput e;
+    if (!j.contains("name") || !j["name"].is_string()) {
+        problem("name", "is required and must be a string");
+    } else {
+        e.name = j["name"].get<std::string>();
+        if (e.name.empty() || e.name.size() > 200) problem("name", "must be 1 to 200 characters");
+    }
+    if (j.contains("data")) e.data = j["data"];
+    if (j.contains("id")) {
+        if (!j["id"].is_string() || !is_uuid(j["id"].get<std::string>())) {
+            problem("id", "must be a UUID string");
+        } else {
+            e.id = j["id"].get<std::string>();
+        }
+    }
+    if (j.contains("idempotency_key")) {
+        if (!j["idempotency_key"].is_string() || j["idempotency_key"].get<std::string>().empty() ||
+            j["idempotency_key"].get<std::string>().size() > 200) {
+            problem("idempotency_key", "must be a string of 1 to 200 characters");
+        } else {
+            e.idempotency_key = j["idempotency_key"].get<std::string>();
+        }
+    }
+    if (j.contains("ts")) {
+        if (j["ts"].is_number_integer()) {
+            e.ts = j["ts"].get<std::int64_t>();
+        } else if (j["ts"].is_string() && parse_time(j["ts"].get<std::string>())) {
+            e.ts = parse_time(j["ts"].get<std::string>());
+        } else {
+            problem("ts", "must be epoch milliseconds or an RFC 3339 time");
+        }
+    }
+    for (const auto& [k, v] : j.items()) {
+        static const std::set<std::string> kKnown = {"name", "data", "id", "idempotency_key", "ts"};
+        if (!kKnown.contains(k)) problem(k, "is not a known field");
+    }
+    if (details.size() != before) return std::nullopt;
+    return e;
+}
+
+json sent_json(const engine::SendResult& r) {
+    return {{"id", r.event_id}, {"run_ids", r.run_ids}, {"duplicate", r.duplicate}};
+}
+
+const std::set<std::string>& known_statuses() {
+    static const std::set<std::string> s = {"queued",    "running", "sleeping", "waiting",
+                                            "completed", "failed",  "cancelled"};
+    return s;
+}
+
+// State of one SSE connection.
+struct StreamState {
+    std::int64_t floor = 0;                               // changes at or before this were sent
+    std::set<std::pair<std::string, std::int64_t>> sent;  // (run id, updated_at) above floor
+    std::int64_t last_write = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, ApiKeys& keys,
+                                    Metrics& metrics) {
+    auto router = std::make_unique<Router>(&keys, &metrics);
+    storage::RunStore& store = eng.store();
+    // Captured by value in routes: this function's locals are gone when they run.
+    auto now = [&eng] { return eng.clock().now_ms(); };
+
+    router->add("GET", "/health", Auth::none,
+                [&db](const Request&, const Params&) { return health(db); });
+
+    router->add("GET", "/metrics", Auth::none, [&, now](const Request&, const Params&) {
+        Response r;
+        r.content_type = "text/plain; version=0.0.4";
+        r.body = metrics.render(store, eng.stats(), now());
+        return r;
+    });
+
+    router->add("GET", "/api/engine/openapi.json", Auth::none, [](const Request&, const Params&) {
+        Response r;
+        r.body = std::string(openapi_json());
+        return r;
+    });
+
+    // ---- events ----
+
+    router->add("POST", "/api/engine/events", Auth::events, [&](const Request& req, const Params&) {
+        Response error;
+        auto body = parse_body(req, error);
+        if (!body) return error;
+        const bool batch = body->is_array();
+        if (batch && (body->empty() || body->size() > kMaxBatch)) {
+            return invalid(fmt::format("a batch holds 1 to {} events", kMaxBatch));
+        }
+        json details = json::array();
+        std::vector<engine::EventInput> events;
+        if (batch) {
+            for (std::size_t i = 0; i < body->size(); ++i) {
+                if (auto e = parse_event((*body)[i], fmt::format("[{}].", i), details))
+                    events.push_back(std::move(*e));
+            }
+        } else if (auto e = parse_event(*body, "", details)) {
+            events.push_back(std::move(*e));
+        }
+        if (!details.empty()) return invalid("the event is not valid", details);
+        // A batch is all or nothing.
+        std::vector<engine::SendResult> results = db.transact([&](storage::Transaction& tx) {
+            std::vector<engine::SendResult> out;
+            for (const auto& e : events) out.push_back(eng.send(tx, e));
+            return out;
+        });
+        eng.wake();  // committed: this process's idle workers may have work
+        if (!batch) return json_response(results[0].duplicate ? 200 : 201, sent_json(results[0]));
+        json out = json::array();
+        for (const auto& r : results) out.push_back(sent_json(r));
+        return json_response(200, json{{"events", out}});
+    });
+
+    router->add("GET", "/api/engine/events", Auth::admin, [&](const Request& req, const Params&) {
+        Response error;
+        const auto limit = parse_limit(req, error);
+        if (!limit) return error;
+        auto page = store.list_events(req.query("name"), req.query("cursor"), *limit);
+        json events = json::array();
+        for (const auto& e : page.events) {
+            json j = event_json(e.event);
+            j["run_ids"] = e.run_ids;
+            events.push_back(std::move(j));
+        }
+        return json_response(
+            200, json{{"events", events},
+                      {"next_cursor", page.next_cursor ? json(*page.next_cursor) : json(nullptr)}});
+    });
+
+    // ---- runs ----
+
+    router->add("GET", "/api/engine/runs", Auth::admin, [&](const Request& req, const Params&) {
+        Response error;
+        const auto limit = parse_limit(req, error);
+        if (!limit) return error;
+        storage::RunFilter f;
+        f.workflow_id = req.query("workflow");
+        f.status = req.query("status");
+        f.event_name = req.query("event");
+        f.search = req.query("q");
+        json details = json::array();
+        if (f.status && !known_statuses().contains(*f.status)) {
+            details.push_back({{"field", "status"},
+                               {"message",
+                                "must be one of queued, running, sleeping, waiting, "
+                                "completed, failed, cancelled"}});
+        }
+        for (const auto& [field, target] :
+             {std::pair{"from", &f.created_from}, std::pair{"to", &f.created_to}}) {
+            if (auto text = req.query(field)) {
+                *target = parse_time(*text);
+                if (!*target) {
+                    details.push_back(
+                        {{"field", field}, {"message", "must be epoch milliseconds or RFC 3339"}});
+                }
+            }
+        }
+        if (!details.empty()) return invalid("bad query parameters", details);
+        auto page = store.list_runs(f, req.query("cursor"), *limit);
+        json runs = json::array();
+        for (const auto& r : page.runs) runs.push_back(run_json(r));
+        return json_response(
+            200, json{{"runs", runs},
+                      {"next_cursor", page.next_cursor ? json(*page.next_cursor) : json(nullptr)}});
+    });
+
+    router->add("GET", "/api/engine/runs/{id}", Auth::admin, [&](const Request&, const Params& p) {
+        auto state = store.load(p.at("id"));
+        if (!state) return error_response(404, "run_not_found", "no run with this id");
+        const json j = run_detail_json(*state, store.attempts(state->run.id));
+        return json_response(200, j);
+    });
+
+    auto current = [&](const std::string& id) {
+        return json_response(200, run_json(*store.get_run(id)));
+    };
+
+    router->add("POST", "/api/engine/runs/{id}/cancel", Auth::admin,
+                [&, current](const Request&, const Params& p) {
+                    const auto& id = p.at("id");
+                    if (eng.cancel(id)) return current(id);
+                    if (!store.get_run(id))
+                        return error_response(404, "run_not_found", "no run with this id");
+                    return error_response(409, "run_ended", "the run has already ended");
+                });
+
+    router->add("POST", "/api/engine/runs/{id}/retry", Auth::admin,
+                [&, current](const Request&, const Params& p) {
+                    const auto& id = p.at("id");
+                    switch (eng.retry(id)) {
+                        case storage::RunStore::RetryResult::ok:
+                            return current(id);
+                        case storage::RunStore::RetryResult::not_found:
+                            return error_response(404, "run_not_found", "no run with this id");
+                        default:
+                            return error_response(409, "run_not_retryable",
+                                                  "only failed or cancelled runs can be retried");
+                    }
+                });
+
+    router->add(
+        "POST", "/api/engine/runs/{id}/replay", Auth::admin,
+        [&](const Request& req, const Params& p) {
+            std::optional<std::string> from_step;
+            if (!req.body.empty()) {
+                Response error;
+                auto body = parse_body(req, error);
+                if (!body) return error;
+                if (!body->is_object()) return invalid("the body must be an object");
+                if (body->contains("from_step")) {
+                    if (!(*body)["from_step"].is_string()) {
+                        return invalid("bad replay request",
+                                       json::array({{{"field", "from_step"},
+                                                     {"message", "must be a string"}}}));
+                    }
+                    from_step = (*body)["from_step"].get<std::string>();
+                }
+            }
+            auto r = eng.replay(p.at("id"), from_step);
+            if (auto* id = std::get_if<std::string>(&r)) {
+                json j = run_json(*store.get_run(*id));
+                return json_response(201, j);
+            }
+            if (std::get<storage::RunStore::ReplayError>(r) ==
+                storage::RunStore::ReplayError::not_found) {
+                return error_response(404, "run_not_found", "no run with this id");
+            }
+            return error_response(
+                422, "unknown_step", "the run has no step with this key",
+                json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
+        });
+
+    // ---- workflows ----
+
+    router->add("GET", "/api/engine/workflows", Auth::admin, [&](const Request&, const Params&) {
+        std::map<std::string, json> counts;
+        for (const auto& c : store.counts_by_workflow_and_status())
+            counts[c.workflow_id][c.status] = c.runs;
+        json out = json::array();
+        for (const Workflow* w : eng.workflows()) {
+            json options = {
+                {"max_attempts", w->retry.max_attempts},
+                {"initial_delay_ms", w->retry.initial_delay.count()},
+                {"backoff_multiplier", w->retry.multiplier},
+                {"max_delay_ms", w->retry.max_delay.count()},
+                {"jitter", w->retry.jitter},
+                {"step_timeout_ms",
+                 w->step_timeout ? json(w->step_timeout->count()) : json(nullptr)},
+                {"run_timeout_ms", w->run_timeout ? json(w->run_timeout->count()) : json(nullptr)},
+                {"on_failure", static_cast<bool>(w->on_failure)}};
+            out.push_back({{"id", w->id},
+                           {"version", w->version},
+                           {"triggers", w->triggers},
+                           {"options", options},
+                           {"counts", counts.contains(w->id) ? counts[w->id] : json::object()}});
+        }
+        return json_response(200, json{{"workflows", out}});
+    });
+
+    // ---- live stream ----
+
+    router->add(
+        "GET", "/api/engine/stream", Auth::admin, [&, now](const Request& req, const Params&) {
+            auto state = std::make_shared<StreamState>();
+            std::string resume = req.header("last-event-id");
+            if (resume.empty()) resume = req.query("last_event_id").value_or("");
+            std::int64_t from = now();
+            if (!resume.empty()) {
+                auto [end, ec] =
+                    std::from_chars(resume.data(), resume.data() + resume.size(), from);
+                if (ec != std::errc{} || end != resume.data() + resume.size()) {
+                    return invalid("Last-Event-ID must be the id of an event from this stream");
+                }
+            }
+            state->floor = from;
+            state->last_write = now();
+            Response r;
+            r.content_type = "text/event-stream";
+            r.body = "retry: 2000\n: connected\n\n";
+            r.next = [state, &store, now]() -> std::optional<std::string> {
+                std::string out;
+                std::int64_t newest = state->floor;
+                for (const auto& run : store.changes_since(state->floor, 500)) {
+                    newest = std::max(newest, run.updated_at);
+                    if (!state->sent.emplace(run.id, run.updated_at).second) continue;
+                    out += fmt::format("id: {}\nevent: run\ndata: {}\n\n", run.updated_at,
+                                       run_json(run).dump());
+                }
+                // Keep a window of recent changes to catch ones that commit late.
+                const std::int64_t floor = std::max(state->floor, newest - kStreamOverlapMs);
+                std::erase_if(state->sent, [floor](const auto& e) { return e.second <= floor; });
+                state->floor = floor;
+                const std::int64_t t = now();
+                if (out.empty() && t - state->last_write >= kKeepaliveMs) out = ": keepalive\n\n";
+                if (!out.empty()) state->last_write = t;
+                return out;
+            };
+            return r;
+        });
+
+    return router;
+}
+
+}  // namespace cairn::server

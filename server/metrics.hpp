@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "common/histogram.hpp"
+
+namespace cairn::storage {
+class RunStore;
+}
+namespace cairn::engine {
+struct EngineStats;
+}
+
+namespace cairn::server {
+
+// Prometheus metrics: HTTP requests counted here, the engine's own counters and step
+// histograms, and gauges read from the database at scrape time. Thread-safe.
+class Metrics {
+  public:
+    void observe_http(const std::string& route, const std::string& method, int status,
+                      double seconds);
+    // The text exposition format (version 0.0.4).
+    std::string render(storage::RunStore& store, const engine::EngineStats& stats,
+                       std::int64_t now) const;
+
+  private:
+    mutable std::mutex mu_;
+    std::map<std::tuple<std::string, std::string, int>, std::uint64_t> requests_;  // guarded by mu_
+    Histogram http_seconds_;
+};
+
+}  // namespace cairn::server
