@@ -148,9 +148,9 @@ json sent_json(const engine::SendResult& r) {
 }
 
 const std::set<std::string>& known_statuses() {
-    static const std::set<std::string> s = {"queued",    "running", "sleeping", "waiting",
-                                            "completed", "failed",  "cancelled"};
-    return s;
+    static const std::set<std::string> kStatuses = {"queued",    "running", "sleeping", "waiting",
+                                                    "completed", "failed",  "cancelled"};
+    return kStatuses;
 }
 
 // State of one SSE connection.

@@ -48,62 +48,49 @@ void Metrics::observe_http(const std::string& route, const std::string& method, 
 std::string Metrics::render(storage::RunStore& store, const engine::EngineStats& stats,
                             std::int64_t now) const {
     std::string out;
-    out +=
-        "# HELP cairn_runs Runs in the database by workflow and status.\n# TYPE cairn_runs gauge\n";
+    auto family = [&out](std::string_view name, std::string_view type, std::string_view help) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    };
+    auto scalar = [&](std::string_view name, std::string_view type, std::string_view help,
+                      auto value) {
+        family(name, type, help);
+        out += fmt::format("{} {}\n", name, value);
+    };
+
+    family("cairn_runs", "gauge", "Runs in the database by workflow and status.");
     for (const auto& c : store.counts_by_workflow_and_status()) {
         out += fmt::format("cairn_runs{{workflow=\"{}\",status=\"{}\"}} {}\n", label(c.workflow_id),
                            label(c.status), c.runs);
     }
     const auto q = store.queue_stats(now);
-    out +=
-        "# HELP cairn_queue_pending Runs scheduled now or later (not finished).\n# TYPE "
-        "cairn_queue_pending gauge\n";
-    out += fmt::format("cairn_queue_pending {}\n", q.pending);
-    out +=
-        "# HELP cairn_queue_due Runs due now and not claimed by a worker.\n# TYPE cairn_queue_due "
-        "gauge\n";
-    out += fmt::format("cairn_queue_due {}\n", q.due);
-    out +=
-        "# HELP cairn_queue_oldest_due_age_seconds How long the oldest unclaimed due run has "
-        "waited.\n"
-        "# TYPE cairn_queue_oldest_due_age_seconds gauge\n";
-    out += fmt::format("cairn_queue_oldest_due_age_seconds {}\n",
-                       static_cast<double>(q.oldest_due_age_ms.value_or(0)) / 1000.0);
+    scalar("cairn_queue_pending", "gauge", "Runs scheduled now or later (not finished).",
+           q.pending);
+    scalar("cairn_queue_due", "gauge", "Runs due now and not claimed by a worker.", q.due);
+    scalar("cairn_queue_oldest_due_age_seconds", "gauge",
+           "How long the oldest unclaimed due run has waited.",
+           static_cast<double>(q.oldest_due_age_ms.value_or(0)) / 1000.0);
 
-    out +=
-        "# HELP cairn_step_duration_seconds Step attempt durations in this process.\n"
-        "# TYPE cairn_step_duration_seconds histogram\n";
+    family("cairn_step_duration_seconds", "histogram", "Step attempt durations in this process.");
     for (const auto& [workflow, snap] : stats.step_seconds) {
         histogram(out, "cairn_step_duration_seconds",
                   fmt::format("workflow=\"{}\"", label(workflow)), snap);
     }
-    out +=
-        "# HELP cairn_step_retries_total Failed step attempts scheduled again, in this process.\n"
-        "# TYPE cairn_step_retries_total counter\n";
-    out += fmt::format("cairn_step_retries_total {}\n", stats.retries);
-    out +=
-        "# HELP cairn_executions_total Run executions (claims) in this process.\n"
-        "# TYPE cairn_executions_total counter\n";
-    out += fmt::format("cairn_executions_total {}\n", stats.executions);
-    out +=
-        "# HELP cairn_leases_lost_total Executions abandoned because another worker took the run "
-        "over.\n"
-        "# TYPE cairn_leases_lost_total counter\n";
-    out += fmt::format("cairn_leases_lost_total {}\n", stats.leases_lost);
+    scalar("cairn_step_retries_total", "counter",
+           "Failed step attempts scheduled again, in this process.", stats.retries);
+    scalar("cairn_executions_total", "counter", "Run executions (claims) in this process.",
+           stats.executions);
+    scalar("cairn_leases_lost_total", "counter",
+           "Executions abandoned because another worker took the run over.", stats.leases_lost);
 
     std::lock_guard lock(mu_);
-    out +=
-        "# HELP cairn_http_requests_total HTTP requests by route, method and status.\n"
-        "# TYPE cairn_http_requests_total counter\n";
+    family("cairn_http_requests_total", "counter", "HTTP requests by route, method and status.");
     for (const auto& [key, n] : requests_) {
         const auto& [route, method, status] = key;
         out += fmt::format(
             "cairn_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}\n",
             label(route), label(method), status, n);
     }
-    out +=
-        "# HELP cairn_http_request_duration_seconds HTTP request handling time.\n"
-        "# TYPE cairn_http_request_duration_seconds histogram\n";
+    family("cairn_http_request_duration_seconds", "histogram", "HTTP request handling time.");
     histogram(out, "cairn_http_request_duration_seconds", "", http_seconds_.snapshot());
     return out;
 }

@@ -100,6 +100,13 @@ TEST_CASE("three workers, 1000 runs, one killed with SIGKILL mid-way: every run 
 
     // The victim really was working, and runs it held were finished by others.
     const std::string victim_id = fmt::format("%:{}:%", victim->pid());
+    MESSAGE("completed at kill: "
+            << done_at_kill << "; victim attempts: "
+            << t.db()
+                   .exec("SELECT count(*) FROM step_attempts WHERE worker LIKE $1", victim_id)
+                   .front()
+                   .get<int>(0)
+            << "; victim log: " << victim->log());
     CHECK(t.db()
               .exec("SELECT count(*) FROM step_attempts WHERE worker LIKE $1", victim_id)
               .front()
