@@ -8,7 +8,7 @@ set -uo pipefail
 
 cairn=$(realpath "${1:?usage: api_test.sh PATH/TO/cairn sqlite|postgres}")
 backend=${2:-sqlite}
-work=$(mktemp -d /tmp/cairn-api-test.XXXXXX)
+work=$(mktemp -d)
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 

@@ -7,7 +7,7 @@
 set -uo pipefail
 
 cairn=$(realpath "${1:?usage: cli_test.sh PATH/TO/cairn}")
-work=$(mktemp -d /tmp/cairn-cli-test.XXXXXX)
+work=$(mktemp -d)
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
