@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include "server/api_keys.hpp"
 #include "server/metrics.hpp"
 #include "server/router.hpp"
+#include "server/ui_assets.hpp"
 #include "server/views.hpp"
 #include "storage/run_store.hpp"
 
@@ -185,6 +187,34 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
         return r;
     });
 
+    // ---- inspector UI (static, public: it asks for a key and calls the API with it) ----
+
+    auto ui_file = [](std::string_view name) {
+        for (const auto& asset : ui_assets()) {
+            if (asset.name != name) continue;
+            Response r;
+            r.content_type = std::string(asset.content_type);
+            r.body = std::string(asset.body);
+            r.headers = {{"Content-Security-Policy",
+                          "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                          "frame-ancestors 'none'"},
+                         {"X-Content-Type-Options", "nosniff"},
+                         {"Referrer-Policy", "no-referrer"},
+                         {"Cache-Control", "no-cache"}};
+            return r;
+        }
+        return error_response(404, "not_found", "no such file");
+    };
+    router->add("GET", "/inspector", Auth::none, [](const Request&, const Params&) {
+        Response r = error_response(301, "moved", "see /inspector/");
+        r.headers.emplace_back("Location", "/inspector/");
+        return r;
+    });
+    router->add("GET", "/inspector/", Auth::none,
+                [ui_file](const Request&, const Params&) { return ui_file("index.html"); });
+    router->add("GET", "/inspector/{file}", Auth::none,
+                [ui_file](const Request&, const Params& p) { return ui_file(p.at("file")); });
+
     // ---- events ----
 
     router->add("POST", "/api/engine/events", Auth::events, [&](const Request& req, const Params&) {
@@ -340,10 +370,37 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
 
     // ---- workflows ----
 
-    router->add("GET", "/api/engine/workflows", Auth::admin, [&](const Request&, const Params&) {
+    router->add("GET", "/api/engine/workflows", Auth::admin, [&, now](const Request&, const Params&) {
         std::map<std::string, json> counts;
-        for (const auto& c : store.counts_by_workflow_and_status())
-            counts[c.workflow_id][c.status] = c.runs;
+        for (const auto& c : store.counts_by_workflow_and_status()) counts[c.workflow_id][c.status] = c.runs;
+        const std::int64_t t = now();
+        const auto recent = store.runs_since(t - 24 * 3600 * 1000);
+        // Counts by status, p50/p95 duration and failure rate of the runs created since `from`.
+        auto window_stats = [&](const std::string& workflow, std::int64_t from) {
+            json by_status = json::object();
+            std::vector<std::int64_t> durations;
+            std::int64_t failed = 0;
+            std::int64_t ended = 0;
+            for (const auto& r : recent) {
+                if (r.workflow_id != workflow || r.created_at < from) continue;
+                by_status[r.status] = by_status.value(r.status, 0) + 1;
+                if (r.status == "completed" || r.status == "failed") {
+                    ++ended;
+                    failed += r.status == "failed" ? 1 : 0;
+                    if (r.duration_ms) durations.push_back(*r.duration_ms);
+                }
+            }
+            std::sort(durations.begin(), durations.end());
+            auto percentile = [&](double p) -> json {
+                if (durations.empty()) return nullptr;
+                return durations[static_cast<std::size_t>(p * static_cast<double>(durations.size() - 1) + 0.5)];
+            };
+            return json{{"counts", by_status},
+                        {"p50_ms", percentile(0.50)},
+                        {"p95_ms", percentile(0.95)},
+                        {"failure_rate", ended ? json(static_cast<double>(failed) / static_cast<double>(ended))
+                                               : json(nullptr)}};
+        };
         json out = json::array();
         for (const Workflow* w : eng.workflows()) {
             json options = {
@@ -360,7 +417,9 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
                            {"version", w->version},
                            {"triggers", w->triggers},
                            {"options", options},
-                           {"counts", counts.contains(w->id) ? counts[w->id] : json::object()}});
+                           {"counts", counts.contains(w->id) ? counts[w->id] : json::object()},
+                           {"last_hour", window_stats(w->id, t - 3600 * 1000)},
+                           {"last_day", window_stats(w->id, t - 24 * 3600 * 1000)}});
         }
         return json_response(200, json{{"workflows", out}});
     });

@@ -65,6 +65,8 @@ std::vector<std::string_view> split_path(std::string_view path) {
 }
 
 bool match(std::string_view pattern, std::string_view path, Params& params) {
+    // "/inspector" and "/inspector/" are different routes.
+    if (pattern.ends_with('/') != path.ends_with('/')) return false;
     const auto ps = split_path(pattern);
     const auto xs = split_path(path);
     if (ps.size() != xs.size()) return false;

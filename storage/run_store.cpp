@@ -644,6 +644,17 @@ RunStore::EventPage RunStore::list_events(const std::optional<std::string>& name
     return page;
 }
 
+std::vector<RunStore::Finished> RunStore::runs_since(std::int64_t created_from) {
+    std::vector<Finished> out;
+    for (auto row : db_.read("SELECT workflow_id, status, created_at, ended_at - started_at FROM runs "
+                             "WHERE created_at >= $1",
+                             created_from)) {
+        out.push_back(Finished{row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2),
+                               row.get_opt<std::int64_t>(3)});
+    }
+    return out;
+}
+
 std::int64_t RunStore::queue_depth() {
     return db_.read("SELECT count(*) FROM queue WHERE due_at IS NOT NULL")
         .front()

@@ -291,6 +291,15 @@ class RunStore {
     EventPage list_events(const std::optional<std::string>& name, std::optional<std::string> cursor,
                           int limit);
 
+    struct Finished {
+        std::string workflow_id;
+        std::string status;
+        std::int64_t created_at = 0;
+        std::optional<std::int64_t> duration_ms;  // ended - started, for runs that ran
+    };
+    // Runs created at or after `created_from`, for per-workflow statistics.
+    std::vector<Finished> runs_since(std::int64_t created_from);
+
     // Wakes idle workers in other processes (Postgres NOTIFY at commit; no-op on SQLite).
     static void notify(Transaction& tx);
 

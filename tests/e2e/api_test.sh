@@ -140,6 +140,11 @@ check "/metrics counts runs by workflow and status" grep -q 'cairn_runs{workflow
 check "/metrics has the queue gauges" grep -q '^cairn_queue_oldest_due_age_seconds ' <<<"$metrics"
 check "/metrics has step duration histograms" grep -q 'cairn_step_duration_seconds_bucket{workflow="hello",le="+Inf"}' <<<"$metrics"
 check "/metrics counts HTTP requests by route and status" grep -q 'cairn_http_requests_total{route="/api/engine/runs",method="GET",status="200"}' <<<"$metrics"
+check "workflows report last-hour counts, p50 and failure rate" bash -c "curl -s ${A[*]@Q} '$base/api/engine/workflows' | jq -e >/dev/null '.workflows[] | select(.id == \"hello\") | .last_hour.counts.completed >= 3 and .last_hour.p50_ms != null and .last_day.failure_rate == 0'"
+expect_eq "/inspector redirects to /inspector/" "$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$base/inspector")" "301 $base/inspector/"
+check "the inspector page is served with a strict content security policy" bash -c "curl -s -D - -o /dev/null '$base/inspector/' | grep -qi \"^content-security-policy: default-src 'self'\""
+expect_eq "the inspector script is JavaScript" "$(curl -s -o /dev/null -w '%{content_type}' "$base/inspector/app.js")" "text/javascript; charset=utf-8"
+expect_eq "an unknown inspector file: 404" "$(status "$base/inspector/nope.js")" 404
 check "the OpenAPI document is public JSON listing the routes" bash -c "curl -s '$base/api/engine/openapi.json' | jq -e >/dev/null '.paths[\"/api/engine/runs/{id}/replay\"].post'"
 
 # ---- live stream ---------------------------------------------------------------------------

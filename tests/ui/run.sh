@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the browser-test tooling if missing (playwright-core from npm, Debian's chromium
+# via scripts/setup), then runs the inspector tests against the given cairn binary.
+# usage: tests/ui/run.sh PATH/TO/cairn
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export CAIRN_BIN=$(realpath "${1:?usage: run.sh PATH/TO/cairn}")
+export CAIRN_UI_ARTIFACTS=${CAIRN_UI_ARTIFACTS:-$(dirname "$CAIRN_BIN")/ui-artifacts}
+if [[ ! -x /usr/bin/chromium ]]; then
+    echo "FAIL: /usr/bin/chromium is missing; scripts/setup installs it" >&2
+    exit 1
+fi
+if [[ ! -d "$here/node_modules/playwright-core" ]]; then
+    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+cd "$here"
+exec node --test --test-concurrency=1 inspector.test.mjs
