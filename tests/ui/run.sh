@@ -6,9 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export CAIRN_BIN=$(realpath "${1:?usage: run.sh PATH/TO/cairn}")
 export CAIRN_UI_ARTIFACTS=${CAIRN_UI_ARTIFACTS:-$(dirname "$CAIRN_BIN")/ui-artifacts}
-if [[ ! -x /usr/bin/chromium ]]; then
-    echo "FAIL: /usr/bin/chromium is missing; scripts/setup installs it" >&2
-    exit 1
+# Debian's chromium (and node) come from the project's idempotent setup script.
+if [[ ! -x /usr/bin/chromium ]] || ! command -v npm >/dev/null; then
+    "$here/../../scripts/setup"
 fi
 if [[ ! -d "$here/node_modules/playwright-core" ]]; then
     (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
