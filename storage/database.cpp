@@ -166,20 +166,20 @@ DatabaseUrl parse_database_url(std::string_view url) {
 // ---- rows ---------------------------------------------------------------------------------
 
 std::size_t Row::index_of(std::string_view column) const {
-    const auto& cols = result_->columns_;
+    const auto& cols = data_->columns;
     for (std::size_t i = 0; i < cols.size(); ++i) {
         if (cols[i] == column) return i;
     }
-    throw StorageError(result_->backend_, fmt::format("result has no column '{}'", column));
+    throw StorageError(data_->backend, fmt::format("result has no column '{}'", column));
 }
 
 const Value& Row::raw(std::size_t column) const {
-    const auto n = result_->columns_.size();
-    if (column >= n || row_ >= result_->size()) {
-        throw StorageError(result_->backend_,
+    const auto n = data_->columns.size();
+    if (column >= n || row_ >= data_->rows()) {
+        throw StorageError(data_->backend,
                            fmt::format("cell ({}, {}) is out of range", row_, column));
     }
-    return result_->cells_[row_ * n + column];
+    return data_->cells[row_ * n + column];
 }
 
 bool Row::is_null(std::size_t column) const {
@@ -207,26 +207,25 @@ Int parse_int(std::string_view text, bool& ok) {
 template <>
 std::int64_t Row::get<std::int64_t>(std::size_t column) const {
     const Value& v = raw(column);
-    const std::string& name = result_->columns_[column];
+    const std::string& name = data_->columns[column];
     if (auto* i = std::get_if<std::int64_t>(&v)) return *i;
     if (auto* s = std::get_if<std::string>(&v)) {
         bool ok = false;
         auto out = parse_int<std::int64_t>(*s, ok);
         if (ok) return out;
-        bad_cell(result_->backend_, name, "an integer", fmt::format("text '{}'", s->substr(0, 40)));
+        bad_cell(data_->backend, name, "an integer", fmt::format("text '{}'", s->substr(0, 40)));
     }
     if (auto* d = std::get_if<double>(&v); d && std::trunc(*d) == *d && std::abs(*d) < 9.0e15) {
         return static_cast<std::int64_t>(*d);
     }
-    bad_cell(result_->backend_, name, "an integer", is_null(column) ? "NULL" : "a non-integer");
+    bad_cell(data_->backend, name, "an integer", is_null(column) ? "NULL" : "a non-integer");
 }
 
 template <>
 int Row::get<int>(std::size_t column) const {
     auto v = get<std::int64_t>(column);
     if (v < INT32_MIN || v > INT32_MAX) {
-        bad_cell(result_->backend_, result_->columns_[column], "a 32-bit integer",
-                 std::to_string(v));
+        bad_cell(data_->backend, data_->columns[column], "a 32-bit integer", std::to_string(v));
     }
     return static_cast<int>(v);
 }
@@ -244,10 +243,10 @@ double Row::get<double>(std::size_t column) const {
         double out = 0;
         auto [end, ec] = std::from_chars(s->data(), s->data() + s->size(), out);
         if (ec == std::errc{} && end == s->data() + s->size()) return out;
-        bad_cell(result_->backend_, result_->columns_[column], "a number",
+        bad_cell(data_->backend, data_->columns[column], "a number",
                  fmt::format("text '{}'", s->substr(0, 40)));
     }
-    bad_cell(result_->backend_, result_->columns_[column], "a number", "NULL");
+    bad_cell(data_->backend, data_->columns[column], "a number", "NULL");
 }
 
 template <>
@@ -258,10 +257,10 @@ bool Row::get<bool>(std::size_t column) const {
     if (auto* s = std::get_if<std::string>(&v)) {
         if (*s == "t" || *s == "true" || *s == "1") return true;
         if (*s == "f" || *s == "false" || *s == "0") return false;
-        bad_cell(result_->backend_, result_->columns_[column], "a boolean",
+        bad_cell(data_->backend, data_->columns[column], "a boolean",
                  fmt::format("text '{}'", s->substr(0, 40)));
     }
-    bad_cell(result_->backend_, result_->columns_[column], "a boolean",
+    bad_cell(data_->backend, data_->columns[column], "a boolean",
              is_null(column) ? "NULL" : "a number");
 }
 
@@ -272,7 +271,7 @@ std::string Row::get<std::string>(std::size_t column) const {
     if (auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
     if (auto* d = std::get_if<double>(&v)) return fmt::format("{}", *d);
     if (auto* b = std::get_if<bool>(&v)) return *b ? "true" : "false";
-    bad_cell(result_->backend_, result_->columns_[column], "text", "NULL");
+    bad_cell(data_->backend, data_->columns[column], "text", "NULL");
 }
 
 // ---- pool ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,7 +16,18 @@ namespace cairn::storage {
 
 class Result;
 
-// A view of one row of a Result; valid while the Result lives.
+namespace detail {
+// The cells of a Result, shared with its Rows so a Row stays valid on its own.
+struct ResultData {
+    std::string backend;
+    std::vector<std::string> columns;
+    std::vector<Value> cells;  // row-major
+    std::size_t rows() const { return columns.empty() ? 0 : cells.size() / columns.size(); }
+};
+}  // namespace detail
+
+// One row of a Result. It shares the Result's data, so it may outlive the Result
+// (`auto row = db.read(...).front();` is fine).
 //
 // get<T>(column) reads a cell as T, where T is std::int64_t, int, double, bool or
 // std::string; it throws StorageError when the cell is NULL or cannot be read as T
@@ -44,10 +56,11 @@ class Row {
 
   private:
     friend class Result;
-    Row(const Result* result, std::size_t row) : result_(result), row_(row) {}
+    Row(std::shared_ptr<const detail::ResultData> data, std::size_t row)
+        : data_(std::move(data)), row_(row) {}
     std::size_t index_of(std::string_view column) const;
 
-    const Result* result_;
+    std::shared_ptr<const detail::ResultData> data_;
     std::size_t row_;
 };
 
@@ -70,34 +83,32 @@ class Result {
         std::size_t i_;
     };
 
-    Result() = default;
+    Result() : data_(std::make_shared<detail::ResultData>()) {}
     Result(std::string backend, std::vector<std::string> columns)
-        : backend_(std::move(backend)), columns_(std::move(columns)) {}
+        : data_(std::make_shared<detail::ResultData>(
+              detail::ResultData{std::move(backend), std::move(columns), {}})) {}
 
-    std::size_t size() const { return columns_.empty() ? 0 : cells_.size() / columns_.size(); }
+    std::size_t size() const { return data_->rows(); }
     bool empty() const { return size() == 0; }
-    Row operator[](std::size_t row) const { return Row(this, row); }
+    Row operator[](std::size_t row) const { return Row(data_, row); }
     Row front() const { return (*this)[0]; }
     Iterator begin() const { return {this, 0}; }
     Iterator end() const { return {this, size()}; }
 
-    const std::vector<std::string>& columns() const { return columns_; }
+    const std::vector<std::string>& columns() const { return data_->columns; }
     // Rows inserted, updated or deleted by the statement (0 for a plain SELECT).
     std::int64_t affected() const { return affected_; }
 
     // For backends.
     template <class T>
     void push(T&& v) {
-        cells_.emplace_back(std::in_place_type<std::remove_cvref_t<T>>, std::forward<T>(v));
+        data_->cells.emplace_back(std::in_place_type<std::remove_cvref_t<T>>, std::forward<T>(v));
     }
     void set_affected(std::int64_t n) { affected_ = n; }
-    const std::string& backend() const { return backend_; }
+    const std::string& backend() const { return data_->backend; }
 
   private:
-    friend class Row;
-    std::string backend_;
-    std::vector<std::string> columns_;
-    std::vector<Value> cells_;  // row-major
+    std::shared_ptr<detail::ResultData> data_;
     std::int64_t affected_ = 0;
 };
 

@@ -593,14 +593,15 @@ std::vector<RunStore::Count> RunStore::counts_by_workflow_and_status(
 }
 
 RunStore::QueueStats RunStore::queue_stats(std::int64_t now) {
-    // Keep the Result alive: a Row points into it.
-    const Result result = db_.read(
-        "SELECT count(*), COALESCE(sum(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN 1 ELSE "
-        "0 END), 0), "
-        "min(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN due_at END) FROM queue WHERE "
-        "due_at IS NOT NULL",
-        now);
-    const Row row = result.front();
+    const Row row = db_.read(
+                           "SELECT count(*), COALESCE(sum(CASE WHEN due_at <= $1 AND lease_owner "
+                           "IS NULL THEN 1 ELSE "
+                           "0 END), 0), "
+                           "min(CASE WHEN due_at <= $1 AND lease_owner IS NULL THEN due_at END) "
+                           "FROM queue WHERE "
+                           "due_at IS NOT NULL",
+                           now)
+                        .front();
     QueueStats q;
     q.pending = row.get<std::int64_t>(0);
     q.due = row.get<std::int64_t>(1);
@@ -646,11 +647,12 @@ RunStore::EventPage RunStore::list_events(const std::optional<std::string>& name
 
 std::vector<RunStore::Finished> RunStore::runs_since(std::int64_t created_from) {
     std::vector<Finished> out;
-    for (auto row : db_.read("SELECT workflow_id, status, created_at, ended_at - started_at FROM runs "
-                             "WHERE created_at >= $1",
-                             created_from)) {
-        out.push_back(Finished{row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2),
-                               row.get_opt<std::int64_t>(3)});
+    for (auto row :
+         db_.read("SELECT workflow_id, status, created_at, ended_at - started_at FROM runs "
+                  "WHERE created_at >= $1",
+                  created_from)) {
+        out.push_back(Finished{row.get<std::string>(0), row.get<std::string>(1),
+                               row.get<std::int64_t>(2), row.get_opt<std::int64_t>(3)});
     }
     return out;
 }

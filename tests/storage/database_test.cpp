@@ -238,3 +238,10 @@ TEST_CASE("a committed write is visible to another handle on the same database")
     auto other = t.open_another();
     CHECK(other->exec("SELECT s FROM t WHERE id = $1", 1).front().get<std::string>(0) == "durable");
 }
+
+TEST_CASE("a row stays readable after its result is gone") {
+    TestDb t;
+    auto row = t.db().read("SELECT 42 AS answer, 'text' AS word").front();
+    CHECK(row.get<int>("answer") == 42);
+    CHECK(row.get<std::string>("word") == "text");
+}
