@@ -29,6 +29,7 @@ constexpr std::size_t kMaxBatch = 1000;
 constexpr int kDefaultLimit = 50;
 constexpr std::int64_t kStreamOverlapMs = 2000;  // changes may commit up to this late
 constexpr std::int64_t kKeepaliveMs = 15'000;
+constexpr int kStreamPage = 500;  // changes read per poll
 
 Response json_response(int status, const json& body) {
     Response r;
@@ -157,7 +158,8 @@ const std::set<std::string>& known_statuses() {
 
 // State of one SSE connection.
 struct StreamState {
-    std::int64_t floor = 0;                               // changes at or before this were sent
+    std::int64_t floor = 0;      // changes at or before (floor, floor_id) were sent
+    std::string floor_id = "~";  // "~" sorts after every id: all of `floor` is done
     std::set<std::pair<std::string, std::int64_t>> sent;  // (run id, updated_at) above floor
     std::int64_t last_write = 0;
 };
@@ -195,12 +197,13 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             Response r;
             r.content_type = std::string(asset.content_type);
             r.body = std::string(asset.body);
-            r.headers = {{"Content-Security-Policy",
-                          "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-                          "frame-ancestors 'none'"},
-                         {"X-Content-Type-Options", "nosniff"},
-                         {"Referrer-Policy", "no-referrer"},
-                         {"Cache-Control", "no-cache"}};
+            r.headers = {
+                {"Content-Security-Policy",
+                 "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                 "frame-ancestors 'none'"},
+                {"X-Content-Type-Options", "nosniff"},
+                {"Referrer-Policy", "no-referrer"},
+                {"Cache-Control", "no-cache"}};
             return r;
         }
         return error_response(404, "not_found", "no such file");
@@ -370,59 +373,63 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
 
     // ---- workflows ----
 
-    router->add("GET", "/api/engine/workflows", Auth::admin, [&, now](const Request&, const Params&) {
-        std::map<std::string, json> counts;
-        for (const auto& c : store.counts_by_workflow_and_status()) counts[c.workflow_id][c.status] = c.runs;
-        const std::int64_t t = now();
-        const auto recent = store.runs_since(t - 24 * 3600 * 1000);
-        // Counts by status, p50/p95 duration and failure rate of the runs created since `from`.
-        auto window_stats = [&](const std::string& workflow, std::int64_t from) {
-            json by_status = json::object();
-            std::vector<std::int64_t> durations;
-            std::int64_t failed = 0;
-            std::int64_t ended = 0;
-            for (const auto& r : recent) {
-                if (r.workflow_id != workflow || r.created_at < from) continue;
-                by_status[r.status] = by_status.value(r.status, 0) + 1;
-                if (r.status == "completed" || r.status == "failed") {
-                    ++ended;
-                    failed += r.status == "failed" ? 1 : 0;
-                    if (r.duration_ms) durations.push_back(*r.duration_ms);
+    router->add(
+        "GET", "/api/engine/workflows", Auth::admin, [&, now](const Request&, const Params&) {
+            std::map<std::string, json> counts;
+            for (const auto& c : store.counts_by_workflow_and_status())
+                counts[c.workflow_id][c.status] = c.runs;
+            const std::int64_t t = now();
+            const auto recent = store.runs_since(t - 24 * 3600 * 1000);
+            // Counts by status, p50/p95 duration and failure rate of the runs created since `from`.
+            auto window_stats = [&](const std::string& workflow, std::int64_t from) {
+                json by_status = json::object();
+                std::vector<std::int64_t> durations;
+                std::int64_t failed = 0;
+                std::int64_t ended = 0;
+                for (const auto& r : recent) {
+                    if (r.workflow_id != workflow || r.created_at < from) continue;
+                    by_status[r.status] = by_status.value(r.status, 0) + 1;
+                    if (r.status == "completed" || r.status == "failed") {
+                        ++ended;
+                        failed += r.status == "failed" ? 1 : 0;
+                        if (r.duration_ms) durations.push_back(*r.duration_ms);
+                    }
                 }
-            }
-            std::sort(durations.begin(), durations.end());
-            auto percentile = [&](double p) -> json {
-                if (durations.empty()) return nullptr;
-                return durations[static_cast<std::size_t>(p * static_cast<double>(durations.size() - 1) + 0.5)];
+                std::sort(durations.begin(), durations.end());
+                auto percentile = [&](double p) -> json {
+                    if (durations.empty()) return nullptr;
+                    return durations[static_cast<std::size_t>(
+                        p * static_cast<double>(durations.size() - 1) + 0.5)];
+                };
+                return json{{"counts", by_status},
+                            {"p50_ms", percentile(0.50)},
+                            {"p95_ms", percentile(0.95)},
+                            {"failure_rate",
+                             ended ? json(static_cast<double>(failed) / static_cast<double>(ended))
+                                   : json(nullptr)}};
             };
-            return json{{"counts", by_status},
-                        {"p50_ms", percentile(0.50)},
-                        {"p95_ms", percentile(0.95)},
-                        {"failure_rate", ended ? json(static_cast<double>(failed) / static_cast<double>(ended))
-                                               : json(nullptr)}};
-        };
-        json out = json::array();
-        for (const Workflow* w : eng.workflows()) {
-            json options = {
-                {"max_attempts", w->retry.max_attempts},
-                {"initial_delay_ms", w->retry.initial_delay.count()},
-                {"backoff_multiplier", w->retry.multiplier},
-                {"max_delay_ms", w->retry.max_delay.count()},
-                {"jitter", w->retry.jitter},
-                {"step_timeout_ms",
-                 w->step_timeout ? json(w->step_timeout->count()) : json(nullptr)},
-                {"run_timeout_ms", w->run_timeout ? json(w->run_timeout->count()) : json(nullptr)},
-                {"on_failure", static_cast<bool>(w->on_failure)}};
-            out.push_back({{"id", w->id},
-                           {"version", w->version},
-                           {"triggers", w->triggers},
-                           {"options", options},
-                           {"counts", counts.contains(w->id) ? counts[w->id] : json::object()},
-                           {"last_hour", window_stats(w->id, t - 3600 * 1000)},
-                           {"last_day", window_stats(w->id, t - 24 * 3600 * 1000)}});
-        }
-        return json_response(200, json{{"workflows", out}});
-    });
+            json out = json::array();
+            for (const Workflow* w : eng.workflows()) {
+                json options = {{"max_attempts", w->retry.max_attempts},
+                                {"initial_delay_ms", w->retry.initial_delay.count()},
+                                {"backoff_multiplier", w->retry.multiplier},
+                                {"max_delay_ms", w->retry.max_delay.count()},
+                                {"jitter", w->retry.jitter},
+                                {"step_timeout_ms",
+                                 w->step_timeout ? json(w->step_timeout->count()) : json(nullptr)},
+                                {"run_timeout_ms",
+                                 w->run_timeout ? json(w->run_timeout->count()) : json(nullptr)},
+                                {"on_failure", static_cast<bool>(w->on_failure)}};
+                out.push_back({{"id", w->id},
+                               {"version", w->version},
+                               {"triggers", w->triggers},
+                               {"options", options},
+                               {"counts", counts.contains(w->id) ? counts[w->id] : json::object()},
+                               {"last_hour", window_stats(w->id, t - 3600 * 1000)},
+                               {"last_day", window_stats(w->id, t - 24 * 3600 * 1000)}});
+            }
+            return json_response(200, json{{"workflows", out}});
+        });
 
     // ---- live stream ----
 
@@ -447,14 +454,25 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             r.next = [state, &store, now]() -> std::optional<std::string> {
                 std::string out;
                 std::int64_t newest = state->floor;
-                for (const auto& run : store.changes_since(state->floor, 500)) {
+                const auto changes =
+                    store.changes_since(state->floor, state->floor_id, kStreamPage);
+                for (const auto& run : changes) {
                     newest = std::max(newest, run.updated_at);
                     if (!state->sent.emplace(run.id, run.updated_at).second) continue;
                     out += fmt::format("id: {}\nevent: run\ndata: {}\n\n", run.updated_at,
                                        run_json(run).dump());
                 }
-                // Keep a window of recent changes to catch ones that commit late.
+                // Keep a window of recent changes to catch ones that commit late; but when a
+                // full page came back, move past it, or a burst larger than a page inside the
+                // window would be read again and again.
+                const bool full = changes.size() == static_cast<std::size_t>(kStreamPage);
+                if (full) {  // a burst: page on by position, without the overlap
+                    state->floor = changes.back().updated_at;
+                    state->floor_id = changes.back().id;
+                    return out;
+                }
                 const std::int64_t floor = std::max(state->floor, newest - kStreamOverlapMs);
+                if (floor != state->floor) state->floor_id = "~";
                 std::erase_if(state->sent, [floor](const auto& e) { return e.second <= floor; });
                 state->floor = floor;
                 const std::int64_t t = now();

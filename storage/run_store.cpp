@@ -569,13 +569,15 @@ void RunStore::notify(Transaction& tx) {
     if (tx.backend() == Backend::postgres) tx.exec("SELECT pg_notify('cairn_queue', '')");
 }
 
-std::vector<RunRecord> RunStore::changes_since(std::int64_t updated_after, int limit) {
+std::vector<RunRecord> RunStore::changes_since(std::int64_t after_ms, std::string_view after_id,
+                                               int limit) {
     static const std::string sql = fmt::format(
-        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.updated_at > $1 "
-        "ORDER BY r.updated_at, r.id LIMIT $2",
+        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id "
+        "WHERE r.updated_at > $1 OR (r.updated_at = $1 AND r.id > $2) ORDER BY r.updated_at, r.id "
+        "LIMIT $3",
         kRunColumns);
     std::vector<RunRecord> out;
-    for (auto row : db_.read(sql, updated_after, limit)) out.push_back(read_run(row));
+    for (auto row : db_.read(sql, after_ms, after_id, limit)) out.push_back(read_run(row));
     return out;
 }
 

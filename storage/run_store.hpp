@@ -262,8 +262,10 @@ class RunStore {
                                                       const std::optional<std::string>& from_step,
                                                       std::int64_t now);
 
-    // Runs changed after `updated_after` (epoch ms), oldest change first: the change feed.
-    std::vector<RunRecord> changes_since(std::int64_t updated_after, int limit);
+    // Runs changed after the position (updated_at, id), in that order: the change feed.
+    // An `after_id` of "~" (above every id) means "after everything at after_ms".
+    std::vector<RunRecord> changes_since(std::int64_t after_ms, std::string_view after_id,
+                                         int limit);
 
     struct Count {
         std::string workflow_id;

@@ -344,3 +344,21 @@ TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix
     CHECK_THROWS_AS(f.store.list_runs({}, std::nullopt, 0), std::invalid_argument);
     CHECK_THROWS_AS(f.store.list_runs({}, std::nullopt, 1001), std::invalid_argument);
 }
+
+TEST_CASE("the change feed pages by (updated_at, id), also through many changes in one millisecond") {
+    Fixture f;
+    std::set<std::string> all;
+    for (int i = 0; i < 7; ++i) all.insert(f.send("e", 1, kT0)[0]);  // all changed at kT0
+    std::set<std::string> seen;
+    std::int64_t after_ms = kT0 - 1;
+    std::string after_id = "~";
+    for (int page = 0; page < 10; ++page) {
+        auto changes = f.store.changes_since(after_ms, after_id, 3);
+        for (const auto& r : changes) CHECK(seen.insert(r.id).second);  // never twice
+        if (changes.size() < 3) break;
+        after_ms = changes.back().updated_at;
+        after_id = changes.back().id;
+    }
+    CHECK(seen == all);
+    CHECK(f.store.changes_since(kT0, "~", 100).empty());  // "~": everything at kT0 is done
+}
