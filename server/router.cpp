@@ -93,11 +93,13 @@ Response Router::dispatch(const Request& request) const {
     const std::string_view path = request.path();
     const Route* found = nullptr;
     bool path_known = false;
+    std::string allow;  // the methods this path accepts, for a 405
     Params params;
     for (const auto& route : routes_) {
         Params p;
         if (!match(route.pattern, path, p)) continue;
         path_known = true;
+        allow += (allow.empty() ? "" : ", ") + route.method;
         if (route.method == request.method || (route.method == "GET" && request.method == "HEAD")) {
             found = &route;
             params = std::move(p);
@@ -108,10 +110,13 @@ Response Router::dispatch(const Request& request) const {
     Response res;
     std::string label = "unmatched";
     if (found == nullptr) {
-        res = path_known
-                  ? error_response(405, "method_not_allowed",
-                                   fmt::format("{} is not allowed on {}", request.method, path))
-                  : error_response(404, "not_found", "no such route");
+        if (path_known) {
+            res = error_response(405, "method_not_allowed",
+                                 fmt::format("{} is not allowed on {}", request.method, path));
+            res.headers.emplace_back("Allow", allow);
+        } else {
+            res = error_response(404, "not_found", "no such route");
+        }
     } else {
         label = found->pattern;
         std::optional<ApiKey> key;

@@ -128,6 +128,7 @@ check "it stopped at the next step boundary" bash -c "curl -s ${A[*]@Q} '$base/a
 expect_eq "cancel an ended run: 409" "$(status -X POST "${A[@]}" "$base/api/engine/runs/$run1/cancel")" 409
 expect_eq "cancel an unknown run: 404" "$(status -X POST "${A[@]}" "$base/api/engine/runs/nope/cancel")" 404
 expect_eq "GET on a POST route: 405" "$(status "${A[@]}" "$base/api/engine/runs/$run1/cancel")" 405
+check "a 405 says which methods are allowed" bash -c "curl -s -D - -o /dev/null ${A[*]@Q} '$base/api/engine/runs/$run1/cancel' | grep -qi '^allow: POST'"
 
 # ---- workflows, events, metrics, openapi -----------------------------------------------------
 
