@@ -5,6 +5,13 @@ const KEY_STORE = 'cairn.api_key';
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 let leaveView = () => {};  // cleanup of the current view (streams, timers)
+// Each navigation starts a new generation; a render that awaited past a newer navigation
+// is stale and must not touch the page.
+let generation = 0;
+class Stale extends Error {}
+function current(gen) {
+  if (gen !== generation) throw new Stale();
+}
 
 // ---- helpers ------------------------------------------------------------------------------
 
@@ -175,9 +182,10 @@ function runRow(run) {
     h('td', { class: 'id' }, h('a', { href: `#/runs/${run.id}` }, run.id)));
 }
 
-async function renderRuns(params) {
+async function renderRuns(params, gen) {
   const f = Object.fromEntries(['status', 'workflow', 'event', 'q', 'from', 'to', 'cursor'].map((k) => [k, params.get(k) || '']));
   const workflows = await api('workflows').catch(() => ({ workflows: [] }));
+  current(gen);
   const field = (name, label, control) => h('label', {}, label, control);
   const statusSel = h('select', { id: 'f-status', name: 'status' }, h('option', { value: '' }, 'any'),
     STATUSES.map((s) => h('option', { value: s, selected: f.status === s }, s)));
@@ -203,6 +211,7 @@ async function renderRuns(params) {
   const query = new URLSearchParams({ limit: '50' });
   for (const k of ['status', 'workflow', 'event', 'q', 'from', 'to', 'cursor']) if (f[k]) query.set(k, f[k]);
   const page = await api(`runs?${query}`);
+  current(gen);
   const tbody = h('tbody', { id: 'runs-body' }, page.runs.map(runRow));
   const empty = notice('No runs match.', false, { id: 'runs-empty', hidden: page.runs.length > 0 });
   const pager = h('div', { class: 'pager' },
@@ -279,9 +288,10 @@ function timeline(run, onReplayFrom) {
   return h('section', { class: 'timeline', 'aria-label': 'Timeline' }, rows.length ? rows : h('p', { class: 'muted' }, 'No steps yet.'));
 }
 
-async function renderRun(id) {
+async function renderRun(id, gen) {
   const result = h('div', { id: 'action-result', role: 'status', 'aria-live': 'polite' });
   const container = h('div', {});
+  current(gen);
   show(container, result);
 
   const act = async (label, question, call) => {
@@ -303,7 +313,9 @@ async function renderRun(id) {
     let run;
     try {
       run = await api(`runs/${encodeURIComponent(id)}`);
+      if (gen !== generation) return;
     } catch (e) {
+      if (gen !== generation) return;
       container.replaceChildren(h('h1', {}, 'Run'), notice(e.status === 404 ? 'No run with this id.' : e.message, true));
       return;
     }
@@ -329,6 +341,7 @@ async function renderRun(id) {
       jsonBlock('Event data', run.event.data, true));
   }
   await load();
+  current(gen);
   let pending = null;
   leaveView = streamRuns((run) => {
     if (run.id !== id || pending) return;
@@ -338,8 +351,9 @@ async function renderRun(id) {
 
 // ---- workflows ------------------------------------------------------------------------------
 
-async function renderWorkflows() {
+async function renderWorkflows(gen) {
   const { workflows } = await api('workflows');
+  current(gen);
   const counts = (c) => (Object.keys(c).length ? Object.entries(c).map(([s, n]) => `${s} ${n}`).join(' · ') : 'none');
   const pct = (r) => (r === null ? '–' : `${(r * 100).toFixed(1)}%`);
   const windowStats = (label, w) => h('div', {},
@@ -358,8 +372,9 @@ async function renderWorkflows() {
 
 // ---- events ---------------------------------------------------------------------------------
 
-async function renderEvents() {
+async function renderEvents(gen) {
   const { events } = await api('events?limit=50');
+  current(gen);
   const nameIn = h('input', { id: 'event-name', required: true, placeholder: 'example/hello' });
   const dataIn = h('textarea', { id: 'event-data', spellcheck: 'false' }, '{\n  \n}');
   const result = h('div', { id: 'send-result', role: 'status', 'aria-live': 'polite' });
@@ -397,6 +412,7 @@ async function renderEvents() {
 // ---- routing --------------------------------------------------------------------------------
 
 async function route() {
+  const gen = ++generation;
   leaveView();
   leaveView = () => {};
   if (!key()) return renderSignIn();
@@ -407,12 +423,13 @@ async function route() {
     if (a.hasAttribute('aria-current')) a.setAttribute('aria-current', 'page');
   }
   try {
-    if (parts[0] === 'runs' && parts[1]) await renderRun(decodeURIComponent(parts[1]));
-    else if (parts[0] === 'workflows') await renderWorkflows();
-    else if (parts[0] === 'events') await renderEvents();
-    else await renderRuns(params);
+    if (parts[0] === 'runs' && parts[1]) await renderRun(decodeURIComponent(parts[1]), gen);
+    else if (parts[0] === 'workflows') await renderWorkflows(gen);
+    else if (parts[0] === 'events') await renderEvents(gen);
+    else await renderRuns(params, gen);
   } catch (e) {
-    if (e.status !== 401) show(notice(`Could not load this page: ${e.message}`, true));
+    if (e instanceof Stale) return;  // a newer navigation owns the page
+    if (e.status !== 401 && gen === generation) show(notice(`Could not load this page: ${e.message}`, true));
   }
 }
 

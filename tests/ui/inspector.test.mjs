@@ -138,6 +138,25 @@ test('a filter in the URL survives a reload', async () => {
   await page.waitForFunction(() => location.hash.includes('status=completed'));
 });
 
+test('a slower, older navigation never overwrites a newer page', async () => {
+  await page.goto(`${base}/inspector/#/events`);
+  await page.waitForSelector('#events');
+  // Make the runs page slow to load, open it, and move on to Workflows before it arrives.
+  const slowRuns = /\/api\/engine\/runs\?/;
+  await page.route(slowRuns, async (route) => {
+    await new Promise((r) => setTimeout(r, 800));
+    await route.continue();
+  });
+  await page.evaluate(() => { location.hash = '#/runs?status=completed'; });
+  await new Promise((r) => setTimeout(r, 100));
+  await page.evaluate(() => { location.hash = '#/workflows'; });
+  await page.locator('[data-workflow="hello"]').waitFor();
+  await new Promise((r) => setTimeout(r, 1200));  // the runs response has arrived by now
+  await page.unroute(slowRuns);
+  assert.equal(await page.locator('#runs').count(), 0);
+  assert.equal(await page.locator('[data-workflow="hello"]').count(), 1);
+});
+
 test('workflows and events pages, and the test-event form validates JSON first', async () => {
   await page.goto(`${base}/inspector/#/workflows`);
   await page.locator('[data-workflow="hello"]').waitFor();
