@@ -40,7 +40,6 @@ milliseconds RetryPolicy::delay(int failed_attempts, std::mt19937_64& rng) const
 namespace engine {
 namespace {
 
-constexpr std::string_view kQueueChannel = "cairn_queue";
 constexpr std::int64_t kInvokeSafetyNetMs = std::int64_t{365} * 24 * 3600 * 1000;
 
 json error_json(std::string_view type, std::string_view message) {
@@ -180,8 +179,6 @@ struct Engine::Impl {
         cv.notify_all();
     }
 
-    static void notify(Transaction& tx) { storage::RunStore::notify(tx); }
-
     // Runs `fn(tx)` in a transaction that first checks `lease` still holds. Throws
     // LeaseLost when it does not, Infrastructure when the database fails.
     template <class Fn>
@@ -234,7 +231,7 @@ struct Engine::Impl {
             if (store.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt, t))
                 ++out.waits_resumed;
         }
-        if (!out.run_ids.empty() || out.waits_resumed > 0) notify(tx);
+        if (!out.run_ids.empty() || out.waits_resumed > 0) storage::RunStore::notify(tx);
         return out;
     }
 
@@ -574,7 +571,7 @@ class Execution {
             engine.store.write_step(tx, rec);
             engine.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
             engine.store.release(tx, lease, *rec.wake_at);
-            engine.notify(tx);
+            storage::RunStore::notify(tx);
         });
         engine.wake_local();
         throw Suspend{};
@@ -587,7 +584,7 @@ class Execution {
         if (!state.run.parent_run_id || !state.run.parent_step_key) return;
         engine.store.complete_waiting_step(tx, *state.run.parent_run_id, *state.run.parent_step_key,
                                            output, error, now());
-        engine.notify(tx);
+        storage::RunStore::notify(tx);
     }
 
     void finish_completed(const json& output) {
@@ -614,7 +611,7 @@ class Execution {
                 e.idempotency_key = fmt::format("{}/on-failure", run_id());
                 storage::NewRun handler = new_run(wf.id + "/on-failure", wf.version);
                 engine.store.insert_event(tx, e, std::span(&handler, 1), now());
-                engine.notify(tx);
+                storage::RunStore::notify(tx);
             }
         });
         engine.wake_local();
@@ -849,7 +846,7 @@ void Engine::start(WorkerOptions options) {
     im.options = options;
     im.stopping = false;
     im.free_slots = options.threads;
-    im.listener = im.db.listen(kQueueChannel, [&im] { im.wake_local(); });
+    im.listener = im.db.listen(storage::RunStore::kQueueChannel, [&im] { im.wake_local(); });
 
     // Dispatcher: claims as many due runs as there are idle worker threads.
     im.threads.emplace_back([&im] {

@@ -88,7 +88,7 @@ std::string percent_decode(std::string_view in) {
     for (std::size_t i = 0; i < in.size(); ++i) {
         if (in[i] == '+') {
             out.push_back(' ');
-        } else if (in[i] == '%' && i + 2 < in.size() + 0 &&
+        } else if (in[i] == '%' && i + 2 < in.size() &&
                    std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
                    std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
             out.push_back(

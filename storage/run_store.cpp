@@ -566,7 +566,7 @@ std::variant<std::string, RunStore::ReplayError> RunStore::replay_run(
 }
 
 void RunStore::notify(Transaction& tx) {
-    if (tx.backend() == Backend::postgres) tx.exec("SELECT pg_notify('cairn_queue', '')");
+    if (tx.backend() == Backend::postgres) tx.exec("SELECT pg_notify($1, '')", kQueueChannel);
 }
 
 std::vector<RunRecord> RunStore::changes_since(std::int64_t after_ms, std::string_view after_id,

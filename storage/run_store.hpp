@@ -302,6 +302,8 @@ class RunStore {
     // Runs created at or after `created_from`, for per-workflow statistics.
     std::vector<Finished> runs_since(std::int64_t created_from);
 
+    // The Postgres NOTIFY channel that notify() signals and workers listen on.
+    static constexpr std::string_view kQueueChannel = "cairn_queue";
     // Wakes idle workers in other processes (Postgres NOTIFY at commit; no-op on SQLite).
     static void notify(Transaction& tx);
 

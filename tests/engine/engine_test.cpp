@@ -560,3 +560,31 @@ TEST_CASE("replay starts a new run from scratch or from a given step") {
     CHECK(std::get<storage::RunStore::ReplayError>(f.engine.replay("nope")) ==
           storage::RunStore::ReplayError::not_found);
 }
+
+TEST_CASE(
+    "on Postgres, an event sent by another process wakes idle workers at once (LISTEN/NOTIFY)") {
+    if (cairn::testing::test_backend() != storage::Backend::postgres)
+        return;  // SQLite: one process
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine worker(t.db(), clock);
+    auto flow = [] {
+        return workflow("ping").on_event("ping").run([](Context& ctx) { return ctx.run_id(); });
+    };
+    worker.add(flow());
+    worker.start({.threads = 1, .lease = 5s, .poll = 60s});  // polling alone would take a minute
+    std::this_thread::sleep_for(300ms);                      // let the listener connect
+
+    auto other_db = t.open_another();  // another process's connection pool
+    Engine sender(*other_db, clock);
+    sender.add(flow());
+    const auto id = sender.send(EventInput{"ping"}).run_ids.at(0);
+    std::string status;
+    for (int i = 0; i < 100 && status != "completed"; ++i) {
+        std::this_thread::sleep_for(50ms);
+        status = worker.store().get_run(id)->status;
+    }
+    worker.stop();
+    CHECK(status == "completed");
+}
