@@ -13,10 +13,13 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/ops.hpp"
+#include "cli/ticket_commands.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
 #include "engine/engine.hpp"
 #include "examples/hello_workflow.hpp"
+#include "examples/notes_plugin.hpp"
+#include "plugins/ticket/ticket_plugin.hpp"
 #include "server/api_keys.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
@@ -24,6 +27,7 @@
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
+#include "workflows/ticket_workflows.hpp"
 
 namespace cairn::cli {
 namespace {
@@ -31,9 +35,24 @@ namespace {
 constexpr const char* kDefaultDb = "sqlite://cairn.db";
 constexpr const char* kDefaultListen = "127.0.0.1:8080";
 
-// Every component's migrations, in dependency order. Plugins add theirs here.
-std::vector<storage::Component> all_components() {
-    return {storage::run_store_component(), server::api_keys_component()};
+using Plugins = std::vector<std::unique_ptr<plugins::Plugin>>;
+
+// Every plugin compiled into this binary; the example plugin only with --examples.
+Plugins make_plugins(bool with_examples) {
+    Plugins out;
+    out.push_back(std::make_unique<ticket::TicketPlugin>(workflows::register_ticket_workflows));
+    if (with_examples) out.push_back(examples::make_notes_plugin());
+    return out;
+}
+
+// Every component's migrations, in dependency order: the engine's, the server's, then
+// each plugin's.
+std::vector<storage::Component> all_components(const Plugins& plugins) {
+    std::vector<storage::Component> out = {storage::run_store_component(),
+                                           server::api_keys_component()};
+    for (const auto& p : plugins)
+        for (const auto& c : p->components()) out.push_back(c);
+    return out;
 }
 
 // A failure that ends the command with `code` after printing `message` on one line.
@@ -83,9 +102,39 @@ void add_worker_flags(CLI::App* cmd, WorkerFlags& flags, int min_workers) {
         ->envname("CAIRN_EXAMPLES");
 }
 
-// Every workflow this binary runs. Plugins add theirs here.
-void register_workflows(engine::Engine& engine, const WorkerFlags& flags) {
-    if (flags.examples) examples::register_examples(engine);
+int migrate_apply(storage::Database& db, const Plugins& plugins) {
+    storage::Migrator migrator(db, all_components(plugins));
+    const int n = migrator.apply();
+    spdlog::info("migrations: {} applied", n);
+    return n;
+}
+
+// The database, migrated, with the engine and started plugins whose workflows are
+// registered. Members are destroyed bottom-up: the engine (and its workers) before the
+// plugins whose services the workflows use.
+struct Runtime {
+    std::unique_ptr<storage::Database> db;
+    engine::SystemClock clock;
+    Plugins plugins;
+    std::unique_ptr<engine::Engine> engine;
+};
+
+std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examples) {
+    auto rt = std::make_unique<Runtime>();
+    rt->db = open_database(db_url);
+    rt->plugins = make_plugins(with_examples);
+    migrate_apply(*rt->db, rt->plugins);
+    rt->engine = std::make_unique<engine::Engine>(*rt->db, rt->clock);
+    for (auto& p : rt->plugins) {
+        try {
+            p->start({*rt->db, *rt->engine});
+        } catch (const std::invalid_argument& e) {
+            throw Exit{kExitUsage, fmt::format("{} plugin: {}", p->name(), e.what())};
+        }
+    }
+    if (with_examples) examples::register_examples(*rt->engine);
+    for (auto& p : rt->plugins) p->register_workflows(*rt->engine);
+    return rt;
 }
 
 engine::WorkerOptions worker_options(const WorkerFlags& flags) {
@@ -95,12 +144,6 @@ engine::WorkerOptions worker_options(const WorkerFlags& flags) {
     return o;
 }
 
-int migrate_apply(storage::Database& db) {
-    storage::Migrator migrator(db, all_components());
-    const int n = migrator.apply();
-    spdlog::info("migrations: {} applied", n);
-    return n;
-}
 
 int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t threads,
               int read_timeout_ms, const WorkerFlags& flags) {
@@ -125,14 +168,13 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
     } catch (const server::ListenError& e) {
         throw Exit{kExitUsage, e.what()};
     }
-    auto db = open_database(db_url);
-    migrate_apply(*db);
-    engine::SystemClock clock;
-    engine::Engine engine(*db, clock);
-    register_workflows(engine, flags);
+    auto rt = open_runtime(db_url, flags.examples);
+    auto& db = rt->db;
+    auto& engine = *rt->engine;
     server::ApiKeys keys(*db);
     server::Metrics metrics;
     router = server::make_router(*db, engine, keys, metrics);
+    for (auto& p : rt->plugins) p->add_routes(*router);
     if (flags.workers > 0) engine.start(worker_options(flags));
     spdlog::info("cairn {} serving http://{} on {} ({})", kVersion, http->local_address(),
                  storage::to_string(db->backend()), db->url());
@@ -143,16 +185,9 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
 }
 
 int cmd_worker(const std::string& db_url, const WorkerFlags& flags) {
-    auto db = open_database(db_url);
-    migrate_apply(*db);
-    engine::SystemClock clock;
-    engine::Engine engine(*db, clock);
-    register_workflows(engine, flags);
-    if (engine.workflows().empty()) {
-        spdlog::warn(
-            "no workflows are registered in this binary; runs it claims will fail (try "
-            "--examples)");
-    }
+    auto rt = open_runtime(db_url, flags.examples);
+    auto& db = rt->db;
+    auto& engine = *rt->engine;
     // Block the stop signals before any thread starts, so only sigwait below sees them.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
@@ -169,7 +204,7 @@ int cmd_worker(const std::string& db_url, const WorkerFlags& flags) {
     return kExitOk;
 }
 
-int cmd_migrate(const std::string& db_url, bool status_only, bool as_json) {
+int cmd_migrate(const std::string& db_url, bool status_only, bool as_json, bool with_examples) {
     if (status_only) {
         // --status changes nothing, so it must not create a missing SQLite file either.
         storage::DatabaseUrl url;
@@ -185,8 +220,9 @@ int cmd_migrate(const std::string& db_url, bool status_only, bool as_json) {
         }
     }
     auto db = open_database(db_url);
-    storage::Migrator migrator(*db, all_components());
-    if (!status_only) migrate_apply(*db);
+    const auto plugins = make_plugins(with_examples);
+    storage::Migrator migrator(*db, all_components(plugins));
+    if (!status_only) migrate_apply(*db, plugins);
     const auto states = migrator.status();
     if (as_json) {
         nlohmann::json out = nlohmann::json::array();
@@ -261,9 +297,11 @@ int run(int argc, char** argv) {
     migrate->add_flag("--status", status_only,
                       "Only list applied and pending migrations; change nothing");
     migrate->add_flag("--json", as_json, "Print JSON instead of a table");
+    bool examples = false;
+    migrate->add_flag("--examples", examples, "Include the example plugin's migrations")
+        ->envname("CAIRN_EXAMPLES");
 
     // ---- operating runs: keys, runs, events, workflows (docs/cli.md) ----
-    bool examples = false;
     auto common = [&](CLI::App* cmd, bool with_engine) {
         add_db(cmd);
         cmd->add_flag("--json", as_json, "Print JSON instead of a table");
@@ -358,6 +396,33 @@ int run(int argc, char** argv) {
         workflows->add_subcommand("list", "Registered workflows with run counts by status");
     common(workflows_list_cmd, true);
 
+    // ---- the ticket plugin: users and mail (docs/tickets.md) ----
+    auto* users = app.add_subcommand("users", "Manage ticket-system users")->require_subcommand(1);
+    NewUser new_user;
+    auto* users_create_cmd =
+        users->add_subcommand("create", "Create a user, e.g. the first admin: --role admin");
+    common(users_create_cmd, false);
+    users_create_cmd->add_option("--email", new_user.email, "Email address (the login)")->required();
+    users_create_cmd->add_option("--name", new_user.name, "Display name (default: from the email)");
+    users_create_cmd->add_option("--role", new_user.role, "user, moderator or admin")
+        ->check(CLI::IsMember({"user", "moderator", "admin"}))
+        ->capture_default_str();
+    users_create_cmd->add_option("--skills", new_user.skills,
+                                 "Comma-separated skills, e.g. react,postgresql");
+    users_create_cmd->add_option("--password", new_user.password,
+                                 "Password (8-128 characters; generated and printed when omitted)");
+    users_create_cmd->add_flag("--password-stdin", new_user.password_stdin,
+                               "Read the password from the first line of standard input");
+
+    auto* mail = app.add_subcommand("mail", "Mail the system has sent")->require_subcommand(1);
+    std::string mail_to;
+    auto* mail_list_cmd = mail->add_subcommand("list", "Recorded mails, newest first");
+    common(mail_list_cmd, false);
+    mail_list_cmd->add_option("--to", mail_to, "Only mails to this address");
+    mail_list_cmd->add_option("--limit", limit, "How many")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -372,23 +437,24 @@ int run(int argc, char** argv) {
     }
 
     setup_logging();
+    auto opt = [](const std::string& v) {
+        return v.empty() ? std::nullopt : std::optional<std::string>(v);
+    };
     try {
         if (serve->parsed())
             return cmd_serve(db_url, listen, threads, read_timeout_ms, serve_flags);
         if (worker->parsed()) return cmd_worker(db_url, worker_flags);
-        if (migrate->parsed()) return cmd_migrate(db_url, status_only, as_json);
+        if (migrate->parsed()) return cmd_migrate(db_url, status_only, as_json, examples);
 
-        auto db = open_database(db_url);
-        migrate_apply(*db);
+        auto rt = open_runtime(db_url, examples);
+        auto& db = rt->db;
+        auto& engine = *rt->engine;
+        const auto& clock = rt->clock;
         if (keys_create_cmd->parsed()) return keys_create(*db, key_name, key_scope, as_json);
         if (keys_list_cmd->parsed()) return keys_list(*db, as_json);
         if (keys_revoke_cmd->parsed()) return keys_revoke(*db, key_id);
-
-        engine::SystemClock clock;
-        engine::Engine engine(*db, clock);
-        WorkerFlags registry_flags;
-        registry_flags.examples = examples;
-        register_workflows(engine, registry_flags);
+        if (users_create_cmd->parsed()) return users_create(*db, engine, new_user, as_json);
+        if (mail_list_cmd->parsed()) return mail_list(*db, opt(mail_to), limit, as_json);
         if (!since.empty()) {
             auto ms = parse_duration_ms(since);
             if (!ms)
@@ -396,9 +462,6 @@ int run(int argc, char** argv) {
                            fmt::format("--since {}: expected a number and s, m, h or d", since)};
             filter.created_from = clock.now_ms() - *ms;
         }
-        auto opt = [](const std::string& v) {
-            return v.empty() ? std::nullopt : std::optional<std::string>(v);
-        };
         if (runs_list_cmd->parsed()) return runs_list(engine, filter, opt(cursor), limit, as_json);
         if (runs_show_cmd->parsed()) return runs_show(engine, run_id, as_json);
         if (runs_cancel_cmd->parsed()) return runs_cancel(engine, run_id, as_json);

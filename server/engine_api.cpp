@@ -52,33 +52,12 @@ std::optional<json> parse_body(const Request& req, Response& error) {
     return body;
 }
 
-// "1700000000000" (epoch ms) or RFC 3339 UTC ("2026-11-22T10:00:00Z", optional .fff).
+// "1700000000000" (epoch ms) or RFC 3339 ("2026-11-22T10:00:00Z").
 std::optional<std::int64_t> parse_time(std::string_view text) {
     std::int64_t ms = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
     if (ec == std::errc{} && end == text.data() + text.size()) return ms;
-    std::tm tm{};
-    int millis = 0;
-    const std::string s(text);
-    char tail[8] = {};
-    const int n = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d:%2d%7s", &tm.tm_year, &tm.tm_mon,
-                              &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, tail);
-    if (n < 7) return std::nullopt;
-    std::string_view rest = tail;
-    if (rest.starts_with(".")) {
-        std::size_t digits = 1;
-        while (digits < rest.size() && std::isdigit(static_cast<unsigned char>(rest[digits])))
-            ++digits;
-        const std::string frac = std::string(rest.substr(1, digits - 1)) + "000";
-        millis = std::stoi(frac.substr(0, 3));
-        rest = rest.substr(digits);
-    }
-    if (rest != "Z") return std::nullopt;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    const std::time_t t = timegm(&tm);
-    if (t == -1) return std::nullopt;
-    return static_cast<std::int64_t>(t) * 1000 + millis;
+    return parse_rfc3339(text);
 }
 
 // Reads ?limit= (1..1000, default 50).

@@ -13,6 +13,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 #include <csignal>
 #include <set>
 
@@ -230,11 +231,91 @@ struct HttpServer::Impl {
         s.stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     }
 
+    // Upgrades the connection to a WebSocket and pumps `res.next` into it until it ends,
+    // the peer closes or the server stops. A reader coroutine runs beside the writer so
+    // pings and the close handshake are answered and client messages delivered.
+    asio::awaitable<void> websocket(Session& s, http::request<http::string_body> req,
+                                    Response res, const std::string& request_id) {
+        namespace ws = beast::websocket;
+        struct State {
+            explicit State(beast::tcp_stream&& stream, asio::io_context& ioc)
+                : socket(std::move(stream)), wake(ioc) {}
+            ws::stream<beast::tcp_stream> socket;
+            asio::steady_timer wake;
+            bool closed = false;
+        };
+        s.stream.expires_never();
+        auto state = std::make_shared<State>(std::move(s.stream), ioc);
+        state->socket.set_option(ws::stream_base::timeout::suggested(beast::role_type::server));
+        state->socket.set_option(ws::stream_base::decorator([](ws::response_type& r) {
+            r.set(http::field::server, fmt::format("cairn/{}", kVersion));
+        }));
+        state->socket.read_message_max(64 * 1024);
+        auto [aec] = co_await state->socket.async_accept(req, kTuple);
+        if (aec) co_return;
+        auto reader = [this, state, on_message = res.on_message]() -> asio::awaitable<void> {
+            beast::flat_buffer in;
+            for (;;) {
+                auto [rec, rn] = co_await state->socket.async_read(in, kTuple);
+                if (rec) break;
+                std::string text = beast::buffers_to_string(in.data());
+                in.consume(in.size());
+                if (on_message) {
+                    auto deliver = [&on_message, &text]() -> asio::awaitable<void> {
+                        on_message(text);
+                        co_return;
+                    };
+                    try {
+                        co_await asio::co_spawn(pool, std::move(deliver), asio::use_awaitable);
+                    } catch (const std::exception& e) {
+                        spdlog::warn("websocket message handler failed: {}", e.what());
+                    }
+                }
+            }
+            state->closed = true;
+            state->wake.cancel();
+        };
+        asio::co_spawn(ioc, std::move(reader), asio::detached);
+        state->socket.text(true);
+        while (!stopping && !state->closed) {
+            auto produce = [&res]() -> asio::awaitable<std::optional<std::string>> {
+                co_return res.next();
+            };
+            std::optional<std::string> next;
+            try {
+                next = co_await asio::co_spawn(pool, std::move(produce), asio::use_awaitable);
+            } catch (const std::exception& e) {
+                spdlog::warn("websocket {} ended by an error: {}", request_id, e.what());
+            }
+            if (!next || stopping || state->closed) break;
+            if (next->empty()) {
+                state->wake.expires_after(res.interval);
+                co_await state->wake.async_wait(kTuple);
+                continue;
+            }
+            auto [wec, wn] = co_await state->socket.async_write(asio::buffer(*next), kTuple);
+            if (wec) break;
+        }
+        if (!state->closed) {
+            const ws::close_reason reason(stopping ? ws::close_code::going_away
+                                                   : ws::close_code::normal);
+            auto [cec] = co_await state->socket.async_close(reason, kTuple);
+            if (cec) co_return;  // the peer is gone: the reader has ended or will at once
+            // The reader sees the close and ends; wait for it so `state` is not torn
+            // down under it.
+            while (!state->closed) {
+                state->wake.expires_after(std::chrono::milliseconds(10));
+                co_await state->wake.async_wait(kTuple);
+            }
+        }
+    }
+
     asio::awaitable<void> serve(tcp::socket socket) {
         Session s{beast::tcp_stream(std::move(socket))};
         sessions.insert(&s);
         beast::flat_buffer buffer;
         bool ok = true;
+        bool upgraded = false;
         while (ok && !stopping) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
@@ -268,6 +349,11 @@ struct HttpServer::Impl {
                             std::move(req.body()),
                             new_id(),
                             {}};
+            {
+                beast::error_code ignored;
+                request.remote = s.stream.socket().remote_endpoint(ignored).address().to_string();
+            }
+            request.websocket_upgrade = beast::websocket::is_upgrade(req);
             for (const auto& field : req) {
                 std::string name(field.name_string());
                 for (char& c : name)
@@ -281,6 +367,13 @@ struct HttpServer::Impl {
             Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
             s.busy = false;
 
+            if (res.websocket && request.websocket_upgrade) {
+                s.busy = true;  // ends on its own within one interval of stopping
+                log_access(request, 101, started);
+                co_await websocket(s, std::move(req), std::move(res), request.request_id);
+                upgraded = true;  // the WebSocket took the stream; nothing left to shut down
+                break;
+            }
             if (res.next) {
                 co_await stream(s, res, req.version(), request.request_id);
                 log_access(request, res.status, started);
@@ -291,8 +384,10 @@ struct HttpServer::Impl {
             log_access(request, res.status, started);
             if (!keep_alive) break;
         }
-        beast::error_code ignored;
-        s.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        if (!upgraded) {
+            beast::error_code ignored;
+            s.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        }
         sessions.erase(&s);
         if (stopping && sessions.empty()) drain.cancel();
     }

@@ -21,6 +21,8 @@ struct Request {
     std::string body;
     std::string request_id;
     std::map<std::string, std::string> headers;  // names lower-cased
+    std::string remote;                          // the peer's IP address
+    bool websocket_upgrade = false;              // a WebSocket opening handshake
 
     std::string_view path() const;
     // The decoded value of query parameter `name`, if present.
@@ -39,6 +41,13 @@ struct Response {
     // the client goes away or the server stops. `body` is written first.
     std::function<std::optional<std::string>()> next;
     std::chrono::milliseconds interval{250};
+    // Answer a WebSocket handshake (Request::websocket_upgrade) by upgrading: `status`
+    // and `body` are ignored; the server sends each non-empty string `next` returns as a
+    // text message, with the same polling as a stream, until `next` returns nullopt, the
+    // client closes or the server stops. Messages from the client go to `on_message` (on
+    // the pool); control frames (ping, close) are answered by the server.
+    bool websocket = false;
+    std::function<void(const std::string&)> on_message;
 };
 
 // Called on the worker pool, never on the I/O thread, so it may block on storage. An

@@ -1,0 +1,144 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "plugins/ticket/model.hpp"
+
+namespace cairn::storage {
+class Database;
+class Transaction;
+}  // namespace cairn::storage
+namespace cairn::engine {
+class Engine;
+}
+
+namespace cairn::ticket {
+
+// Argon2id (libsodium's crypto_pwhash_str, interactive limits). Thread-safe.
+std::string hash_password(std::string_view password);
+bool verify_password(std::string_view hash, std::string_view password);
+
+// HS256 JSON Web Tokens (RFC 7519) with a fixed header; verify() accepts nothing else
+// (no "none", no other algorithm) and checks the signature in constant time and `exp`.
+class Jwt {
+  public:
+    explicit Jwt(std::string secret) : secret_(std::move(secret)) {}
+    std::string sign(const json& claims) const;
+    // The claims of a valid, unexpired token; nullopt otherwise.
+    std::optional<json> verify(std::string_view token, std::int64_t now_s) const;
+
+  private:
+    std::string secret_;
+};
+
+// The JWT secret: CAIRN_JWT_SECRET when set (at least 32 characters, else
+// std::invalid_argument), or one generated on first run and kept in the database so
+// every process on it agrees.
+std::string load_jwt_secret(storage::Database& db, const std::optional<std::string>& configured);
+
+// Token buckets keyed by string ("ip:1.2.3.4", "account:a@b.c"): `per_minute` attempts
+// refill evenly over a minute, and a full bucket allows a burst of that many. Thread-safe.
+class RateLimiter {
+  public:
+    explicit RateLimiter(int per_minute) : per_minute_(per_minute) {}
+    // Takes one token for `key`, or returns the seconds until one is available.
+    std::optional<int> take(const std::string& key, std::int64_t now_ms);
+
+  private:
+    struct Bucket {
+        double tokens;
+        std::int64_t at_ms;
+    };
+    int per_minute_;
+    std::mutex mutex_;
+    std::map<std::string, Bucket> buckets_;  // guarded by mutex_
+};
+
+// Who is calling: from a verified access token whose user is active and whose session is
+// not revoked (both checked in the database on every request).
+struct Principal {
+    std::string user_id;
+    std::string session_id;
+    Role role = Role::user;
+    std::string email;
+    std::string name;
+    bool staff() const { return is_staff(role); }
+};
+
+struct AuthSettings {
+    std::chrono::seconds access_ttl{15 * 60};
+    std::chrono::seconds refresh_ttl{30 * 24 * 3600};
+    int ip_per_minute = 100;       // register + login attempts per client IP
+    int account_per_minute = 10;   // login attempts per account
+};
+
+// The response of register, login and refresh.
+struct Session {
+    User user;
+    std::string access_token;
+    std::string refresh_token;
+    std::int64_t expires_in = 0;  // seconds
+    json to_json() const;
+};
+
+// Users' credentials and sessions. A session (a refresh-token family) starts at login;
+// each refresh spends its token and issues the next; presenting a spent token again
+// revokes the whole family. Thread-safe.
+class AuthService {
+  public:
+    AuthService(storage::Database& db, engine::Engine& engine, std::string secret,
+                AuthSettings settings);
+
+    // POST /auth/register: {email, password, name?, skills?}. The user and the
+    // `user/signup` event commit together. 409 for a taken email.
+    Session register_user(const json& body, const std::string& ip);
+    Session login(const json& body, const std::string& ip);
+    Session refresh(const json& body);
+    void logout(const Principal& who);
+    // Verifies "Bearer <token>" (or a bare token); throws ApiError unauthorized.
+    Principal authenticate(std::string_view authorization) const;
+    // {current_password, new_password}: every other session of the user is revoked.
+    void change_password(const Principal& who, const json& body);
+
+    // Creates a user (validated by the caller) and emits `user/signup` in `tx`.
+    static User create_user(storage::Transaction& tx, engine::Engine& engine,
+                            const std::string& email, const std::string& name,
+                            const std::string& password, Role role,
+                            const std::vector<std::string>& skills, std::int64_t now);
+    // Validates an email address ("a@b.c", at most 254 characters); returns it lower-cased.
+    static std::optional<std::string> normalize_email(std::string_view email);
+    static constexpr std::size_t kMinPassword = 8;
+    static constexpr std::size_t kMaxPassword = 128;
+
+    // Revokes every session of `user_id` in `tx` (deactivation, password change).
+    static void revoke_sessions(storage::Transaction& tx, const std::string& user_id,
+                                std::string_view reason, std::int64_t now,
+                                const std::string& except_session = {});
+
+  private:
+    static void revoke_sessions_by_id(storage::Transaction& tx, const std::string& session_id,
+                                      std::int64_t now);
+    std::int64_t now_ms() const;
+    Session start_session(storage::Transaction& tx, const User& user);
+    std::string issue_refresh(storage::Transaction& tx, const std::string& session_id,
+                              std::int64_t now);
+    std::string access_token(const User& user, const std::string& session_id,
+                             std::int64_t now) const;
+    void limit(const std::string& key, RateLimiter& limiter);
+
+    storage::Database& db_;
+    engine::Engine& engine_;
+    Jwt jwt_;
+    AuthSettings settings_;
+    RateLimiter ip_limiter_;
+    RateLimiter account_limiter_;
+};
+
+}  // namespace cairn::ticket
