@@ -78,6 +78,13 @@ constexpr std::array kLow = {
     Rule{"alignment", "a cosmetic issue"},
 };
 
+bool is_broad(std::string_view skill) {
+    static constexpr std::string_view kBroad[] = {
+        "frontend", "backend",    "database",   "api",           "sql",
+        "testing",  "networking", "monitoring", "documentation", "customer support"};
+    return std::find(std::begin(kBroad), std::end(kBroad), skill) != std::end(kBroad);
+}
+
 template <class Rules>
 std::optional<std::string_view> first_rule(std::string_view text, const Rules& rules) {
     for (const auto& r : rules)
@@ -108,7 +115,8 @@ class HeuristicAnalyzer final : public Analyzer {
             // Two-letter names ("go", "ai") are ordinary words; only their synonyms count.
             if (skill.name.size() > 2) add(skill.name);
             for (auto syn : skill.synonyms) add(syn);
-            if (score > 0) scored.emplace_back(score, i);
+            // Broad areas count half, so a specific skill outranks them on equal evidence.
+            if (score > 0) scored.emplace_back(is_broad(skill.name) ? score : 2 * score, i);
         }
         std::stable_sort(scored.begin(), scored.end(),
                          [](const auto& a, const auto& b) { return a.first > b.first; });

@@ -183,6 +183,14 @@ check "a slow client is cut off by the read timeout" bash -c "[[ $rc != 142 && $
 expect_eq "the server still answers" "$(status "$base/health")" 200
 check "responses carry X-Request-Id" bash -c "curl -s -D - -o /dev/null ${A[*]@Q} '$base/api/engine/runs' | grep -qi '^x-request-id: '"
 
+# ---- the example plugin (examples/notes_plugin.cpp): its route, table and workflow ------
+expect_eq "example plugin route needs a key" "$(status -X POST "$base/api/example/notes" -d '{"text":"x"}')" 401
+expect_eq "example plugin: POST a note" "$(status "${A[@]}" -X POST "$base/api/example/notes" -d '{"text":"three little words"}')" 201
+note_counted() { curl -s "${A[@]}" "$base/api/example/notes" | jq -e '.notes[0].words == 3' >/dev/null; }
+wait_for "note-words run" 20 note_counted
+check "example plugin: its workflow counted the words" note_counted
+expect_eq "example plugin: bad input is 400" "$(status "${A[@]}" -X POST "$base/api/example/notes" -d '{"text":5}')" 400
+
 stop_server
 check "the server stops with exit 0" test $? = 0
 finish

@@ -1,0 +1,367 @@
+// The ticket plugin's services and workflows on SQLite and Postgres (CAIRN_TEST_BACKEND),
+// and the remote analysers against local HTTP servers that speak the Gemini and OpenAI
+// wire formats — including slow answers, 429s, 500s and garbage.
+
+#include <doctest/doctest.h>
+
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "engine/engine.hpp"
+#include "plugins/ticket/ticket_plugin.hpp"
+#include "server/http_server.hpp"
+#include "storage/database.hpp"
+#include "storage/migrations.hpp"
+#include "storage/run_store.hpp"
+#include "support/test_db.hpp"
+#include "workflows/ticket_workflows.hpp"
+
+using namespace cairn;
+using namespace cairn::ticket;
+using engine::ManualClock;
+
+namespace {
+
+constexpr std::int64_t kT0 = 1'795'000'000'000;
+
+// A local model server: answers each request with the next scripted reply (the last one
+// repeats) and records what it was sent.
+class FakeModel {
+  public:
+    struct Reply {
+        int status = 200;
+        std::string body;
+        std::chrono::milliseconds delay{0};
+        std::vector<std::pair<std::string, std::string>> headers;
+    };
+
+    FakeModel() {
+        server::ServerOptions o;
+        o.listen = "127.0.0.1:0";
+        o.work_threads = 2;
+        server_ = std::make_unique<server::HttpServer>(o, [this](const server::Request& req) {
+            Reply r;
+            {
+                std::lock_guard lock(mutex_);
+                requests_.push_back(req);
+                r = script_.size() > 1 ? script_.front() : script_.empty() ? Reply{500, "{}"} : script_.front();
+                if (script_.size() > 1) script_.pop_front();
+            }
+            std::this_thread::sleep_for(r.delay);
+            server::Response res;
+            res.status = r.status;
+            res.body = r.body;
+            res.headers = r.headers;
+            return res;
+        });
+        thread_ = std::thread([this] { server_->run(); });
+    }
+    ~FakeModel() {
+        server_->stop();
+        thread_.join();
+    }
+    std::string url() const { return "http://" + server_->local_address(); }
+    void script(std::vector<Reply> replies) {
+        std::lock_guard lock(mutex_);
+        script_.assign(replies.begin(), replies.end());
+    }
+    std::vector<server::Request> requests() {
+        std::lock_guard lock(mutex_);
+        return requests_;
+    }
+
+  private:
+    std::unique_ptr<server::HttpServer> server_;
+    std::thread thread_;
+    std::mutex mutex_;
+    std::deque<Reply> script_;
+    std::vector<server::Request> requests_;
+};
+
+const json kAnswer = {{"priority", "high"},
+                      {"helpful_notes", "Look at the lock order in the orders service."},
+                      {"related_skills", {"Postgres", "kubernetes"}},
+                      {"summary", "Deadlocks in checkout"}};
+
+std::string openai_body(const std::string& content) {
+    return json{{"id", "chatcmpl-1"},
+                {"object", "chat.completion"},
+                {"choices", {{{"index", 0},
+                              {"message", {{"role", "assistant"}, {"content", content}}},
+                              {"finish_reason", "stop"}}}}}
+        .dump();
+}
+std::string gemini_body(const std::string& text) {
+    return json{{"candidates", {{{"content", {{"role", "model"}, {"parts", {{{"text", text}}}}}},
+                                 {"finishReason", "STOP"}}}}}
+        .dump();
+}
+
+TicketText sample() {
+    return {"Checkout deadlocks", "Postgres reports deadlocks on orders", {"bug"}, std::nullopt, kT0};
+}
+
+AnalyzerConfig remote(const std::string& kind, const std::string& url) {
+    AnalyzerConfig c;
+    c.kind = kind;
+    c.url = url;
+    c.key = "test-key";
+    c.model = "test-model";
+    c.timeout = std::chrono::milliseconds(1500);
+    return c;
+}
+
+// A migrated database with the ticket plugin started on a manual clock.
+struct Fixture {
+    AnalyzerConfig ai;
+    testing::TestDb tdb;
+    ManualClock clock{kT0};
+    engine::Engine engine{tdb.db(), clock};
+    TicketPlugin plugin{workflows::register_ticket_workflows, config(ai)};
+
+    explicit Fixture(AnalyzerConfig analyser = {}) : ai(std::move(analyser)) {
+        storage::Migrator(tdb.db(), {storage::run_store_component(), ticket_component()}).apply();
+        plugin.start({tdb.db(), engine});
+        plugin.register_workflows(engine);
+    }
+    static TicketConfig config(const AnalyzerConfig& ai) {
+        TicketConfig c;
+        c.jwt_secret = "a test secret of at least thirty-two characters";
+        c.ai = ai;
+        return c;
+    }
+    Services& s() { return plugin.services(); }
+    User user(const std::string& email, Role role, std::vector<std::string> skills = {}) {
+        return tdb.db().transact([&](storage::Transaction& tx) {
+            return AuthService::create_user(tx, engine, email, email.substr(0, email.find('@')),
+                                            "password-123", role, skills, clock.now_ms());
+        });
+    }
+    Principal as(const User& u) { return {u.id, "", u.role, u.email, u.name}; }
+    // Runs everything due, moving the clock past retry backoffs, until nothing is left.
+    void drain() {
+        for (int i = 0; i < 50; ++i) {
+            engine.run_until_idle();
+            clock.advance(120'000);
+        }
+        engine.run_until_idle();
+    }
+    json run_of(const std::string& run_id) {
+        auto run = engine.store().get_run(run_id);
+        REQUIRE(run);
+        return json{{"status", run->status}, {"output", json::parse(run->output.value_or("null"))}};
+    }
+};
+
+std::vector<std::string> step_keys(engine::Engine& e, const std::string& run_id) {
+    std::vector<std::string> keys;
+    for (const auto& s : e.store().steps(run_id)) keys.push_back(s.key + ":" + s.status);
+    return keys;
+}
+
+}  // namespace
+
+TEST_CASE("openai analyser: speaks chat completions and asks for JSON") {
+    FakeModel fake;
+    fake.script({{200, openai_body(kAnswer.dump())}});
+    const auto a = make_analyzer(remote("openai", fake.url()))->analyse(sample());
+    CHECK(a.priority == "high");
+    CHECK(a.related_skills == std::vector<std::string>{"postgresql", "kubernetes"});
+    const auto reqs = fake.requests();
+    REQUIRE(reqs.size() == 1);
+    CHECK(reqs[0].target == "/v1/chat/completions");
+    CHECK(reqs[0].header("authorization") == "Bearer test-key");
+    const json body = json::parse(reqs[0].body);
+    CHECK(body["model"] == "test-model");
+    CHECK(body["response_format"]["type"] == "json_object");
+    CHECK(body["messages"][1]["content"].get<std::string>().find("Checkout deadlocks") != std::string::npos);
+}
+
+TEST_CASE("openai analyser: fenced JSON is accepted; garbage and partial answers are step errors") {
+    FakeModel fake;
+    auto analyser = make_analyzer(remote("openai", fake.url() + "/v1"));
+    fake.script({{200, openai_body("```json\n" + kAnswer.dump() + "\n```")}});
+    CHECK(analyser->analyse(sample()).summary == "Deadlocks in checkout");
+    fake.script({{200, openai_body("I think this is high priority!")}});
+    CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("not JSON"), std::runtime_error);
+    fake.script({{200, openai_body(R"({"priority":"high"})")}});
+    CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("helpful_notes"), std::runtime_error);
+    fake.script({{200, "<html>oops</html>"}});
+    CHECK_THROWS_AS(analyser->analyse(sample()), std::runtime_error);
+    fake.script({{200, R"({"choices":[]})"}});
+    CHECK_THROWS_AS(analyser->analyse(sample()), std::runtime_error);
+}
+
+TEST_CASE("remote analysers classify HTTP failures for the retry policy") {
+    FakeModel fake;
+    for (const std::string kind : {"openai", "gemini"}) {
+        CAPTURE(kind);
+        auto analyser = make_analyzer(remote(kind, fake.url()));
+        fake.script({{429, R"({"error":{"message":"slow down"}})", {}, {{"Retry-After", "7"}}}});
+        try {
+            analyser->analyse(sample());
+            FAIL("a 429 must throw");
+        } catch (const RetryAfterError& e) {
+            CHECK(e.delay() == std::chrono::seconds(7));
+            CHECK(std::string(e.what()).find("slow down") != std::string::npos);
+        }
+        fake.script({{500, R"({"error":{"message":"overloaded"}})"}});
+        try {
+            analyser->analyse(sample());
+            FAIL("a 500 must throw");
+        } catch (const NonRetriableError&) {
+            FAIL("a 500 is worth retrying");
+        } catch (const std::runtime_error& e) {
+            CHECK(std::string(e.what()).find("HTTP 500") != std::string::npos);
+        }
+        fake.script({{401, R"({"error":{"message":"bad key"}})"}});
+        CHECK_THROWS_AS(analyser->analyse(sample()), NonRetriableError);
+        fake.script({{200, "{}", std::chrono::milliseconds(2500)}});
+        CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("imeout"), std::runtime_error);
+    }
+}
+
+TEST_CASE("gemini analyser: generateContent with a response schema") {
+    FakeModel fake;
+    fake.script({{200, gemini_body(kAnswer.dump())}});
+    const auto a = make_analyzer(remote("gemini", fake.url()))->analyse(sample());
+    CHECK(a.priority == "high");
+    const auto reqs = fake.requests();
+    REQUIRE(reqs.size() == 1);
+    CHECK(reqs[0].target == "/v1beta/models/test-model:generateContent");
+    CHECK(reqs[0].header("x-goog-api-key") == "test-key");
+    const json body = json::parse(reqs[0].body);
+    CHECK(body["generationConfig"]["responseMimeType"] == "application/json");
+    CHECK(body["generationConfig"]["responseSchema"]["required"].size() == 4);
+    fake.script({{200, R"({"promptFeedback":{"blockReason":"SAFETY"}})"}});
+    CHECK_THROWS_WITH_AS(make_analyzer(remote("gemini", fake.url()))->analyse(sample()),
+                         doctest::Contains("blocked"), std::runtime_error);
+}
+
+TEST_CASE("unknown analyser and mailer settings are refused") {
+    AnalyzerConfig c;
+    c.kind = "magic";
+    CHECK_THROWS_AS(make_analyzer(c), std::invalid_argument);
+    auto db = storage::Database::open("sqlite::memory:");
+    CHECK_THROWS_AS(make_mailer("carrier-pigeon", "x@y.z", *db), std::invalid_argument);
+    CHECK_THROWS_AS(make_mailer("smtp://host:25?tls=maybe", "x@y.z", *db), std::invalid_argument);
+    CHECK(redact_mail_spec("smtp://user:hunter2@mail:587") == "smtp://user:***@mail:587");
+}
+
+TEST_CASE("ticket-created: a 500 then a good answer; analysed, assigned by skills, mailed") {
+    FakeModel fake;
+    Fixture f(remote("openai", fake.url()));
+    fake.script({{500, R"({"error":"busy"})"}, {200, openai_body(kAnswer.dump())}});
+    const User owner = f.user("owner@example.test", Role::user);
+    const User web = f.user("web@example.test", Role::moderator, {"react"});
+    const User ops = f.user("ops@example.test", Role::moderator, {"kubernetes", "postgresql"});
+    f.user("boss@example.test", Role::admin);
+    const Ticket t = f.s().tickets.create(
+        f.as(owner), {{"title", "Checkout deadlocks"}, {"description", "orders table"}, {"tags", {"bug"}}});
+    REQUIRE(t.run_id);
+    f.drain();
+    CHECK(f.run_of(*t.run_id)["status"] == "completed");
+    const auto saved = f.s().tickets.load(t.id);
+    REQUIRE(saved);
+    CHECK(saved->status == "in_progress");
+    CHECK(saved->priority == "high");
+    CHECK(saved->summary == "Deadlocks in checkout");
+    CHECK(saved->assigned_to == ops.id);
+    CHECK(fake.requests().size() == 2);
+    const auto mails = list_outbox(f.tdb.db(), ops.email, 10);
+    CHECK(std::count_if(mails.begin(), mails.end(), [](const OutboxEntry& m) {
+              return m.subject.find("Checkout deadlocks") != std::string::npos;
+          }) == 1);
+    CHECK(list_outbox(f.tdb.db(), web.email, 10).size() == 1);  // only the welcome
+    // Replaying the whole run does not mail again for the same run... a replay is a new run,
+    // and re-running the mail step of this run is a no-op:
+    CHECK_FALSE(f.s().mailer->send({ops.email, "again", "again", *t.run_id + ":assignee"}));
+}
+
+TEST_CASE("ticket-created: a model that keeps answering garbage falls back to the heuristic") {
+    FakeModel fake;
+    Fixture f(remote("openai", fake.url()));
+    fake.script({{200, openai_body("not json at all")}});
+    const User owner = f.user("owner@example.test", Role::user);
+    const User admin = f.user("admin@example.test", Role::admin);
+    const Ticket t = f.s().tickets.create(
+        f.as(owner), {{"title", "Security breach"}, {"description", "an exploit in login"}, {"tags", {"sec"}}});
+    f.drain();
+    CHECK(f.run_of(*t.run_id)["status"] == "completed");
+    const auto keys = step_keys(f.engine, *t.run_id);
+    CHECK(std::find(keys.begin(), keys.end(), "analyse:failed") != keys.end());
+    CHECK(std::find(keys.begin(), keys.end(), "analyse-fallback:completed") != keys.end());
+    const auto saved = f.s().tickets.load(t.id);
+    CHECK(saved->priority == "high");
+    CHECK(saved->assigned_to == admin.id);  // no moderator at all: an admin gets it
+    CHECK(fake.requests().size() == 6);     // every attempt the policy allows, then no more
+}
+
+TEST_CASE("ticket-created: a ticket deleted before its run ends the run cleanly") {
+    Fixture f;
+    const User owner = f.user("owner@example.test", Role::user);
+    const User admin = f.user("admin@example.test", Role::admin);
+    const Ticket t = f.s().tickets.create(
+        f.as(owner), {{"title", "Short-lived"}, {"description", "d"}, {"tags", {"x"}}});
+    f.s().tickets.remove(f.as(admin), t.id);
+    f.drain();
+    const auto run = f.run_of(*t.run_id);
+    CHECK(run["status"] == "completed");
+    CHECK(run["output"]["outcome"] == "ticket deleted");
+}
+
+TEST_CASE("assignment: best skill match, then fewest open tickets, then an admin") {
+    Fixture f;
+    const User owner = f.user("owner@example.test", Role::user);
+    const User a = f.user("a@example.test", Role::moderator, {"react", "css"});
+    const User b = f.user("b@example.test", Role::moderator, {"ReactJS", "CSS"});
+    const User admin = f.user("admin@example.test", Role::admin);
+    auto create = [&] {
+        return f.s().tickets.create(f.as(owner), {{"title", "t"}, {"description", "d"}, {"tags", {"x"}}});
+    };
+    const Ticket t1 = create();
+    CHECK(f.s().tickets.pick_assignee(t1.id, {"react", "css"})->id == a.id);  // tie: longest-standing
+    f.s().tickets.assign_if_unassigned(t1.id, a.id);
+    const Ticket t2 = create();
+    CHECK(f.s().tickets.pick_assignee(t2.id, {"react"})->id == b.id);  // tie on skills: b has fewer open
+    CHECK(f.s().tickets.pick_assignee(t2.id, {"cobol"})->id == admin.id);  // nobody matches: an admin
+    CHECK(f.s().tickets.pick_assignee(t1.id, {"cobol"})->id == a.id);  // already assigned: stays
+    f.s().users.set_active(f.as(admin), b.id, false);
+    CHECK(f.s().tickets.pick_assignee(t2.id, {"react"})->id == a.id);  // inactive staff are skipped
+}
+
+TEST_CASE("register emits user/signup in the same transaction; the welcome mail goes out once") {
+    Fixture f;
+    const Session s = f.s().auth.register_user(
+        {{"email", "New@Example.test"}, {"password", "password-123"}, {"skills", {"Postgres"}}}, "10.0.0.1");
+    CHECK(s.user.email == "new@example.test");
+    CHECK(s.user.skills == std::vector<std::string>{"postgresql"});
+    const auto events = f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events;
+    REQUIRE(events.size() == 1);
+    f.drain();
+    f.drain();
+    CHECK(list_outbox(f.tdb.db(), std::string("new@example.test"), 10).size() == 1);
+    // A failed insert (taken email) writes no event either.
+    CHECK_THROWS_AS(f.s().auth.register_user({{"email", "new@example.test"}, {"password", "password-123"}},
+                                             "10.0.0.1"),
+                    ApiError);
+    CHECK(f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events.size() == 1);
+}
+
+TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cuts access") {
+    Fixture f;
+    const Session s = f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    const Principal p = f.s().auth.authenticate("Bearer " + s.access_token);
+    CHECK(p.user_id == s.user.id);
+    const Session r1 = f.s().auth.refresh({{"refresh_token", s.refresh_token}});
+    CHECK(r1.refresh_token != s.refresh_token);
+    CHECK_THROWS_AS(f.s().auth.refresh({{"refresh_token", s.refresh_token}}), ApiError);  // reuse
+    CHECK_THROWS_AS(f.s().auth.refresh({{"refresh_token", r1.refresh_token}}), ApiError);  // family gone
+    CHECK_THROWS_AS(f.s().auth.authenticate(r1.access_token), ApiError);
+    // Access tokens expire with the clock.
+    const Session s2 = f.s().auth.login({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    CHECK_NOTHROW(f.s().auth.authenticate(s2.access_token));
+    f.clock.advance(16 * 60 * 1000);
+    CHECK_THROWS_AS(f.s().auth.authenticate(s2.access_token), ApiError);
+}
