@@ -302,6 +302,7 @@ Session AuthService::register_user(const json& body, const std::string& ip) {
     auto name = string_field(body, "name", 1, 100, false, problems);
     auto skills = skills_field(body, "skills", 30, problems);
     problems.check();
+    limit("account:" + *email, account_limiter_);
     if (!name) name = email->substr(0, email->find('@'));
     const std::int64_t now = now_ms();
     Session s = db_.transact([&](storage::Transaction& tx) {

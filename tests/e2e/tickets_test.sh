@@ -15,10 +15,7 @@ source "$here/lib.sh"
 trap cleanup EXIT
 
 node_tools="$here/../ui"
-if [[ ! -d $node_tools/node_modules/maildev || ! -d $node_tools/node_modules/ws ]]; then
-    command -v npm >/dev/null || "$here/../../scripts/setup"
-    (cd "$node_tools" && npm ci --no-audit --no-fund --loglevel=error) || { echo "FAIL: npm ci"; exit 1; }
-fi
+"$node_tools/install.sh" || { echo "FAIL: installing the Node test tools"; exit 1; }
 
 if [[ $backend == postgres ]]; then
     if [[ -z ${CAIRN_TEST_PG_URL:-} ]]; then
@@ -310,6 +307,14 @@ check "…in the error shape" jqc '.error.code == "rate_limited"' "$work/body.js
 
 "$cairn" mail list --db "$db" --json >"$work/mail.json" 2>/dev/null
 check "cairn mail list shows every mail sent" jqc 'length >= 5 and any(.[]; .to == "paul@example.test")' "$work/mail.json"
+
+# The curl tour in examples/ runs as documented.
+if bash "$here/../../examples/tickets_curl.sh" "$base" >"$work/tour.log" 2>&1; then
+    check "examples/tickets_curl.sh runs and its ticket is analysed" grep -Eq '"priority": "(low|medium|high)"' "$work/tour.log"
+else
+    bad "examples/tickets_curl.sh runs" "$(tail -5 "$work/tour.log")"
+fi
+check "…and its logout takes effect" grep -q "after logout: 401" "$work/tour.log"
 
 stop_server
 expect_eq "the server exits cleanly on SIGTERM" "$?" 0

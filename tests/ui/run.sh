@@ -10,8 +10,6 @@ export CAIRN_UI_ARTIFACTS=${CAIRN_UI_ARTIFACTS:-$(dirname "$CAIRN_BIN")/ui-artif
 if [[ ! -x /usr/bin/chromium ]] || ! command -v npm >/dev/null; then
     "$here/../../scripts/setup"
 fi
-if [[ ! -d "$here/node_modules/playwright-core" ]]; then
-    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+"$here/install.sh"
 cd "$here"
 exec node --test --test-concurrency=1 inspector.test.mjs
