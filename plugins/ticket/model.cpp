@@ -74,6 +74,15 @@ bool is_priority(std::string_view s) {
     return std::find(std::begin(kPriorities), std::end(kPriorities), s) != std::end(kPriorities);
 }
 
+std::string like_escape(std::string_view text) {
+    std::string out;
+    for (char c : text) {
+        if (c == '%' || c == '_' || c == '\\') out += '\\';
+        out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return out;
+}
+
 json string_array(const std::vector<std::string>& v) {
     json out = json::array();
     for (const auto& s : v) out.push_back(s);

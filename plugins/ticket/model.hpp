@@ -94,6 +94,9 @@ std::optional<std::string> string_field(const json& body, const std::string& nam
 std::optional<std::vector<std::string>> skills_field(const json& body, const std::string& name,
                                                      std::size_t max, Problems& problems);
 
+// `text` lower-cased with LIKE's wildcards escaped, for `lower(col) LIKE $n ESCAPE '\'`.
+std::string like_escape(std::string_view text);
+
 json string_array(const std::vector<std::string>& v);
 std::vector<std::string> parse_string_array(const std::string& text);
 

@@ -90,14 +90,6 @@ json require_object(const json& body) {
     return body;
 }
 
-std::string like_pattern(std::string_view text) {
-    std::string pattern = "%";
-    for (char c : text) {
-        if (c == '%' || c == '_' || c == '\\') pattern += '\\';
-        pattern += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return pattern + "%";
-}
 
 const std::string kSelectTicket = fmt::format("SELECT {} FROM tickets", kTicketColumns);
 
@@ -194,11 +186,12 @@ TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const
         where += *q.priority == "unset" ? std::string(" AND priority IS NULL")
                                         : " AND priority = " + arg(*q.priority);
     }
-    if (q.tag) where += " AND tags LIKE " + arg(fmt::format("%\"{}\"%", *q.tag));
+    // Tags are stored as a JSON array of plain strings: match one whole element.
+    if (q.tag) where += " AND tags LIKE " + arg(fmt::format("%\"{}\"%", like_escape(*q.tag))) + " ESCAPE '\\'";
     if (q.assigned_to_me) where += " AND assigned_to = " + arg(who.user_id);
     if (q.assigned_to) where += " AND assigned_to = " + arg(*q.assigned_to);
     if (q.search) {
-        const auto p = arg(like_pattern(*q.search));
+        const auto p = arg("%" + like_escape(*q.search) + "%");
         where += fmt::format(
             " AND (lower(title) LIKE {0} ESCAPE '\\' OR lower(description) LIKE {0} ESCAPE '\\')", p);
     }

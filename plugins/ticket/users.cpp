@@ -46,13 +46,7 @@ UserPage UserService::list(const UserQuery& q) const {
     if (q.role) where += " AND role = " + arg(std::string(to_string(*q.role)));
     if (q.active) where += " AND active = " + arg(std::int64_t{*q.active ? 1 : 0});
     if (q.search) {
-        std::string pattern = "%";
-        for (char c : *q.search) {
-            if (c == '%' || c == '_' || c == '\\') pattern += '\\';
-            pattern += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        }
-        pattern += "%";
-        const auto p = arg(pattern);
+        const auto p = arg("%" + like_escape(*q.search) + "%");
         where += fmt::format(" AND (lower(email) LIKE {0} ESCAPE '\\' OR lower(name) LIKE {0} ESCAPE '\\')", p);
     }
     return db_.transact(
@@ -85,8 +79,7 @@ void UserService::keep_an_admin(storage::Transaction& tx, const User& target) co
         throw ApiError(ErrorCode::conflict, "this is the last active admin; make another admin first");
 }
 
-User UserService::update(const Principal& actor, const std::string& id, const json& body) {
-    (void)actor;
+User UserService::update(const std::string& id, const json& body) {
     if (!body.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     Problems problems;
@@ -125,8 +118,8 @@ User UserService::update(const Principal& actor, const std::string& id, const js
     });
 }
 
-User UserService::set_active(const Principal& actor, const std::string& id, bool active) {
-    return update(actor, id, json{{"active", active}});
+User UserService::set_active(const std::string& id, bool active) {
+    return update(id, json{{"active", active}});
 }
 
 void UserService::remove(const Principal& actor, const std::string& id) {
