@@ -53,6 +53,8 @@ struct EngineStats {
     std::int64_t retries = 0;      // failed attempts scheduled to run again
     // Step attempt durations by workflow id.
     std::map<std::string, Histogram::Snapshot> step_seconds;
+    std::int64_t group_commits = 0;  // transactions that carried writes of several runs
+    std::int64_t grouped_writes = 0;  // fenced writes those transactions carried
 };
 
 // The durable execution engine: the workflow registry, event intake, and the workers

@@ -1,0 +1,175 @@
+// cairn_bench: the engine workloads of bench/run (bench/README.md).
+//
+//   cairn_bench throughput --db URL --runs N --concurrency C
+//       N events of a 5-step no-op workflow are written first (500 per transaction), then
+//       C worker threads drain them; reports runs/s and durable steps/s.
+//   cairn_bench enqueue --db URL --runs N [--event NAME] [--data JSON]
+//       writes N events (500 per transaction) for `cairn worker --examples` to run; the
+//       recovery and scaling benchmarks use it with example/hello.
+//   cairn_bench latency --db URL --runs N
+//       one run at a time on the calling thread: send the event, claim and execute it to
+//       completion; reports p50/p90/p99 milliseconds from event accepted to run completed.
+//
+// Prints one JSON line on stdout and a human summary on stderr.
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "engine/engine.hpp"
+#include "examples/hello_workflow.hpp"
+#include "storage/database.hpp"
+#include "storage/migrations.hpp"
+#include "storage/run_store.hpp"
+
+using namespace cairn;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int kSteps = 5;
+
+void register_bench(engine::Engine& e) {
+    e.add(workflow("bench").on_event("bench/go").run([](Context& ctx) {
+        json last = 0;
+        for (int i = 0; i < kSteps; ++i)
+            last = ctx.step(fmt::format("step-{}", i), [i] { return i; });
+        return last;
+    }));
+}
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::int64_t completed(storage::Database& db) {
+    return db.read("SELECT COUNT(*) FROM runs WHERE status = 'completed'").front().get<std::int64_t>(0);
+}
+
+int throughput(storage::Database& db, int runs, int concurrency) {
+    engine::SystemClock clock;
+    engine::Engine e(db, clock);
+    register_bench(e);
+    const auto fill0 = Clock::now();
+    for (int sent = 0; sent < runs;) {
+        const int batch = std::min(500, runs - sent);
+        db.transact([&](storage::Transaction& tx) {
+            for (int i = 0; i < batch; ++i) e.send(tx, {.name = "bench/go", .data = {{"i", sent + i}}});
+        });
+        sent += batch;
+    }
+    const double fill_ms = ms_since(fill0);
+    const auto t0 = Clock::now();
+    engine::WorkerOptions o;
+    o.threads = concurrency;
+    o.poll = std::chrono::milliseconds(50);
+    e.start(o);
+    while (completed(db) < runs) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const double seconds = ms_since(t0) / 1000.0;
+    const auto stats = e.stats();
+    e.stop();
+    const double rps = runs / seconds;
+    std::cout << json{{"workload", "throughput"},
+                      {"backend", storage::to_string(db.backend())},
+                      {"runs", runs},
+                      {"steps_per_run", kSteps},
+                      {"concurrency", concurrency},
+                      {"seconds", seconds},
+                      {"runs_per_s", rps},
+                      {"steps_per_s", rps * kSteps},
+                      {"enqueue_ms", fill_ms},
+                      {"group_commits", stats.group_commits},
+                      {"grouped_writes", stats.grouped_writes}}
+                     .dump()
+              << std::endl;
+    std::cerr << fmt::format("throughput: {} runs x {} steps, {} workers on {}: {:.2f} s, {:.0f} runs/s, {:.0f} steps/s\n",
+                             runs, kSteps, concurrency, storage::to_string(db.backend()), seconds, rps, rps * kSteps);
+    return 0;
+}
+
+int enqueue(storage::Database& db, int runs, const std::string& event, const std::string& data) {
+    engine::SystemClock clock;
+    engine::Engine e(db, clock);
+    register_bench(e);
+    examples::register_examples(e);
+    const json payload = json::parse(data);
+    const auto t0 = Clock::now();
+    for (int sent = 0; sent < runs;) {
+        const int batch = std::min(500, runs - sent);
+        db.transact([&](storage::Transaction& tx) {
+            for (int i = 0; i < batch; ++i) e.send(tx, {.name = event, .data = payload});
+        });
+        sent += batch;
+    }
+    std::cout << json{{"workload", "enqueue"}, {"runs", runs}, {"ms", ms_since(t0)}}.dump() << std::endl;
+    return 0;
+}
+
+int latency(storage::Database& db, int runs) {
+    engine::SystemClock clock;
+    engine::Engine e(db, clock);
+    register_bench(e);
+    std::vector<double> ms;
+    ms.reserve(static_cast<std::size_t>(runs));
+    for (int i = 0; i < runs + 20; ++i) {
+        const auto t0 = Clock::now();
+        e.send({.name = "bench/go", .data = {{"i", i}}});
+        if (e.run_until_idle() != 1) throw std::runtime_error("expected exactly one execution");
+        if (i >= 20) ms.push_back(ms_since(t0));  // the first 20 warm caches and pools
+    }
+    std::sort(ms.begin(), ms.end());
+    auto pct = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))]; };
+    std::cout << json{{"workload", "latency"},
+                      {"backend", storage::to_string(db.backend())},
+                      {"runs", runs},
+                      {"steps_per_run", kSteps},
+                      {"p50_ms", pct(0.50)},
+                      {"p90_ms", pct(0.90)},
+                      {"p99_ms", pct(0.99)},
+                      {"max_ms", ms.back()}}
+                     .dump()
+              << std::endl;
+    std::cerr << fmt::format("latency: {} runs x {} steps on {}, one at a time: p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms\n",
+                             runs, kSteps, storage::to_string(db.backend()), pct(0.5), pct(0.9), pct(0.99));
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Cairn engine benchmarks (bench/README.md)", "cairn_bench"};
+    app.require_subcommand(1);
+    std::string db_url = "sqlite://bench.db";
+    int runs = 5000;
+    int concurrency = 64;
+    auto* tp = app.add_subcommand("throughput", "Drain N queued 5-step runs with C workers");
+    tp->add_option("--db", db_url)->required();
+    tp->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
+    tp->add_option("--concurrency", concurrency)->check(CLI::Range(1, 1024));
+    auto* lat = app.add_subcommand("latency", "One 5-step run at a time, event to completion");
+    lat->add_option("--db", db_url)->required();
+    lat->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
+    std::string event = "example/hello", data = "{}";
+    auto* enq = app.add_subcommand("enqueue", "Write N events for cairn worker --examples");
+    enq->add_option("--db", db_url)->required();
+    enq->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
+    enq->add_option("--event", event);
+    enq->add_option("--data", data);
+    CLI11_PARSE(app, argc, argv);
+    spdlog::set_level(spdlog::level::warn);
+    try {
+        auto db = storage::Database::open(db_url);
+        storage::Migrator(*db, {storage::run_store_component()}).apply();
+        if (tp->parsed()) return throughput(*db, runs, concurrency);
+        if (enq->parsed()) return enqueue(*db, runs, event, data);
+        return latency(*db, runs);
+    } catch (const std::exception& e) {
+        std::cerr << "cairn_bench: " << e.what() << '\n';
+        return 1;
+    }
+}
