@@ -51,9 +51,12 @@ std::int64_t completed(storage::Database& db) {
     return db.read("SELECT COUNT(*) FROM runs WHERE status = 'completed'").front().get<std::int64_t>(0);
 }
 
+bool group_commit = true;
+
 int throughput(storage::Database& db, int runs, int concurrency) {
     engine::SystemClock clock;
     engine::Engine e(db, clock);
+    e.set_group_commit(group_commit);
     register_bench(e);
     const auto fill0 = Clock::now();
     for (int sent = 0; sent < runs;) {
@@ -83,6 +86,7 @@ int throughput(storage::Database& db, int runs, int concurrency) {
                       {"runs_per_s", rps},
                       {"steps_per_s", rps * kSteps},
                       {"enqueue_ms", fill_ms},
+                      {"group_commit", group_commit},
                       {"group_commits", stats.group_commits},
                       {"grouped_writes", stats.grouped_writes}}
                      .dump()
@@ -113,6 +117,7 @@ int enqueue(storage::Database& db, int runs, const std::string& event, const std
 int latency(storage::Database& db, int runs) {
     engine::SystemClock clock;
     engine::Engine e(db, clock);
+    e.set_group_commit(group_commit);
     register_bench(e);
     std::vector<double> ms;
     ms.reserve(static_cast<std::size_t>(runs));
@@ -151,6 +156,8 @@ int main(int argc, char** argv) {
     tp->add_option("--db", db_url)->required();
     tp->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
     tp->add_option("--concurrency", concurrency)->check(CLI::Range(1, 1024));
+    bool no_group_commit = false;
+    tp->add_flag("--no-group-commit", no_group_commit, "Commit every write on its own");
     auto* lat = app.add_subcommand("latency", "One 5-step run at a time, event to completion");
     lat->add_option("--db", db_url)->required();
     lat->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
@@ -162,6 +169,7 @@ int main(int argc, char** argv) {
     enq->add_option("--data", data);
     CLI11_PARSE(app, argc, argv);
     spdlog::set_level(spdlog::level::warn);
+    group_commit = !no_group_commit;
     try {
         auto db = storage::Database::open(db_url);
         storage::Migrator(*db, {storage::run_store_component()}).apply();

@@ -200,7 +200,8 @@ struct Engine::Impl {
     int gc_leaders = 0;              // batches being committed now; guarded by gc_mu
     // Batches committed at once: SQLite has one writer, so one; on Postgres a few, so
     // statement round trips of one batch overlap with another's commit.
-    int gc_max_leaders = db.backend() == storage::Backend::postgres ? 4 : 1;
+    // 0 turns group commit off (set_group_commit).
+    std::atomic<int> gc_max_leaders{db.backend() == storage::Backend::postgres ? 4 : 1};
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
 
@@ -236,12 +237,13 @@ struct Engine::Impl {
     template <class Fn>
     void fenced(const Lease& lease, Fn&& fn) {
         const std::function<void(Transaction&)> f = std::ref(fn);
+        if (gc_max_leaders.load() == 0) return fenced_alone(lease, f);
         Pending mine{&lease, &f};
         {
             std::unique_lock lock(gc_mu);
             gc_queue.push_back(&mine);
             while (mine.outcome == Pending::Outcome::waiting) {
-                if (gc_queue.empty() || gc_leaders >= gc_max_leaders) {
+                if (gc_queue.empty() || gc_leaders >= gc_max_leaders.load()) {
                     gc_cv.wait(lock);  // another leader has (or will take) this write
                     continue;
                 }
@@ -1026,6 +1028,10 @@ void Engine::stop() {
     im.threads.clear();
     im.listener.reset();
     spdlog::info("worker {} stopped", im.worker_id);
+}
+
+void Engine::set_group_commit(bool on) {
+    impl_->gc_max_leaders = on ? (impl_->db.backend() == storage::Backend::postgres ? 4 : 1) : 0;
 }
 
 EngineStats Engine::stats() const {

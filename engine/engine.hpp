@@ -108,6 +108,10 @@ class Engine {
     const Clock& clock() const;
     const std::string& worker_id() const;
 
+    // Group commit (on by default): concurrent executions' writes share transactions.
+    // Off, every write commits on its own — for measuring what group commit buys.
+    void set_group_commit(bool on);
+
     // Debug knob for crash tests: when set (> 0), the process exits abruptly (as if
     // killed) right after recording this many steps in total. Read from CAIRN_CRASH_AFTER_STEPS.
     void set_crash_after_steps(std::int64_t n);

@@ -191,7 +191,7 @@ TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const
     if (q.assigned_to_me) where += " AND assigned_to = " + arg(who.user_id);
     if (q.assigned_to) where += " AND assigned_to = " + arg(*q.assigned_to);
     if (q.search) {
-        const auto p = arg("%" + like_escape(*q.search) + "%");
+        const auto p = arg(fmt::format("%{}%", like_escape(*q.search)));
         where += fmt::format(
             " AND (lower(title) LIKE {0} ESCAPE '\\' OR lower(description) LIKE {0} ESCAPE '\\')", p);
     }

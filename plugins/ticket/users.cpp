@@ -46,7 +46,7 @@ UserPage UserService::list(const UserQuery& q) const {
     if (q.role) where += " AND role = " + arg(std::string(to_string(*q.role)));
     if (q.active) where += " AND active = " + arg(std::int64_t{*q.active ? 1 : 0});
     if (q.search) {
-        const auto p = arg("%" + like_escape(*q.search) + "%");
+        const auto p = arg(fmt::format("%{}%", like_escape(*q.search)));
         where += fmt::format(" AND (lower(email) LIKE {0} ESCAPE '\\' OR lower(name) LIKE {0} ESCAPE '\\')", p);
     }
     return db_.transact(
