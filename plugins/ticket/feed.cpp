@@ -56,23 +56,7 @@ void ChangeFeed::poll_locked(std::int64_t now) {
         c.kind = r.get<std::string>(4);
         json ticket = {{"id", c.ticket_id}};
         if (!r.is_null(6)) {
-            // Columns 6.. are the ticket in kTicketColumns order: reuse read_ticket on them.
-            Ticket t;
-            t.id = r.get<std::string>(6);
-            t.title = r.get<std::string>(7);
-            t.description = r.get<std::string>(8);
-            t.tags = parse_string_array(r.get<std::string>(9));
-            t.status = r.get<std::string>(10);
-            t.priority = r.get_opt<std::string>(11);
-            t.deadline = r.get_opt<std::int64_t>(12);
-            t.created_by = r.get<std::string>(13);
-            t.assigned_to = r.get_opt<std::string>(14);
-            t.helpful_notes = r.get_opt<std::string>(15);
-            t.related_skills = parse_string_array(r.get<std::string>(16));
-            t.summary = r.get_opt<std::string>(17);
-            t.run_id = r.get_opt<std::string>(18);
-            t.created_at = r.get<std::int64_t>(19);
-            t.updated_at = r.get<std::int64_t>(20);
+            const Ticket t = read_ticket(r, 6);  // columns 6.. are kTicketColumns
             ticket = to_json(t);
             c.assigned_to = t.assigned_to;
         } else if (c.kind != "deleted") {

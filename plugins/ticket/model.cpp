@@ -1,11 +1,13 @@
 #include "plugins/ticket/model.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <unordered_map>
 
 #include "common/time.hpp"
 #include "plugins/ticket/ai.hpp"
-#include "storage/result.hpp"
+#include "storage/database.hpp"
 
 namespace cairn::ticket {
 
@@ -150,24 +152,46 @@ json to_json(const Ticket& t) {
             {"updated_at", format_rfc3339(t.updated_at)}};
 }
 
-Ticket read_ticket(const storage::Row& row) {
+Ticket read_ticket(const storage::Row& row, std::size_t first) {
+    const std::size_t c = first;
     Ticket t;
-    t.id = row.get<std::string>(0);
-    t.title = row.get<std::string>(1);
-    t.description = row.get<std::string>(2);
-    t.tags = parse_string_array(row.get<std::string>(3));
-    t.status = row.get<std::string>(4);
-    t.priority = row.get_opt<std::string>(5);
-    t.deadline = row.get_opt<std::int64_t>(6);
-    t.created_by = row.get<std::string>(7);
-    t.assigned_to = row.get_opt<std::string>(8);
-    t.helpful_notes = row.get_opt<std::string>(9);
-    t.related_skills = parse_string_array(row.get<std::string>(10));
-    t.summary = row.get_opt<std::string>(11);
-    t.run_id = row.get_opt<std::string>(12);
-    t.created_at = row.get<std::int64_t>(13);
-    t.updated_at = row.get<std::int64_t>(14);
+    t.id = row.get<std::string>(c);
+    t.title = row.get<std::string>(c + 1);
+    t.description = row.get<std::string>(c + 2);
+    t.tags = parse_string_array(row.get<std::string>(c + 3));
+    t.status = row.get<std::string>(c + 4);
+    t.priority = row.get_opt<std::string>(c + 5);
+    t.deadline = row.get_opt<std::int64_t>(c + 6);
+    t.created_by = row.get<std::string>(c + 7);
+    t.assigned_to = row.get_opt<std::string>(c + 8);
+    t.helpful_notes = row.get_opt<std::string>(c + 9);
+    t.related_skills = parse_string_array(row.get<std::string>(c + 10));
+    t.summary = row.get_opt<std::string>(c + 11);
+    t.run_id = row.get_opt<std::string>(c + 12);
+    t.created_at = row.get<std::int64_t>(c + 13);
+    t.updated_at = row.get<std::int64_t>(c + 14);
     return t;
+}
+
+std::string Where::arg(storage::Value value) {
+    args.push_back(std::move(value));
+    return fmt::format("${}", args.size());
+}
+
+PageRows fetch_page(storage::Transaction& tx, std::string_view table, std::string_view columns,
+                    const Where& where, std::string_view order, int page, int limit) {
+    PageRows out;
+    out.total = tx.exec_values(fmt::format("SELECT COUNT(*) FROM {} {}", table, where.sql), where.args)
+                    .front()
+                    .get<std::int64_t>(0);
+    auto args = where.args;
+    args.emplace_back(std::int64_t{limit});
+    args.emplace_back(std::int64_t{(page - 1) * limit});
+    out.rows = tx.exec_values(fmt::format("SELECT {} FROM {} {} ORDER BY {} LIMIT ${} OFFSET ${}",
+                                          columns, table, where.sql, order, args.size() - 1,
+                                          args.size()),
+                              args);
+    return out;
 }
 
 json to_json(const Analysis& a) {

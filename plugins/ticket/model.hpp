@@ -8,9 +8,11 @@
 #include <vector>
 
 #include "plugins/ticket/errors.hpp"
+#include "storage/result.hpp"
+#include "storage/value.hpp"
 
 namespace cairn::storage {
-class Row;
+class Transaction;
 }
 
 namespace cairn::ticket {
@@ -62,7 +64,8 @@ struct Ticket {
     std::int64_t updated_at = 0;
 };
 json to_json(const Ticket& ticket);
-Ticket read_ticket(const storage::Row& row);
+// Reads the columns of kTicketColumns, starting at column `first`.
+Ticket read_ticket(const storage::Row& row, std::size_t first = 0);
 inline constexpr std::string_view kTicketColumns =
     "id, title, description, tags, status, priority, deadline, created_by, assigned_to, "
     "helpful_notes, related_skills, summary, run_id, created_at, updated_at";
@@ -96,6 +99,23 @@ std::optional<std::vector<std::string>> skills_field(const json& body, const std
 
 // `text` lower-cased with LIKE's wildcards escaped, for `lower(col) LIKE $n ESCAPE '\'`.
 std::string like_escape(std::string_view text);
+
+// A WHERE clause grown from optional filters, with numbered placeholders for its values.
+struct Where {
+    std::string sql = "WHERE 1 = 1";
+    std::vector<storage::Value> args;
+    // Appends `value` and returns its placeholder ("$3").
+    std::string arg(storage::Value value);
+};
+
+// One page of `columns` from `table` under `where` in `order`, and the count of all rows
+// matching (for list responses' `total`).
+struct PageRows {
+    std::int64_t total = 0;
+    storage::Result rows;
+};
+PageRows fetch_page(storage::Transaction& tx, std::string_view table, std::string_view columns,
+                    const Where& where, std::string_view order, int page, int limit);
 
 json string_array(const std::vector<std::string>& v);
 std::vector<std::string> parse_string_array(const std::string& text);

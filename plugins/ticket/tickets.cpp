@@ -174,25 +174,20 @@ Ticket TicketService::create(const Principal& who, const json& raw) {
 }
 
 TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const {
-    std::string where = "WHERE 1 = 1";
-    std::vector<storage::Value> args;
-    auto arg = [&](storage::Value v) {
-        args.push_back(std::move(v));
-        return fmt::format("${}", args.size());
-    };
-    if (!who.staff()) where += " AND created_by = " + arg(who.user_id);
-    if (q.status) where += " AND status = " + arg(*q.status);
+    Where where;
+    if (!who.staff()) where.sql += " AND created_by = " + where.arg(who.user_id);
+    if (q.status) where.sql += " AND status = " + where.arg(*q.status);
     if (q.priority) {
-        where += *q.priority == "unset" ? std::string(" AND priority IS NULL")
-                                        : " AND priority = " + arg(*q.priority);
+        where.sql += *q.priority == "unset" ? std::string(" AND priority IS NULL")
+                                        : " AND priority = " + where.arg(*q.priority);
     }
     // Tags are stored as a JSON array of plain strings: match one whole element.
-    if (q.tag) where += " AND tags LIKE " + arg(fmt::format("%\"{}\"%", like_escape(*q.tag))) + " ESCAPE '\\'";
-    if (q.assigned_to_me) where += " AND assigned_to = " + arg(who.user_id);
-    if (q.assigned_to) where += " AND assigned_to = " + arg(*q.assigned_to);
+    if (q.tag) where.sql += " AND tags LIKE " + where.arg(fmt::format("%\"{}\"%", like_escape(*q.tag))) + " ESCAPE '\\'";
+    if (q.assigned_to_me) where.sql += " AND assigned_to = " + where.arg(who.user_id);
+    if (q.assigned_to) where.sql += " AND assigned_to = " + where.arg(*q.assigned_to);
     if (q.search) {
-        const auto p = arg(fmt::format("%{}%", like_escape(*q.search)));
-        where += fmt::format(
+        const auto p = where.arg(fmt::format("%{}%", like_escape(*q.search)));
+        where.sql += fmt::format(
             " AND (lower(title) LIKE {0} ESCAPE '\\' OR lower(description) LIKE {0} ESCAPE '\\')", p);
     }
     std::string_view field = q.sort;
@@ -212,18 +207,10 @@ TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const
     order += ", id " + dir;
     return db_.transact(
         [&](storage::Transaction& tx) {
+            const auto found = fetch_page(tx, "tickets", kTicketColumns, where, order, q.page, q.limit);
             TicketPage page;
-            page.total = tx.exec_values("SELECT COUNT(*) FROM tickets " + where, args)
-                             .front()
-                             .get<std::int64_t>(0);
-            auto paged = args;
-            paged.emplace_back(std::int64_t{q.limit});
-            paged.emplace_back(std::int64_t{(q.page - 1) * q.limit});
-            const auto rows = tx.exec_values(
-                fmt::format("{} {} ORDER BY {} LIMIT ${} OFFSET ${}", kSelectTicket, where, order,
-                            paged.size() - 1, paged.size()),
-                paged);
-            for (const auto& r : rows) page.tickets.push_back(read_ticket(r));
+            page.total = found.total;
+            for (const auto& r : found.rows) page.tickets.push_back(read_ticket(r));
             return page;
         },
         storage::Access::read_only);

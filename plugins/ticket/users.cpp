@@ -37,32 +37,20 @@ User UserService::update_me(const Principal& who, const json& body) {
 }
 
 UserPage UserService::list(const UserQuery& q) const {
-    std::string where = "WHERE 1 = 1";
-    std::vector<storage::Value> args;
-    auto arg = [&](storage::Value v) {
-        args.push_back(std::move(v));
-        return fmt::format("${}", args.size());
-    };
-    if (q.role) where += " AND role = " + arg(std::string(to_string(*q.role)));
-    if (q.active) where += " AND active = " + arg(std::int64_t{*q.active ? 1 : 0});
+    Where where;
+    if (q.role) where.sql += " AND role = " + where.arg(std::string(to_string(*q.role)));
+    if (q.active) where.sql += " AND active = " + where.arg(std::int64_t{*q.active ? 1 : 0});
     if (q.search) {
-        const auto p = arg(fmt::format("%{}%", like_escape(*q.search)));
-        where += fmt::format(" AND (lower(email) LIKE {0} ESCAPE '\\' OR lower(name) LIKE {0} ESCAPE '\\')", p);
+        const auto p = where.arg(fmt::format("%{}%", like_escape(*q.search)));
+        where.sql += fmt::format(
+            " AND (lower(email) LIKE {0} ESCAPE '\\' OR lower(name) LIKE {0} ESCAPE '\\')", p);
     }
     return db_.transact(
         [&](storage::Transaction& tx) {
+            const auto found = fetch_page(tx, "users", kUserColumns, where, "created_at, id", q.page, q.limit);
             UserPage page;
-            page.total = tx.exec_values("SELECT COUNT(*) FROM users " + where, args)
-                             .front()
-                             .get<std::int64_t>(0);
-            auto paged = args;
-            paged.emplace_back(std::int64_t{q.limit});
-            paged.emplace_back(std::int64_t{(q.page - 1) * q.limit});
-            const auto rows = tx.exec_values(
-                fmt::format("SELECT {} FROM users {} ORDER BY created_at, id LIMIT ${} OFFSET ${}",
-                            kUserColumns, where, paged.size() - 1, paged.size()),
-                paged);
-            for (const auto& r : rows) page.users.push_back(read_user(r));
+            page.total = found.total;
+            for (const auto& r : found.rows) page.users.push_back(read_user(r));
             return page;
         },
         storage::Access::read_only);
