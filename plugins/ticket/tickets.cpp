@@ -84,6 +84,23 @@ std::optional<std::optional<std::int64_t>> deadline_field(const json& body, std:
     return std::optional<std::int64_t>{*ms};
 }
 
+// The fields a ticket's owner sets: required on create, each optional on update.
+struct Content {
+    std::optional<std::string> title;
+    std::optional<std::string> description;
+    std::optional<std::vector<std::string>> tags;
+    std::optional<std::optional<std::int64_t>> deadline;
+    bool any() const { return title || description || tags || deadline; }
+};
+Content content_fields(const json& body, bool required, std::int64_t now, Problems& problems) {
+    Content c;
+    c.title = string_field(body, "title", 1, kMaxTitle, required, problems);
+    c.description = string_field(body, "description", 1, kMaxDescription, required, problems);
+    c.tags = tags_field(body, required, problems);
+    c.deadline = deadline_field(body, now, problems);
+    return c;
+}
+
 json require_object(const json& body) {
     if (!body.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
@@ -139,17 +156,14 @@ Ticket TicketService::create(const Principal& who, const json& raw) {
     const json body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
-    auto title = string_field(body, "title", 1, kMaxTitle, true, problems);
-    auto description = string_field(body, "description", 1, kMaxDescription, true, problems);
-    auto tags = tags_field(body, true, problems);
-    auto deadline = deadline_field(body, now, problems);
+    const Content in = content_fields(body, true, now, problems);
     problems.check();
     Ticket t;
     t.id = new_id_at(now);
-    t.title = *title;
-    t.description = *description;
-    t.tags = *tags;
-    if (deadline) t.deadline = *deadline;
+    t.title = *in.title;
+    t.description = *in.description;
+    t.tags = *in.tags;
+    if (in.deadline) t.deadline = *in.deadline;
     t.created_by = who.user_id;
     t.created_at = t.updated_at = now;
     db_.transact([&](storage::Transaction& tx) {
@@ -225,10 +239,7 @@ Ticket TicketService::update(const Principal& who, const std::string& id, const 
     const json body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
-    auto title = string_field(body, "title", 1, kMaxTitle, false, problems);
-    auto description = string_field(body, "description", 1, kMaxDescription, false, problems);
-    auto tags = tags_field(body, false, problems);
-    auto deadline = deadline_field(body, now, problems);
+    const Content in = content_fields(body, false, now, problems);
     std::optional<std::string> status, priority;
     if (body.contains("status")) {
         if (!body["status"].is_string() || !is_status(body["status"].get<std::string>()))
@@ -243,7 +254,7 @@ Ticket TicketService::update(const Principal& who, const std::string& id, const 
             priority = body["priority"].get<std::string>();
     }
     problems.check();
-    const bool content = title || description || tags || deadline;
+    const bool content = in.any();
     if (!content && !status && !priority)
         throw ApiError(ErrorCode::validation_failed,
                        "nothing to change: send title, description, tags, deadline, status or "
@@ -261,10 +272,10 @@ Ticket TicketService::update(const Principal& who, const std::string& id, const 
         if ((status || priority) && !who.staff())
             throw ApiError(ErrorCode::forbidden,
                            "only moderators and admins may change status or priority");
-        if (title) t.title = *title;
-        if (description) t.description = *description;
-        if (tags) t.tags = *tags;
-        if (deadline) t.deadline = *deadline;
+        if (in.title) t.title = *in.title;
+        if (in.description) t.description = *in.description;
+        if (in.tags) t.tags = *in.tags;
+        if (in.deadline) t.deadline = *in.deadline;
         if (status) t.status = *status;
         if (priority) t.priority = *priority;
         t.updated_at = now;

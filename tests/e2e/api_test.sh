@@ -12,16 +12,7 @@ work=$(mktemp -d)
 source "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
-if [[ $backend == postgres ]]; then
-    if [[ -z ${CAIRN_TEST_PG_URL:-} ]]; then
-        [[ -n ${CI:-} ]] && { echo "FAIL: CAIRN_TEST_PG_URL must be set in CI"; exit 1; }
-        echo "SKIP: CAIRN_TEST_PG_URL is not set (scripts/test sets it)"
-        exit 77
-    fi
-    db=$(new_pg_db)
-else
-    db="sqlite://$work/api.db"
-fi
+pick_db "$backend" api
 
 admin=$("$cairn" keys create --name tests --db "$db" 2>/dev/null)
 events_key=$("$cairn" keys create --name producer --scope events --db "$db" 2>/dev/null)

@@ -32,6 +32,21 @@ new_pg_db() {  # prints the URL of a new, empty Postgres database
     echo "${CAIRN_TEST_PG_URL%/*}/$name"
 }
 
+# pick_db sqlite|postgres NAME: sets $db to a fresh database on that backend. Without
+# CAIRN_TEST_PG_URL, Postgres fails the script in CI and skips it (exit 77) elsewhere.
+pick_db() {
+    if [[ $1 == postgres ]]; then
+        if [[ -z ${CAIRN_TEST_PG_URL:-} ]]; then
+            [[ -n ${CI:-} ]] && { echo "FAIL: CAIRN_TEST_PG_URL must be set in CI"; exit 1; }
+            echo "SKIP: CAIRN_TEST_PG_URL is not set (scripts/test sets it)"
+            exit 77
+        fi
+        db=$(new_pg_db)
+    else
+        db="sqlite://$work/$2.db"
+    fi
+}
+
 # start_server NAME ARGS...: `cairn serve --listen 127.0.0.1:0 ARGS` in $work/NAME; sets
 # $base (its URL) and $server_pid once it reports where it listens.
 start_server() {

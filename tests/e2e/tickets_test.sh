@@ -17,16 +17,7 @@ trap cleanup EXIT
 node_tools="$here/../ui"
 "$node_tools/install.sh" || { echo "FAIL: installing the Node test tools"; exit 1; }
 
-if [[ $backend == postgres ]]; then
-    if [[ -z ${CAIRN_TEST_PG_URL:-} ]]; then
-        [[ -n ${CI:-} ]] && { echo "FAIL: CAIRN_TEST_PG_URL must be set in CI"; exit 1; }
-        echo "SKIP: CAIRN_TEST_PG_URL is not set (scripts/test sets it)"
-        exit 77
-    fi
-    db=$(new_pg_db)
-else
-    db="sqlite://$work/tickets.db"
-fi
+pick_db "$backend" tickets
 
 # ---- mail: outbox on SQLite, a real SMTP server (maildev, with auth) on Postgres --------
 free_port() {
