@@ -11,6 +11,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <span>
 #include <thread>
 
 #include "common/ids.hpp"
@@ -191,7 +192,10 @@ struct Engine::Impl {
     struct Pending {
         enum class Outcome { waiting, done, lost, alone };
         const Lease* lease;
-        const std::function<void(Transaction&)>* fn;
+        // What to write: a step record (written with other runs' steps in multi-row
+        // statements), or any other write as a function run behind its own fence check.
+        storage::StepWrite* step = nullptr;
+        const std::function<void(Transaction&)>* fn = nullptr;
         Outcome outcome = Outcome::waiting;
     };
     std::mutex gc_mu;
@@ -205,20 +209,41 @@ struct Engine::Impl {
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
 
+    // Writes `batch` in `tx`; sets each item's outcome to done or lost.
+    void write_batch(Transaction& tx, std::span<Pending* const> batch) {
+        std::vector<storage::StepWrite*> steps;
+        for (Pending* p : batch) {
+            if (p->step != nullptr) steps.push_back(p->step);
+        }
+        store.write_steps(tx, steps);
+        for (Pending* p : batch) {
+            if (p->step != nullptr) {
+                p->outcome = p->step->held ? Pending::Outcome::done : Pending::Outcome::lost;
+            } else if (!store.hold_fence(tx, *p->lease)) {
+                p->outcome = Pending::Outcome::lost;
+            } else {
+                (*p->fn)(tx);
+                p->outcome = Pending::Outcome::done;
+            }
+        }
+    }
+
     // Runs one batch; sets every item's outcome and never throws. A batch whose
-    // transaction fails for any reason hands its writes back to run alone (fenced_alone),
+    // transaction fails for any reason hands its writes back to run alone (write_alone),
     // which retries conflicts and reports errors to each writer itself.
     void commit_batch(const std::vector<Pending*>& batch) {
-        std::vector<Pending::Outcome> outcomes(batch.size(), Pending::Outcome::done);
         try {
-            db.transact([&](Transaction& tx) {
-                for (std::size_t i = 0; i < batch.size(); ++i) {
-                    if (!store.hold_fence(tx, *batch[i]->lease))
-                        outcomes[i] = Pending::Outcome::lost;
-                    else
-                        (*batch[i]->fn)(tx);
-                }
-            });
+            std::vector<storage::StepWrite*> steps;
+            for (Pending* p : batch) {
+                if (p->step != nullptr) steps.push_back(p->step);
+            }
+            if (steps.size() == batch.size()) {  // only steps: no transaction needed
+                store.write_steps(steps);
+                for (Pending* p : batch)
+                    p->outcome = p->step->held ? Pending::Outcome::done : Pending::Outcome::lost;
+            } else {
+                db.transact([&](Transaction& tx) { write_batch(tx, batch); });
+            }
             if (batch.size() > 1) {
                 ++gc_batches;
                 gc_writes += static_cast<std::int64_t>(batch.size());
@@ -226,19 +251,15 @@ struct Engine::Impl {
         } catch (const std::exception& e) {
             spdlog::debug("group commit of {} writes failed ({}); writing them one by one",
                           batch.size(), e.what());
-            std::fill(outcomes.begin(), outcomes.end(), Pending::Outcome::alone);
+            for (Pending* p : batch) p->outcome = Pending::Outcome::alone;
         }
-        for (std::size_t i = 0; i < batch.size(); ++i) batch[i]->outcome = outcomes[i];
     }
 
-    // Runs `fn(tx)` in a transaction that first checks `lease` still holds, possibly
-    // sharing it with other executions' writes (group commit). Throws LeaseLost when the
-    // lease is gone, Infrastructure when the database fails.
-    template <class Fn>
-    void fenced(const Lease& lease, Fn&& fn) {
-        const std::function<void(Transaction&)> f = std::ref(fn);
-        if (gc_max_leaders.load() == 0) return fenced_alone(lease, f);
-        Pending mine{&lease, &f};
+    // Writes `mine` in a transaction that first checks its lease still holds, possibly
+    // sharing it with other executions' writes (group commit); returns once committed.
+    // Throws LeaseLost when the lease is gone, Infrastructure when the database fails.
+    void submit(Pending& mine) {
+        if (gc_max_leaders.load() == 0) return write_alone(mine);
         {
             std::unique_lock lock(gc_mu);
             gc_queue.push_back(&mine);
@@ -257,35 +278,48 @@ struct Engine::Impl {
                 gc_cv.notify_all();
             }
         }
-        if (mine.outcome == Pending::Outcome::done) return;
+        if (mine.outcome == Pending::Outcome::alone) return write_alone(mine);
         if (mine.outcome == Pending::Outcome::lost) {
             ++leases_lost;
             throw detail::LeaseLost{};
         }
-        fenced_alone(lease, f);
     }
 
     // One fenced write in a transaction of its own.
-    void fenced_alone(const Lease& lease, const std::function<void(Transaction&)>& fn) {
+    void write_alone(Pending& mine) {
         constexpr int kAttempts = 3;
         for (int attempt = 1;; ++attempt) {
             try {
-                const bool held = db.transact([&](Transaction& tx) {
-                    if (!store.hold_fence(tx, lease)) return false;
-                    fn(tx);
-                    return true;
-                });
-                if (!held) {
-                    ++leases_lost;
-                    throw detail::LeaseLost{};
-                }
-                return;
+                Pending* const one[] = {&mine};
+                db.transact([&](Transaction& tx) { write_batch(tx, one); });
+                break;
             } catch (const storage::TransactionConflict& e) {
                 if (attempt == kAttempts) throw detail::Infrastructure{{}, e.what()};
             } catch (const storage::StorageError& e) {
                 throw detail::Infrastructure{{}, e.what()};
             }
         }
+        if (mine.outcome == Pending::Outcome::lost) {
+            ++leases_lost;
+            throw detail::LeaseLost{};
+        }
+    }
+
+    // Runs `fn(tx)` in a transaction that first checks `lease` still holds.
+    template <class Fn>
+    void fenced(const Lease& lease, Fn&& fn) {
+        const std::function<void(Transaction&)> f = std::ref(fn);
+        Pending mine{&lease, nullptr, &f};
+        submit(mine);
+    }
+
+    // Writes a step (and its attempt) while `lease` holds; returns the run's status.
+    std::string write_step(const Lease& lease, const StepRecord& step,
+                           const storage::AttemptRecord* attempt) {
+        storage::StepWrite w{&lease, &step, attempt};
+        Pending mine{&lease, &w, nullptr};
+        submit(mine);
+        return w.run_status;
     }
 
     SendResult send(Transaction& tx, const EventInput& in) {
@@ -341,7 +375,13 @@ class Execution {
               std::shared_ptr<std::atomic<bool>> lost_flag)
         : engine(e), lease(std::move(l)), state(std::move(s)), wf(w), lost(std::move(lost_flag)) {
         event = event_json(state.event);
+        status = state.run.status;
         for (auto& step : state.steps) by_seq.emplace(step.seq, &step);
+    }
+
+    // Writes a step record while the lease holds and learns the run's status from it.
+    void write(const StepRecord& rec, const storage::AttemptRecord* attempt = nullptr) {
+        status = engine.write_step(lease, rec, attempt);
     }
 
     Engine::Impl& engine;
@@ -350,6 +390,7 @@ class Execution {
     const Workflow& wf;
     std::shared_ptr<std::atomic<bool>> lost;
     json event;
+    std::string status;  // the run's, as of the last write or the load
     std::map<std::int64_t, StepRecord*> by_seq;
     std::map<std::string, int, std::less<>> name_counts;
     std::int64_t next_seq = 0;
@@ -394,12 +435,8 @@ class Execution {
             engine.fenced(lease, [&](Transaction& tx) { engine.store.release(tx, lease, now()); });
             throw Suspend{};
         }
-        std::string status;
-        try {
-            status = engine.store.run_status(run_id());
-        } catch (const storage::StorageError& e) {
-            throw Infrastructure{{}, e.what()};
-        }
+        // The status as of this execution's last write (or its load): a cancel that
+        // commits while a step runs stops the run before the next one.
         if (status == run_status::kCancelled) throw Cancelled{};
         if (wf.run_timeout && state.run.started_at &&
             now() - *state.run.started_at > wf.run_timeout->count()) {
@@ -412,13 +449,13 @@ class Execution {
         throw Suspend{};
     }
 
-    StepRecord record(const Slot& slot, std::string_view kind, std::string_view status) const {
+    StepRecord record(const Slot& slot, std::string_view kind, std::string_view step_status) const {
         StepRecord r;
         r.run_id = run_id();
         r.key = slot.key;
         r.seq = slot.seq;
         r.kind = std::string(kind);
-        r.status = std::string(status);
+        r.status = std::string(step_status);
         r.attempts = 1;
         r.started_at = now();
         return r;
@@ -485,10 +522,7 @@ class Execution {
         if (!error) {
             rec.output = dump(out);
             rec.ended_at = ended;
-            engine.fenced(lease, [&](Transaction& tx) {
-                engine.store.write_step(tx, rec);
-                engine.store.write_attempt(tx, att);
-            });
+            write(rec, &att);
             engine.maybe_crash();
             return out;
         }
@@ -499,10 +533,7 @@ class Execution {
         if (!retriable || attempt >= policy.max_attempts) {
             rec.status = "failed";
             rec.ended_at = ended;
-            engine.fenced(lease, [&](Transaction& tx) {
-                engine.store.write_step(tx, rec);
-                engine.store.write_attempt(tx, att);
-            });
+            write(rec, &att);
             throw StepFailed(slot.key, *error);
         }
         const std::int64_t wake =
@@ -528,7 +559,7 @@ class Execution {
             if (now() < wake) suspend_until(wake);
             s.status = "completed";
             s.ended_at = now();
-            engine.fenced(lease, [&](Transaction& tx) { engine.store.write_step(tx, s); });
+            write(s);
             return;
         }
         boundary();
@@ -537,7 +568,7 @@ class Execution {
         if (until <= now()) {
             rec.status = "completed";
             rec.ended_at = now();
-            engine.fenced(lease, [&](Transaction& tx) { engine.store.write_step(tx, rec); });
+            write(rec);
             return;
         }
         rec.wake_at = until;
@@ -640,7 +671,7 @@ class Execution {
             rec.status = "failed";
             rec.error = dump(error);
             rec.ended_at = now();
-            engine.fenced(lease, [&](Transaction& tx) { engine.store.write_step(tx, rec); });
+            write(rec);
             throw StepFailed(slot.key, error);
         }
         rec.wake_at = now() + kInvokeSafetyNetMs;
@@ -755,9 +786,7 @@ void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic
         }
     };
     try {
-        fenced(lease, [&](Transaction& tx) {
-            store.set_run_status(tx, lease.run_id, run_status::kRunning, now(), worker_id);
-        });
+        // The claim already marked the run running (RunStore::claim).
         if (!ex.state.run.started_at) ex.state.run.started_at = now();
         Context ctx(ex);
         const json output = it->second.fn(ctx);

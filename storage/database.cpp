@@ -447,6 +447,12 @@ std::unique_ptr<Listener> Database::listen(std::string_view channel,
     return detail::listen_postgres(url_, std::string(channel), std::move(on_notify));
 }
 
+Result Database::exec_once(Access access, std::string_view sql, std::span<const Value> params) {
+    detail::Pool& pool = (access == Access::read_only && readers_) ? *readers_ : *writers_;
+    auto conn = pool.acquire(std::chrono::seconds(30));
+    return conn->get().query_once(sql, params, access);
+}
+
 Transaction Database::begin(Access access, std::chrono::milliseconds wait) {
     detail::Pool& pool = (access == Access::read_only && readers_) ? *readers_ : *writers_;
     auto conn = pool.acquire(wait);

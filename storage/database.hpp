@@ -165,20 +165,31 @@ class Database {
     // when lost). Returns null on SQLite: one process, so in-process signals suffice.
     std::unique_ptr<Listener> listen(std::string_view channel, std::function<void()> on_notify);
 
-    // One statement in a transaction of its own.
+    // One statement, atomic on its own: in a transaction of its own on SQLite, sent
+    // alone (autocommit, one round trip instead of three) on Postgres.
     template <class... Args>
     Result exec(std::string_view sql, Args&&... args) {
-        return transact([&](Transaction& tx) { return tx.exec(sql, std::forward<Args>(args)...); });
+        return once(Access::read_write, sql, std::forward<Args>(args)...);
     }
 
-    // One statement in a read-only transaction of its own (a reader connection on SQLite).
+    // One reading statement (a reader connection on SQLite; autocommit on Postgres).
     template <class... Args>
     Result read(std::string_view sql, Args&&... args) {
-        return transact([&](Transaction& tx) { return tx.exec(sql, std::forward<Args>(args)...); },
-                        Access::read_only);
+        return once(Access::read_only, sql, std::forward<Args>(args)...);
     }
+    Result exec_once(Access access, std::string_view sql, std::span<const Value> params);
 
   private:
+    template <class... Args>
+    Result once(Access access, std::string_view sql, Args&&... args) {
+        if constexpr (sizeof...(Args) == 0) {
+            return exec_once(access, sql, {});
+        } else {
+            const Value params[] = {to_value(std::forward<Args>(args))...};
+            return exec_once(access, sql, params);
+        }
+    }
+
     Database(DatabaseUrl url, std::unique_ptr<detail::Pool> writers,
              std::unique_ptr<detail::Pool> readers);
 

@@ -241,20 +241,39 @@ std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64
                                    std::int64_t lease_ms) {
     if (limit <= 0) return {};
     const std::int64_t until = now + lease_ms;
-    const std::string sql = fmt::format(
+    // The claimed runs turn `running` in the same commit, so starting an execution costs
+    // no write of its own. Postgres does both in one statement; SQLite (no UPDATE inside
+    // WITH) in one transaction, which costs no round trips there.
+    static constexpr std::string_view kTake =
         "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
         "lease_epoch + 1 "
         "WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
         "ORDER BY priority DESC, due_at, run_id LIMIT $4{}) "
-        "RETURNING run_id, lease_epoch",
-        db_.dialect().skip_locked());
-    auto rows = db_.exec(sql, owner, until, now, limit);
+        "RETURNING run_id, lease_epoch";
+    static constexpr std::string_view kStart =
+        "UPDATE runs SET status = 'running', worker = $1, updated_at = $3, "
+        "started_at = COALESCE(started_at, $3) ";
+    static constexpr std::string_view kNotEnded =
+        "status NOT IN ('completed', 'failed', 'cancelled')";
     std::vector<Lease> out;
-    out.reserve(rows.size());
-    for (auto row : rows) {
+    auto add = [&](const Row& row) {
         out.push_back(
             Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until});
+    };
+    if (db_.backend() == Backend::postgres) {
+        static const std::string sql = fmt::format(
+            "WITH claimed AS ({}), started AS ({} FROM claimed WHERE runs.id = claimed.run_id "
+            "AND runs.{}) SELECT run_id, lease_epoch FROM claimed",
+            fmt::format(fmt::runtime(kTake), db_.dialect().skip_locked()), kStart, kNotEnded);
+        for (auto row : db_.exec(sql, owner, until, now, limit)) add(row);
+        return out;
     }
+    static const std::string take = fmt::format(fmt::runtime(kTake), db_.dialect().skip_locked());
+    static const std::string start = fmt::format("{} WHERE id = $2 AND {}", kStart, kNotEnded);
+    db_.transact([&](Transaction& tx) {
+        for (auto row : tx.exec(take, owner, until, now, limit)) add(row);
+        for (const Lease& l : out) tx.exec(start, owner, l.run_id, now);
+    });
     return out;
 }
 
@@ -321,6 +340,202 @@ void RunStore::write_step(Transaction& tx, const StepRecord& step) {
     // The change feed (changes_since) follows runs.updated_at, so a step touches its run.
     tx.exec("UPDATE runs SET updated_at = $2 WHERE id = $1", step.run_id,
             step.ended_at.value_or(step.started_at.value_or(0)));
+}
+
+namespace {
+
+// Collects statement parameters; param(v) appends v and returns its placeholder "$k".
+struct Params {
+    std::vector<Value> values;
+    template <class T>
+    std::string operator()(const T& v) {
+        values.push_back(to_value(v));
+        return fmt::format("${}", values.size());
+    }
+};
+
+void reset(std::span<StepWrite* const> writes) {
+    for (StepWrite* w : writes) {
+        w->held = false;
+        w->run_status.clear();
+    }
+}
+
+// Postgres: the fence and every write in one statement (data-modifying WITH), so a batch
+// costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. Returns
+// (run id, status) of each run whose lease held.
+std::pair<std::string, std::vector<Value>> step_writes_postgres(
+    std::span<StepWrite* const> writes) {
+    Params param;
+    std::string steps, attempts;
+    for (const StepWrite* w : writes) {
+        const StepRecord& st = *w->step;
+        steps += fmt::format(
+            "{}({}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT), {}, {}, {}, {}, "
+            "CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), "
+            "CAST({} AS BIGINT))",
+            steps.empty() ? "" : ", ", param(w->lease->run_id), param(w->lease->owner),
+            param(w->lease->epoch), param(st.key), param(st.seq), param(st.kind),
+            param(st.status), param(st.output), param(st.error), param(st.attempts),
+            param(st.started_at), param(st.ended_at), param(st.wake_at),
+            param(st.ended_at.value_or(st.started_at.value_or(0))));
+        if (w->attempt == nullptr) continue;
+        const AttemptRecord& a = *w->attempt;
+        attempts += fmt::format(
+            "{}({}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), "
+            "CAST({} AS BIGINT), {}, {}, {}, {})",
+            attempts.empty() ? "" : ", ", param(a.run_id), param(a.step_key),
+            param(a.generation), param(a.attempt), param(a.started_at), param(a.ended_at),
+            param(a.outcome), param(a.error), param(a.logs), param(a.worker));
+    }
+    std::string sql = fmt::format(
+        "WITH v (run_id, owner, epoch, step_key, seq, kind, status, output, error, attempts, "
+        "started_at, ended_at, wake_at, touched) AS (VALUES {}), "
+        "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch FROM v "
+        "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
+        "RETURNING q.run_id), "
+        "s AS (INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
+        "started_at, ended_at, wake_at) SELECT run_id, step_key, seq, kind, status, output, "
+        "error, attempts, started_at, ended_at, wake_at FROM v "
+        "WHERE run_id IN (SELECT run_id FROM fence) "
+        "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
+        "status = excluded.status, output = excluded.output, error = excluded.error, "
+        "attempts = excluded.attempts, "
+        "started_at = COALESCE(steps.started_at, excluded.started_at), "
+        "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+        "WHERE steps.status <> 'completed'), ",
+        steps);
+    if (!attempts.empty()) {
+        sql += fmt::format(
+            "a AS (INSERT INTO step_attempts (run_id, step_key, generation, attempt, started_at, "
+            "ended_at, outcome, error, logs, worker) SELECT * FROM (VALUES {}) AS x "
+            "WHERE x.column1 IN (SELECT run_id FROM fence)), ",
+            attempts);
+    }
+    sql +=
+        "r AS (UPDATE runs SET updated_at = v.touched FROM v "
+        "WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
+        "RETURNING runs.id, runs.status) "
+        "SELECT id, status FROM r";
+    return {std::move(sql), std::move(param.values)};
+}
+
+void apply_statuses(std::span<StepWrite* const> writes, const Result& rows) {
+    for (auto row : rows) {
+        for (StepWrite* w : writes) {
+            if (row.get<std::string>(0) != w->lease->run_id) continue;
+            w->held = true;
+            w->run_status = row.get<std::string>(1);
+        }
+    }
+}
+
+}  // namespace
+
+void RunStore::write_steps(std::span<StepWrite* const> writes) {
+    if (writes.empty()) return;
+    if (db_.backend() != Backend::postgres) {
+        db_.transact([&](Transaction& tx) { write_steps(tx, writes); });
+        return;
+    }
+    reset(writes);
+    auto [sql, params] = step_writes_postgres(writes);
+    apply_statuses(writes, db_.exec_once(Access::read_write, sql, params));
+}
+
+void RunStore::write_steps(Transaction& tx, std::span<StepWrite* const> writes) {
+    if (writes.empty()) return;
+    reset(writes);
+    if (tx.backend() == Backend::postgres) {
+        auto [sql, params] = step_writes_postgres(writes);
+        apply_statuses(writes, tx.exec_values(sql, params));
+        return;
+    }
+    // SQLite: one statement per table for all the runs (statements cost no round trips
+    // here, and WITH cannot hold an UPDATE).
+    Params param;
+    auto run = [&](std::string_view sql) {
+        auto r = tx.exec_values(sql, param.values);
+        param.values.clear();
+        return r;
+    };
+
+    // The fence of every run at once: lock the queue rows, keep the writes whose lease holds.
+    std::string ids;
+    for (StepWrite* w : writes) {
+        ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(w->lease->run_id));
+    }
+    const auto fence = run(fmt::format(
+        "UPDATE queue SET lease_epoch = lease_epoch WHERE run_id IN ({}) "
+        "RETURNING run_id, lease_owner, lease_epoch",
+        ids));
+    std::vector<StepWrite*> held;
+    for (StepWrite* w : writes) {
+        for (auto row : fence) {
+            if (row.get<std::string>(0) == w->lease->run_id &&
+                row.get_opt<std::string>(1) == w->lease->owner &&
+                row.get<std::int64_t>(2) == w->lease->epoch) {
+                w->held = true;
+                held.push_back(w);
+                break;
+            }
+        }
+    }
+    if (held.empty()) return;
+
+    // A completed step is final: a second write of the same key changes nothing.
+    std::string rows;
+    for (const StepWrite* w : held) {
+        const StepRecord& st = *w->step;
+        rows += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                            rows.empty() ? "" : ", ", param(st.run_id), param(st.key),
+                            param(st.seq), param(st.kind), param(st.status), param(st.output),
+                            param(st.error), param(st.attempts), param(st.started_at),
+                            param(st.ended_at), param(st.wake_at));
+    }
+    run(fmt::format(
+        "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
+        "started_at, ended_at, wake_at) VALUES {} "
+        "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
+        "status = excluded.status, output = excluded.output, error = excluded.error, "
+        "attempts = excluded.attempts, "
+        "started_at = COALESCE(steps.started_at, excluded.started_at), "
+        "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+        "WHERE steps.status <> 'completed'",
+        rows));
+
+    // The change feed (changes_since) follows runs.updated_at, so a step touches its run.
+    std::string cases;
+    ids.clear();
+    for (const StepWrite* w : held) {
+        const StepRecord& st = *w->step;
+        const std::string id = param(st.run_id);
+        cases += fmt::format(" WHEN {} THEN CAST({} AS BIGINT)", id,
+                             param(st.ended_at.value_or(st.started_at.value_or(0))));
+        ids += fmt::format("{}{}", ids.empty() ? "" : ", ", id);
+    }
+    for (auto row : run(fmt::format(
+             "UPDATE runs SET updated_at = CASE id{} END WHERE id IN ({}) RETURNING id, status",
+             cases, ids))) {
+        for (StepWrite* w : held) {
+            if (row.get<std::string>(0) == w->lease->run_id) w->run_status = row.get<std::string>(1);
+        }
+    }
+
+    rows.clear();
+    for (const StepWrite* w : held) {
+        if (w->attempt == nullptr) continue;
+        const AttemptRecord& a = *w->attempt;
+        rows += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {})", rows.empty() ? "" : ", ",
+                            param(a.run_id), param(a.step_key), param(a.generation),
+                            param(a.attempt), param(a.started_at), param(a.ended_at),
+                            param(a.outcome), param(a.error), param(a.logs), param(a.worker));
+    }
+    if (rows.empty()) return;
+    run(fmt::format(
+        "INSERT INTO step_attempts (run_id, step_key, generation, attempt, started_at, ended_at, "
+        "outcome, error, logs, worker) VALUES {}",
+        rows));
 }
 
 void RunStore::write_attempt(Transaction& tx, const AttemptRecord& a) {
@@ -412,18 +627,23 @@ bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
 }
 
 std::optional<RunState> RunStore::load(std::string_view run_id) {
-    return db_.transact(
-        [&](Transaction& tx) -> std::optional<RunState> {
-            auto runs = tx.exec(run_by_id_sql(), run_id);
-            if (runs.empty()) return std::nullopt;
-            RunState state;
-            state.run = read_run(runs.front());
-            state.event = read_event(tx.exec(event_by_id_sql(), state.run.event_id).front());
-            for (auto row : tx.exec(steps_of_run_sql(), run_id))
-                state.steps.push_back(read_step(row));
-            return state;
-        },
-        Access::read_only);
+    // Two statements on their own, without a shared snapshot: the caller holds the run's
+    // lease, so no other worker writes its steps in between (an event completing a waiting
+    // step, or a cancel, may land between the reads; the execution copes with both).
+    static const std::string run_sql = fmt::format(
+        "SELECT {}, e.data, e.ts, e.idempotency_key, e.received_at FROM runs r "
+        "JOIN events e ON e.id = r.event_id WHERE r.id = $1",
+        kRunColumns);
+    auto runs = db_.read(run_sql, run_id);
+    if (runs.empty()) return std::nullopt;
+    const Row row = runs.front();
+    RunState state;
+    state.run = read_run(row);
+    state.event = EventRecord{state.run.event_id,      state.run.event_name,
+                              row.get<std::string>(17), row.get<std::int64_t>(18),
+                              row.get_opt<std::string>(19), row.get<std::int64_t>(20)};
+    for (auto step : db_.read(steps_of_run_sql(), run_id)) state.steps.push_back(read_step(step));
+    return state;
 }
 
 std::string RunStore::run_status(std::string_view run_id) {

@@ -155,6 +155,17 @@ struct RunPage {
     std::optional<std::string> next_cursor;  // pass back to get the next page; absent on the last
 };
 
+// One step write of a leased run, for RunStore::write_steps.
+struct StepWrite {
+    const Lease* lease = nullptr;
+    const StepRecord* step = nullptr;
+    const AttemptRecord* attempt = nullptr;  // null: no attempt to record
+    // Set by write_steps: whether the lease held (nothing is written otherwise), and the
+    // run's status after the write (how a worker learns of a cancellation).
+    bool held = false;
+    std::string run_status;
+};
+
 class RunStore {
   public:
     explicit RunStore(Database& db) : db_(db) {}
@@ -202,6 +213,11 @@ class RunStore {
     // Inserts or updates a step; a completed step is never changed.
     void write_step(Transaction& tx, const StepRecord& step);
     void write_attempt(Transaction& tx, const AttemptRecord& attempt);
+    // Fences and writes the steps (and attempts) of several leased runs, one statement per
+    // table for all of them; each run may appear once. Needs no hold_fence beforehand.
+    void write_steps(Transaction& tx, std::span<StepWrite* const> writes);
+    // The same, committed on its own (on Postgres one statement, no BEGIN/COMMIT).
+    void write_steps(std::span<StepWrite* const> writes);
     // Sets a non-final run's status (running, sleeping, waiting); started_at on first run.
     void set_run_status(Transaction& tx, std::string_view run_id, std::string_view status,
                         std::int64_t now, const std::optional<std::string>& worker = std::nullopt);

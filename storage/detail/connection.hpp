@@ -25,6 +25,20 @@ class Connection {
     virtual void commit() = 0;
     virtual void rollback() = 0;
     virtual Result query(std::string_view sql, std::span<const Value> params) = 0;
+    // One statement outside begin()/commit(), atomic on its own. The default wraps it in
+    // a transaction; Postgres sends it alone (autocommit), saving two round trips.
+    virtual Result query_once(std::string_view sql, std::span<const Value> params,
+                              Access access) {
+        begin(access);
+        try {
+            Result r = query(sql, params);
+            commit();
+            return r;
+        } catch (...) {
+            rollback();
+            throw;
+        }
+    }
     virtual void script(std::string_view sql) = 0;
     // False once the connection broke; the pool then drops it instead of reusing it.
     virtual bool healthy() const = 0;

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <optional>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
@@ -71,6 +72,18 @@ class PostgresConnection final : public Connection {
 
     Result query(std::string_view sql, std::span<const Value> params) override {
         need_tx(sql);
+        return run(*tx_, sql, params);
+    }
+
+    Result query_once(std::string_view sql, std::span<const Value> params, Access) override {
+        if (tx_) throw StorageError(kBackend, "statement on its own inside a transaction", sql);
+        std::optional<pqxx::nontransaction> alone;
+        guard(sql, [&] { alone.emplace(*conn_); });
+        return run(*alone, sql, params);
+    }
+
+  private:
+    Result run(pqxx::transaction_base& tx, std::string_view sql, std::span<const Value> params) {
         const std::string& name = prepared_name(sql);
 
         // Parameters go as text; Postgres infers each one's type from the statement.
@@ -99,7 +112,7 @@ class PostgresConnection final : public Connection {
         }
 
         pqxx::result r;
-        guard(sql, [&] { r = tx_->exec_prepared(name, pqxx::prepare::make_dynamic_params(ptrs)); });
+        guard(sql, [&] { r = tx.exec_prepared(name, pqxx::prepare::make_dynamic_params(ptrs)); });
 
         std::vector<std::string> columns;
         const auto ncols = static_cast<std::size_t>(r.columns());
@@ -120,7 +133,6 @@ class PostgresConnection final : public Connection {
         return result;
     }
 
-  private:
     static std::string first_line(std::string_view text) {
         auto nl = text.find('\n');
         return std::string(text.substr(0, nl));

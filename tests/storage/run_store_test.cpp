@@ -130,6 +130,11 @@ TEST_CASE("claim leases due items and skips ones not yet due or already leased")
         CHECK(l.owner == "w1");
         CHECK(l.epoch == 1);
         CHECK(l.until == kT0 + 120'000);
+        // The claim starts the run in the same commit.
+        const auto run = f.store.get_run(l.run_id);
+        CHECK(run->status == "running");
+        CHECK(run->worker == "w1");
+        CHECK(run->started_at == kT0);
     }
     CHECK(f.store.claim("w2", 10, kT0 + 1, kLease).empty());
     CHECK(f.store.claim("w2", 10, kT0 + 60'000 - 1, kLease).empty());
@@ -215,7 +220,8 @@ TEST_CASE("a stale lease epoch is refused everywhere") {
     CHECK_FALSE(
         f.store.finish_run(stale, run_status::kCompleted, "\"late\"", std::nullopt, kT0 + 5002));
     CHECK(f.store.steps(stale.run_id).empty());
-    CHECK(f.store.get_run(stale.run_id)->status == "queued");
+    CHECK(f.store.get_run(stale.run_id)->status == "running");  // as the claim left it
+    CHECK(f.store.get_run(stale.run_id)->worker == "w2");
 
     CHECK(f.store.record_step(current, step(current, "load", 0, "\"on time\"")));
     auto steps = f.store.steps(current.run_id);
@@ -225,6 +231,61 @@ TEST_CASE("a stale lease epoch is refused everywhere") {
     Lease same_owner_old = current;
     same_owner_old.epoch -= 1;
     CHECK_FALSE(f.store.record_step(same_owner_old, step(current, "other", 1, "1")));
+}
+
+TEST_CASE("write_steps fences each run of a batch on its own and reports its status") {
+    Fixture f;
+    const auto ids = f.send("e", 3);
+    auto leases = f.store.claim("w1", 3, kT0, kLease);
+    REQUIRE(leases.size() == 3);
+    Lease stale = leases[1];
+    stale.epoch -= 1;  // an old claim of the second run: its write must be refused
+    CHECK(f.store.cancel_run(leases[2].run_id, kT0 + 1));  // the third is cancelled meanwhile
+
+    const StepRecord a = step(leases[0], "a", 0, "1");
+    const StepRecord b = step(stale, "b", 0, "2");
+    const StepRecord c = step(leases[2], "c", 0, "3");
+    const AttemptRecord att{leases[0].run_id, "a", 1, kT0, kT0 + 1, "completed",
+                            std::nullopt, "[\"hi\"]", "w1", 0};
+    StepWrite wa{&leases[0], &a, &att}, wb{&stale, &b}, wc{&leases[2], &c};
+    StepWrite* const batch[] = {&wa, &wb, &wc};
+    f.t.db().transact([&](Transaction& tx) { f.store.write_steps(tx, batch); });
+
+    CHECK(wa.held);
+    CHECK(wa.run_status == "running");
+    CHECK_FALSE(wb.held);
+    CHECK(wb.run_status.empty());
+    CHECK(wc.held);
+    CHECK(wc.run_status == "cancelled");  // how the worker learns it must stop
+    REQUIRE(f.store.steps(leases[0].run_id).size() == 1);
+    CHECK(f.store.steps(leases[0].run_id)[0].output == "1");
+    CHECK(f.store.steps(leases[1].run_id).empty());
+    CHECK(f.store.steps(leases[2].run_id).size() == 1);
+    const auto attempts = f.store.attempts(leases[0].run_id);
+    REQUIRE(attempts.size() == 1);
+    CHECK(attempts[0].logs == "[\"hi\"]");
+    CHECK(f.store.get_run(leases[0].run_id)->updated_at == kT0 + 1);
+
+    // A completed step is final, in a batch as alone.
+    const StepRecord again = step(leases[0], "a", 0, "\"changed\"");
+    StepWrite wagain{&leases[0], &again};
+    StepWrite* const one[] = {&wagain};
+    f.t.db().transact([&](Transaction& tx) { f.store.write_steps(tx, one); });
+    CHECK(wagain.held);
+    CHECK(f.store.steps(leases[0].run_id)[0].output == "1");
+    CHECK(ids.size() == 3);
+}
+
+TEST_CASE("a claim does not restart a cancelled run") {
+    Fixture f;
+    const auto ids = f.send("e", 1);
+    auto first = f.store.claim("w1", 1, kT0, 1000);
+    REQUIRE(first.size() == 1);
+    CHECK(f.store.cancel_run(ids[0], kT0 + 1));  // held by w1, so its lease runs out
+    auto second = f.store.claim("w2", 1, kT0 + 2000, kLease);
+    REQUIRE(second.size() == 1);  // claimed, for the worker to see the end and park it
+    CHECK(f.store.get_run(ids[0])->status == "cancelled");
+    CHECK(f.store.get_run(ids[0])->worker == "w1");
 }
 
 TEST_CASE("renew extends a lease; release makes the item due again or parks it") {
