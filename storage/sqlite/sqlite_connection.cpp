@@ -88,7 +88,8 @@ class SqliteConnection final : public Connection {
     }
 
     Result query(std::string_view sql, std::span<const Value> params) override {
-        sqlite3_stmt* stmt = prepare(sql);
+        const Prepared& prepared = prepare(sql);
+        sqlite3_stmt* stmt = prepared.stmt;
         // Always leave the statement reset and unbound, also when binding or stepping throws.
         struct Reset {
             sqlite3_stmt* s;
@@ -98,7 +99,7 @@ class SqliteConnection final : public Connection {
             }
         } reset{stmt};
 
-        bind(stmt, sql, params);
+        bind(prepared, sql, params);
         const int ncols = sqlite3_column_count(stmt);
         std::vector<std::string> columns;
         columns.reserve(static_cast<std::size_t>(ncols));
@@ -134,7 +135,7 @@ class SqliteConnection final : public Connection {
 
   private:
     void close() {
-        for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+        for (auto& [sql, p] : statements_) sqlite3_finalize(p.stmt);
         statements_.clear();
         if (db_) sqlite3_close_v2(db_);
         db_ = nullptr;
@@ -142,30 +143,38 @@ class SqliteConnection final : public Connection {
 
     void exec_simple(const std::string& sql) { script(sql); }
 
-    // Prepared statements are cached per connection by their text.
-    sqlite3_stmt* prepare(std::string_view sql) {
+    // A cached statement with the number N of each of its $N placeholders, by position.
+    struct Prepared {
+        sqlite3_stmt* stmt = nullptr;
+        std::vector<std::size_t> numbers;
+        std::size_t highest = 0;
+    };
+
+    // Prepared statements are cached per connection by their text, with their placeholders
+    // parsed once (looking a name up is linear in the count, so binding by name per call
+    // is quadratic for a many-row statement).
+    const Prepared& prepare(std::string_view sql) {
         std::string key(sql);
         if (auto it = statements_.find(key); it != statements_.end()) return it->second;
-        sqlite3_stmt* stmt = nullptr;
+        Prepared p;
         const char* tail = nullptr;
         const int rc = sqlite3_prepare_v3(db_, key.c_str(), static_cast<int>(key.size()),
-                                          SQLITE_PREPARE_PERSISTENT, &stmt, &tail);
+                                          SQLITE_PREPARE_PERSISTENT, &p.stmt, &tail);
         if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
-        if (stmt == nullptr) throw StorageError(kBackend, "empty statement", sql);
+        if (p.stmt == nullptr) throw StorageError(kBackend, "empty statement", sql);
+        struct Finalize {
+            sqlite3_stmt*& s;
+            ~Finalize() {
+                if (s) sqlite3_finalize(s);
+            }
+        } guard{p.stmt};
         if (tail && !is_blank(tail)) {
-            sqlite3_finalize(stmt);
             throw StorageError(kBackend, "exec() runs one statement; use exec_script() for several",
                                sql);
         }
-        statements_.emplace(std::move(key), stmt);
-        return stmt;
-    }
-
-    void bind(sqlite3_stmt* stmt, std::string_view sql, std::span<const Value> params) {
-        const int count = sqlite3_bind_parameter_count(stmt);
-        std::size_t highest = 0;
+        const int count = sqlite3_bind_parameter_count(p.stmt);
         for (int i = 1; i <= count; ++i) {
-            const char* name = sqlite3_bind_parameter_name(stmt, i);
+            const char* name = sqlite3_bind_parameter_name(p.stmt, i);
             std::size_t n = 0;
             if (name == nullptr || name[0] != '$' ||
                 std::from_chars(name + 1, name + std::char_traits<char>::length(name), n).ec !=
@@ -175,7 +184,19 @@ class SqliteConnection final : public Connection {
                     kBackend,
                     fmt::format("placeholder '{}' is not of the form $N", name ? name : "?"), sql);
             }
-            highest = std::max(highest, n);
+            p.numbers.push_back(n);
+            p.highest = std::max(p.highest, n);
+        }
+        auto& cached = statements_.emplace(std::move(key), std::move(p)).first->second;
+        p.stmt = nullptr;  // the cache owns the statement now
+        return cached;
+    }
+
+    void bind(const Prepared& p, std::string_view sql, std::span<const Value> params) {
+        sqlite3_stmt* stmt = p.stmt;
+        for (std::size_t k = 0; k < p.numbers.size(); ++k) {
+            const int i = static_cast<int>(k) + 1;
+            const std::size_t n = p.numbers[k];
             if (n > params.size()) continue;  // reported below with the counts
             const Value& v = params[n - 1];
             int rc = SQLITE_OK;
@@ -195,10 +216,10 @@ class SqliteConnection final : public Connection {
             if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
         }
         // Match Postgres, which insists on exactly as many parameters as the highest $N.
-        if (highest != params.size()) {
+        if (p.highest != params.size()) {
             throw StorageError(kBackend,
                                fmt::format("statement uses {} parameters but {} were given",
-                                           highest, params.size()),
+                                           p.highest, params.size()),
                                sql);
         }
     }
@@ -233,7 +254,7 @@ class SqliteConnection final : public Connection {
     }
 
     sqlite3* db_ = nullptr;
-    std::unordered_map<std::string, sqlite3_stmt*> statements_;
+    std::unordered_map<std::string, Prepared> statements_;
 };
 
 }  // namespace
