@@ -196,10 +196,12 @@ struct Engine::Impl {
         // statements), or any other write as a function run behind its own fence check.
         storage::StepWrite* step = nullptr;
         const std::function<void(Transaction&)>* fn = nullptr;
-        Outcome outcome = Outcome::waiting;
+        Outcome result = Outcome::waiting;   // set by whoever writes it
+        Outcome outcome = Outcome::waiting;  // published to the writer; guarded by gc_mu
+        std::condition_variable cv;          // the writer waits on it, for its outcome or
+                                             // its turn to lead
     };
     std::mutex gc_mu;
-    std::condition_variable gc_cv;
     std::vector<Pending*> gc_queue;  // guarded by gc_mu
     int gc_leaders = 0;              // batches being committed now; guarded by gc_mu
     // Batches committed at once: SQLite has one writer, so one; on Postgres a few, so
@@ -209,41 +211,44 @@ struct Engine::Impl {
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
 
-    // Writes `batch` in `tx`; sets each item's outcome to done or lost.
-    void write_batch(Transaction& tx, std::span<Pending* const> batch) {
+    static Pending::Outcome step_result(const Pending* p) {
+        return p->step->held ? Pending::Outcome::done : Pending::Outcome::lost;
+    }
+
+    // Writes `batch`, committed when this returns; sets each item's result to done or lost.
+    // Step records are written together (RunStore::write_steps: on Postgres one statement,
+    // with no transaction around it when the batch holds nothing else).
+    void write_batch(std::span<Pending* const> batch) {
         std::vector<storage::StepWrite*> steps;
         for (Pending* p : batch) {
             if (p->step != nullptr) steps.push_back(p->step);
         }
-        store.write_steps(tx, steps);
-        for (Pending* p : batch) {
-            if (p->step != nullptr) {
-                p->outcome = p->step->held ? Pending::Outcome::done : Pending::Outcome::lost;
-            } else if (!store.hold_fence(tx, *p->lease)) {
-                p->outcome = Pending::Outcome::lost;
-            } else {
-                (*p->fn)(tx);
-                p->outcome = Pending::Outcome::done;
-            }
+        if (steps.size() == batch.size()) {
+            store.write_steps(steps);
+            for (Pending* p : batch) p->result = step_result(p);
+            return;
         }
+        db.transact([&](Transaction& tx) {
+            store.write_steps(tx, steps);
+            for (Pending* p : batch) {
+                if (p->step != nullptr) {
+                    p->result = step_result(p);
+                } else if (!store.hold_fence(tx, *p->lease)) {
+                    p->result = Pending::Outcome::lost;
+                } else {
+                    (*p->fn)(tx);
+                    p->result = Pending::Outcome::done;
+                }
+            }
+        });
     }
 
-    // Runs one batch; sets every item's outcome and never throws. A batch whose
-    // transaction fails for any reason hands its writes back to run alone (write_alone),
-    // which retries conflicts and reports errors to each writer itself.
+    // Runs one batch and never throws. A batch that fails for any reason hands its writes
+    // back to run alone (write_alone), which retries conflicts and reports errors to each
+    // writer itself.
     void commit_batch(const std::vector<Pending*>& batch) {
         try {
-            std::vector<storage::StepWrite*> steps;
-            for (Pending* p : batch) {
-                if (p->step != nullptr) steps.push_back(p->step);
-            }
-            if (steps.size() == batch.size()) {  // only steps: no transaction needed
-                store.write_steps(steps);
-                for (Pending* p : batch)
-                    p->outcome = p->step->held ? Pending::Outcome::done : Pending::Outcome::lost;
-            } else {
-                db.transact([&](Transaction& tx) { write_batch(tx, batch); });
-            }
+            write_batch(batch);
             if (batch.size() > 1) {
                 ++gc_batches;
                 gc_writes += static_cast<std::int64_t>(batch.size());
@@ -251,12 +256,15 @@ struct Engine::Impl {
         } catch (const std::exception& e) {
             spdlog::debug("group commit of {} writes failed ({}); writing them one by one",
                           batch.size(), e.what());
-            for (Pending* p : batch) p->outcome = Pending::Outcome::alone;
+            for (Pending* p : batch) p->result = Pending::Outcome::alone;
         }
     }
 
-    // Writes `mine` in a transaction that first checks its lease still holds, possibly
-    // sharing it with other executions' writes (group commit); returns once committed.
+    // Writes `mine` behind a check that its lease still holds, possibly sharing the commit
+    // with other executions' writes (group commit); returns once committed. A writer that
+    // finds writes queued and a leader slot free leads: it takes the whole queue, commits
+    // it, then wakes each writer of the batch (and the next leader) one by one, so no
+    // wake-up is wasted on threads whose write is still pending.
     // Throws LeaseLost when the lease is gone, Infrastructure when the database fails.
     void submit(Pending& mine) {
         if (gc_max_leaders.load() == 0) return write_alone(mine);
@@ -265,7 +273,7 @@ struct Engine::Impl {
             gc_queue.push_back(&mine);
             while (mine.outcome == Pending::Outcome::waiting) {
                 if (gc_queue.empty() || gc_leaders >= gc_max_leaders.load()) {
-                    gc_cv.wait(lock);  // another leader has (or will take) this write
+                    mine.cv.wait(lock);  // for a leader to write this, or a free slot
                     continue;
                 }
                 ++gc_leaders;
@@ -275,7 +283,11 @@ struct Engine::Impl {
                 commit_batch(batch);
                 lock.lock();
                 --gc_leaders;
-                gc_cv.notify_all();
+                for (Pending* p : batch) {
+                    p->outcome = p->result;
+                    if (p != &mine) p->cv.notify_one();
+                }
+                if (!gc_queue.empty()) gc_queue.front()->cv.notify_one();  // the next leader
             }
         }
         if (mine.outcome == Pending::Outcome::alone) return write_alone(mine);
@@ -285,13 +297,13 @@ struct Engine::Impl {
         }
     }
 
-    // One fenced write in a transaction of its own.
+    // One fenced write committed on its own.
     void write_alone(Pending& mine) {
         constexpr int kAttempts = 3;
         for (int attempt = 1;; ++attempt) {
             try {
                 Pending* const one[] = {&mine};
-                db.transact([&](Transaction& tx) { write_batch(tx, one); });
+                write_batch(one);
                 break;
             } catch (const storage::TransactionConflict& e) {
                 if (attempt == kAttempts) throw detail::Infrastructure{{}, e.what()};
@@ -299,7 +311,7 @@ struct Engine::Impl {
                 throw detail::Infrastructure{{}, e.what()};
             }
         }
-        if (mine.outcome == Pending::Outcome::lost) {
+        if (mine.result == Pending::Outcome::lost) {
             ++leases_lost;
             throw detail::LeaseLost{};
         }
