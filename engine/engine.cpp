@@ -192,9 +192,10 @@ struct Engine::Impl {
     struct Pending {
         enum class Outcome { waiting, done, lost, alone };
         const Lease* lease;
-        // What to write: a step record (written with other runs' steps in multi-row
-        // statements), or any other write as a function run behind its own fence check.
-        storage::StepWrite* step = nullptr;
+        // What to write: a record (a step, the run's end; written with other runs' records
+        // in multi-row statements), or any other write as a function run behind its own
+        // fence check.
+        storage::RunWrite* record = nullptr;
         const std::function<void(Transaction&)>* fn = nullptr;
         Outcome result = Outcome::waiting;   // set by whoever writes it
         Outcome outcome = Outcome::waiting;  // published to the writer; guarded by gc_mu
@@ -211,28 +212,28 @@ struct Engine::Impl {
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
 
-    static Pending::Outcome step_result(const Pending* p) {
-        return p->step->held ? Pending::Outcome::done : Pending::Outcome::lost;
+    static Pending::Outcome record_result(const Pending* p) {
+        return p->record->held ? Pending::Outcome::done : Pending::Outcome::lost;
     }
 
     // Writes `batch`, committed when this returns; sets each item's result to done or lost.
-    // Step records are written together (RunStore::write_steps: on Postgres one statement,
-    // with no transaction around it when the batch holds nothing else).
+    // Records are written together (RunStore::write_runs: on Postgres one statement, with
+    // no transaction around it when the batch holds nothing else).
     void write_batch(std::span<Pending* const> batch) {
-        std::vector<storage::StepWrite*> steps;
+        std::vector<storage::RunWrite*> records;
         for (Pending* p : batch) {
-            if (p->step != nullptr) steps.push_back(p->step);
+            if (p->record != nullptr) records.push_back(p->record);
         }
-        if (steps.size() == batch.size()) {
-            store.write_steps(steps);
-            for (Pending* p : batch) p->result = step_result(p);
+        if (records.size() == batch.size()) {
+            store.write_runs(records);
+            for (Pending* p : batch) p->result = record_result(p);
             return;
         }
         db.transact([&](Transaction& tx) {
-            store.write_steps(tx, steps);
+            store.write_runs(tx, records);
             for (Pending* p : batch) {
-                if (p->step != nullptr) {
-                    p->result = step_result(p);
+                if (p->record != nullptr) {
+                    p->result = record_result(p);
                 } else if (!store.hold_fence(tx, *p->lease)) {
                     p->result = Pending::Outcome::lost;
                 } else {
@@ -325,11 +326,10 @@ struct Engine::Impl {
         submit(mine);
     }
 
-    // Writes a step (and its attempt) while `lease` holds; returns the run's status.
-    std::string write_step(const Lease& lease, const StepRecord& step,
-                           const storage::AttemptRecord* attempt) {
-        storage::StepWrite w{&lease, &step, attempt};
-        Pending mine{&lease, &w, nullptr};
+    // Writes a record (a step and its attempt, the run's end) while `lease` holds; returns
+    // the run's status after it.
+    std::string write_record(storage::RunWrite& w) {
+        Pending mine{w.lease, &w, nullptr};
         submit(mine);
         return w.run_status;
     }
@@ -393,7 +393,8 @@ class Execution {
 
     // Writes a step record while the lease holds and learns the run's status from it.
     void write(const StepRecord& rec, const storage::AttemptRecord* attempt = nullptr) {
-        status = engine.write_step(lease, rec, attempt);
+        storage::RunWrite w{&lease, &rec, attempt};
+        status = engine.write_record(w);
     }
 
     Engine::Impl& engine;
@@ -714,8 +715,19 @@ class Execution {
         storage::RunStore::notify(tx);
     }
 
+    // The end of a run with no parent to tell nor handler to start: a record, batched with
+    // other runs' writes.
+    void finish_alone(std::string_view final_status, std::optional<std::string> output,
+                      std::optional<std::string> error) {
+        const storage::RunEnd end{std::string(final_status), std::move(output), std::move(error),
+                                  now()};
+        storage::RunWrite w{&lease, nullptr, nullptr, &end};
+        engine.write_record(w);
+    }
+
     void finish_completed(const json& output) {
         const std::string text = dump(output);
+        if (!state.run.parent_run_id) return finish_alone(run_status::kCompleted, text, {});
         engine.fenced(lease, [&](Transaction& tx) {
             engine.store.finish_run(tx, lease, run_status::kCompleted, text, std::nullopt, now());
             complete_parent(tx, text, std::nullopt);
@@ -725,6 +737,8 @@ class Execution {
 
     void finish_failed(json error) {
         const std::string text = dump(error);
+        if (!state.run.parent_run_id && !wf.on_failure)
+            return finish_alone(run_status::kFailed, {}, text);
         engine.fenced(lease, [&](Transaction& tx) {
             engine.store.finish_run(tx, lease, run_status::kFailed, std::nullopt, text, now());
             complete_parent(tx, std::nullopt, text);

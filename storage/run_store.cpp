@@ -362,75 +362,122 @@ struct Params {
     }
 };
 
-void reset(std::span<StepWrite* const> writes) {
-    for (StepWrite* w : writes) {
+void reset(std::span<RunWrite* const> writes) {
+    for (RunWrite* w : writes) {
         w->held = false;
         w->run_status.clear();
     }
 }
 
+// The time a write touches its run with (runs.updated_at, which the change feed follows).
+std::int64_t touched_at(const RunWrite& w) {
+    if (w.end) return w.end->at;
+    return w.step->ended_at.value_or(w.step->started_at.value_or(0));
+}
+
+// "(...), (...)" rows for the steps and the attempts of `writes`.
+struct StepRows {
+    std::string steps, attempts;
+};
+// The parameters of the steps go to `param`, those of the attempts to `aparam`: the same
+// for one statement, different for two.
+StepRows step_rows(std::span<RunWrite* const> writes, Params& param, Params& aparam, bool cast) {
+    // Postgres needs the type of a parameter that is not compared with a column.
+    auto big = [cast](Params& to, const auto& v) {
+        return cast ? fmt::format("CAST({} AS BIGINT)", to(v)) : to(v);
+    };
+    StepRows out;
+    for (const RunWrite* w : writes) {
+        if (w->step != nullptr) {
+            const StepRecord& st = *w->step;
+            out.steps += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
+                                     out.steps.empty() ? "" : ", ", param(st.run_id),
+                                     param(st.key), big(param, st.seq), param(st.kind),
+                                     param(st.status), param(st.output), param(st.error),
+                                     big(param, st.attempts), big(param, st.started_at),
+                                     big(param, st.ended_at), big(param, st.wake_at));
+        }
+        if (w->attempt != nullptr) {
+            const AttemptRecord& a = *w->attempt;
+            out.attempts += fmt::format(
+                "{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {})", out.attempts.empty() ? "" : ", ",
+                aparam(a.run_id), aparam(a.step_key), big(aparam, a.generation),
+                big(aparam, a.attempt), big(aparam, a.started_at), big(aparam, a.ended_at),
+                aparam(a.outcome), aparam(a.error), aparam(a.logs), aparam(a.worker));
+        }
+    }
+    return out;
+}
+
+constexpr std::string_view kStepColumnList =
+    "run_id, step_key, seq, kind, status, output, error, attempts, started_at, ended_at, wake_at";
+constexpr std::string_view kAttemptColumnList =
+    "run_id, step_key, generation, attempt, started_at, ended_at, outcome, error, logs, worker";
+// A completed step is final: a second write of the same key changes nothing.
+constexpr std::string_view kStepUpsert =
+    "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
+    "status = excluded.status, output = excluded.output, error = excluded.error, "
+    "attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), "
+    "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+    "WHERE steps.status <> 'completed'";
+
 // Postgres: the fence and every write in one statement (data-modifying WITH), so a batch
 // costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. Returns
 // (run id, status) of each run whose lease held.
-std::pair<std::string, std::vector<Value>> step_writes_postgres(
-    std::span<StepWrite* const> writes) {
+std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrite* const> writes) {
     Params param;
-    std::string steps, attempts;
-    for (const StepWrite* w : writes) {
-        const StepRecord& st = *w->step;
-        steps += fmt::format(
-            "{}({}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT), {}, {}, {}, {}, "
-            "CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), "
-            "CAST({} AS BIGINT))",
-            steps.empty() ? "" : ", ", param(w->lease->run_id), param(w->lease->owner),
-            param(w->lease->epoch), param(st.key), param(st.seq), param(st.kind),
-            param(st.status), param(st.output), param(st.error), param(st.attempts),
-            param(st.started_at), param(st.ended_at), param(st.wake_at),
-            param(st.ended_at.value_or(st.started_at.value_or(0))));
-        if (w->attempt == nullptr) continue;
-        const AttemptRecord& a = *w->attempt;
-        attempts += fmt::format(
-            "{}({}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS BIGINT), "
-            "CAST({} AS BIGINT), {}, {}, {}, {})",
-            attempts.empty() ? "" : ", ", param(a.run_id), param(a.step_key),
-            param(a.generation), param(a.attempt), param(a.started_at), param(a.ended_at),
-            param(a.outcome), param(a.error), param(a.logs), param(a.worker));
+    std::string runs;
+    for (const RunWrite* w : writes) {
+        const RunEnd* end = w->end;
+        runs += fmt::format(
+            "{}({}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), {}, {}, {})",
+            runs.empty() ? "" : ", ", param(w->lease->run_id), param(w->lease->owner),
+            param(w->lease->epoch), param(touched_at(*w)),
+            end ? param(end->status) : std::string("NULL"),
+            end ? param(end->output) : std::string("NULL"),
+            end ? param(end->error) : std::string("NULL"));
     }
+    const StepRows rows = step_rows(writes, param, param, true);
+    // The fence locks each run's queue row and checks the lease; an ending run's item is
+    // parked in the same update. Every other part writes only for runs the fence kept.
     std::string sql = fmt::format(
-        "WITH v (run_id, owner, epoch, step_key, seq, kind, status, output, error, attempts, "
-        "started_at, ended_at, wake_at, touched) AS (VALUES {}), "
-        "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch FROM v "
+        "WITH v (run_id, owner, epoch, touched, fin, fout, ferr) AS (VALUES {}), "
+        "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
+        "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
+        "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
+        "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
         "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
-        "RETURNING q.run_id), "
-        "s AS (INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
-        "started_at, ended_at, wake_at) SELECT run_id, step_key, seq, kind, status, output, "
-        "error, attempts, started_at, ended_at, wake_at FROM v "
-        "WHERE run_id IN (SELECT run_id FROM fence) "
-        "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
-        "status = excluded.status, output = excluded.output, error = excluded.error, "
-        "attempts = excluded.attempts, "
-        "started_at = COALESCE(steps.started_at, excluded.started_at), "
-        "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
-        "WHERE steps.status <> 'completed'), ",
-        steps);
-    if (!attempts.empty()) {
+        "RETURNING q.run_id), ",
+        runs);
+    if (!rows.steps.empty()) {
         sql += fmt::format(
-            "a AS (INSERT INTO step_attempts (run_id, step_key, generation, attempt, started_at, "
-            "ended_at, outcome, error, logs, worker) SELECT * FROM (VALUES {}) AS x "
-            "WHERE x.column1 IN (SELECT run_id FROM fence)), ",
-            attempts);
+            "s AS (INSERT INTO steps ({0}) SELECT * FROM (VALUES {1}) AS x ({0}) "
+            "WHERE x.run_id IN (SELECT run_id FROM fence) {2}), ",
+            kStepColumnList, rows.steps, kStepUpsert);
+    }
+    if (!rows.attempts.empty()) {
+        sql += fmt::format(
+            "a AS (INSERT INTO step_attempts ({0}) SELECT * FROM (VALUES {1}) AS x ({0}) "
+            "WHERE x.run_id IN (SELECT run_id FROM fence)), ",
+            kAttemptColumnList, rows.attempts);
     }
     sql +=
-        "r AS (UPDATE runs SET updated_at = v.touched FROM v "
-        "WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
-        "RETURNING runs.id, runs.status) "
-        "SELECT id, status FROM r";
+        "d AS (DELETE FROM waits WHERE run_id IN "
+        "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM fence))), "
+        "r AS (UPDATE runs SET updated_at = v.touched, status = COALESCE(v.fin, runs.status), "
+        "output = CASE WHEN v.fin IS NULL THEN runs.output ELSE v.fout END, "
+        "error = CASE WHEN v.fin IS NULL THEN runs.error ELSE v.ferr END, "
+        "ended_at = CASE WHEN v.fin IS NULL THEN runs.ended_at ELSE v.touched END "
+        "FROM v WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
+        "AND (v.fin IS NULL OR runs.status <> 'cancelled') RETURNING runs.id, runs.status) "
+        "SELECT f.run_id, COALESCE(r.status, 'cancelled') FROM fence f "
+        "LEFT JOIN r ON r.id = f.run_id";
     return {std::move(sql), std::move(param.values)};
 }
 
-void apply_statuses(std::span<StepWrite* const> writes, const Result& rows) {
+void apply_statuses(std::span<RunWrite* const> writes, const Result& rows) {
     for (auto row : rows) {
-        for (StepWrite* w : writes) {
+        for (RunWrite* w : writes) {
             if (row.get<std::string>(0) != w->lease->run_id) continue;
             w->held = true;
             w->run_status = row.get<std::string>(1);
@@ -440,26 +487,26 @@ void apply_statuses(std::span<StepWrite* const> writes, const Result& rows) {
 
 }  // namespace
 
-void RunStore::write_steps(std::span<StepWrite* const> writes) {
+void RunStore::write_runs(std::span<RunWrite* const> writes) {
     if (writes.empty()) return;
     if (db_.backend() != Backend::postgres) {
-        db_.transact([&](Transaction& tx) { write_steps(tx, writes); });
+        db_.transact([&](Transaction& tx) { write_runs(tx, writes); });
         return;
     }
     reset(writes);
-    auto [sql, params] = step_writes_postgres(writes);
+    auto [sql, params] = run_writes_postgres(writes);
     apply_statuses(writes, db_.exec_once(Access::read_write, sql, params));
 }
 
-void RunStore::write_steps(Transaction& tx, std::span<StepWrite* const> writes) {
+void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     if (writes.empty()) return;
     reset(writes);
     if (tx.backend() == Backend::postgres) {
-        auto [sql, params] = step_writes_postgres(writes);
+        auto [sql, params] = run_writes_postgres(writes);
         apply_statuses(writes, tx.exec_values(sql, params));
         return;
     }
-    // SQLite: one statement per table for all the runs (statements cost no round trips
+    // SQLite: a statement per table for all the runs (statements cost no round trips
     // here, and WITH cannot hold an UPDATE).
     Params param;
     auto run = [&](std::string_view sql) {
@@ -470,15 +517,15 @@ void RunStore::write_steps(Transaction& tx, std::span<StepWrite* const> writes) 
 
     // The fence of every run at once: lock the queue rows, keep the writes whose lease holds.
     std::string ids;
-    for (StepWrite* w : writes) {
+    for (RunWrite* w : writes) {
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(w->lease->run_id));
     }
     const auto fence = run(fmt::format(
         "UPDATE queue SET lease_epoch = lease_epoch WHERE run_id IN ({}) "
         "RETURNING run_id, lease_owner, lease_epoch",
         ids));
-    std::vector<StepWrite*> held;
-    for (StepWrite* w : writes) {
+    std::vector<RunWrite*> held;
+    for (RunWrite* w : writes) {
         for (auto row : fence) {
             if (row.get<std::string>(0) == w->lease->run_id &&
                 row.get_opt<std::string>(1) == w->lease->owner &&
@@ -491,59 +538,37 @@ void RunStore::write_steps(Transaction& tx, std::span<StepWrite* const> writes) 
     }
     if (held.empty()) return;
 
-    // A completed step is final: a second write of the same key changes nothing.
-    std::string rows;
-    for (const StepWrite* w : held) {
-        const StepRecord& st = *w->step;
-        rows += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                            rows.empty() ? "" : ", ", param(st.run_id), param(st.key),
-                            param(st.seq), param(st.kind), param(st.status), param(st.output),
-                            param(st.error), param(st.attempts), param(st.started_at),
-                            param(st.ended_at), param(st.wake_at));
+    Params aparam;
+    const StepRows rows = step_rows(held, param, aparam, false);
+    if (!rows.steps.empty()) {
+        run(fmt::format("INSERT INTO steps ({}) VALUES {} {}", kStepColumnList, rows.steps,
+                        kStepUpsert));
     }
-    run(fmt::format(
-        "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
-        "started_at, ended_at, wake_at) VALUES {} "
-        "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
-        "status = excluded.status, output = excluded.output, error = excluded.error, "
-        "attempts = excluded.attempts, "
-        "started_at = COALESCE(steps.started_at, excluded.started_at), "
-        "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
-        "WHERE steps.status <> 'completed'",
-        rows));
-
-    // The change feed (changes_since) follows runs.updated_at, so a step touches its run.
+    param.values.clear();  // no steps, only attempts: nothing ran to clear them
+    if (!rows.attempts.empty()) {
+        tx.exec_values(fmt::format("INSERT INTO step_attempts ({}) VALUES {}",
+                                   kAttemptColumnList, rows.attempts),
+                       aparam.values);
+    }
     std::string cases;
     ids.clear();
-    for (const StepWrite* w : held) {
-        const StepRecord& st = *w->step;
-        const std::string id = param(st.run_id);
-        cases += fmt::format(" WHEN {} THEN CAST({} AS BIGINT)", id,
-                             param(st.ended_at.value_or(st.started_at.value_or(0))));
+    for (const RunWrite* w : held) {
+        const std::string id = param(w->lease->run_id);
+        cases += fmt::format(" WHEN {} THEN {}", id, param(touched_at(*w)));
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", id);
     }
     for (auto row : run(fmt::format(
              "UPDATE runs SET updated_at = CASE id{} END WHERE id IN ({}) RETURNING id, status",
              cases, ids))) {
-        for (StepWrite* w : held) {
+        for (RunWrite* w : held) {
             if (row.get<std::string>(0) == w->lease->run_id) w->run_status = row.get<std::string>(1);
         }
     }
-
-    rows.clear();
-    for (const StepWrite* w : held) {
-        if (w->attempt == nullptr) continue;
-        const AttemptRecord& a = *w->attempt;
-        rows += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {})", rows.empty() ? "" : ", ",
-                            param(a.run_id), param(a.step_key), param(a.generation),
-                            param(a.attempt), param(a.started_at), param(a.ended_at),
-                            param(a.outcome), param(a.error), param(a.logs), param(a.worker));
+    for (RunWrite* w : held) {
+        if (w->end == nullptr) continue;
+        finish_run(tx, *w->lease, w->end->status, w->end->output, w->end->error, w->end->at);
+        if (w->run_status != run_status::kCancelled) w->run_status = w->end->status;
     }
-    if (rows.empty()) return;
-    run(fmt::format(
-        "INSERT INTO step_attempts (run_id, step_key, generation, attempt, started_at, ended_at, "
-        "outcome, error, logs, worker) VALUES {}",
-        rows));
 }
 
 void RunStore::write_attempt(Transaction& tx, const AttemptRecord& a) {

@@ -155,12 +155,22 @@ struct RunPage {
     std::optional<std::string> next_cursor;  // pass back to get the next page; absent on the last
 };
 
-// One step write of a leased run, for RunStore::write_steps.
-struct StepWrite {
+// How a run ended, for RunWrite.
+struct RunEnd {
+    std::string status;  // completed or failed
+    std::optional<std::string> output;
+    std::optional<std::string> error;
+    std::int64_t at = 0;
+};
+
+// One write for a leased run, for RunStore::write_runs: a step (with its attempt), the
+// run's end, or both.
+struct RunWrite {
     const Lease* lease = nullptr;
-    const StepRecord* step = nullptr;
+    const StepRecord* step = nullptr;        // null: no step to write
     const AttemptRecord* attempt = nullptr;  // null: no attempt to record
-    // Set by write_steps: whether the lease held (nothing is written otherwise), and the
+    const RunEnd* end = nullptr;             // null: the run goes on
+    // Set by write_runs: whether the lease held (nothing is written otherwise), and the
     // run's status after the write (how a worker learns of a cancellation).
     bool held = false;
     std::string run_status;
@@ -213,11 +223,13 @@ class RunStore {
     // Inserts or updates a step; a completed step is never changed.
     void write_step(Transaction& tx, const StepRecord& step);
     void write_attempt(Transaction& tx, const AttemptRecord& attempt);
-    // Fences and writes the steps (and attempts) of several leased runs, one statement per
-    // table for all of them; each run may appear once. Needs no hold_fence beforehand.
-    void write_steps(Transaction& tx, std::span<StepWrite* const> writes);
+    // Fences and writes the steps, attempts and ends of several leased runs, a statement
+    // per table for all of them (on Postgres one statement in all); each run may appear
+    // once. Needs no hold_fence beforehand. An end is finish_run's: a cancelled run keeps
+    // its status, and the queue item is parked.
+    void write_runs(Transaction& tx, std::span<RunWrite* const> writes);
     // The same, committed on its own (on Postgres one statement, no BEGIN/COMMIT).
-    void write_steps(std::span<StepWrite* const> writes);
+    void write_runs(std::span<RunWrite* const> writes);
     // Sets a non-final run's status (running, sleeping, waiting); started_at on first run.
     void set_run_status(Transaction& tx, std::string_view run_id, std::string_view status,
                         std::int64_t now, const std::optional<std::string>& worker = std::nullopt);

@@ -233,7 +233,7 @@ TEST_CASE("a stale lease epoch is refused everywhere") {
     CHECK_FALSE(f.store.record_step(same_owner_old, step(current, "other", 1, "1")));
 }
 
-TEST_CASE("write_steps fences each run of a batch on its own and reports its status") {
+TEST_CASE("write_runs fences each run of a batch on its own and reports its status") {
     Fixture f;
     const auto ids = f.send("e", 3);
     auto leases = f.store.claim("w1", 3, kT0, kLease);
@@ -247,9 +247,9 @@ TEST_CASE("write_steps fences each run of a batch on its own and reports its sta
     const StepRecord c = step(leases[2], "c", 0, "3");
     const AttemptRecord att{leases[0].run_id, "a", 1, kT0, kT0 + 1, "completed",
                             std::nullopt, "[\"hi\"]", "w1", 0};
-    StepWrite wa{&leases[0], &a, &att}, wb{&stale, &b}, wc{&leases[2], &c};
-    StepWrite* const batch[] = {&wa, &wb, &wc};
-    f.t.db().transact([&](Transaction& tx) { f.store.write_steps(tx, batch); });
+    RunWrite wa{&leases[0], &a, &att}, wb{&stale, &b}, wc{&leases[2], &c};
+    RunWrite* const batch[] = {&wa, &wb, &wc};
+    f.t.db().transact([&](Transaction& tx) { f.store.write_runs(tx, batch); });
 
     CHECK(wa.held);
     CHECK(wa.run_status == "running");
@@ -268,12 +268,35 @@ TEST_CASE("write_steps fences each run of a batch on its own and reports its sta
 
     // A completed step is final, in a batch as alone.
     const StepRecord again = step(leases[0], "a", 0, "\"changed\"");
-    StepWrite wagain{&leases[0], &again};
-    StepWrite* const one[] = {&wagain};
-    f.t.db().transact([&](Transaction& tx) { f.store.write_steps(tx, one); });
+    RunWrite wagain{&leases[0], &again};
+    RunWrite* const one[] = {&wagain};
+    f.t.db().transact([&](Transaction& tx) { f.store.write_runs(tx, one); });
     CHECK(wagain.held);
     CHECK(f.store.steps(leases[0].run_id)[0].output == "1");
     CHECK(ids.size() == 3);
+
+    // Ends: the first run completes with its last step in the same write; the cancelled
+    // third one keeps its status; both queue items are parked.
+    const StepRecord last = step(leases[0], "z", 1, "9");
+    const RunEnd done{"completed", "\"out\"", std::nullopt, kT0 + 10};
+    const RunEnd failed{"failed", std::nullopt, "{}", kT0 + 10};
+    RunWrite end_a{&leases[0], &last, nullptr, &done}, end_c{&leases[2], nullptr, nullptr, &failed};
+    RunWrite* const ends[] = {&end_a, &end_c};
+    f.store.write_runs(ends);  // committed on its own
+    CHECK(end_a.held);
+    CHECK(end_a.run_status == "completed");
+    CHECK(end_c.held);
+    CHECK(end_c.run_status == "cancelled");
+    const auto a_run = f.store.get_run(leases[0].run_id);
+    CHECK(a_run->status == "completed");
+    CHECK(a_run->output == "\"out\"");
+    CHECK(a_run->ended_at == kT0 + 10);
+    CHECK(f.store.steps(leases[0].run_id).size() == 2);
+    const auto c_run = f.store.get_run(leases[2].run_id);
+    CHECK(c_run->status == "cancelled");
+    CHECK_FALSE(c_run->error);
+    CHECK(f.store.queue_depth() == 1);  // only the second run's item, leased by w1
+    CHECK_FALSE(f.store.renew(leases[0], kT0 + 11, kLease));  // the lease ended with the run
 }
 
 TEST_CASE("a claim does not restart a cancelled run") {
