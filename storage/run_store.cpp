@@ -180,6 +180,16 @@ const std::string& steps_of_run_sql() {
     return sql;
 }
 
+// Collects statement parameters; param(v) appends v and returns its placeholder "$k".
+struct Params {
+    std::vector<Value> values;
+    template <class T>
+    std::string operator()(const T& v) {
+        values.push_back(to_value(v));
+        return fmt::format("${}", values.size());
+    }
+};
+
 // Escapes LIKE wildcards so user text matches literally (with ESCAPE '\').
 std::string like_prefix(std::string_view text) {
     std::string out;
@@ -202,10 +212,52 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
     if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
     InsertedEvent out;
     out.event_id = event.id.value_or(new_id_at(now));
-    auto inserted = tx.exec(
-        "INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
-        out.event_id, event.name, event.data, event.ts.value_or(now), event.idempotency_key, now);
+    std::vector<std::string> run_ids;
+    for (std::size_t i = 0; i < runs.size(); ++i) run_ids.push_back(new_id_at(now));
+    Result inserted;
+    if (tx.backend() == Backend::postgres && !runs.empty()) {
+        // One statement (one round trip) for the event, its runs and their queue items;
+        // the runs exist only if the event was new.
+        Params param;
+        const std::string head = fmt::format(
+            "WITH e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+            "VALUES ({}, {}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT)) "
+            "ON CONFLICT DO NOTHING RETURNING id)",
+            param(out.event_id), param(event.name), param(event.data),
+            param(event.ts.value_or(now)), param(event.idempotency_key), param(now));
+        std::string rows;
+        for (std::size_t i = 0; i < runs.size(); ++i) {
+            rows += fmt::format("{}({}, {}, {}, CAST({} AS BIGINT), {}, {})",
+                                rows.empty() ? "" : ", ", param(run_ids[i]),
+                                param(runs[i].workflow_id), param(runs[i].version),
+                                param(runs[i].priority), param(runs[i].parent_run_id),
+                                param(runs[i].parent_step_key));
+        }
+        const std::string at = param(now);
+        inserted = tx.exec_values(
+            fmt::format(
+                "{0}, v (id, workflow_id, version, priority, parent_run_id, parent_step_key) AS "
+                "(VALUES {1}), "
+                "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+                "created_at, updated_at, parent_run_id, parent_step_key) "
+                "SELECT v.id, v.workflow_id, v.version, e.id, 'queued', 0, CAST({2} AS BIGINT), "
+                "CAST({2} AS BIGINT), v.parent_run_id, v.parent_step_key FROM v, e RETURNING id), "
+                "q AS (INSERT INTO queue (run_id, due_at, priority) "
+                "SELECT r.id, CAST({2} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id) "
+                "SELECT id FROM e",
+                head, rows, at),
+            param.values);
+        if (!inserted.empty()) {
+            out.run_ids = std::move(run_ids);
+            return out;
+        }
+    } else {
+        inserted = tx.exec(
+            "INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+            out.event_id, event.name, event.data, event.ts.value_or(now), event.idempotency_key,
+            now);
+    }
 
     if (inserted.empty()) {
         // Seen before: report what the first delivery started and write nothing.
@@ -225,8 +277,9 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
         return out;
     }
 
-    for (const NewRun& run : runs) {
-        std::string run_id = new_id_at(now);
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        const NewRun& run = runs[i];
+        std::string& run_id = run_ids[i];
         tx.exec(
             "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, created_at, "
             "updated_at, parent_run_id, parent_step_key) "
@@ -352,15 +405,6 @@ void RunStore::write_step(Transaction& tx, const StepRecord& step) {
 
 namespace {
 
-// Collects statement parameters; param(v) appends v and returns its placeholder "$k".
-struct Params {
-    std::vector<Value> values;
-    template <class T>
-    std::string operator()(const T& v) {
-        values.push_back(to_value(v));
-        return fmt::format("${}", values.size());
-    }
-};
 
 void reset(std::span<RunWrite* const> writes) {
     for (RunWrite* w : writes) {
