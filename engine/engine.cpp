@@ -361,7 +361,7 @@ struct Engine::Impl {
             if (store.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt, t))
                 ++out.waits_resumed;
         }
-        if (!out.run_ids.empty() || out.waits_resumed > 0) storage::RunStore::notify(tx);
+        if (out.waits_resumed > 0) storage::RunStore::notify(tx);  // new runs: insert_event
         return out;
     }
 
@@ -699,7 +699,6 @@ class Execution {
             engine.store.write_step(tx, rec);
             engine.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
             engine.store.release(tx, lease, *rec.wake_at);
-            storage::RunStore::notify(tx);
         });
         engine.wake_local();
         throw Suspend{};
@@ -752,7 +751,6 @@ class Execution {
                 e.idempotency_key = fmt::format("{}/on-failure", run_id());
                 storage::NewRun handler = new_run(wf.id + "/on-failure", wf.version);
                 engine.store.insert_event(tx, e, std::span(&handler, 1), now());
-                storage::RunStore::notify(tx);
             }
         });
         engine.wake_local();

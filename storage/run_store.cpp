@@ -216,8 +216,8 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
     for (std::size_t i = 0; i < runs.size(); ++i) run_ids.push_back(new_id_at(now));
     Result inserted;
     if (tx.backend() == Backend::postgres && !runs.empty()) {
-        // One statement (one round trip) for the event, its runs and their queue items;
-        // the runs exist only if the event was new.
+        // One statement (one round trip) for the event, its runs, their queue items and
+        // the wake-up of idle workers; the runs exist only if the event was new.
         Params param;
         const std::string head = fmt::format(
             "WITH e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
@@ -243,9 +243,10 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
                 "SELECT v.id, v.workflow_id, v.version, e.id, 'queued', 0, CAST({2} AS BIGINT), "
                 "CAST({2} AS BIGINT), v.parent_run_id, v.parent_step_key FROM v, e RETURNING id), "
                 "q AS (INSERT INTO queue (run_id, due_at, priority) "
-                "SELECT r.id, CAST({2} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id) "
-                "SELECT id FROM e",
-                head, rows, at),
+                "SELECT r.id, CAST({2} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id), "
+                "n AS (SELECT pg_notify('{3}', '') FROM e) "
+                "SELECT e.id FROM e, n",
+                head, rows, at, kQueueChannel),
             param.values);
         if (!inserted.empty()) {
             out.run_ids = std::move(run_ids);

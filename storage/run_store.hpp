@@ -183,7 +183,8 @@ class RunStore {
     // Writes the event, one run per entry of `runs` and their queue items (due at `now`)
     // in `tx`, the caller's transaction: a domain row and its event commit together.
     // A duplicate (same event id or idempotency key) writes nothing and returns the
-    // first event's id and runs with duplicate = true.
+    // first event's id and runs with duplicate = true. New runs wake idle workers of every
+    // process when `tx` commits (NOTIFY on Postgres).
     InsertedEvent insert_event(Transaction& tx, const NewEvent& event, std::span<const NewRun> runs,
                                std::int64_t now);
     // The same in a transaction of its own.
