@@ -409,6 +409,15 @@ class Execution {
     std::int64_t next_seq = 0;
     int current_attempt = 0;
     json logs = json::array();
+    // The last completed step, until the next operation (or the run's end) writes it. The
+    // code between two operations is deterministic and does nothing durable, so writing
+    // the record there or at the start of the next operation is the same to a crash —
+    // but the last step's record shares the commit of the run's end.
+    struct Unwritten {
+        StepRecord step;
+        storage::AttemptRecord attempt;
+    };
+    std::optional<Unwritten> unwritten;
 
     struct Slot {
         std::string key;
@@ -419,8 +428,17 @@ class Execution {
     std::int64_t now() const { return engine.now(); }
     const std::string& run_id() const { return state.run.id; }
 
+    // Writes the last step's record, if it waits (see `unwritten`).
+    void flush() {
+        if (!unwritten) return;
+        write(unwritten->step, &unwritten->attempt);
+        unwritten.reset();
+        engine.maybe_crash();
+    }
+
     // The next operation's key and recorded state; throws when replay diverges.
     Slot next(std::string_view name, std::string_view kind) {
+        flush();
         if (name.empty()) throw std::invalid_argument("operation name must not be empty");
         if (current_attempt != 0) {
             throw std::logic_error(
@@ -535,8 +553,7 @@ class Execution {
         if (!error) {
             rec.output = dump(out);
             rec.ended_at = ended;
-            write(rec, &att);
-            engine.maybe_crash();
+            unwritten.emplace(Unwritten{std::move(rec), std::move(att)});
             return out;
         }
 
@@ -721,12 +738,19 @@ class Execution {
         const storage::RunEnd end{std::string(final_status), std::move(output), std::move(error),
                                   now()};
         storage::RunWrite w{&lease, nullptr, nullptr, &end};
+        if (unwritten) {  // the last step commits with the end
+            w.step = &unwritten->step;
+            w.attempt = &unwritten->attempt;
+        }
         engine.write_record(w);
+        if (unwritten) engine.maybe_crash();
+        unwritten.reset();
     }
 
     void finish_completed(const json& output) {
         const std::string text = dump(output);
         if (!state.run.parent_run_id) return finish_alone(run_status::kCompleted, text, {});
+        flush();
         engine.fenced(lease, [&](Transaction& tx) {
             engine.store.finish_run(tx, lease, run_status::kCompleted, text, std::nullopt, now());
             complete_parent(tx, text, std::nullopt);
@@ -738,6 +762,7 @@ class Execution {
         const std::string text = dump(error);
         if (!state.run.parent_run_id && !wf.on_failure)
             return finish_alone(run_status::kFailed, {}, text);
+        flush();
         engine.fenced(lease, [&](Transaction& tx) {
             engine.store.finish_run(tx, lease, run_status::kFailed, std::nullopt, text, now());
             complete_parent(tx, std::nullopt, text);
@@ -757,6 +782,7 @@ class Execution {
     }
 
     void finish_cancelled() {
+        flush();
         engine.fenced(lease, [&](Transaction& tx) {
             engine.store.finish_run(tx, lease, run_status::kCancelled, std::nullopt, std::nullopt,
                                     now());

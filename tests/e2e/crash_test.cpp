@@ -185,14 +185,18 @@ TEST_CASE("a worker that dies right after any step: the run resumes from the las
         auto steps = e.store().steps(run_id);
         CHECK(steps.size() == static_cast<std::size_t>(n));
 
-        auto recovery = start_worker(t.url(), "recovery", 300);
-        const auto deadline = std::chrono::steady_clock::now() + 30s;
-        while (e.store().get_run(run_id)->status != "completed" &&
-               std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(50ms);
+        // The last step's record commits with the run's end: nothing is left to recover.
+        CHECK((e.store().get_run(run_id)->status == "completed") == (n == 5));
+        if (n < 5) {
+            auto recovery = start_worker(t.url(), "recovery", 300);
+            const auto deadline = std::chrono::steady_clock::now() + 30s;
+            while (e.store().get_run(run_id)->status != "completed" &&
+                   std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::sleep_for(50ms);
+            }
+            recovery->signal(SIGTERM);
+            CHECK(recovery->wait(15s) == 0);
         }
-        recovery->signal(SIGTERM);
-        CHECK(recovery->wait(15s) == 0);
 
         CHECK(e.store().get_run(run_id)->status == "completed");
         auto attempts = e.store().attempts(run_id);
