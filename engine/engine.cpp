@@ -155,7 +155,7 @@ struct Engine::Impl {
     std::mutex mu;
     std::condition_variable cv;
     bool wake = false;
-    std::deque<Lease> ready;
+    std::deque<storage::Claim> ready;
     int free_slots = 0;
     struct Active {
         Lease lease;
@@ -373,7 +373,9 @@ struct Engine::Impl {
         }
     }
 
-    void execute(const Lease& lease, const std::shared_ptr<std::atomic<bool>>& lost);
+    // Executes the claimed run; `state` is the run as claimed when the claim returned it.
+    void execute(const Lease& lease, const std::shared_ptr<std::atomic<bool>>& lost,
+                 std::optional<storage::RunState> state = std::nullopt);
 };
 
 // ---- execution ------------------------------------------------------------------------------
@@ -794,11 +796,11 @@ class Execution {
 
 }  // namespace detail
 
-void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic<bool>>& lost) {
+void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic<bool>>& lost,
+                           std::optional<storage::RunState> state) {
     ++executions;
-    std::optional<storage::RunState> state;
     try {
-        state = store.load(lease.run_id);
+        if (!state) state = store.load(lease.run_id);
         if (!state || is_final(state->run.status)) {
             fenced(lease, [&](Transaction& tx) { store.release(tx, lease, std::nullopt); });
             return;
@@ -991,10 +993,10 @@ int Engine::run_until_idle(int max_executions) {
     int count = 0;
     const auto lease_ms = std::max<std::int64_t>(impl_->options.lease.count(), 30'000);
     while (count < max_executions) {
-        auto leases = impl_->store.claim(impl_->worker_id, 16, impl_->now(), lease_ms);
-        if (leases.empty()) break;
-        for (const auto& lease : leases) {
-            impl_->execute(lease, std::make_shared<std::atomic<bool>>(false));
+        auto claims = impl_->store.claim_runs(impl_->worker_id, 16, impl_->now(), lease_ms);
+        if (claims.empty()) break;
+        for (auto& c : claims) {
+            impl_->execute(c.lease, std::make_shared<std::atomic<bool>>(false), std::move(c.state));
             ++count;
         }
     }
@@ -1018,16 +1020,17 @@ void Engine::start(WorkerOptions options) {
             const int want = im.free_slots - static_cast<int>(im.ready.size());
             if (want > 0) {
                 lock.unlock();
-                std::vector<Lease> got;
+                std::vector<storage::Claim> got;
                 try {
-                    got = im.store.claim(im.worker_id, want, im.now(), im.options.lease.count());
+                    got = im.store.claim_runs(im.worker_id, want, im.now(),
+                                              im.options.lease.count());
                 } catch (const std::exception& e) {
                     spdlog::warn("claim failed: {}", e.what());
                 }
                 lock.lock();
-                for (auto& l : got) {
-                    im.active[l.run_id] = {l, std::make_shared<std::atomic<bool>>(false)};
-                    im.ready.push_back(std::move(l));
+                for (auto& c : got) {
+                    im.active[c.lease.run_id] = {c.lease, std::make_shared<std::atomic<bool>>(false)};
+                    im.ready.push_back(std::move(c));
                 }
                 if (!got.empty()) im.cv.notify_all();
                 if (static_cast<int>(got.size()) == want) continue;  // there may be more
@@ -1067,8 +1070,9 @@ void Engine::start(WorkerOptions options) {
             for (;;) {
                 im.cv.wait(lock, [&im] { return im.stopping.load() || !im.ready.empty(); });
                 if (im.ready.empty()) break;  // stopping
-                Lease lease = std::move(im.ready.front());
+                storage::Claim claimed = std::move(im.ready.front());
                 im.ready.pop_front();
+                const Lease lease = claimed.lease;
                 if (im.stopping) {  // claimed but never started: give it straight back
                     im.active.erase(lease.run_id);
                     lock.unlock();
@@ -1082,7 +1086,7 @@ void Engine::start(WorkerOptions options) {
                 auto lost = im.active[lease.run_id].lost;
                 --im.free_slots;
                 lock.unlock();
-                im.execute(lease, lost);
+                im.execute(lease, lost, std::move(claimed.state));
                 lock.lock();
                 ++im.free_slots;
                 im.active.erase(lease.run_id);

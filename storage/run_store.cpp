@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <functional>
 #include <variant>
 
 #include "common/ids.hpp"
@@ -190,6 +191,30 @@ struct Params {
     }
 };
 
+// A run with its event and whether it has steps yet (column kFreshColumn), for load and
+// claims: the run columns, then these.
+constexpr std::string_view kStateExtraColumns =
+    "e.data, e.ts, e.idempotency_key, e.received_at, "
+    "NOT EXISTS (SELECT 1 FROM steps st WHERE st.run_id = r.id)";
+constexpr std::size_t kFreshColumn = 21;
+
+const std::string& run_state_sql() {
+    static const std::string sql = fmt::format(
+        "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
+        kRunColumns, kStateExtraColumns);
+    return sql;
+}
+
+// The run and its event from a row of run_state_sql's shape; no steps.
+RunState read_state(const Row& row) {
+    RunState state;
+    state.run = read_run(row);
+    state.event = EventRecord{state.run.event_id,      state.run.event_name,
+                              row.get<std::string>(17), row.get<std::int64_t>(18),
+                              row.get_opt<std::string>(19), row.get<std::int64_t>(20)};
+    return state;
+}
+
 // Escapes LIKE wildcards so user text matches literally (with ESCAPE '\').
 std::string like_prefix(std::string_view text) {
     std::string out;
@@ -301,11 +326,20 @@ InsertedEvent RunStore::insert_event(const NewEvent& event, std::span<const NewR
 
 std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64_t now,
                                    std::int64_t lease_ms) {
+    std::vector<Lease> out;
+    for (auto& c : claim_runs(owner, limit, now, lease_ms)) out.push_back(std::move(c.lease));
+    return out;
+}
+
+std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::int64_t now,
+                                        std::int64_t lease_ms) {
     if (limit <= 0) return {};
     const std::int64_t until = now + lease_ms;
     // The claimed runs turn `running` in the same commit, so starting an execution costs
-    // no write of its own. Postgres does both in one statement; SQLite (no UPDATE inside
-    // WITH) in one transaction, which costs no round trips there.
+    // no write of its own, and one more statement reads what an execution needs of all
+    // the claimed runs that have no steps yet, so starting one costs no reads either.
+    // Postgres claims in one statement; SQLite (no UPDATE inside WITH) in one
+    // transaction, which costs no round trips there.
     static constexpr std::string_view kTake =
         "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
         "lease_epoch + 1 "
@@ -317,10 +351,30 @@ std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64
         "started_at = COALESCE(started_at, $3) ";
     static constexpr std::string_view kNotEnded =
         "status NOT IN ('completed', 'failed', 'cancelled')";
-    std::vector<Lease> out;
+    std::vector<Claim> out;
     auto add = [&](const Row& row) {
-        out.push_back(
-            Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until});
+        out.push_back(Claim{
+            Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until},
+            std::nullopt});
+    };
+    // The state of every claimed run, with `read` running the statement.
+    auto read_states = [&](const std::function<Result(const std::string&, std::span<const Value>)>&
+                               read) {
+        if (out.empty()) return;
+        Params param;
+        std::string ids;
+        for (const Claim& c : out)
+            ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(c.lease.run_id));
+        const std::string sql = fmt::format(
+            "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
+            kRunColumns, kStateExtraColumns, ids);
+        for (auto row : read(sql, param.values)) {
+            if (!row.get<bool>(kFreshColumn)) continue;  // has steps: the worker loads it
+            const auto id = row.get<std::string>(0);
+            for (Claim& c : out) {
+                if (c.lease.run_id == id) c.state = read_state(row);
+            }
+        }
     };
     if (db_.backend() == Backend::postgres) {
         static const std::string sql = fmt::format(
@@ -328,13 +382,19 @@ std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64
             "AND runs.{}) SELECT run_id, lease_epoch FROM claimed",
             fmt::format(fmt::runtime(kTake), db_.dialect().skip_locked()), kStart, kNotEnded);
         for (auto row : db_.exec(sql, owner, until, now, limit)) add(row);
+        read_states([&](const std::string& q, std::span<const Value> params) {
+            return db_.exec_once(Access::read_only, q, params);
+        });
         return out;
     }
     static const std::string take = fmt::format(fmt::runtime(kTake), db_.dialect().skip_locked());
     static const std::string start = fmt::format("{} WHERE id = $2 AND {}", kStart, kNotEnded);
     db_.transact([&](Transaction& tx) {
         for (auto row : tx.exec(take, owner, until, now, limit)) add(row);
-        for (const Lease& l : out) tx.exec(start, owner, l.run_id, now);
+        for (const Claim& c : out) tx.exec(start, owner, c.lease.run_id, now);
+        read_states([&](const std::string& q, std::span<const Value> params) {
+            return tx.exec_values(q, params);
+        });
     });
     return out;
 }
@@ -708,18 +768,9 @@ std::optional<RunState> RunStore::load(std::string_view run_id) {
     // Two statements on their own, without a shared snapshot: the caller holds the run's
     // lease, so no other worker writes its steps in between (an event completing a waiting
     // step, or a cancel, may land between the reads; the execution copes with both).
-    static const std::string run_sql = fmt::format(
-        "SELECT {}, e.data, e.ts, e.idempotency_key, e.received_at FROM runs r "
-        "JOIN events e ON e.id = r.event_id WHERE r.id = $1",
-        kRunColumns);
-    auto runs = db_.read(run_sql, run_id);
+    auto runs = db_.read(run_state_sql(), run_id);
     if (runs.empty()) return std::nullopt;
-    const Row row = runs.front();
-    RunState state;
-    state.run = read_run(row);
-    state.event = EventRecord{state.run.event_id,      state.run.event_name,
-                              row.get<std::string>(17), row.get<std::int64_t>(18),
-                              row.get_opt<std::string>(19), row.get<std::int64_t>(20)};
+    RunState state = read_state(runs.front());
     for (auto step : db_.read(steps_of_run_sql(), run_id)) state.steps.push_back(read_step(step));
     return state;
 }

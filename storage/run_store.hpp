@@ -141,6 +141,13 @@ struct Lease {
     std::int64_t until = 0;
 };
 
+// A claimed run: its lease and, when it has no steps yet, everything an execution needs
+// (so the worker does not load it).
+struct Claim {
+    Lease lease;
+    std::optional<RunState> state;  // the run as claimed (status running), with no steps
+};
+
 struct RunFilter {
     std::optional<std::string> workflow_id;
     std::optional<std::string> status;
@@ -195,6 +202,10 @@ class RunStore {
     // within the highest priority. Concurrent claimers never receive the same item.
     std::vector<Lease> claim(std::string_view owner, int limit, std::int64_t now,
                              std::int64_t lease_ms);
+    // The same, also marking the runs running and returning the state of each that has
+    // no steps yet.
+    std::vector<Claim> claim_runs(std::string_view owner, int limit, std::int64_t now,
+                                  std::int64_t lease_ms);
 
     // Extends a lease to now + lease_ms. False when the lease was lost (expired and
     // claimed again, or released): the caller must stop working on the run.

@@ -299,6 +299,35 @@ TEST_CASE("write_runs fences each run of a batch on its own and reports its stat
     CHECK_FALSE(f.store.renew(leases[0], kT0 + 11, kLease));  // the lease ended with the run
 }
 
+TEST_CASE("claim_runs returns a run without steps ready to execute, others to load") {
+    Fixture f;
+    const auto ids = f.send("e", 2);
+    auto first = f.store.claim("w1", 2, kT0, 1000);
+    REQUIRE(first.size() == 2);
+    const Lease& with_step = first[0].run_id == ids[0] ? first[0] : first[1];
+    CHECK(f.store.record_step(with_step, step(with_step, "a", 0, "1")));
+
+    auto claims = f.store.claim_runs("w2", 5, kT0 + 2000, kLease);  // both leases expired
+    REQUIRE(claims.size() == 2);
+    for (const auto& c : claims) {
+        CHECK(c.lease.owner == "w2");
+        CHECK(c.lease.epoch == 2);
+        if (c.lease.run_id == with_step.run_id) {
+            CHECK_FALSE(c.state);  // has steps: the worker loads it
+            continue;
+        }
+        REQUIRE(c.state);
+        CHECK(c.state->run.id == c.lease.run_id);
+        CHECK(c.state->run.status == "running");  // as the claim left it
+        CHECK(c.state->run.worker == "w2");
+        CHECK(c.state->run.started_at == kT0);  // from the first claim
+        CHECK(c.state->run.updated_at == kT0 + 2000);
+        CHECK(c.state->event.name == "e");
+        CHECK(c.state->event.data == R"({"k":1})");
+        CHECK(c.state->steps.empty());
+    }
+}
+
 TEST_CASE("a claim does not restart a cancelled run") {
     Fixture f;
     const auto ids = f.send("e", 1);
