@@ -273,8 +273,6 @@ class RunStore {
 
     std::optional<RunState> load(std::string_view run_id);
     std::optional<RunRecord> get_run(std::string_view run_id);
-    // The run's status, or "" when it does not exist.
-    std::string run_status(std::string_view run_id);
     std::vector<AttemptRecord> attempts(std::string_view run_id);
     std::optional<EventRecord> get_event(std::string_view event_id);
     std::vector<StepRecord> steps(std::string_view run_id);
