@@ -181,16 +181,6 @@ const std::string& steps_of_run_sql() {
     return sql;
 }
 
-// Collects statement parameters; param(v) appends v and returns its placeholder "$k".
-struct Params {
-    std::vector<Value> values;
-    template <class T>
-    std::string operator()(const T& v) {
-        values.push_back(to_value(v));
-        return fmt::format("${}", values.size());
-    }
-};
-
 // A run with its event and whether it has steps yet (column kFreshColumn), for load and
 // claims: the run columns, then these.
 constexpr std::string_view kStateExtraColumns =
@@ -466,7 +456,6 @@ void RunStore::write_step(Transaction& tx, const StepRecord& step) {
 
 namespace {
 
-
 void reset(std::span<RunWrite* const> writes) {
     for (RunWrite* w : writes) {
         w->held = false;
@@ -480,35 +469,30 @@ std::int64_t touched_at(const RunWrite& w) {
     return w.step->ended_at.value_or(w.step->started_at.value_or(0));
 }
 
-// "(...), (...)" rows for the steps and the attempts of `writes`.
+// SQLite: "(...), (...)" rows for the steps and the attempts of `writes`, for two
+// statements: the parameters of the steps go to `param`, those of the attempts to `aparam`.
 struct StepRows {
     std::string steps, attempts;
 };
-// The parameters of the steps go to `param`, those of the attempts to `aparam`: the same
-// for one statement, different for two.
-StepRows step_rows(std::span<RunWrite* const> writes, Params& param, Params& aparam, bool cast) {
-    // Postgres needs the type of a parameter that is not compared with a column.
-    auto big = [cast](Params& to, const auto& v) {
-        return cast ? fmt::format("CAST({} AS BIGINT)", to(v)) : to(v);
-    };
+StepRows step_rows(std::span<RunWrite* const> writes, Params& param, Params& aparam) {
     StepRows out;
     for (const RunWrite* w : writes) {
         if (w->step != nullptr) {
             const StepRecord& st = *w->step;
             out.steps += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
                                      out.steps.empty() ? "" : ", ", param(st.run_id),
-                                     param(st.key), big(param, st.seq), param(st.kind),
+                                     param(st.key), param(st.seq), param(st.kind),
                                      param(st.status), param(st.output), param(st.error),
-                                     big(param, st.attempts), big(param, st.started_at),
-                                     big(param, st.ended_at), big(param, st.wake_at));
+                                     param(st.attempts), param(st.started_at),
+                                     param(st.ended_at), param(st.wake_at));
         }
         if (w->attempt != nullptr) {
             const AttemptRecord& a = *w->attempt;
             out.attempts += fmt::format(
                 "{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {})", out.attempts.empty() ? "" : ", ",
-                aparam(a.run_id), aparam(a.step_key), big(aparam, a.generation),
-                big(aparam, a.attempt), big(aparam, a.started_at), big(aparam, a.ended_at),
-                aparam(a.outcome), aparam(a.error), aparam(a.logs), aparam(a.worker));
+                aparam(a.run_id), aparam(a.step_key), aparam(a.generation), aparam(a.attempt),
+                aparam(a.started_at), aparam(a.ended_at), aparam(a.outcome), aparam(a.error),
+                aparam(a.logs), aparam(a.worker));
         }
     }
     return out;
@@ -527,46 +511,61 @@ constexpr std::string_view kStepUpsert =
     "WHERE steps.status <> 'completed'";
 
 // Postgres: the fence and every write in one statement (data-modifying WITH), so a batch
-// costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. Returns
-// (run id, status) of each run whose lease held.
+// costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. Every
+// write is one row of `v` with NULLs for the parts it lacks, so the statement's text —
+// and the prepared statement each connection keeps for it — depends on the batch size
+// alone. Returns (run id, status) of each run whose lease held.
 std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrite* const> writes) {
     Params param;
-    std::string runs;
+    // Postgres needs the type of a parameter that is not compared with a column.
+    auto big = [&](const auto& v) { return fmt::format("CAST({} AS BIGINT)", param(v)); };
+    std::string rows;
     for (const RunWrite* w : writes) {
-        const RunEnd* end = w->end;
-        runs += fmt::format(
-            "{}({}, {}, CAST({} AS BIGINT), CAST({} AS BIGINT), {}, {}, {})",
-            runs.empty() ? "" : ", ", param(w->lease->run_id), param(w->lease->owner),
-            param(w->lease->epoch), param(touched_at(*w)),
-            end ? param(end->status) : std::string("NULL"),
-            end ? param(end->output) : std::string("NULL"),
-            end ? param(end->error) : std::string("NULL"));
+        static const StepRecord kNoStep;
+        static const AttemptRecord kNoAttempt;
+        static const RunEnd kNoEnd;
+        const StepRecord& st = w->step ? *w->step : kNoStep;
+        const AttemptRecord& a = w->attempt ? *w->attempt : kNoAttempt;
+        const RunEnd& end = w->end ? *w->end : kNoEnd;
+        auto when = [](bool present, const auto& v) {
+            return present ? to_value(v) : Value{};
+        };
+        rows += fmt::format(
+            "{}({}, {}, {}, {}, {}, {}, {}, "                // the run
+            "{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, "      // the step
+            "{}, {}, {}, {}, {}, {}, {}, {}, {})",          // the attempt
+            rows.empty() ? "" : ", ", param(w->lease->run_id), param(w->lease->owner),
+            big(w->lease->epoch), big(touched_at(*w)), param(when(w->end, end.status)),
+            param(when(w->end, end.output)), param(when(w->end, end.error)),
+            param(when(w->step, st.key)), big(when(w->step, st.seq)),
+            param(when(w->step, st.kind)), param(when(w->step, st.status)),
+            param(when(w->step, st.output)), param(when(w->step, st.error)),
+            big(when(w->step, st.attempts)), big(when(w->step, st.started_at)),
+            big(when(w->step, st.ended_at)), big(when(w->step, st.wake_at)),
+            param(when(w->attempt, a.step_key)), big(when(w->attempt, a.generation)),
+            big(when(w->attempt, a.attempt)), big(when(w->attempt, a.started_at)),
+            big(when(w->attempt, a.ended_at)), param(when(w->attempt, a.outcome)),
+            param(when(w->attempt, a.error)), param(when(w->attempt, a.logs)),
+            param(when(w->attempt, a.worker)));
     }
-    const StepRows rows = step_rows(writes, param, param, true);
     // The fence locks each run's queue row and checks the lease; an ending run's item is
     // parked in the same update. Every other part writes only for runs the fence kept.
     std::string sql = fmt::format(
-        "WITH v (run_id, owner, epoch, touched, fin, fout, ferr) AS (VALUES {}), "
+        "WITH v (run_id, owner, epoch, touched, fin, fout, ferr, "
+        "step_key, seq, kind, status, output, error, attempts, started_at, ended_at, wake_at, "
+        "a_step_key, a_generation, a_attempt, a_started_at, a_ended_at, a_outcome, a_error, "
+        "a_logs, a_worker) AS (VALUES {0}), "
         "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
         "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
         "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
         "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
         "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
-        "RETURNING q.run_id), ",
-        runs);
-    if (!rows.steps.empty()) {
-        sql += fmt::format(
-            "s AS (INSERT INTO steps ({0}) SELECT * FROM (VALUES {1}) AS x ({0}) "
-            "WHERE x.run_id IN (SELECT run_id FROM fence) {2}), ",
-            kStepColumnList, rows.steps, kStepUpsert);
-    }
-    if (!rows.attempts.empty()) {
-        sql += fmt::format(
-            "a AS (INSERT INTO step_attempts ({0}) SELECT * FROM (VALUES {1}) AS x ({0}) "
-            "WHERE x.run_id IN (SELECT run_id FROM fence)), ",
-            kAttemptColumnList, rows.attempts);
-    }
-    sql +=
+        "RETURNING q.run_id), "
+        "s AS (INSERT INTO steps ({1}) SELECT {1} FROM v WHERE step_key IS NOT NULL "
+        "AND run_id IN (SELECT run_id FROM fence) {2}), "
+        "a AS (INSERT INTO step_attempts ({3}) SELECT run_id, a_step_key, a_generation, "
+        "a_attempt, a_started_at, a_ended_at, a_outcome, a_error, a_logs, a_worker FROM v "
+        "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM fence)), "
         "d AS (DELETE FROM waits WHERE run_id IN "
         "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM fence))), "
         "r AS (UPDATE runs SET updated_at = v.touched, status = COALESCE(v.fin, runs.status), "
@@ -576,7 +575,8 @@ std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrit
         "FROM v WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
         "AND (v.fin IS NULL OR runs.status <> 'cancelled') RETURNING runs.id, runs.status) "
         "SELECT f.run_id, COALESCE(r.status, 'cancelled') FROM fence f "
-        "LEFT JOIN r ON r.id = f.run_id";
+        "LEFT JOIN r ON r.id = f.run_id",
+        rows, kStepColumnList, kStepUpsert, kAttemptColumnList);
     return {std::move(sql), std::move(param.values)};
 }
 
@@ -644,7 +644,7 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     if (held.empty()) return;
 
     Params aparam;
-    const StepRows rows = step_rows(held, param, aparam, false);
+    const StepRows rows = step_rows(held, param, aparam);
     if (!rows.steps.empty()) {
         run(fmt::format("INSERT INTO steps ({}) VALUES {} {}", kStepColumnList, rows.steps,
                         kStepUpsert));

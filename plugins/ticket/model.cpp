@@ -173,18 +173,14 @@ Ticket read_ticket(const storage::Row& row, std::size_t first) {
     return t;
 }
 
-std::string Where::arg(storage::Value value) {
-    args.push_back(std::move(value));
-    return fmt::format("${}", args.size());
-}
-
 PageRows fetch_page(storage::Transaction& tx, std::string_view table, std::string_view columns,
                     const Where& where, std::string_view order, int page, int limit) {
     PageRows out;
-    out.total = tx.exec_values(fmt::format("SELECT COUNT(*) FROM {} {}", table, where.sql), where.args)
+    out.total = tx.exec_values(fmt::format("SELECT COUNT(*) FROM {} {}", table, where.sql),
+                               where.args.values)
                     .front()
                     .get<std::int64_t>(0);
-    auto args = where.args;
+    auto args = where.args.values;
     args.emplace_back(std::int64_t{limit});
     args.emplace_back(std::int64_t{(page - 1) * limit});
     out.rows = tx.exec_values(fmt::format("SELECT {} FROM {} {} ORDER BY {} LIMIT ${} OFFSET ${}",

@@ -103,9 +103,9 @@ std::string like_escape(std::string_view text);
 // A WHERE clause grown from optional filters, with numbered placeholders for its values.
 struct Where {
     std::string sql = "WHERE 1 = 1";
-    std::vector<storage::Value> args;
+    storage::Params args;
     // Appends `value` and returns its placeholder ("$3").
-    std::string arg(storage::Value value);
+    std::string arg(storage::Value value) { return args(std::move(value)); }
 };
 
 // One page of `columns` from `table` under `where` in `order`, and the count of all rows
