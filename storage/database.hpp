@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -108,6 +109,9 @@ class Transaction {
     friend class Database;
     Transaction(std::unique_ptr<detail::PooledConnection> conn, const Dialect* dialect);
     detail::Connection& connection();
+    // Makes the transaction usable again after a failed statement, once the caller has
+    // rolled back to a savepoint taken before it (group commit).
+    void recover() { failed_ = false; }
     void check_usable(std::string_view sql) const;
 
     std::unique_ptr<detail::PooledConnection> conn_;
@@ -147,16 +151,24 @@ class Database {
 
     // Runs `fn(tx)` in a transaction and commits when it returns; an exception rolls
     // back and propagates. Returns what `fn` returns.
+    //
+    // On SQLite, read-write transactions from concurrent threads share one commit (group
+    // commit): one thread runs a batch of them, each inside its own savepoint, and commits
+    // once. Each caller returns only after that commit, with its own result or exception:
+    // an exception rolls back to the caller's savepoint and leaves the rest of the batch
+    // alone. Only if the shared transaction itself fails (an I/O error, a full disk, a
+    // failed COMMIT) do all its callers get that error. So `fn` may run on another thread,
+    // must not start a read-write transaction of its own (it would wait for itself), and
+    // sees the uncommitted writes of the batch's earlier callers, which commit with it.
     template <class Fn>
     auto transact(Fn&& fn, Access access = Access::read_write) {
-        Transaction tx = begin(access);
-        if constexpr (std::is_void_v<std::invoke_result_t<Fn, Transaction&>>) {
-            fn(tx);
-            tx.commit();
+        using Out = std::invoke_result_t<Fn, Transaction&>;
+        if constexpr (std::is_void_v<Out>) {
+            run(access, [&fn](Transaction& tx) { fn(tx); });
         } else {
-            auto out = fn(tx);
-            tx.commit();
-            return out;
+            std::optional<Out> out;
+            run(access, [&fn, &out](Transaction& tx) { out.emplace(fn(tx)); });
+            return std::move(*out);
         }
     }
 
@@ -179,7 +191,22 @@ class Database {
     }
     Result exec_once(Access access, std::string_view sql, std::span<const Value> params);
 
+    // Group commit on SQLite (see transact): commits made and write transactions they
+    // carried since the database was opened, and transactions waiting for a batch now.
+    // All zero on Postgres.
+    struct GroupCommitStats {
+        std::uint64_t batches = 0;
+        std::uint64_t transactions = 0;
+        std::size_t waiting = 0;
+    };
+    GroupCommitStats group_commit_stats() const;
+
   private:
+    struct GroupCommit;
+    struct GroupWork;
+    void run(Access access, const std::function<void(Transaction&)>& fn);
+    void commit_batch(std::span<GroupWork* const> batch);
+
     template <class... Args>
     Result once(Access access, std::string_view sql, Args&&... args) {
         if constexpr (sizeof...(Args) == 0) {
@@ -197,6 +224,7 @@ class Database {
     Dialect dialect_;
     std::unique_ptr<detail::Pool> writers_;
     std::unique_ptr<detail::Pool> readers_;  // null when readers share the writer pool
+    std::unique_ptr<GroupCommit> group_;     // SQLite only
 };
 
 }  // namespace cairn::storage

@@ -167,20 +167,19 @@ Ticket TicketService::create(const Principal& who, const json& raw) {
     t.created_by = who.user_id;
     t.created_at = t.updated_at = now;
     db_.transact([&](storage::Transaction& tx) {
-        tx.exec(
-            "INSERT INTO tickets (id, title, description, tags, status, deadline, created_by, "
-            "related_skills, created_at, updated_at) VALUES ($1, $2, $3, $4, 'open', $5, $6, '[]', "
-            "$7, $7)",
-            t.id, t.title, t.description, string_array(t.tags).dump(), t.deadline, t.created_by,
-            now);
+        // The event first, so the ticket is inserted with its run in one statement; the
+        // run starts only after this transaction commits.
         engine::EventInput event;
         event.name = "ticket/created";
         event.data = {{"ticket_id", t.id}, {"title", t.title}, {"created_by", t.created_by}};
         const auto sent = engine_.send(tx, event);
-        if (!sent.run_ids.empty()) {
-            t.run_id = sent.run_ids.front();
-            tx.exec("UPDATE tickets SET run_id = $1 WHERE id = $2", t.run_id, t.id);
-        }
+        t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
+        tx.exec(
+            "INSERT INTO tickets (id, title, description, tags, status, deadline, created_by, "
+            "related_skills, run_id, created_at, updated_at) "
+            "VALUES ($1, $2, $3, $4, 'open', $5, $6, '[]', $7, $8, $8)",
+            t.id, t.title, t.description, string_array(t.tags).dump(), t.deadline, t.created_by,
+            t.run_id, now);
         record_change(tx, t, "created", now);
     });
     engine_.wake();

@@ -53,6 +53,9 @@ class SqliteConnection final : public Connection {
                 // synchronous=full in the URL syncs every commit (docs/storage.md).
                 exec_simple("PRAGMA journal_mode=WAL");
                 exec_simple(fmt::format("PRAGMA synchronous={}", url.synchronous));
+                // Group commit runs each transaction of a batch in a savepoint, whose
+                // journal would otherwise go to a temporary file.
+                exec_simple("PRAGMA temp_store=MEMORY");
             } else {
                 exec_simple("PRAGMA query_only=1");
             }
@@ -75,6 +78,14 @@ class SqliteConnection final : public Connection {
         if (sqlite3_get_autocommit(db_) == 0) exec_simple("ROLLBACK");
     }
     bool healthy() const override { return db_ != nullptr; }
+
+    Result query_once(std::string_view sql, std::span<const Value> params,
+                      Access access) override {
+        // A statement outside BEGIN is a read transaction of its own. Writes keep BEGIN
+        // IMMEDIATE, which takes the write lock before reading (no upgrade to fail).
+        if (access == Access::read_only) return query(sql, params);
+        return Connection::query_once(sql, params, access);
+    }
 
     void script(std::string_view sql) override {
         char* err = nullptr;

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <future>
 #include <limits>
 #include <thread>
 
@@ -244,4 +246,96 @@ TEST_CASE("a row stays readable after its result is gone") {
     auto row = t.db().read("SELECT 42 AS answer, 'text' AS word").front();
     CHECK(row.get<int>("answer") == 42);
     CHECK(row.get<std::string>("word") == "text");
+}
+
+TEST_CASE("concurrent write transactions each get their own result or error") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    db.exec("INSERT INTO t (id, s) VALUES ($1, $2)", 7, "taken");
+    constexpr int kThreads = 12;
+    constexpr int kEach = 25;
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int w = 0; w < kThreads; ++w) {
+        threads.emplace_back([&, w] {
+            for (int i = 0; i < kEach; ++i) {
+                const int id = 1000 + w * kEach + i;
+                const int kind = (w + i) % 4;  // 0, 1: commit; 2: throw; 3: unique violation
+                try {
+                    const auto got = db.transact([&](Transaction& tx) {
+                        tx.exec("INSERT INTO t (id, i) VALUES ($1, $2)", id, kind);
+                        if (kind == 2) throw std::runtime_error("changed my mind");
+                        if (kind == 3) tx.exec("INSERT INTO t (id) VALUES ($1)", 7);
+                        return tx.exec("SELECT i FROM t WHERE id = $1", id).front().get<int>(0);
+                    });
+                    if (kind >= 2 || got != kind) ++wrong;
+                } catch (const UniqueViolation&) {
+                    if (kind != 3) ++wrong;
+                } catch (const std::runtime_error& e) {
+                    if (kind != 2 || std::string_view(e.what()) != "changed my mind") ++wrong;
+                }
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(wrong == 0);
+    // Exactly the transactions that returned normally committed, and nothing else.
+    CHECK(count(db) == 1 + kThreads * kEach / 2);
+    CHECK(db.read("SELECT count(*) FROM t WHERE i >= 2").front().get<int>(0) == 0);
+    const auto stats = db.group_commit_stats();
+    if (db.backend() == Backend::sqlite) {
+        CHECK(stats.transactions >= kThreads * kEach);
+        CHECK(stats.batches <= stats.transactions);
+        CHECK(stats.waiting == 0);
+    } else {
+        CHECK(stats.transactions == 0);
+    }
+}
+
+TEST_CASE("on SQLite, write transactions waiting behind a running one share one commit") {
+    TestDb t;
+    Database& db = t.db();
+    if (db.backend() != Backend::sqlite) return;  // Postgres runs writers side by side
+    make_table(db);
+    const auto before = db.group_commit_stats();
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::thread first([&] {
+        db.transact([&](Transaction& tx) {
+            tx.exec("INSERT INTO t (id, s) VALUES (1, 'first')");
+            released.wait();
+        });
+    });
+    // Two more arrive while the first holds the writer: one commits, one throws.
+    std::thread second([&] { db.exec("INSERT INTO t (id, s) VALUES (2, 'second')"); });
+    std::string third_error;
+    std::thread third([&] {
+        try {
+            db.transact([](Transaction& tx) {
+                tx.exec("INSERT INTO t (id, s) VALUES (3, 'third')");
+                tx.exec("INSERT INTO t (id, s) VALUES (3, 'again')");
+            });
+        } catch (const UniqueViolation& e) {
+            third_error = e.what();
+        }
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (db.group_commit_stats().waiting < 2 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    CHECK(db.group_commit_stats().waiting == 2);
+    release.set_value();
+    first.join();
+    second.join();
+    third.join();
+    const auto after = db.group_commit_stats();
+    CHECK(after.transactions - before.transactions == 3);
+    CHECK(after.batches - before.batches == 2);  // the first alone, then the other two
+    CHECK_FALSE(third_error.empty());
+    // The failed transaction left nothing; its batch companion committed.
+    auto rows = db.read("SELECT id, s FROM t ORDER BY id");
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0].get<std::string>(1) == "first");
+    CHECK(rows[1].get<std::string>(1) == "second");
 }
