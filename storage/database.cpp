@@ -540,8 +540,14 @@ std::unique_ptr<Database> Database::open(std::string_view url_text) {
     if (url.backend == Backend::sqlite) {
         // One writer connection (SQLite allows one writer at a time anyway), plus readers
         // that WAL lets run beside it. An in-memory database lives in one connection.
+        std::shared_ptr<detail::WalCheckpointer> checkpointer;
+        if (url.path != ":memory:") checkpointer = detail::start_wal_checkpointer(url);
         writers = std::make_unique<detail::Pool>(
-            "sqlite", [url] { return detail::connect_sqlite(url, Access::read_write); }, 1);
+            "sqlite",
+            [url, checkpointer] {
+                return detail::connect_sqlite(url, Access::read_write, checkpointer);
+            },
+            1);
         if (url.path != ":memory:") {
             readers = std::make_unique<detail::Pool>(
                 "sqlite", [url] { return detail::connect_sqlite(url, Access::read_only); },

@@ -81,8 +81,15 @@ class PooledConnection {
     std::unique_ptr<Connection> conn_;
 };
 
-// Backend constructors, defined in storage/sqlite/ and storage/postgres/.
-std::unique_ptr<Connection> connect_sqlite(const DatabaseUrl& url, Access access);
+// Copies a SQLite database's WAL back into the database file on a thread of its own, so
+// a commit never waits for a checkpoint (storage/sqlite/).
+class WalCheckpointer;
+std::shared_ptr<WalCheckpointer> start_wal_checkpointer(const DatabaseUrl& url);
+
+// Backend constructors, defined in storage/sqlite/ and storage/postgres/. A read-write
+// SQLite connection given a checkpointer hands its checkpoints to it.
+std::unique_ptr<Connection> connect_sqlite(const DatabaseUrl& url, Access access,
+                                           std::shared_ptr<WalCheckpointer> checkpointer = {});
 std::unique_ptr<Connection> connect_postgres(const DatabaseUrl& url);
 std::unique_ptr<Listener> listen_postgres(const DatabaseUrl& url, std::string channel,
                                           std::function<void()> on_notify);
