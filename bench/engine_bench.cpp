@@ -157,7 +157,8 @@ int main(int argc, char** argv) {
     tp->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
     tp->add_option("--concurrency", concurrency)->check(CLI::Range(1, 1024));
     bool no_group_commit = false;
-    tp->add_flag("--no-group-commit", no_group_commit, "Commit every write on its own");
+    tp->add_flag("--no-group-commit", no_group_commit,
+                 "Write each record on its own (on SQLite the storage layer still batches)");
     auto* lat = app.add_subcommand("latency", "One 5-step run at a time, event to completion");
     lat->add_option("--db", db_url)->required();
     lat->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));

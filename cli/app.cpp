@@ -266,7 +266,7 @@ int run(int argc, char** argv) {
     auto* serve =
         app.add_subcommand("serve", "Run the HTTP server on the database (migrating it first)");
     std::string listen = kDefaultListen;
-    std::size_t threads = 16;  // handlers mostly wait on the database
+    std::size_t threads = 4;
     add_db(serve);
     serve->add_option("--listen", listen, "HOST:PORT to listen on (port 0 picks a free one)")
         ->envname("CAIRN_LISTEN")

@@ -109,7 +109,8 @@ class Engine {
     const std::string& worker_id() const;
 
     // Group commit (on by default): concurrent executions' writes share transactions.
-    // Off, every write commits on its own — for measuring what group commit buys.
+    // Off, every write is a transaction of its own — for measuring what batching buys (on
+    // SQLite the storage layer's group commit still lets those transactions share commits).
     void set_group_commit(bool on);
 
     // Debug knob for crash tests: when set (> 0), the process exits abruptly (as if
