@@ -158,8 +158,9 @@ class Database {
     // an exception rolls back to the caller's savepoint and leaves the rest of the batch
     // alone. Only if the shared transaction itself fails (an I/O error, a full disk, a
     // failed COMMIT) do all its callers get that error. So `fn` may run on another thread,
-    // must not start a read-write transaction of its own (it would wait for itself), and
-    // sees the uncommitted writes of the batch's earlier callers, which commit with it.
+    // must neither commit nor roll back `tx` itself nor start a read-write transaction of
+    // its own (it would wait for itself), and sees the uncommitted writes of the batch's
+    // earlier callers, which commit with it.
     template <class Fn>
     auto transact(Fn&& fn, Access access = Access::read_write) {
         using Out = std::invoke_result_t<Fn, Transaction&>;

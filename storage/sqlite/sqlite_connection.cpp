@@ -41,8 +41,9 @@ bool is_blank(const char* p) {
 // commits only signal this thread, which runs passive checkpoints on its own connection
 // beside the writer. The WAL restarts from its beginning only once every frame has been
 // copied, which a checkpoint beside a busy writer rarely achieves; so at twice the size the
-// writer checkpoints itself, as SQLite would. By then the thread has copied most frames,
-// so that pass is short, and the WAL stays bounded either way.
+// writer checkpoints itself, as SQLite would, once a pass of the thread in progress ends.
+// By then the thread has copied most frames, so that pass is short, and the WAL stays
+// bounded either way.
 class WalCheckpointer {
   public:
     static constexpr int kPages = 1000;        // SQLite's own autocheckpoint size
@@ -60,6 +61,7 @@ class WalCheckpointer {
             stop_ = true;
         }
         cv_.notify_one();
+        idle_.notify_all();
         thread_.join();
     }
 
@@ -68,16 +70,25 @@ class WalCheckpointer {
 
     // sqlite3_wal_hook: called by the writer after each commit with the WAL's size.
     static int on_commit(void* self, sqlite3* writer, const char* schema, int wal_pages) {
+        auto* checkpointer = static_cast<WalCheckpointer*>(self);
         if (wal_pages >= kInlinePages) {
+            // A pass of the thread in progress would make this one return SQLITE_BUSY at
+            // once, and the WAL would grow on; let it finish, then copy the rest.
+            checkpointer->wait_idle();
             sqlite3_wal_checkpoint_v2(writer, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr,
                                       nullptr);
         } else if (wal_pages >= kPages) {
-            static_cast<WalCheckpointer*>(self)->wake();
+            checkpointer->wake();
         }
         return SQLITE_OK;
     }
 
   private:
+    void wait_idle() {
+        std::unique_lock lock(mu_);
+        idle_.wait(lock, [this] { return !due_ || stop_; });
+    }
+
     void wake() {
         {
             std::lock_guard lock(mu_);
@@ -103,8 +114,11 @@ class WalCheckpointer {
                 sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
                                           nullptr);
             }
-            std::lock_guard lock(mu_);
-            due_ = false;
+            {
+                std::lock_guard lock(mu_);
+                due_ = false;
+            }
+            idle_.notify_all();
         }
         if (db != nullptr) sqlite3_close_v2(db);
     }
@@ -127,8 +141,9 @@ class WalCheckpointer {
     const std::string synchronous_;
     const int busy_timeout_ms_;
     std::mutex mu_;
-    std::condition_variable cv_;
-    bool due_ = false;   // guarded by mu_: a checkpoint was asked for
+    std::condition_variable cv_;    // wakes the thread
+    std::condition_variable idle_;  // the thread finished a pass
+    bool due_ = false;   // guarded by mu_: a pass was asked for and has not finished
     bool stop_ = false;  // guarded by mu_
     std::thread thread_;  // last: starts once the members above exist
 };

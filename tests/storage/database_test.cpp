@@ -302,12 +302,15 @@ TEST_CASE("on SQLite, write transactions waiting behind a running one share one 
     const auto before = db.group_commit_stats();
     std::promise<void> release;
     std::shared_future<void> released = release.get_future().share();
+    std::promise<void> entered;
     std::thread first([&] {
         db.transact([&](Transaction& tx) {
             tx.exec("INSERT INTO t (id, s) VALUES (1, 'first')");
+            entered.set_value();
             released.wait();
         });
     });
+    entered.get_future().wait();  // the first holds the writer now
     // Two more arrive while the first holds the writer: one commits, one throws.
     std::thread second([&] { db.exec("INSERT INTO t (id, s) VALUES (2, 'second')"); });
     std::string third_error;
