@@ -419,7 +419,7 @@ struct Database::GroupWork {
 
 // SQLite has one writer, so concurrent write transactions would take turns, each paying
 // for its own commit: writing every page it touched to the WAL (a ticket with its event,
-// run and queue item touches about 25) and the lock hand-over. Instead the first caller
+// run, queue item and change record touches about 14) and the lock hand-over. Instead the first caller
 // to find no batch running becomes the leader: it takes every waiting transaction (up to
 // kMaxBatch), runs them in one, commits once and wakes their callers and the next leader.
 struct Database::GroupCommit {
