@@ -540,15 +540,16 @@ std::unique_ptr<Database> Database::open(std::string_view url_text) {
     if (url.backend == Backend::sqlite) {
         // One writer connection (SQLite allows one writer at a time anyway), plus readers
         // that WAL lets run beside it. An in-memory database lives in one connection.
+        const bool in_file = url.path != ":memory:";
         std::shared_ptr<detail::WalCheckpointer> checkpointer;
-        if (url.path != ":memory:") checkpointer = detail::start_wal_checkpointer(url);
+        if (in_file) checkpointer = detail::start_wal_checkpointer(url);
         writers = std::make_unique<detail::Pool>(
             "sqlite",
             [url, checkpointer] {
                 return detail::connect_sqlite(url, Access::read_write, checkpointer);
             },
             1);
-        if (url.path != ":memory:") {
+        if (in_file) {
             readers = std::make_unique<detail::Pool>(
                 "sqlite", [url] { return detail::connect_sqlite(url, Access::read_only); },
                 static_cast<std::size_t>(url.pool_size));

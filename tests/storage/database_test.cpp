@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -342,6 +343,62 @@ TEST_CASE("on SQLite, write transactions waiting behind a running one share one 
     REQUIRE(rows.size() == 2);
     CHECK(rows[0].get<std::string>(1) == "first");
     CHECK(rows[1].get<std::string>(1) == "second");
+}
+
+TEST_CASE("on SQLite, when a batch's shared transaction is lost, no caller in it is told it committed") {
+    TestDb t;
+    Database& db = t.db();
+    if (db.backend() != Backend::sqlite) return;
+    make_table(db);
+    std::promise<void> release;
+    std::shared_future<void> released = release.get_future().share();
+    std::promise<void> entered;
+    std::thread first([&] {
+        db.transact([&](Transaction& tx) {
+            tx.exec("INSERT INTO t (id, s) VALUES (1, 'first')");
+            entered.set_value();
+            released.wait();
+        });
+    });
+    entered.get_future().wait();
+    // Three transactions queue behind the first, in this order. The middle one ends the
+    // shared transaction (as SQLite itself does after a full disk or an I/O error).
+    constexpr int kQueued = 3;
+    std::array<bool, kQueued> failed{};
+    std::vector<std::thread> queued;
+    for (int k = 0; k < kQueued; ++k) {
+        queued.emplace_back([&, k] {
+            try {
+                db.transact([&](Transaction& tx) {
+                    tx.exec("INSERT INTO t (id) VALUES ($1)", 10 + k);
+                    if (k == 1) tx.exec("ROLLBACK");
+                });
+            } catch (const StorageError&) {
+                failed[static_cast<std::size_t>(k)] = true;
+            }
+        });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (db.group_commit_stats().waiting < static_cast<std::size_t>(k + 1) &&
+               std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        REQUIRE(db.group_commit_stats().waiting == static_cast<std::size_t>(k + 1));
+    }
+    release.set_value();
+    first.join();
+    for (auto& th : queued) th.join();
+    // Every caller's outcome matches the data: the batch was lost, so all three failed
+    // and none of their rows exists; the first, committed alone before, stays.
+    for (int k = 0; k < kQueued; ++k) {
+        const bool present =
+            db.read("SELECT count(*) FROM t WHERE id = $1", 10 + k).front().get<int>(0) == 1;
+        CHECK(failed[static_cast<std::size_t>(k)]);
+        CHECK_FALSE(present);
+    }
+    CHECK(count(db) == 1);
+    // The writer is usable again.
+    db.exec("INSERT INTO t (id) VALUES (2)");
+    CHECK(count(db) == 2);
 }
 
 TEST_CASE("on SQLite, the WAL is checkpointed into the database file and stays bounded") {
