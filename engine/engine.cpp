@@ -151,9 +151,13 @@ struct Engine::Impl {
     std::atomic<std::int64_t> crash_after{0};
     std::atomic<bool> stopping{false};
 
-    // Worker pool state, guarded by mu.
+    // Worker pool state, guarded by mu. Each kind of thread waits on a condition variable
+    // of its own, so a finished run wakes the dispatcher alone and a claim wakes one
+    // worker per run, rather than every thread of the pool.
     std::mutex mu;
-    std::condition_variable cv;
+    std::condition_variable cv;           // workers: a claimed run is ready, or stopping
+    std::condition_variable dispatch_cv;  // the dispatcher: wake was set, or stopping
+    std::condition_variable keeper_cv;    // the lease keeper: stopping
     bool wake = false;
     std::deque<storage::Claim> ready;
     int free_slots = 0;
@@ -178,7 +182,7 @@ struct Engine::Impl {
             std::lock_guard lock(mu);
             wake = true;
         }
-        cv.notify_all();
+        dispatch_cv.notify_one();
     }
 
     // ---- group commit -------------------------------------------------------------------
@@ -1032,11 +1036,11 @@ void Engine::start(WorkerOptions options) {
                     im.active[c.lease.run_id] = {c.lease, std::make_shared<std::atomic<bool>>(false)};
                     im.ready.push_back(std::move(c));
                 }
-                if (!got.empty()) im.cv.notify_all();
+                for (std::size_t i = 0; i < got.size(); ++i) im.cv.notify_one();
                 if (static_cast<int>(got.size()) == want) continue;  // there may be more
             }
             if (!im.wake)
-                im.cv.wait_for(lock, im.options.poll,
+                im.dispatch_cv.wait_for(lock, im.options.poll,
                                [&im] { return im.stopping.load() || im.wake; });
             im.wake = false;
         }
@@ -1047,7 +1051,7 @@ void Engine::start(WorkerOptions options) {
         std::unique_lock lock(im.mu);
         const auto every = std::max(milliseconds(10), im.options.lease / 3);
         while (!im.stopping) {
-            im.cv.wait_for(lock, every, [&im] { return im.stopping.load(); });
+            im.keeper_cv.wait_for(lock, every, [&im] { return im.stopping.load(); });
             if (im.stopping) break;
             std::vector<std::pair<Lease, std::shared_ptr<std::atomic<bool>>>> held;
             for (auto& [id, a] : im.active) held.emplace_back(a.lease, a.lost);
@@ -1091,7 +1095,7 @@ void Engine::start(WorkerOptions options) {
                 ++im.free_slots;
                 im.active.erase(lease.run_id);
                 im.wake = true;
-                im.cv.notify_all();
+                im.dispatch_cv.notify_one();
             }
         });
     }
@@ -1107,6 +1111,8 @@ void Engine::stop() {
         im.stopping = true;
     }
     im.cv.notify_all();
+    im.dispatch_cv.notify_all();
+    im.keeper_cv.notify_all();
     for (auto& t : im.threads) t.join();
     im.threads.clear();
     im.listener.reset();
