@@ -1041,7 +1041,7 @@ void Engine::start(WorkerOptions options) {
             }
             if (!im.wake)
                 im.dispatch_cv.wait_for(lock, im.options.poll,
-                               [&im] { return im.stopping.load() || im.wake; });
+                                        [&im] { return im.stopping.load() || im.wake; });
             im.wake = false;
         }
     });
