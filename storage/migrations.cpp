@@ -56,7 +56,7 @@ int Migrator::apply() {
             for (const auto& m : c.migrations) {
                 if (applied.contains({std::string(c.name), m.version})) continue;
                 try {
-                    tx.exec_script(m.sql);
+                    if (!m.only || *m.only == tx.backend()) tx.exec_script(m.sql);
                 } catch (const StorageError& e) {
                     throw StorageError(e.backend(),
                                        fmt::format("migration {} {} ({}) failed: {}", c.name,

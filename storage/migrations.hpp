@@ -14,10 +14,14 @@ namespace cairn::storage {
 // One schema change of one component. `sql` is portable SQL (one or more statements)
 // that runs unchanged on SQLite and Postgres. Versions start at 1 and never change once
 // released: a new change is a new version.
+//
+// A change that only one backend needs (or can express) sets `only`: the other backend
+// records the version as applied without running `sql`, so versions stay the same on both.
 struct Migration {
     int version;
     std::string_view name;
     std::string_view sql;
+    std::optional<Backend> only = std::nullopt;
 };
 
 // A component (the engine, a plugin) and its migrations in version order.

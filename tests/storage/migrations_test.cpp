@@ -1,8 +1,11 @@
 #include "storage/migrations.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
 #include <atomic>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "storage/run_store.hpp"
@@ -68,6 +71,58 @@ TEST_CASE("a failing migration applies nothing and names itself") {
     }
     for (const auto& s : m.status()) CHECK_FALSE(s.applied_at.has_value());
     CHECK_THROWS_AS(t.db().exec("SELECT count(*) FROM fine"), StorageError);
+}
+
+TEST_CASE("a migration for one backend runs there only and is recorded on both") {
+    TestDb t;
+    const Backend here = t.db().backend();
+    const Backend other = here == Backend::sqlite ? Backend::postgres : Backend::sqlite;
+    const Migration kSplit[] = {
+        {1, "here", "CREATE TABLE here_only (id BIGINT PRIMARY KEY)", here},
+        {2, "elsewhere", "this is not SQL on any backend", other},
+    };
+    Migrator m(t.db(), {Component{"split", kSplit}});
+    CHECK(m.apply() == 2);
+    for (const auto& s : m.status()) CHECK(s.applied_at.has_value());
+    CHECK(t.db().exec("SELECT count(*) FROM here_only").front().get<int>(0) == 0);
+    CHECK(m.apply() == 0);
+}
+
+namespace {
+
+// Which of the engine's tables have a foreign key to runs.
+std::set<std::string> tables_referencing_runs(Database& db) {
+    std::set<std::string> out;
+    for (const char* table : {"steps", "step_attempts", "queue", "waits"}) {
+        const auto rows =
+            db.backend() == Backend::sqlite
+                ? db.exec(fmt::format("SELECT count(*) FROM pragma_foreign_key_list('{}') "
+                                      "WHERE \"table\" = 'runs'",
+                                      table))
+                : db.exec(
+                      "SELECT count(*) FROM information_schema.table_constraints c "
+                      "JOIN information_schema.constraint_column_usage u "
+                      "ON u.constraint_name = c.constraint_name "
+                      "WHERE c.table_schema = current_schema() AND c.table_name = $1 "
+                      "AND c.constraint_type = 'FOREIGN KEY' AND u.table_name = 'runs'",
+                      table);
+        if (rows.front().get<int>(0) > 0) out.insert(table);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("steps and attempts keep a foreign key to runs on SQLite only") {
+    TestDb t;
+    Migrator(t.db(), {run_store_component()}).apply();
+    if (t.db().backend() == Backend::sqlite) {
+        CHECK(tables_referencing_runs(t.db()) ==
+              std::set<std::string>{"queue", "step_attempts", "steps", "waits"});
+    } else {
+        // Engine migration 3: the fence on the queue item guards them (docs/storage.md).
+        CHECK(tables_referencing_runs(t.db()) == std::set<std::string>{"queue", "waits"});
+    }
 }
 
 TEST_CASE("migrations out of order are a programming error") {
