@@ -29,6 +29,47 @@ std::int64_t count(Database& db, std::string_view table = "t") {
     return db.exec(fmt::format("SELECT count(*) FROM {}", table)).front().get<std::int64_t>(0);
 }
 
+// SQLite group commit: a write transaction (row 1, 'first') that holds the one writer from
+// construction until release(), so others queue up behind it.
+class WriterHeld {
+  public:
+    explicit WriterHeld(Database& db)
+        : thread_([this, &db] {
+              db.transact([this](Transaction& tx) {
+                  tx.exec("INSERT INTO t (id, s) VALUES (1, 'first')");
+                  entered_.set_value();
+                  released_.wait();
+              });
+          }) {
+        entered_.get_future().wait();
+    }
+    ~WriterHeld() { release(); }
+    WriterHeld(const WriterHeld&) = delete;
+    WriterHeld& operator=(const WriterHeld&) = delete;
+
+    // Lets the held transaction commit and waits for it.
+    void release() {
+        if (!thread_.joinable()) return;
+        release_.set_value();
+        thread_.join();
+    }
+
+  private:
+    std::promise<void> release_;
+    std::shared_future<void> released_ = release_.get_future().share();
+    std::promise<void> entered_;
+    std::thread thread_;  // last: started once the promises exist
+};
+
+// Waits (up to 20 s) until `n` write transactions wait for a batch; returns how many do.
+std::size_t wait_for_waiting(Database& db, std::size_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (db.group_commit_stats().waiting < n && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return db.group_commit_stats().waiting;
+}
+
 }  // namespace
 
 TEST_CASE("every column type round-trips") {
@@ -301,17 +342,7 @@ TEST_CASE("on SQLite, write transactions waiting behind a running one share one 
     if (db.backend() != Backend::sqlite) return;  // Postgres runs writers side by side
     make_table(db);
     const auto before = db.group_commit_stats();
-    std::promise<void> release;
-    std::shared_future<void> released = release.get_future().share();
-    std::promise<void> entered;
-    std::thread first([&] {
-        db.transact([&](Transaction& tx) {
-            tx.exec("INSERT INTO t (id, s) VALUES (1, 'first')");
-            entered.set_value();
-            released.wait();
-        });
-    });
-    entered.get_future().wait();  // the first holds the writer now
+    WriterHeld first(db);  // the first holds the writer now
     // Two more arrive while the first holds the writer: one commits, one throws.
     std::thread second([&] { db.exec("INSERT INTO t (id, s) VALUES (2, 'second')"); });
     std::string third_error;
@@ -325,13 +356,8 @@ TEST_CASE("on SQLite, write transactions waiting behind a running one share one 
             third_error = e.what();
         }
     });
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (db.group_commit_stats().waiting < 2 && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    CHECK(db.group_commit_stats().waiting == 2);
-    release.set_value();
-    first.join();
+    CHECK(wait_for_waiting(db, 2) == 2);
+    first.release();
     second.join();
     third.join();
     const auto after = db.group_commit_stats();
@@ -350,17 +376,7 @@ TEST_CASE("on SQLite, when a batch's shared transaction is lost, no caller in it
     Database& db = t.db();
     if (db.backend() != Backend::sqlite) return;
     make_table(db);
-    std::promise<void> release;
-    std::shared_future<void> released = release.get_future().share();
-    std::promise<void> entered;
-    std::thread first([&] {
-        db.transact([&](Transaction& tx) {
-            tx.exec("INSERT INTO t (id, s) VALUES (1, 'first')");
-            entered.set_value();
-            released.wait();
-        });
-    });
-    entered.get_future().wait();
+    WriterHeld first(db);
     // Three transactions queue behind the first, in this order. The middle one ends the
     // shared transaction (as SQLite itself does after a full disk or an I/O error).
     constexpr int kQueued = 3;
@@ -377,15 +393,10 @@ TEST_CASE("on SQLite, when a batch's shared transaction is lost, no caller in it
                 failed[static_cast<std::size_t>(k)] = true;
             }
         });
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-        while (db.group_commit_stats().waiting < static_cast<std::size_t>(k + 1) &&
-               std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
-        REQUIRE(db.group_commit_stats().waiting == static_cast<std::size_t>(k + 1));
+        const auto n = static_cast<std::size_t>(k + 1);
+        REQUIRE(wait_for_waiting(db, n) == n);
     }
-    release.set_value();
-    first.join();
+    first.release();
     for (auto& th : queued) th.join();
     // Every caller's outcome matches the data: the batch was lost, so all three failed
     // and none of their rows exists; the first, committed alone before, stays.
