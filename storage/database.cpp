@@ -419,9 +419,10 @@ struct Database::GroupWork {
 
 // SQLite has one writer, so concurrent write transactions would take turns, each paying
 // for its own commit: writing every page it touched to the WAL (a ticket with its event,
-// run, queue item and change record touches about 14) and the lock hand-over. Instead the first caller
-// to find no batch running becomes the leader: it takes every waiting transaction (up to
-// kMaxBatch), runs them in one, commits once and wakes their callers and the next leader.
+// run, queue item and change record touches about 14) and the lock hand-over. Instead the
+// first caller to find no batch running becomes the leader: it takes every waiting
+// transaction (up to kMaxBatch), runs them in one, commits once and wakes their callers
+// and the next leader.
 struct Database::GroupCommit {
     static constexpr std::size_t kMaxBatch = 64;
     std::mutex mu;
