@@ -19,8 +19,11 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <iostream>
 #include <thread>
+
+#include <unistd.h>
 
 #include "engine/engine.hpp"
 #include "examples/hello_workflow.hpp"
@@ -58,6 +61,23 @@ std::int64_t completed(storage::Database& db) {
     return db.read("SELECT COUNT(*) FROM runs WHERE status = 'completed'").front().get<std::int64_t>(0);
 }
 
+// Busy and stolen CPU time of the whole machine so far (Linux /proc/stat, all CPUs), in
+// milliseconds: the database server's work counts too. CPU per run varies less than
+// runs/s on a shared virtual machine, so A/B comparisons quote both. Zero elsewhere.
+struct MachineCpu {
+    double busy_ms = 0, steal_ms = 0;
+};
+MachineCpu machine_cpu() {
+    std::ifstream in("/proc/stat");
+    std::string cpu;
+    double user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) ||
+        cpu != "cpu")
+        return {};
+    const double ms_per_tick = 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+    return {(user + nice + system + irq + softirq) * ms_per_tick, steal * ms_per_tick};
+}
+
 bool group_commit = true;
 
 int throughput(storage::Database& db, int runs, int concurrency) {
@@ -75,6 +95,7 @@ int throughput(storage::Database& db, int runs, int concurrency) {
     }
     const double fill_ms = ms_since(fill0);
     const auto t0 = Clock::now();
+    const MachineCpu cpu0 = machine_cpu();
     engine::WorkerOptions o;
     o.threads = concurrency;
     o.poll = std::chrono::milliseconds(50);
@@ -84,6 +105,7 @@ int throughput(storage::Database& db, int runs, int concurrency) {
     while (bodies_done.load() < runs) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     while (completed(db) < runs) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     const double seconds = ms_since(t0) / 1000.0;
+    const MachineCpu cpu1 = machine_cpu();
     const auto stats = e.stats();
     e.stop();
     const double rps = runs / seconds;
@@ -96,6 +118,8 @@ int throughput(storage::Database& db, int runs, int concurrency) {
                       {"runs_per_s", rps},
                       {"steps_per_s", rps * kSteps},
                       {"enqueue_ms", fill_ms},
+                      {"machine_cpu_us_per_run", (cpu1.busy_ms - cpu0.busy_ms) * 1000.0 / runs},
+                      {"machine_steal_ms", cpu1.steal_ms - cpu0.steal_ms},
                       {"group_commit", group_commit},
                       {"group_commits", stats.group_commits},
                       {"grouped_writes", stats.grouped_writes}}
