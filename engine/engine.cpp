@@ -116,12 +116,17 @@ struct Infrastructure : Signal {
 
 struct Engine::Impl {
     Impl(storage::Database& d, const Clock& c)
-        : db(d), clock(c), store(d), worker_id(make_worker_id()) {}
+        : db(d),
+          clock(c),
+          store(d),
+          worker_id(make_worker_id()),
+          notifier(d.notifier(storage::RunStore::kQueueChannel)) {}
 
     storage::Database& db;
     const Clock& clock;
     storage::RunStore store;
     std::string worker_id;  // constant after start()
+    std::unique_ptr<storage::Notifier> notifier;  // null on SQLite
 
     // Registry: filled before start(), read-only afterwards.
     std::map<std::string, Workflow, std::less<>> workflows;
@@ -183,6 +188,13 @@ struct Engine::Impl {
             wake = true;
         }
         dispatch_cv.notify_one();
+    }
+
+    // After a commit that made runs due: wakes this process's idle workers now and those
+    // of other processes by a NOTIFY sent after the commit, never in it (docs/engine.md).
+    void announce() {
+        wake_local();
+        if (notifier) notifier->notify();
     }
 
     // ---- group commit -------------------------------------------------------------------
@@ -338,20 +350,42 @@ struct Engine::Impl {
         return w.run_status;
     }
 
-    SendResult send(Transaction& tx, const EventInput& in) {
-        if (in.name.empty()) throw std::invalid_argument("event name must not be empty");
-        const std::int64_t t = now();
+    // A run of every workflow the event named `name` triggers.
+    std::vector<storage::NewRun> triggered(std::string_view name) const {
         std::vector<storage::NewRun> runs;
-        if (auto it = triggers.find(in.name); it != triggers.end()) {
+        if (auto it = triggers.find(name); it != triggers.end()) {
             for (const auto& id : it->second) runs.push_back(new_run(id, workflows.at(id).version));
         }
+        return runs;
+    }
+
+    static storage::NewEvent new_event(const EventInput& in) {
+        if (in.name.empty()) throw std::invalid_argument("event name must not be empty");
         storage::NewEvent e;
         e.name = in.name;
         e.data = dump(in.data);
         e.id = in.id;
         e.idempotency_key = in.idempotency_key;
         e.ts = in.ts;
-        auto ins = store.insert_event(tx, e, runs, t);
+        return e;
+    }
+
+    // Engine::send with riders, on Postgres: the one-statement path, if it applies.
+    std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders) {
+        const storage::NewEvent e = new_event(in);
+        auto ins = store.insert_event_alone(
+            e, triggered(in.name), now(), [&](const storage::InsertedEvent& ids) {
+                return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
+                              : std::vector<storage::RowInsert>{};
+            });
+        if (!ins) return std::nullopt;
+        return SendResult{ins->event_id, ins->run_ids, false, 0};
+    }
+
+    SendResult send(Transaction& tx, const EventInput& in) {
+        const storage::NewEvent e = new_event(in);
+        const std::int64_t t = now();
+        auto ins = store.insert_event(tx, e, triggered(in.name), t);
         SendResult out{ins.event_id, ins.run_ids, ins.duplicate, 0};
         if (ins.duplicate) return out;
 
@@ -365,7 +399,6 @@ struct Engine::Impl {
             if (store.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt, t))
                 ++out.waits_resumed;
         }
-        if (out.waits_resumed > 0) storage::RunStore::notify(tx);  // new runs: insert_event
         return out;
     }
 
@@ -684,7 +717,7 @@ class Execution {
             rec.output = dump(json{{"event_id", sent.event_id}, {"run_ids", sent.run_ids}});
             engine.store.write_step(tx, rec);
         });
-        engine.wake_local();
+        engine.announce();
         return sent.event_id;
     }
 
@@ -723,7 +756,7 @@ class Execution {
             engine.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
             engine.store.release(tx, lease, *rec.wake_at);
         });
-        engine.wake_local();
+        engine.announce();
         throw Suspend{};
     }
 
@@ -784,7 +817,7 @@ class Execution {
                 engine.store.insert_event(tx, e, std::span(&handler, 1), now());
             }
         });
-        engine.wake_local();
+        engine.announce();
     }
 
     void finish_cancelled() {
@@ -963,12 +996,25 @@ SendResult Engine::send(storage::Transaction& tx, const EventInput& event) {
 
 SendResult Engine::send(const EventInput& event) {
     auto out = impl_->db.transact([&](storage::Transaction& tx) { return impl_->send(tx, event); });
-    if (!out.run_ids.empty() || out.waits_resumed > 0) impl_->wake_local();
+    if (!out.run_ids.empty() || out.waits_resumed > 0) impl_->announce();
     return out;
 }
 
+SendResult Engine::send(const EventInput& event, const Riders& riders) {
+    auto out = impl_->send_alone(event, riders);
+    if (!out) {
+        out = impl_->db.transact([&](storage::Transaction& tx) {
+            auto sent = impl_->send(tx, event);
+            if (riders) storage::RunStore::insert_rows(tx, riders(sent));
+            return sent;
+        });
+    }
+    if (!out->run_ids.empty() || out->waits_resumed > 0) impl_->announce();
+    return *out;
+}
+
 void Engine::wake() {
-    impl_->wake_local();
+    impl_->announce();
 }
 
 bool Engine::cancel(std::string_view run_id) {

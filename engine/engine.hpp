@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -78,8 +79,15 @@ class Engine {
     // its event to commit together). A repeated id or idempotency key changes nothing.
     SendResult send(storage::Transaction& tx, const EventInput& event);
     SendResult send(const EventInput& event);
+    // The same in a transaction of its own that also inserts the rows `riders` returns,
+    // given the event's and runs' ids (for a duplicate, those of the first delivery): the
+    // rows and the event commit together. On Postgres a plain new event that no run waits
+    // for is written with its rows in one statement (one round trip, one commit).
+    using Riders = std::function<std::vector<storage::RowInsert>(const SendResult&)>;
+    SendResult send(const EventInput& event, const Riders& riders);
 
-    // Wakes this process's idle workers, e.g. after send(tx, ...) committed.
+    // Wakes idle workers, this process's at once and other processes' by a NOTIFY sent
+    // from a background thread; call it after send(tx, ...) committed.
     void wake();
 
     // Cancels a run: it stops at its next step boundary. False if it had already ended.

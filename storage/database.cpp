@@ -574,6 +574,11 @@ std::unique_ptr<Listener> Database::listen(std::string_view channel,
     return detail::listen_postgres(url_, std::string(channel), std::move(on_notify));
 }
 
+std::unique_ptr<Notifier> Database::notifier(std::string_view channel) {
+    if (backend() == Backend::sqlite) return nullptr;
+    return detail::notifier_postgres(url_, std::string(channel));
+}
+
 Result Database::exec_once(Access access, std::string_view sql, std::span<const Value> params) {
     if (group_ && access == Access::read_write) {
         return transact([&](Transaction& tx) { return tx.exec_values(sql, params); });

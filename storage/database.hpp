@@ -125,6 +125,15 @@ class Listener {
     virtual ~Listener() = default;
 };
 
+// Signals a channel's listeners in other processes without making the caller wait.
+class Notifier {
+  public:
+    virtual ~Notifier() = default;
+    // Asks for one notification after this call; calls made while one is being sent share
+    // the next. Never blocks on the database.
+    virtual void notify() = 0;
+};
+
 // A database over one backend: a connection pool, transactions and the dialect.
 // Thread-safe: any number of threads may call begin() at once; each gets its own
 // connection (on SQLite all writers share the one writer connection in turn).
@@ -177,6 +186,12 @@ class Database {
     // `SELECT pg_notify(channel, ...)` commits, on Postgres (its own connection, reconnected
     // when lost). Returns null on SQLite: one process, so in-process signals suffice.
     std::unique_ptr<Listener> listen(std::string_view channel, std::function<void()> on_notify);
+    // Sends `SELECT pg_notify(channel, '')` when asked, from a background thread with its
+    // own connection (opened on first use, reopened when lost), on Postgres; null on
+    // SQLite. Unlike a NOTIFY in the writer's transaction it does not serialise commits:
+    // Postgres holds a database-wide lock from a notifying transaction's pre-commit until
+    // its commit is flushed, so notifying writers commit one at a time.
+    std::unique_ptr<Notifier> notifier(std::string_view channel);
 
     // One statement, atomic on its own: in a transaction of its own on SQLite, sent
     // alone (autocommit, one round trip instead of three) on Postgres.

@@ -234,6 +234,54 @@ Component run_store_component() {
     return Component{"engine", kMigrations};
 }
 
+namespace {
+
+// Postgres: the event, its runs and their queue items as one data-modifying WITH (one
+// round trip). The event is inserted only if it is new and, with
+// `guard`, only if the CTE `w` (put before it by the caller) is empty; everything else is
+// written only for an inserted event (`FROM e`). `extra` is appended as further CTEs.
+std::string event_statement(Params& param, const NewEvent& event, const std::string& event_id,
+                            std::span<const NewRun> runs, std::span<const std::string> run_ids,
+                            std::int64_t now, std::string_view head, std::string_view guard,
+                            std::string_view extra) {
+    const std::string e = fmt::format(
+        "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+        "SELECT {}, {}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT) {} "
+        "ON CONFLICT DO NOTHING RETURNING id)",
+        param(event_id), param(event.name), param(event.data), param(event.ts.value_or(now)),
+        param(event.idempotency_key), param(now), guard);
+    std::string rows;
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        rows += fmt::format("{}({}, {}, {}, CAST({} AS BIGINT), {}, {})", rows.empty() ? "" : ", ",
+                            param(run_ids[i]), param(runs[i].workflow_id), param(runs[i].version),
+                            param(runs[i].priority), param(runs[i].parent_run_id),
+                            param(runs[i].parent_step_key));
+    }
+    const std::string at = param(now);
+    return fmt::format(
+        "WITH {0}{1}, v (id, workflow_id, version, priority, parent_run_id, parent_step_key) AS "
+        "(VALUES {2}), "
+        "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+        "created_at, updated_at, parent_run_id, parent_step_key) "
+        "SELECT v.id, v.workflow_id, v.version, e.id, 'queued', 0, CAST({3} AS BIGINT), "
+        "CAST({3} AS BIGINT), v.parent_run_id, v.parent_step_key FROM v, e RETURNING id), "
+        "q AS (INSERT INTO queue (run_id, due_at, priority) "
+        "SELECT r.id, CAST({3} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id){4} ",
+        head, e, rows, at, extra);
+}
+
+// The column names of `row` and the placeholders of its values, which go to `param`.
+std::pair<std::string, std::string> insert_lists(const RowInsert& row, Params& param) {
+    std::string names, values;
+    for (const auto& [name, value] : row.columns) {
+        names += fmt::format("{}{}", names.empty() ? "" : ", ", name);
+        values += fmt::format("{}{}", values.empty() ? "" : ", ", param(value));
+    }
+    return {std::move(names), std::move(values)};
+}
+
+}  // namespace
+
 InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
                                      std::span<const NewRun> runs, std::int64_t now) {
     if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
@@ -243,38 +291,13 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
     for (std::size_t i = 0; i < runs.size(); ++i) run_ids.push_back(new_id_at(now));
     Result inserted;
     if (tx.backend() == Backend::postgres && !runs.empty()) {
-        // One statement (one round trip) for the event, its runs, their queue items and
-        // the wake-up of idle workers; the runs exist only if the event was new.
+        // One statement (one round trip) for the event, its runs and their queue items;
+        // the runs exist only if the event was new.
         Params param;
-        const std::string head = fmt::format(
-            "WITH e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
-            "VALUES ({}, {}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT)) "
-            "ON CONFLICT DO NOTHING RETURNING id)",
-            param(out.event_id), param(event.name), param(event.data),
-            param(event.ts.value_or(now)), param(event.idempotency_key), param(now));
-        std::string rows;
-        for (std::size_t i = 0; i < runs.size(); ++i) {
-            rows += fmt::format("{}({}, {}, {}, CAST({} AS BIGINT), {}, {})",
-                                rows.empty() ? "" : ", ", param(run_ids[i]),
-                                param(runs[i].workflow_id), param(runs[i].version),
-                                param(runs[i].priority), param(runs[i].parent_run_id),
-                                param(runs[i].parent_step_key));
-        }
-        const std::string at = param(now);
-        inserted = tx.exec_values(
-            fmt::format(
-                "{0}, v (id, workflow_id, version, priority, parent_run_id, parent_step_key) AS "
-                "(VALUES {1}), "
-                "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
-                "created_at, updated_at, parent_run_id, parent_step_key) "
-                "SELECT v.id, v.workflow_id, v.version, e.id, 'queued', 0, CAST({2} AS BIGINT), "
-                "CAST({2} AS BIGINT), v.parent_run_id, v.parent_step_key FROM v, e RETURNING id), "
-                "q AS (INSERT INTO queue (run_id, due_at, priority) "
-                "SELECT r.id, CAST({2} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id), "
-                "n AS (SELECT pg_notify('{3}', '') FROM e) "
-                "SELECT e.id FROM e, n",
-                head, rows, at, kQueueChannel),
-            param.values);
+        const std::string sql =
+            event_statement(param, event, out.event_id, runs, run_ids, now, "", "", "") +
+            "SELECT e.id FROM e";
+        inserted = tx.exec_values(sql, param.values);
         if (!inserted.empty()) {
             out.run_ids = std::move(run_ids);
             return out;
@@ -324,6 +347,43 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
 InsertedEvent RunStore::insert_event(const NewEvent& event, std::span<const NewRun> runs,
                                      std::int64_t now) {
     return db_.transact([&](Transaction& tx) { return insert_event(tx, event, runs, now); });
+}
+
+std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
+                                                          std::span<const NewRun> runs,
+                                                          std::int64_t now,
+                                                          const Riders& riders) {
+    if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
+    if (db_.backend() != Backend::postgres || runs.empty()) return std::nullopt;
+    InsertedEvent out;
+    out.event_id = event.id.value_or(new_id_at(now));
+    for (std::size_t i = 0; i < runs.size(); ++i) out.run_ids.push_back(new_id_at(now));
+    Params param;
+    const std::string head = fmt::format(
+        "w AS (SELECT 1 FROM waits WHERE event_name = {} LIMIT 1), ", param(event.name));
+    // Each rider is inserted only with the event (`FROM e`); Postgres takes the type of
+    // each parameter from its column.
+    std::string extra;
+    const std::vector<RowInsert> rows = riders ? riders(out) : std::vector<RowInsert>{};
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+        const auto [names, values] = insert_lists(rows[i], param);
+        extra += fmt::format(", x{} AS (INSERT INTO {} ({}) SELECT {} FROM e)", i,
+                             rows[i].table, names, values);
+    }
+    const std::string sql = event_statement(param, event, out.event_id, runs, out.run_ids, now,
+                                            head, "WHERE NOT EXISTS (SELECT 1 FROM w)", extra) +
+                            "SELECT e.id FROM e";
+    if (db_.exec_once(Access::read_write, sql, param.values).empty()) return std::nullopt;
+    return out;
+}
+
+void RunStore::insert_rows(Transaction& tx, std::span<const RowInsert> rows) {
+    for (const RowInsert& row : rows) {
+        Params param;
+        const auto [names, values] = insert_lists(row, param);
+        tx.exec_values(fmt::format("INSERT INTO {} ({}) VALUES ({})", row.table, names, values),
+                       param.values);
+    }
 }
 
 std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64_t now,

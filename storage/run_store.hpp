@@ -1,10 +1,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -55,6 +57,14 @@ struct InsertedEvent {
     std::vector<std::string> run_ids;
     bool duplicate =
         false;  // true when the id or idempotency key was seen before: nothing new written
+};
+
+// A row inserted in the same commit as an event (Engine::send with riders): a domain row
+// that exists exactly when its event does, such as a ticket and the event that starts its
+// workflow. Table and column names are the caller's constants, never input.
+struct RowInsert {
+    std::string table;
+    std::vector<std::pair<std::string, Value>> columns;  // name, value
 };
 
 struct EventRecord {
@@ -190,13 +200,27 @@ class RunStore {
     // Writes the event, one run per entry of `runs` and their queue items (due at `now`)
     // in `tx`, the caller's transaction: a domain row and its event commit together.
     // A duplicate (same event id or idempotency key) writes nothing and returns the
-    // first event's id and runs with duplicate = true. New runs wake idle workers of every
-    // process when `tx` commits (NOTIFY on Postgres).
+    // first event's id and runs with duplicate = true. Waking idle workers in other
+    // processes is the caller's part, after the commit (Engine does it with a Notifier on
+    // kQueueChannel).
     InsertedEvent insert_event(Transaction& tx, const NewEvent& event, std::span<const NewRun> runs,
                                std::int64_t now);
     // The same in a transaction of its own.
     InsertedEvent insert_event(const NewEvent& event, std::span<const NewRun> runs,
                                std::int64_t now);
+    // Postgres only: the event, its runs, their queue items and the rows `riders` returns
+    // (given the ids they will have) in one statement on its own: one round trip and one
+    // commit instead of a transaction's five or more. It writes nothing and returns nullopt
+    // unless the event is a plain new one — no run waits for events of its name (resuming
+    // one is the transactional path's work: insert_event, waits_for), neither its id nor
+    // its idempotency key was seen before, and `runs` is not empty; the caller then takes
+    // the transactional path. SQLite always returns nullopt.
+    using Riders = std::function<std::vector<RowInsert>(const InsertedEvent&)>;
+    std::optional<InsertedEvent> insert_event_alone(const NewEvent& event,
+                                                    std::span<const NewRun> runs,
+                                                    std::int64_t now, const Riders& riders);
+    // Inserts `rows` in `tx`.
+    static void insert_rows(Transaction& tx, std::span<const RowInsert> rows);
 
     // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
     // within the highest priority. Concurrent claimers never receive the same item.

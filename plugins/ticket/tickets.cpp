@@ -130,12 +130,25 @@ json to_json(const Reply& r) {
             {"created_at", format_rfc3339(r.created_at)}};
 }
 
+namespace {
+
+// The change feed's record of `kind` happening to `t`.
+storage::RowInsert change_row(const Ticket& t, std::string_view kind, std::int64_t now) {
+    using storage::to_value;
+    return {"ticket_changes",
+            {{"id", to_value(new_id_at(now))},
+             {"ticket_id", to_value(t.id)},
+             {"owner_id", to_value(t.created_by)},
+             {"assigned_to", to_value(t.assigned_to)},
+             {"kind", to_value(kind)},
+             {"at", to_value(now)}}};
+}
+
+}  // namespace
+
 void record_change(storage::Transaction& tx, const Ticket& t, std::string_view kind,
                    std::int64_t now) {
-    tx.exec(
-        "INSERT INTO ticket_changes (id, ticket_id, owner_id, assigned_to, kind, at) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        new_id_at(now), t.id, t.created_by, t.assigned_to, kind, now);
+    storage::RunStore::insert_rows(tx, {{change_row(t, kind, now)}});
 }
 
 std::int64_t TicketService::now_ms() const {
@@ -166,23 +179,30 @@ Ticket TicketService::create(const Principal& who, const json& raw) {
     if (in.deadline) t.deadline = *in.deadline;
     t.created_by = who.user_id;
     t.created_at = t.updated_at = now;
-    db_.transact([&](storage::Transaction& tx) {
-        // The event first, so the ticket is inserted with its run in one statement; the
-        // run starts only after this transaction commits.
-        engine::EventInput event;
-        event.name = "ticket/created";
-        event.data = {{"ticket_id", t.id}, {"title", t.title}, {"created_by", t.created_by}};
-        const auto sent = engine_.send(tx, event);
+    // The ticket and its change record ride in the commit of the event that starts its
+    // workflow (on Postgres usually one statement); the run starts only after it.
+    engine::EventInput event;
+    event.name = "ticket/created";
+    event.data = {{"ticket_id", t.id}, {"title", t.title}, {"created_by", t.created_by}};
+    engine_.send(event, [&](const engine::SendResult& sent) {
+        using storage::to_value;
         t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
-        tx.exec(
-            "INSERT INTO tickets (id, title, description, tags, status, deadline, created_by, "
-            "related_skills, run_id, created_at, updated_at) "
-            "VALUES ($1, $2, $3, $4, 'open', $5, $6, '[]', $7, $8, $8)",
-            t.id, t.title, t.description, string_array(t.tags).dump(), t.deadline, t.created_by,
-            t.run_id, now);
-        record_change(tx, t, "created", now);
+        const std::vector<storage::RowInsert> rows{
+            {"tickets",
+             {{"id", to_value(t.id)},
+              {"title", to_value(t.title)},
+              {"description", to_value(t.description)},
+              {"tags", to_value(string_array(t.tags).dump())},
+              {"status", to_value("open")},
+              {"deadline", to_value(t.deadline)},
+              {"created_by", to_value(t.created_by)},
+              {"related_skills", to_value("[]")},
+              {"run_id", to_value(t.run_id)},
+              {"created_at", to_value(now)},
+              {"updated_at", to_value(now)}}},
+            change_row(t, "created", now)};
+        return rows;
     });
-    engine_.wake();
     return t;
 }
 

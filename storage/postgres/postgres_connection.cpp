@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <pqxx/pqxx>
 #include <string>
@@ -240,7 +242,78 @@ class PostgresListener final : public Listener {
     std::thread thread_;
 };
 
+// Sends the notifications a Notifier is asked for, one at a time, from a thread started
+// by the first request. The connection commits asynchronously: a notification is a hint
+// (workers also poll), so it need not wait for a WAL flush, and a flush here would hold
+// Postgres's notify lock the whole time.
+class PostgresNotifier final : public Notifier {
+  public:
+    PostgresNotifier(const DatabaseUrl& url, std::string channel)
+        : url_(url), channel_(std::move(channel)) {}
+    ~PostgresNotifier() override {
+        {
+            std::lock_guard lock(mu_);
+            stop_ = true;
+        }
+        cv_.notify_one();
+        if (thread_.joinable()) thread_.join();
+    }
+
+    void notify() override {
+        {
+            std::lock_guard lock(mu_);
+            pending_ = true;
+            if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+        }
+        cv_.notify_one();
+    }
+
+  private:
+    void loop() {
+        std::unique_ptr<pqxx::connection> conn;
+        std::unique_lock lock(mu_);
+        while (true) {
+            // A request made before stop() is still sent.
+            cv_.wait(lock, [&] { return pending_ || stop_; });
+            if (!pending_) return;
+            pending_ = false;
+            lock.unlock();
+            bool sent = false;
+            try {
+                if (!conn) {
+                    conn = std::make_unique<pqxx::connection>(url_.path);
+                    pqxx::nontransaction(*conn).exec("SET synchronous_commit = off");
+                }
+                pqxx::nontransaction tx(*conn);
+                tx.exec_params("SELECT pg_notify($1, '')", channel_);
+                sent = true;
+            } catch (const std::exception&) {
+                conn.reset();  // reconnect for the next one
+            }
+            lock.lock();
+            if (!sent && !stop_) {
+                // Retry once the database may be back; the pollers keep workers going.
+                pending_ = true;
+                cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_; });
+            }
+            if (stop_ && !sent) return;
+        }
+    }
+
+    DatabaseUrl url_;
+    std::string channel_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool pending_ = false;
+    bool stop_ = false;
+    std::thread thread_;
+};
+
 }  // namespace
+
+std::unique_ptr<Notifier> notifier_postgres(const DatabaseUrl& url, std::string channel) {
+    return std::make_unique<PostgresNotifier>(url, std::move(channel));
+}
 
 std::unique_ptr<Listener> listen_postgres(const DatabaseUrl& url, std::string channel,
                                           std::function<void()> on_notify) {

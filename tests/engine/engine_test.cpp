@@ -451,6 +451,66 @@ TEST_CASE("a repeated event id or idempotency key starts nothing new") {
     CHECK(f.count("SELECT count(*) FROM runs") == 1);
 }
 
+TEST_CASE("send with riders commits the rows with the event, on every path") {
+    Fixture f;
+    f.t.db().transact([](storage::Transaction& tx) {
+        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
+    });
+    f.engine.add(workflow("noted").on_event("note/added").run([](Context&) { return 1; }));
+    f.engine.add(workflow("approval").on_event("ticket/created").run([](Context& ctx) {
+        return ctx.wait_for_event("approved", "note/added", "data.ticket", 1h).has_value();
+    }));
+    // A note per delivery that started runs, naming the first run.
+    std::vector<engine::SendResult> seen;
+    auto note = [&](std::string id) {
+        return [&seen, id](const engine::SendResult& sent) {
+            seen.push_back(sent);
+            std::vector<storage::RowInsert> rows;
+            if (!sent.duplicate)
+                rows.push_back({"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}});
+            return rows;
+        };
+    };
+    auto note_run = [&](const std::string& id) {
+        auto r = f.t.db().exec("SELECT run_id FROM notes WHERE id = $1", id);
+        return r.empty() ? std::string() : r.front().get<std::string>(0);
+    };
+
+    // A plain event (on Postgres the one-statement path).
+    auto a = f.engine.send(EventInput{"note/added", {{"ticket", 1}}}, note("a"));
+    REQUIRE(a.run_ids.size() == 1);
+    CHECK(note_run("a") == a.run_ids[0]);
+    CHECK(f.idle() == 1);
+    CHECK(f.run(a.run_ids[0]).status == "completed");
+
+    // An event a run waits for: resumed in the same commit as the note.
+    const auto waiting = f.start("ticket/created", {{"ticket", 2}});
+    f.idle();
+    REQUIRE(f.run(waiting).status == "waiting");
+    auto b = f.engine.send(EventInput{"note/added", {{"ticket", 2}}}, note("b"));
+    CHECK(b.waits_resumed == 1);
+    CHECK(note_run("b") == b.run_ids.at(0));
+    CHECK(f.idle() == 2);
+    CHECK(f.run(waiting).status == "completed");
+
+    // A repeat: the riders see the first delivery's runs and write nothing.
+    EventInput keyed{"note/added", {{"ticket", 3}}};
+    keyed.idempotency_key = "note-3";
+    auto c = f.engine.send(keyed, note("c"));
+    auto again = f.engine.send(keyed, note("c-again"));
+    CHECK(again.duplicate);
+    CHECK(again.run_ids == c.run_ids);
+    CHECK(seen.back().duplicate);
+    CHECK(note_run("c-again").empty());
+
+    // A row that cannot be inserted: neither it nor the event is written.
+    const auto events = f.count("SELECT count(*) FROM events");
+    CHECK_THROWS_AS(f.engine.send(EventInput{"note/added", {{"ticket", 4}}}, note("a")),
+                    storage::UniqueViolation);
+    CHECK(f.count("SELECT count(*) FROM events") == events);
+    CHECK(f.count("SELECT count(*) FROM notes") == 3);
+}
+
 TEST_CASE("registration refuses bad workflows") {
     Fixture f;
     f.engine.add(workflow("a").run([](Context&) { return 1; }));
@@ -579,12 +639,20 @@ TEST_CASE(
     auto other_db = t.open_another();  // another process's connection pool
     Engine sender(*other_db, clock);
     sender.add(flow());
-    const auto id = sender.send(EventInput{"ping"}).run_ids.at(0);
-    std::string status;
-    for (int i = 0; i < 100 && status != "completed"; ++i) {
-        std::this_thread::sleep_for(50ms);
-        status = worker.store().get_run(id)->status;
-    }
+    // Each way of sending announces the new run after its commit.
+    auto wait_completed = [&](const std::string& id) {
+        std::string status;
+        for (int i = 0; i < 100 && status != "completed"; ++i) {
+            std::this_thread::sleep_for(50ms);
+            status = worker.store().get_run(id)->status;
+        }
+        return status;
+    };
+    CHECK(wait_completed(sender.send(EventInput{"ping"}).run_ids.at(0)) == "completed");
+    CHECK(wait_completed(sender.send(EventInput{"ping"}, {}).run_ids.at(0)) == "completed");
+    const auto in_tx = other_db->transact(
+        [&](storage::Transaction& tx) { return sender.send(tx, EventInput{"ping"}); });
+    sender.wake();
+    CHECK(wait_completed(in_tx.run_ids.at(0)) == "completed");
     worker.stop();
-    CHECK(status == "completed");
 }

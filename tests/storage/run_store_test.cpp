@@ -120,6 +120,65 @@ TEST_CASE("a repeated idempotency key or event id writes nothing and returns the
     CHECK(count(f.t.db(), "runs") == 1);
 }
 
+TEST_CASE("insert_event_alone writes a plain new event with its rows in one statement") {
+    Fixture f;
+    Database& db = f.t.db();
+    db.transact([](Transaction& tx) {
+        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT, n BIGINT)");
+    });
+    const std::vector<NewRun> runs{{"ticket-created", "1"}};
+    int calls = 0;
+    auto note = [&](std::string id) {
+        return [&calls, id](const InsertedEvent& ins) {
+            ++calls;
+            return std::vector<RowInsert>{
+                {"notes", {{"id", id}, {"run_id", ins.run_ids.at(0)}, {"n", std::int64_t{7}}}}};
+        };
+    };
+    auto ins = f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("a"));
+    if (db.backend() != Backend::postgres) {
+        // SQLite has no such path: the caller's transaction costs no round trips there.
+        CHECK_FALSE(ins);
+        CHECK(calls == 0);
+        CHECK(count(db, "events") == 0);
+        return;
+    }
+    REQUIRE(ins);
+    CHECK_FALSE(ins->duplicate);
+    REQUIRE(ins->run_ids.size() == 1);
+    auto row = db.exec("SELECT run_id, n FROM notes WHERE id = 'a'");
+    REQUIRE(row.size() == 1);
+    CHECK(row.front().get<std::string>(0) == ins->run_ids[0]);
+    CHECK(row.front().get<std::int64_t>(1) == 7);
+    CHECK(f.store.get_run(ins->run_ids[0])->status == "queued");
+    CHECK(f.store.queue_depth() == 1);
+
+    SUBCASE("an event some run waits for is left to the transactional path") {
+        db.transact([&](Transaction& tx) {
+            f.store.add_wait(tx, WaitRecord{ins->run_ids[0], "approved", "ticket/created",
+                                            "data.id", "1", kT0 + 60'000});
+        });
+        CHECK_FALSE(f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("b")));
+    }
+    SUBCASE("a repeated idempotency key writes nothing") {
+        NewEvent e = event("ticket/created");
+        e.idempotency_key = "k";
+        REQUIRE(f.store.insert_event_alone(e, runs, kT0, note("b")));
+        CHECK_FALSE(f.store.insert_event_alone(e, runs, kT0, note("c")));
+        CHECK(count(db, "notes") == 2);
+    }
+    SUBCASE("no runs to start: the transactional path") {
+        CHECK_FALSE(f.store.insert_event_alone(event("ticket/created"), {}, kT0, note("b")));
+    }
+    SUBCASE("a row that cannot be inserted leaves nothing of the event") {
+        CHECK_THROWS_AS(f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("a")),
+                        UniqueViolation);
+    }
+    // Every note came with its event and run, and nothing else was written.
+    CHECK(count(db, "events") == count(db, "notes"));
+    CHECK(count(db, "runs") == count(db, "notes"));
+}
+
 TEST_CASE("claim leases due items and skips ones not yet due or already leased") {
     Fixture f;
     f.send("a", 3, kT0);
