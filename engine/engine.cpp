@@ -995,9 +995,7 @@ SendResult Engine::send(storage::Transaction& tx, const EventInput& event) {
 }
 
 SendResult Engine::send(const EventInput& event) {
-    auto out = impl_->db.transact([&](storage::Transaction& tx) { return impl_->send(tx, event); });
-    if (!out.run_ids.empty() || out.waits_resumed > 0) impl_->announce();
-    return out;
+    return send(event, Riders{});
 }
 
 SendResult Engine::send(const EventInput& event, const Riders& riders) {

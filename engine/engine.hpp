@@ -78,11 +78,12 @@ class Engine {
     // waiting for it — all in one transaction (the caller's `tx`, for a domain write and
     // its event to commit together). A repeated id or idempotency key changes nothing.
     SendResult send(storage::Transaction& tx, const EventInput& event);
+    // The same in a transaction of its own; on Postgres a plain new event that no run
+    // waits for is written in one statement instead (one round trip, one commit).
     SendResult send(const EventInput& event);
-    // The same in a transaction of its own that also inserts the rows `riders` returns,
-    // given the event's and runs' ids (for a duplicate, those of the first delivery): the
-    // rows and the event commit together. On Postgres a plain new event that no run waits
-    // for is written with its rows in one statement (one round trip, one commit).
+    // The same, also inserting the rows `riders` returns given the event's and runs' ids
+    // (for a duplicate, those of the first delivery): the rows and the event commit
+    // together, in the one statement when it applies.
     using Riders = std::function<std::vector<storage::RowInsert>(const SendResult&)>;
     SendResult send(const EventInput& event, const Riders& riders);
 

@@ -218,13 +218,18 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             events.push_back(std::move(*e));
         }
         if (!details.empty()) return invalid("the event is not valid", details);
-        // A batch is all or nothing.
-        std::vector<engine::SendResult> results = db.transact([&](storage::Transaction& tx) {
-            std::vector<engine::SendResult> out;
-            for (const auto& e : events) out.push_back(eng.send(tx, e));
-            return out;
-        });
-        eng.wake();  // committed: this process's idle workers may have work
+        // A batch is all or nothing; a single event may take the one-statement path.
+        std::vector<engine::SendResult> results;
+        if (events.size() == 1) {
+            results.push_back(eng.send(events[0]));
+        } else {
+            results = db.transact([&](storage::Transaction& tx) {
+                std::vector<engine::SendResult> out;
+                for (const auto& e : events) out.push_back(eng.send(tx, e));
+                return out;
+            });
+            eng.wake();  // committed: idle workers may have work
+        }
         if (!batch) return json_response(results[0].duplicate ? 200 : 201, sent_json(results[0]));
         json out = json::array();
         for (const auto& r : results) out.push_back(sent_json(r));
