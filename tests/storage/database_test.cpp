@@ -11,6 +11,7 @@
 #include <limits>
 #include <thread>
 
+#include "storage/detail/connection.hpp"
 #include "support/test_db.hpp"
 
 using namespace cairn::storage;
@@ -433,4 +434,40 @@ TEST_CASE("on SQLite, the WAL is checkpointed into the database file and stays b
     CHECK(std::filesystem::file_size(path) >= 20'000'000);
     CHECK(std::filesystem::file_size(path + "-wal") < 12'000'000);
     CHECK(count(db) == 600);
+}
+
+TEST_CASE("on Postgres, a notifier's NOTIFY reaches listeners of other connections") {
+    TestDb t;
+    if (t.db().backend() != Backend::postgres) {
+        CHECK_FALSE(t.db().notifier("c"));  // one process: in-process wake-ups suffice
+        return;
+    }
+    std::atomic<int> heard{0};
+    auto listener = t.db().listen("cairn_test_channel", [&] { ++heard; });
+    // A listener reports once when it starts listening (anything sent before is due).
+    for (int i = 0; i < 100 && heard.load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(heard.load() >= 1);
+    const int before = heard.load();
+
+    auto other = t.open_another();
+    auto notifier = other->notifier("cairn_test_channel");
+    REQUIRE(notifier);
+    for (int i = 0; i < 10; ++i) notifier->notify();  // asked together: sent once or a few times
+    for (int i = 0; i < 250 && heard.load() == before; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    CHECK(heard.load() > before);
+    CHECK(heard.load() <= before + 10);
+}
+
+TEST_CASE("a notifier whose server cannot be reached neither blocks its callers nor its end") {
+    // Nothing listens on port 1; the notifier keeps retrying in the background.
+    auto notifier = cairn::storage::detail::notifier_postgres(
+        parse_database_url("postgres://postgres@127.0.0.1:1/none?connect_timeout=2"), "c");
+    auto done = std::async(std::launch::async, [&] {
+        for (int i = 0; i < 1000; ++i) notifier->notify();
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // let it fail and back off
+        notifier.reset();
+    });
+    CHECK(done.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
 }
