@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <functional>
 #include <variant>
 
@@ -268,6 +269,36 @@ std::string event_statement(Params& param, const NewEvent& event, const std::str
         "q AS (INSERT INTO queue (run_id, due_at, priority) "
         "SELECT r.id, CAST({3} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id){4} ",
         head, e, rows, at, extra);
+}
+
+// A Postgres array literal ({"a","b",NULL}) of `values`, for a parameter the statement
+// casts to an array type: every element quoted, with `"` and `\` escaped.
+std::string pg_array(const std::vector<Value>& values) {
+    std::string out = "{";
+    for (const Value& v : values) {
+        if (out.size() > 1) out += ',';
+        if (std::holds_alternative<std::monostate>(v)) {
+            out += "NULL";
+            continue;
+        }
+        std::string text;
+        if (const auto* str = std::get_if<std::string>(&v)) {
+            text = *str;
+        } else if (const auto* i = std::get_if<std::int64_t>(&v)) {
+            text = std::to_string(*i);
+        } else if (const auto* d = std::get_if<double>(&v)) {
+            text = fmt::format("{}", *d);
+        } else {
+            text = std::get<bool>(v) ? "true" : "false";
+        }
+        out += '"';
+        for (char c : text) {
+            if (c == '"' || c == '\\') out += '\\';
+            out += c;
+        }
+        out += '"';
+    }
+    return out + "}";
 }
 
 // The column names of `row` and the placeholders of its values, which go to `param`.
@@ -583,50 +614,60 @@ constexpr std::string_view kStepUpsert =
     "WHERE steps.status <> 'completed'";
 
 // Postgres: the fence and every write in one statement (data-modifying WITH), so a batch
-// costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. Every
-// write is one row of `v` with NULLs for the parts it lacks, so the statement's text —
-// and the prepared statement each connection keeps for it — depends on the batch size
-// alone. Returns (run id, status) of each run whose lease held.
+// costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. The batch
+// is passed as one array per column, unnested into the rows of `v` (NULL for the parts a
+// write lacks), so the statement's text is the same for every batch size: each
+// connection prepares it once and Postgres plans it a few times, then reuses a generic
+// plan, instead of planning and keeping one statement per batch size.
+// Returns (run id, status) of each run whose lease held.
 std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrite* const> writes) {
-    Params param;
-    // Postgres needs the type of a parameter that is not compared with a column.
-    auto big = [&](const auto& v) { return fmt::format("CAST({} AS BIGINT)", param(v)); };
-    std::string rows;
+    static const StepRecord kNoStep;
+    static const AttemptRecord kNoAttempt;
+    static const RunEnd kNoEnd;
+    // name and element type of each column of `v`, in order
+    static constexpr std::array<std::pair<std::string_view, std::string_view>, 26> kColumns{{
+        {"run_id", "TEXT"},     {"owner", "TEXT"},        {"epoch", "BIGINT"},
+        {"touched", "BIGINT"},  {"fin", "TEXT"},          {"fout", "TEXT"},
+        {"ferr", "TEXT"},       {"step_key", "TEXT"},     {"seq", "BIGINT"},
+        {"kind", "TEXT"},       {"status", "TEXT"},       {"output", "TEXT"},
+        {"error", "TEXT"},      {"attempts", "BIGINT"},   {"started_at", "BIGINT"},
+        {"ended_at", "BIGINT"}, {"wake_at", "BIGINT"},    {"a_step_key", "TEXT"},
+        {"a_generation", "BIGINT"}, {"a_attempt", "BIGINT"}, {"a_started_at", "BIGINT"},
+        {"a_ended_at", "BIGINT"}, {"a_outcome", "TEXT"}, {"a_error", "TEXT"},
+        {"a_logs", "TEXT"},     {"a_worker", "TEXT"},
+    }};
+    std::array<std::vector<Value>, kColumns.size()> cols;
     for (const RunWrite* w : writes) {
-        static const StepRecord kNoStep;
-        static const AttemptRecord kNoAttempt;
-        static const RunEnd kNoEnd;
         const StepRecord& st = w->step ? *w->step : kNoStep;
         const AttemptRecord& a = w->attempt ? *w->attempt : kNoAttempt;
         const RunEnd& end = w->end ? *w->end : kNoEnd;
-        auto when = [](bool present, const auto& v) {
-            return present ? to_value(v) : Value{};
-        };
-        rows += fmt::format(
-            "{}({}, {}, {}, {}, {}, {}, {}, "                // the run
-            "{}, {}, {}, {}, {}, {}, {}, {}, {}, {}, "      // the step
-            "{}, {}, {}, {}, {}, {}, {}, {}, {})",          // the attempt
-            rows.empty() ? "" : ", ", param(w->lease->run_id), param(w->lease->owner),
-            big(w->lease->epoch), big(touched_at(*w)), param(when(w->end, end.status)),
-            param(when(w->end, end.output)), param(when(w->end, end.error)),
-            param(when(w->step, st.key)), big(when(w->step, st.seq)),
-            param(when(w->step, st.kind)), param(when(w->step, st.status)),
-            param(when(w->step, st.output)), param(when(w->step, st.error)),
-            big(when(w->step, st.attempts)), big(when(w->step, st.started_at)),
-            big(when(w->step, st.ended_at)), big(when(w->step, st.wake_at)),
-            param(when(w->attempt, a.step_key)), big(when(w->attempt, a.generation)),
-            big(when(w->attempt, a.attempt)), big(when(w->attempt, a.started_at)),
-            big(when(w->attempt, a.ended_at)), param(when(w->attempt, a.outcome)),
-            param(when(w->attempt, a.error)), param(when(w->attempt, a.logs)),
-            param(when(w->attempt, a.worker)));
+        auto when = [](bool present, const auto& v) { return present ? to_value(v) : Value{}; };
+        const std::array<Value, kColumns.size()> row{
+            to_value(w->lease->run_id), to_value(w->lease->owner), to_value(w->lease->epoch),
+            to_value(touched_at(*w)), when(w->end, end.status), when(w->end, end.output),
+            when(w->end, end.error), when(w->step, st.key), when(w->step, st.seq),
+            when(w->step, st.kind), when(w->step, st.status), when(w->step, st.output),
+            when(w->step, st.error), when(w->step, st.attempts), when(w->step, st.started_at),
+            when(w->step, st.ended_at), when(w->step, st.wake_at),
+            when(w->attempt, a.step_key), when(w->attempt, a.generation),
+            when(w->attempt, a.attempt), when(w->attempt, a.started_at),
+            when(w->attempt, a.ended_at), when(w->attempt, a.outcome), when(w->attempt, a.error),
+            when(w->attempt, a.logs), when(w->attempt, a.worker)};
+        for (std::size_t i = 0; i < row.size(); ++i) cols[i].push_back(row[i]);
     }
-    // The fence locks each run's queue row and checks the lease; an ending run's item is
-    // parked in the same update. Every other part writes only for runs the fence kept.
-    std::string sql = fmt::format(
-        "WITH v (run_id, owner, epoch, touched, fin, fout, ferr, "
-        "step_key, seq, kind, status, output, error, attempts, started_at, ended_at, wake_at, "
-        "a_step_key, a_generation, a_attempt, a_started_at, a_ended_at, a_outcome, a_error, "
-        "a_logs, a_worker) AS (VALUES {0}), "
+    std::vector<Value> params;
+    for (const auto& col : cols) params.emplace_back(pg_array(col));
+    // $1..$26, one array per column of `v`. The fence locks each run's queue row and
+    // checks the lease; an ending run's item is parked in the same update. Every other
+    // part writes only for runs the fence kept.
+    static const std::string sql = [] {
+        std::string arrays, names;
+        for (std::size_t i = 0; i < kColumns.size(); ++i) {
+            arrays += fmt::format("{}CAST(${} AS {}[])", i ? ", " : "", i + 1, kColumns[i].second);
+            names += fmt::format("{}{}", i ? ", " : "", kColumns[i].first);
+        }
+        return fmt::format(
+            "WITH v AS (SELECT * FROM unnest({0}) AS v ({4})), "
         "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
         "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
         "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
@@ -648,8 +689,9 @@ std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrit
         "AND (v.fin IS NULL OR runs.status <> 'cancelled') RETURNING runs.id, runs.status) "
         "SELECT f.run_id, COALESCE(r.status, 'cancelled') FROM fence f "
         "LEFT JOIN r ON r.id = f.run_id",
-        rows, kStepColumnList, kStepUpsert, kAttemptColumnList);
-    return {std::move(sql), std::move(param.values)};
+        arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
+    }();
+    return {sql, std::move(params)};
 }
 
 void apply_statuses(std::span<RunWrite* const> writes, const Result& rows) {
