@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -22,8 +23,6 @@
 #include <fstream>
 #include <iostream>
 #include <thread>
-
-#include <unistd.h>
 
 #include "engine/engine.hpp"
 #include "examples/hello_workflow.hpp"

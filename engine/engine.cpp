@@ -372,6 +372,8 @@ struct Engine::Impl {
 
     // Engine::send with riders, on Postgres: the one-statement path, if it applies.
     std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders) {
+        // Only Postgres has the path: elsewhere, do not build the event twice.
+        if (db.backend() != storage::Backend::postgres) return std::nullopt;
         const storage::NewEvent e = new_event(in);
         auto ins = store.insert_event_alone(
             e, triggered(in.name), now(), [&](const storage::InsertedEvent& ids) {

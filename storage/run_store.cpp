@@ -238,9 +238,9 @@ Component run_store_component() {
 namespace {
 
 // Postgres: the event, its runs and their queue items as one data-modifying WITH (one
-// round trip). The event is inserted only if it is new and, with
-// `guard`, only if the CTE `w` (put before it by the caller) is empty; everything else is
-// written only for an inserted event (`FROM e`). `extra` is appended as further CTEs.
+// round trip). The event is inserted only if it is new and passes `guard` (a WHERE over
+// the CTEs in `head`, which come first); everything else is written only for an inserted
+// event (`FROM e`). `extra` is appended as further CTEs.
 std::string event_statement(Params& param, const NewEvent& event, const std::string& event_id,
                             std::span<const NewRun> runs, std::span<const std::string> run_ids,
                             std::int64_t now, std::string_view head, std::string_view guard,
@@ -382,8 +382,7 @@ InsertedEvent RunStore::insert_event(const NewEvent& event, std::span<const NewR
 
 std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
                                                           std::span<const NewRun> runs,
-                                                          std::int64_t now,
-                                                          const Riders& riders) {
+                                                          std::int64_t now, const Riders& riders) {
     if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
     if (db_.backend() != Backend::postgres || runs.empty()) return std::nullopt;
     InsertedEvent out;
@@ -398,8 +397,8 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
     const std::vector<RowInsert> rows = riders ? riders(out) : std::vector<RowInsert>{};
     for (std::size_t i = 0; i < rows.size(); ++i) {
         const auto [names, values] = insert_lists(rows[i], param);
-        extra += fmt::format(", x{} AS (INSERT INTO {} ({}) SELECT {} FROM e)", i,
-                             rows[i].table, names, values);
+        extra += fmt::format(", x{} AS (INSERT INTO {} ({}) SELECT {} FROM e)", i, rows[i].table,
+                             names, values);
     }
     const std::string sql = event_statement(param, event, out.event_id, runs, out.run_ids, now,
                                             head, "WHERE NOT EXISTS (SELECT 1 FROM w)", extra) +
@@ -620,21 +619,22 @@ constexpr std::string_view kStepUpsert =
 // connection prepares it once and Postgres plans it a few times, then reuses a generic
 // plan, instead of planning and keeping one statement per batch size.
 // Returns (run id, status) of each run whose lease held.
-std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrite* const> writes) {
+std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
+    std::span<RunWrite* const> writes) {
     static const StepRecord kNoStep;
     static const AttemptRecord kNoAttempt;
     static const RunEnd kNoEnd;
     // name and element type of each column of `v`, in order
     static constexpr std::array<std::pair<std::string_view, std::string_view>, 26> kColumns{{
-        {"run_id", "TEXT"},     {"owner", "TEXT"},        {"epoch", "BIGINT"},
-        {"touched", "BIGINT"},  {"fin", "TEXT"},          {"fout", "TEXT"},
-        {"ferr", "TEXT"},       {"step_key", "TEXT"},     {"seq", "BIGINT"},
-        {"kind", "TEXT"},       {"status", "TEXT"},       {"output", "TEXT"},
-        {"error", "TEXT"},      {"attempts", "BIGINT"},   {"started_at", "BIGINT"},
-        {"ended_at", "BIGINT"}, {"wake_at", "BIGINT"},    {"a_step_key", "TEXT"},
+        {"run_id", "TEXT"},         {"owner", "TEXT"},       {"epoch", "BIGINT"},
+        {"touched", "BIGINT"},      {"fin", "TEXT"},         {"fout", "TEXT"},
+        {"ferr", "TEXT"},           {"step_key", "TEXT"},    {"seq", "BIGINT"},
+        {"kind", "TEXT"},           {"status", "TEXT"},      {"output", "TEXT"},
+        {"error", "TEXT"},          {"attempts", "BIGINT"},  {"started_at", "BIGINT"},
+        {"ended_at", "BIGINT"},     {"wake_at", "BIGINT"},   {"a_step_key", "TEXT"},
         {"a_generation", "BIGINT"}, {"a_attempt", "BIGINT"}, {"a_started_at", "BIGINT"},
-        {"a_ended_at", "BIGINT"}, {"a_outcome", "TEXT"}, {"a_error", "TEXT"},
-        {"a_logs", "TEXT"},     {"a_worker", "TEXT"},
+        {"a_ended_at", "BIGINT"},   {"a_outcome", "TEXT"},   {"a_error", "TEXT"},
+        {"a_logs", "TEXT"},         {"a_worker", "TEXT"},
     }};
     std::array<std::vector<Value>, kColumns.size()> cols;
     for (const RunWrite* w : writes) {
@@ -643,16 +643,19 @@ std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrit
         const RunEnd& end = w->end ? *w->end : kNoEnd;
         auto when = [](bool present, const auto& v) { return present ? to_value(v) : Value{}; };
         const std::array<Value, kColumns.size()> row{
-            to_value(w->lease->run_id), to_value(w->lease->owner), to_value(w->lease->epoch),
-            to_value(touched_at(*w)), when(w->end, end.status), when(w->end, end.output),
-            when(w->end, end.error), when(w->step, st.key), when(w->step, st.seq),
-            when(w->step, st.kind), when(w->step, st.status), when(w->step, st.output),
-            when(w->step, st.error), when(w->step, st.attempts), when(w->step, st.started_at),
-            when(w->step, st.ended_at), when(w->step, st.wake_at),
-            when(w->attempt, a.step_key), when(w->attempt, a.generation),
-            when(w->attempt, a.attempt), when(w->attempt, a.started_at),
-            when(w->attempt, a.ended_at), when(w->attempt, a.outcome), when(w->attempt, a.error),
-            when(w->attempt, a.logs), when(w->attempt, a.worker)};
+            to_value(w->lease->run_id),     to_value(w->lease->owner),
+            to_value(w->lease->epoch),      to_value(touched_at(*w)),
+            when(w->end, end.status),       when(w->end, end.output),
+            when(w->end, end.error),        when(w->step, st.key),
+            when(w->step, st.seq),          when(w->step, st.kind),
+            when(w->step, st.status),       when(w->step, st.output),
+            when(w->step, st.error),        when(w->step, st.attempts),
+            when(w->step, st.started_at),   when(w->step, st.ended_at),
+            when(w->step, st.wake_at),      when(w->attempt, a.step_key),
+            when(w->attempt, a.generation), when(w->attempt, a.attempt),
+            when(w->attempt, a.started_at), when(w->attempt, a.ended_at),
+            when(w->attempt, a.outcome),    when(w->attempt, a.error),
+            when(w->attempt, a.logs),       when(w->attempt, a.worker)};
         for (std::size_t i = 0; i < row.size(); ++i) cols[i].push_back(row[i]);
     }
     std::vector<Value> params;
@@ -668,28 +671,29 @@ std::pair<std::string, std::vector<Value>> run_writes_postgres(std::span<RunWrit
         }
         return fmt::format(
             "WITH v AS (SELECT * FROM unnest({0}) AS v ({4})), "
-        "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
-        "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
-        "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
-        "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
-        "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
-        "RETURNING q.run_id), "
-        "s AS (INSERT INTO steps ({1}) SELECT {1} FROM v WHERE step_key IS NOT NULL "
-        "AND run_id IN (SELECT run_id FROM fence) {2}), "
-        "a AS (INSERT INTO step_attempts ({3}) SELECT run_id, a_step_key, a_generation, "
-        "a_attempt, a_started_at, a_ended_at, a_outcome, a_error, a_logs, a_worker FROM v "
-        "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM fence)), "
-        "d AS (DELETE FROM waits WHERE run_id IN "
-        "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM fence))), "
-        "r AS (UPDATE runs SET updated_at = v.touched, status = COALESCE(v.fin, runs.status), "
-        "output = CASE WHEN v.fin IS NULL THEN runs.output ELSE v.fout END, "
-        "error = CASE WHEN v.fin IS NULL THEN runs.error ELSE v.ferr END, "
-        "ended_at = CASE WHEN v.fin IS NULL THEN runs.ended_at ELSE v.touched END "
-        "FROM v WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
-        "AND (v.fin IS NULL OR runs.status <> 'cancelled') RETURNING runs.id, runs.status) "
-        "SELECT f.run_id, COALESCE(r.status, 'cancelled') FROM fence f "
-        "LEFT JOIN r ON r.id = f.run_id",
-        arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
+            "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
+            "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
+            "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
+            "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
+            "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
+            "RETURNING q.run_id), "
+            "s AS (INSERT INTO steps ({1}) SELECT {1} FROM v WHERE step_key IS NOT NULL "
+            "AND run_id IN (SELECT run_id FROM fence) {2}), "
+            "a AS (INSERT INTO step_attempts ({3}) SELECT run_id, a_step_key, a_generation, "
+            "a_attempt, a_started_at, a_ended_at, a_outcome, a_error, a_logs, a_worker FROM v "
+            "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM fence)), "
+            "d AS (DELETE FROM waits WHERE run_id IN "
+            "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM "
+            "fence))), "
+            "r AS (UPDATE runs SET updated_at = v.touched, status = COALESCE(v.fin, runs.status), "
+            "output = CASE WHEN v.fin IS NULL THEN runs.output ELSE v.fout END, "
+            "error = CASE WHEN v.fin IS NULL THEN runs.error ELSE v.ferr END, "
+            "ended_at = CASE WHEN v.fin IS NULL THEN runs.ended_at ELSE v.touched END "
+            "FROM v WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
+            "AND (v.fin IS NULL OR runs.status <> 'cancelled') RETURNING runs.id, runs.status) "
+            "SELECT f.run_id, COALESCE(r.status, 'cancelled') FROM fence f "
+            "LEFT JOIN r ON r.id = f.run_id",
+            arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
     }();
     return {sql, std::move(params)};
 }

@@ -217,8 +217,8 @@ class RunStore {
     // the transactional path. SQLite always returns nullopt.
     using Riders = std::function<std::vector<RowInsert>(const InsertedEvent&)>;
     std::optional<InsertedEvent> insert_event_alone(const NewEvent& event,
-                                                    std::span<const NewRun> runs,
-                                                    std::int64_t now, const Riders& riders);
+                                                    std::span<const NewRun> runs, std::int64_t now,
+                                                    const Riders& riders);
     // Inserts `rows` in `tx`.
     static void insert_rows(Transaction& tx, std::span<const RowInsert> rows);
 

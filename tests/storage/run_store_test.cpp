@@ -366,13 +366,18 @@ TEST_CASE("write_runs keeps every byte of text that array literals would mangle"
     REQUIRE(leases.size() == 1);
     // Quotes, backslashes, braces, commas, the word NULL, an empty string, newlines and
     // non-ASCII: a batch on Postgres travels as one array literal per column.
-    const std::vector<std::string> texts{
-        R"({"a":"b \" c","d":[1,2,{}]})", "NULL", "", "line\nnext\\", "{\"x\"}",
-        "Grüße, 日本", "a,b}{\"", " spaced "};
+    const std::vector<std::string> texts{R"({"a":"b \" c","d":[1,2,{}]})",
+                                         "NULL",
+                                         "",
+                                         "line\nnext\\",
+                                         "{\"x\"}",
+                                         "Grüße, 日本",
+                                         "a,b}{\"",
+                                         " spaced "};
     std::vector<StepRecord> steps;
     for (std::size_t i = 0; i < texts.size(); ++i)
-        steps.push_back(step(leases[0], fmt::format("s{}", i), static_cast<std::int64_t>(i),
-                             texts[i]));
+        steps.push_back(
+            step(leases[0], fmt::format("s{}", i), static_cast<std::int64_t>(i), texts[i]));
     std::vector<RunWrite> writes;
     for (const auto& st : steps) writes.push_back(RunWrite{&leases[0], &st});
     std::vector<RunWrite*> batch;
@@ -382,8 +387,7 @@ TEST_CASE("write_runs keeps every byte of text that array literals would mangle"
     std::map<std::string, std::optional<std::string>> stored;
     for (const auto& st : f.store.steps(leases[0].run_id)) stored[st.key] = st.output;
     REQUIRE(stored.size() == texts.size());
-    for (std::size_t i = 0; i < texts.size(); ++i)
-        CHECK(stored[fmt::format("s{}", i)] == texts[i]);
+    for (std::size_t i = 0; i < texts.size(); ++i) CHECK(stored[fmt::format("s{}", i)] == texts[i]);
 }
 
 TEST_CASE("claim_runs returns a run without steps ready to execute, others to load") {
