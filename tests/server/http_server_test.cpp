@@ -1,0 +1,190 @@
+// The HTTP server's threading: a handler blocked on the pool holds up only its own
+// connection, one pool thread serves connections one after another, and shutdown lets a
+// busy request finish while it closes idle connections. Real sockets on 127.0.0.1; no
+// database.
+
+#include "server/http_server.hpp"
+
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+using namespace cairn;
+
+namespace {
+
+// A connected socket to 127.0.0.1:port that gives up on reads after 10 s.
+class Client {
+  public:
+    explicit Client(const std::string& address) {
+        const auto port =
+            static_cast<std::uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd_ >= 0);
+        timeval tv{10, 0};
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(port);
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    }
+    ~Client() { ::close(fd_); }
+    Client(const Client&) = delete;
+    Client& operator=(const Client&) = delete;
+
+    void send(const std::string& text) const {
+        REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(text.size()));
+    }
+    // Everything until the server closes the connection (or the read times out).
+    std::string read_to_end() const {
+        std::string out;
+        char buf[4096];
+        for (;;) {
+            const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+            if (n <= 0) break;
+            out.append(buf, static_cast<std::size_t>(n));
+        }
+        return out;
+    }
+
+  private:
+    int fd_ = -1;
+};
+
+std::string get(const std::string& path) {
+    return "GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+}
+
+// A handler whose /slow route blocks until released; every other route answers at once.
+struct Gate {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool entered = false;
+    bool open = false;
+
+    server::Response handle(const server::Request& req) {
+        if (req.path() == "/slow") {
+            std::unique_lock lock(mu);
+            entered = true;
+            cv.notify_all();
+            cv.wait_for(lock, std::chrono::seconds(10), [this] { return open; });
+            return {200, "text/plain", open ? "slow done" : "never released"};
+        }
+        return {200, "text/plain", "fast " + std::string(req.path())};
+    }
+    void wait_entered() {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, std::chrono::seconds(10), [this] { return entered; }));
+    }
+    bool is_open() {
+        std::lock_guard lock(mu);
+        return open;
+    }
+    void release() {
+        {
+            std::lock_guard lock(mu);
+            open = true;
+        }
+        cv.notify_all();
+    }
+};
+
+struct Running {
+    Running(std::size_t threads, Gate& gate)
+        : server(
+              [threads] {
+                  server::ServerOptions o;
+                  o.listen = "127.0.0.1:0";
+                  o.work_threads = threads;
+                  return o;
+              }(),
+              [&gate](const server::Request& req) { return gate.handle(req); }),
+          thread([this] { server.run(); }) {}
+    ~Running() {
+        server.stop();
+        thread.join();
+    }
+    server::HttpServer server;
+    std::thread thread;
+};
+
+}  // namespace
+
+TEST_CASE("a handler that blocks holds up only its own connection") {
+    Gate gate;
+    Running r(2, gate);
+    const std::string address = r.server.local_address();
+    std::string slow_reply;
+    std::thread slow([&] {
+        Client c(address);
+        c.send(get("/slow"));
+        slow_reply = c.read_to_end();
+    });
+    gate.wait_entered();
+    for (int i = 0; i < 5; ++i) {
+        Client c(address);
+        c.send(get("/fast" + std::to_string(i)));
+        const std::string reply = c.read_to_end();
+        CHECK(reply.starts_with("HTTP/1.1 200"));
+        CHECK(reply.ends_with("fast /fast" + std::to_string(i)));
+    }
+    CHECK_FALSE(gate.is_open());  // every fast reply came while /slow was still blocked
+    gate.release();
+    slow.join();
+    CHECK(slow_reply.starts_with("HTTP/1.1 200"));
+    CHECK(slow_reply.ends_with("slow done"));
+}
+
+TEST_CASE("one thread serves one connection after another") {
+    Gate gate;
+    Running r(1, gate);
+    for (int i = 0; i < 3; ++i) {
+        Client c(r.server.local_address());
+        c.send(get("/n" + std::to_string(i)));
+        CHECK(c.read_to_end().ends_with("fast /n" + std::to_string(i)));
+    }
+}
+
+TEST_CASE("stop lets a busy request finish and closes idle connections") {
+    Gate gate;
+    server::ServerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.work_threads = 2;
+    server::HttpServer server(o, [&gate](const server::Request& req) { return gate.handle(req); });
+    std::atomic<bool> returned{false};
+    std::thread runner([&] {
+        server.run();
+        returned = true;
+    });
+    const std::string address = server.local_address();
+    Client idle(address);  // connected, no request yet: idle keep-alive
+    std::string slow_reply;
+    std::thread slow([&] {
+        Client c(address);
+        c.send(get("/slow"));
+        slow_reply = c.read_to_end();
+    });
+    gate.wait_entered();
+    server.stop();
+    // The idle connection is closed without an answer, while /slow is still running.
+    CHECK(idle.read_to_end().empty());
+    CHECK_FALSE(returned.load());
+    gate.release();
+    slow.join();
+    CHECK(slow_reply.starts_with("HTTP/1.1 200"));
+    CHECK(slow_reply.find("Connection: close") != std::string::npos);
+    CHECK(slow_reply.ends_with("slow done"));
+    runner.join();
+    CHECK(returned.load());
+}
