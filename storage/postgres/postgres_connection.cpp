@@ -21,6 +21,13 @@ namespace {
 
 constexpr std::string_view kBackend = "postgres";
 
+// A server that does not answer should not hang a caller, or a shutdown, for the minutes
+// the kernel takes to give up on a connection: 5 s unless the URL says otherwise.
+std::string with_default_timeout(const std::string& url) {
+    if (url.find("connect_timeout=") != std::string::npos) return url;
+    return url + (url.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=5";
+}
+
 class PostgresConnection final : public Connection {
   public:
     explicit PostgresConnection(const DatabaseUrl& url) {
@@ -140,12 +147,6 @@ class PostgresConnection final : public Connection {
         return std::string(text.substr(0, nl));
     }
 
-    // A server that does not answer should not hang a caller forever.
-    static std::string with_default_timeout(const std::string& url) {
-        if (url.find("connect_timeout=") != std::string::npos) return url;
-        return url + (url.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=5";
-    }
-
     void need_tx(std::string_view sql) const {
         if (!tx_) throw StorageError(kBackend, "statement outside a transaction", sql);
     }
@@ -222,7 +223,7 @@ class PostgresListener final : public Listener {
     void loop() {
         while (!stop_) {
             try {
-                pqxx::connection conn(url_.path);
+                pqxx::connection conn(with_default_timeout(url_.path));
                 Receiver receiver(conn, channel_, on_notify_);
                 on_notify_();  // anything sent while we were not listening is due now
                 while (!stop_) conn.await_notification(0, 200'000);
@@ -281,7 +282,7 @@ class PostgresNotifier final : public Notifier {
             bool sent = false;
             try {
                 if (!conn) {
-                    conn = std::make_unique<pqxx::connection>(url_.path);
+                    conn = std::make_unique<pqxx::connection>(with_default_timeout(url_.path));
                     pqxx::nontransaction(*conn).exec("SET synchronous_commit = off");
                 }
                 pqxx::nontransaction tx(*conn);

@@ -1,6 +1,10 @@
 // Database conformance: the same cases on SQLite and Postgres (CAIRN_TEST_BACKEND).
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -470,4 +474,33 @@ TEST_CASE("a notifier whose server cannot be reached neither blocks its callers 
         notifier.reset();
     });
     CHECK(done.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+}
+
+TEST_CASE("a notifier and a listener give up on a server that never answers") {
+    // A socket that listens and never accepts: the kernel completes the handshake, so the
+    // client's connection attempt waits for a reply that never comes. libpq alone would
+    // wait forever; the default connect_timeout (5 s) ends each attempt, so the two can
+    // stop. The bound below only tells "ends" from "hangs".
+    const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(silent >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(silent, 16) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    const auto url = parse_database_url(
+        fmt::format("postgres://postgres@127.0.0.1:{}/none", ntohs(addr.sin_port)));
+
+    auto notifier = cairn::storage::detail::notifier_postgres(url, "c");
+    auto listener = cairn::storage::detail::listen_postgres(url, "c", [] {});
+    auto done = std::async(std::launch::async, [&] {
+        notifier->notify();
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both are connecting
+        notifier.reset();
+        listener.reset();
+    });
+    CHECK(done.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+    ::close(silent);
 }
