@@ -110,14 +110,29 @@ struct Running {
                   return o;
               }(),
               [&gate](const server::Request& req) { return gate.handle(req); }),
-          thread([this] { server.run(); }) {}
+          thread([this] {
+              server.run();
+              returned = true;
+          }) {}
     ~Running() {
         server.stop();
-        thread.join();
+        if (thread.joinable()) thread.join();
     }
     server::HttpServer server;
-    std::thread thread;
+    std::atomic<bool> returned{false};  // run() has returned
+    std::thread thread;                 // last: runs the members above
 };
+
+// GET `path` on a connection of its own, from another thread; the whole reply goes to
+// `reply`.
+std::thread fetch_in_background(const std::string& address, const std::string& path,
+                                std::string& reply) {
+    return std::thread([address, path, &reply] {
+        Client c(address);
+        c.send(get(path));
+        reply = c.read_to_end();
+    });
+}
 
 }  // namespace
 
@@ -126,11 +141,7 @@ TEST_CASE("a handler that blocks holds up only its own connection") {
     Running r(2, gate);
     const std::string address = r.server.local_address();
     std::string slow_reply;
-    std::thread slow([&] {
-        Client c(address);
-        c.send(get("/slow"));
-        slow_reply = c.read_to_end();
-    });
+    std::thread slow = fetch_in_background(address, "/slow", slow_reply);
     gate.wait_entered();
     for (int i = 0; i < 5; ++i) {
         Client c(address);
@@ -158,33 +169,21 @@ TEST_CASE("one thread serves one connection after another") {
 
 TEST_CASE("stop lets a busy request finish and closes idle connections") {
     Gate gate;
-    server::ServerOptions o;
-    o.listen = "127.0.0.1:0";
-    o.work_threads = 2;
-    server::HttpServer server(o, [&gate](const server::Request& req) { return gate.handle(req); });
-    std::atomic<bool> returned{false};
-    std::thread runner([&] {
-        server.run();
-        returned = true;
-    });
-    const std::string address = server.local_address();
+    Running r(2, gate);
+    const std::string address = r.server.local_address();
     Client idle(address);  // connected, no request yet: idle keep-alive
     std::string slow_reply;
-    std::thread slow([&] {
-        Client c(address);
-        c.send(get("/slow"));
-        slow_reply = c.read_to_end();
-    });
+    std::thread slow = fetch_in_background(address, "/slow", slow_reply);
     gate.wait_entered();
-    server.stop();
+    r.server.stop();
     // The idle connection is closed without an answer, while /slow is still running.
     CHECK(idle.read_to_end().empty());
-    CHECK_FALSE(returned.load());
+    CHECK_FALSE(r.returned.load());
     gate.release();
     slow.join();
     CHECK(slow_reply.starts_with("HTTP/1.1 200"));
     CHECK(slow_reply.find("Connection: close") != std::string::npos);
     CHECK(slow_reply.ends_with("slow done"));
-    runner.join();
-    CHECK(returned.load());
+    r.thread.join();  // run() returns once the last connection has ended
+    CHECK(r.returned.load());
 }
