@@ -391,10 +391,14 @@ struct Engine::Impl {
         SendResult out{ins.event_id, ins.run_ids, ins.duplicate, 0};
         if (ins.duplicate) return out;
 
+        // Most events resume nothing: build the event as a waiting step sees it only if
+        // some run waits on this name (this runs inside the writer's serial path on SQLite).
+        const auto waits = store.waits_for(tx, in.name);
+        if (waits.empty()) return out;
         const json ev = json{
             {"id", ins.event_id}, {"name", in.name}, {"data", in.data}, {"ts", in.ts.value_or(t)}};
         const std::string ev_text = dump(ev);
-        for (const auto& w : store.waits_for(tx, in.name)) {
+        for (const auto& w : waits) {
             if (!w.match_value) continue;  // the waiting run's own event lacked the field
             const json want = json::parse(*w.match_value, nullptr, false);
             if (want.is_discarded() || lookup(ev, w.match_field) != want) continue;
