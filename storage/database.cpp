@@ -43,10 +43,6 @@ std::string_view to_string(Backend backend) {
     return backend == Backend::sqlite ? "sqlite" : "postgres";
 }
 
-std::string_view Dialect::skip_locked() const {
-    return backend_ == Backend::postgres ? " FOR UPDATE SKIP LOCKED" : "";
-}
-
 std::string_view Dialect::migration_lock() const {
     // Any fixed 64-bit key works; this one spells "cairn" in ASCII.
     return backend_ == Backend::postgres ? "SELECT pg_advisory_xact_lock(435610234222)" : "";

@@ -35,10 +35,6 @@ class Dialect {
   public:
     explicit Dialect(Backend backend) : backend_(backend) {}
     Backend backend() const { return backend_; }
-    // Appended to the SELECT that picks queue items to claim: " FOR UPDATE SKIP LOCKED" on
-    // Postgres so concurrent claimers pass over each other's rows; empty on SQLite, where
-    // BEGIN IMMEDIATE already serialises writers.
-    std::string_view skip_locked() const;
     // A statement that takes a lock held until the transaction ends, serialising
     // migrations across processes; empty on SQLite (the write transaction serialises).
     std::string_view migration_lock() const;

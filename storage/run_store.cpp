@@ -465,12 +465,13 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
     // no write of its own, and one more statement reads what an execution needs of all
     // the claimed runs that have no steps yet, so starting one costs no reads either.
     // Postgres claims in one statement, the function cairn_claim (migration 4); SQLite (no
-    // UPDATE inside WITH) in one transaction, which costs no round trips there.
+    // UPDATE inside WITH) in one transaction, which costs no round trips there and needs no
+    // SKIP LOCKED (BEGIN IMMEDIATE already serialises writers): the statements below.
     static constexpr std::string_view kTake =
         "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
         "lease_epoch + 1 "
         "WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
-        "ORDER BY priority DESC, due_at, run_id LIMIT $4{}) "
+        "ORDER BY priority DESC, due_at, run_id LIMIT $4) "
         "RETURNING run_id, lease_epoch";
     static constexpr std::string_view kStart =
         "UPDATE runs SET status = 'running', worker = $1, updated_at = $3, "
@@ -513,10 +514,9 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
         });
         return out;
     }
-    static const std::string take = fmt::format(fmt::runtime(kTake), db_.dialect().skip_locked());
     static const std::string start = fmt::format("{} WHERE id = $2 AND {}", kStart, kNotEnded);
     db_.transact([&](Transaction& tx) {
-        for (auto row : tx.exec(take, owner, until, now, limit)) add(row);
+        for (auto row : tx.exec(kTake, owner, until, now, limit)) add(row);
         for (const Claim& c : out) tx.exec(start, owner, c.lease.run_id, now);
         read_states([&](const std::string& q, std::span<const Value> params) {
             return tx.exec_values(q, params);
