@@ -33,6 +33,15 @@ bool is_blank(const char* p) {
     return true;
 }
 
+// Process-wide settings, made before the first connection initialises the library (later
+// they would be refused, harmlessly). Without memory statistics SQLite's allocations take no
+// global mutex: with the writer and every reader connection allocating at once, that mutex
+// was contended (docs/performance.md, section 10).
+void configure_library() {
+    static std::once_flag once;
+    std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
 }  // namespace
 
 // SQLite checkpoints a WAL database in the commit that takes the WAL past 1,000 pages:
@@ -130,6 +139,7 @@ class WalCheckpointer {
 
     sqlite3* open() const {
         sqlite3* db = nullptr;
+        configure_library();
         if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
                             nullptr) != SQLITE_OK) {
             sqlite3_close_v2(db);
@@ -160,6 +170,7 @@ class SqliteConnection final : public Connection {
     SqliteConnection(const DatabaseUrl& url, Access access,
                      std::shared_ptr<WalCheckpointer> checkpointer)
         : checkpointer_(std::move(checkpointer)) {
+        configure_library();
         int flags = SQLITE_OPEN_NOMUTEX;  // the pool gives each connection to one thread at a time
         flags |= access == Access::read_only && url.path != ":memory:"
                      ? SQLITE_OPEN_READONLY
