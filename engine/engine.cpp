@@ -227,6 +227,13 @@ struct Engine::Impl {
     std::atomic<int> gc_max_leaders{db.backend() == storage::Backend::postgres ? 4 : 1};
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
+    // SQLite's batches are written by a thread of their own while workers run
+    // (single_writer_submit); set by start() before any worker exists, cleared by stop()
+    // after the last one is joined.
+    std::thread gc_writer;
+    bool gc_writer_on = false;             // written only while no worker thread runs
+    bool gc_writer_stopping = false;       // guarded by gc_mu
+    std::condition_variable gc_writer_cv;  // wakes the writer thread
 
     static Pending::Outcome record_result(const Pending* p) {
         return p->record->held ? Pending::Outcome::done : Pending::Outcome::lost;
@@ -263,7 +270,7 @@ struct Engine::Impl {
     // Runs one batch and never throws. A batch that fails for any reason hands its writes
     // back to run alone (write_alone), which retries conflicts and reports errors to each
     // writer itself.
-    void commit_batch(const std::vector<Pending*>& batch) {
+    void commit_batch(std::span<Pending* const> batch) {
         try {
             write_batch(batch);
             if (batch.size() > 1) {
@@ -284,10 +291,12 @@ struct Engine::Impl {
     // wake-up is wasted on threads whose write is still pending.
     // Throws LeaseLost when the lease is gone, Infrastructure when the database fails.
     void submit(Pending& mine) {
-        if (gc_max_leaders.load() == 0) return write_alone(mine);
+        const int max_leaders = gc_max_leaders.load();
+        if (max_leaders == 0) return write_alone(mine);
         {
             std::unique_lock lock(gc_mu);
             gc_queue.push_back(&mine);
+            if (max_leaders == 1 && gc_writer_on) single_writer_submit(lock, mine);
             while (mine.outcome == Pending::Outcome::waiting) {
                 if (gc_queue.empty() || gc_leaders >= gc_max_leaders.load()) {
                     mine.cv.wait(lock);  // for a leader to write this, or a free slot
@@ -311,6 +320,51 @@ struct Engine::Impl {
         if (mine.outcome == Pending::Outcome::lost) {
             ++leases_lost;
             throw detail::LeaseLost{};
+        }
+    }
+
+    // One batch at a time (SQLite) while the workers run. A write that finds no batch
+    // running and nothing else queued is written at once by its own thread, so a run on its
+    // own pays no thread hand-off per step; otherwise it waits for the writer thread, which
+    // writes batch after batch while writes are queued. Workers then never lead: handing
+    // leadership from worker to worker was measurably slower (docs/performance.md, 11).
+    void single_writer_submit(std::unique_lock<std::mutex>& lock, Pending& mine) {
+        if (gc_leaders == 0 && gc_queue.size() == 1) {
+            ++gc_leaders;
+            gc_queue.clear();
+            lock.unlock();
+            Pending* const one[] = {&mine};
+            commit_batch(one);
+            lock.lock();
+            --gc_leaders;
+            mine.outcome = mine.result;
+            if (!gc_queue.empty()) gc_writer_cv.notify_one();  // queued meanwhile
+            return;
+        }
+        if (gc_leaders == 0) gc_writer_cv.notify_one();
+        mine.cv.wait(lock, [&mine] { return mine.outcome != Pending::Outcome::waiting; });
+    }
+
+    void writer_loop() {
+        std::unique_lock lock(gc_mu);
+        for (;;) {
+            gc_writer_cv.wait(lock, [this] {
+                return gc_writer_stopping || (!gc_queue.empty() && gc_leaders == 0);
+            });
+            if (gc_queue.empty()) return;  // stopping, and every write is written
+            ++gc_leaders;
+            while (!gc_queue.empty()) {
+                std::vector<Pending*> batch;
+                batch.swap(gc_queue);
+                lock.unlock();
+                commit_batch(batch);
+                lock.lock();
+                for (Pending* p : batch) {
+                    p->outcome = p->result;
+                    p->cv.notify_one();
+                }
+            }
+            --gc_leaders;
         }
     }
 
@@ -1066,6 +1120,11 @@ void Engine::start(WorkerOptions options) {
     im.stopping = false;
     im.free_slots = options.threads;
     im.listener = im.db.listen(storage::RunStore::kQueueChannel, [&im] { im.wake_local(); });
+    if (im.db.backend() == storage::Backend::sqlite) {
+        im.gc_writer_stopping = false;
+        im.gc_writer = std::thread([&im] { im.writer_loop(); });
+        im.gc_writer_on = true;
+    }
 
     // Dispatcher: claims as many due runs as there are idle worker threads.
     im.threads.emplace_back([&im] {
@@ -1165,6 +1224,15 @@ void Engine::stop() {
     im.keeper_cv.notify_all();
     for (auto& t : im.threads) t.join();
     im.threads.clear();
+    if (im.gc_writer.joinable()) {  // after the workers: it writes what they queued
+        {
+            std::lock_guard lock(im.gc_mu);
+            im.gc_writer_stopping = true;
+        }
+        im.gc_writer_cv.notify_one();
+        im.gc_writer.join();
+        im.gc_writer_on = false;
+    }
     im.listener.reset();
     spdlog::info("worker {} stopped", im.worker_id);
 }
