@@ -415,16 +415,69 @@ struct Database::GroupWork {
 
 // SQLite has one writer, so concurrent write transactions would take turns, each paying
 // for its own commit: writing every page it touched to the WAL (a ticket with its event,
-// run, queue item and change record touches about 14) and the lock hand-over. Instead the
-// first caller to find no batch running becomes the leader: it takes every waiting
-// transaction (up to kMaxBatch), runs them in one, commits once and wakes their callers
-// and the next leader.
+// run, queue item and change record touches about 14) and the lock hand-over. Instead
+// waiting transactions share commits: a batch runs up to kMaxBatch of them in one
+// transaction, commits once and wakes their callers.
+//
+// A transaction that finds no batch running and nothing queued runs at once on its caller's
+// thread (a batch of one, no hand-over). Any that must wait are written by the writer
+// thread, started at the first such wait, which runs batch after batch while transactions
+// are queued. Handing the batches from caller to caller instead (each leader waking the
+// next) was slower: docs/performance.md, section 11.
 struct Database::GroupCommit {
     static constexpr std::size_t kMaxBatch = 64;
+
+    explicit GroupCommit(Database& database) : db(database) {}
+    ~GroupCommit() {
+        {
+            std::lock_guard lock(mu);
+            stopping = true;
+        }
+        writer_cv.notify_one();
+        if (writer.joinable()) writer.join();
+    }
+
+    // Runs the batch at the head of the queue; called and returns with `lock` held.
+    void lead(std::unique_lock<std::mutex>& lock) {
+        leading = true;
+        const std::size_t n = std::min(queue.size(), kMaxBatch);
+        std::vector<GroupWork*> batch(queue.begin(), queue.begin() + static_cast<long>(n));
+        queue.erase(queue.begin(), queue.begin() + static_cast<long>(n));
+        lock.unlock();
+        db.commit_batch(batch);
+        lock.lock();
+        leading = false;
+        ++stats.batches;
+        stats.transactions += batch.size();
+        for (GroupWork* w : batch) {
+            w->done = true;
+            w->cv.notify_one();
+        }
+    }
+
+    // Called with mu held, when transactions are queued and no batch runs.
+    void wake_writer() {
+        if (!writer.joinable()) writer = std::thread([this] { write_loop(); });
+        writer_cv.notify_one();
+    }
+
+    void write_loop() {
+        std::unique_lock lock(mu);
+        for (;;) {
+            writer_cv.wait(lock, [this] { return !leading && (stopping || !queue.empty()); });
+            if (queue.empty()) return;  // stopping, and nothing is left to write
+            while (!queue.empty()) lead(lock);
+        }
+    }
+
+    Database& db;
     std::mutex mu;
     std::deque<GroupWork*> queue;  // guarded by mu
     bool leading = false;          // guarded by mu: a batch is being run
+    bool stopping = false;         // guarded by mu
     GroupCommitStats stats;        // guarded by mu; `waiting` is queue.size()
+    std::condition_variable writer_cv;  // wakes the writer thread
+    std::thread writer;                 // guarded by mu; last, joined first
 };
 
 Database::GroupCommitStats Database::group_commit_stats() const {
@@ -446,27 +499,12 @@ void Database::run(Access access, const std::function<void(Transaction&)>& fn) {
     GroupWork mine{&fn, nullptr};
     std::unique_lock lock(g.mu);
     g.queue.push_back(&mine);
-    while (!mine.done) {
-        if (g.leading) {
-            mine.cv.wait(lock);
-            continue;
-        }
-        // No batch is running, so this caller's work is still queued: lead one.
-        g.leading = true;
-        const std::size_t n = std::min(g.queue.size(), GroupCommit::kMaxBatch);
-        std::vector<GroupWork*> batch(g.queue.begin(), g.queue.begin() + static_cast<long>(n));
-        g.queue.erase(g.queue.begin(), g.queue.begin() + static_cast<long>(n));
-        lock.unlock();
-        commit_batch(batch);
-        lock.lock();
-        g.leading = false;
-        ++g.stats.batches;
-        g.stats.transactions += batch.size();
-        for (GroupWork* w : batch) {
-            w->done = true;
-            if (w != &mine) w->cv.notify_one();
-        }
-        if (!g.queue.empty()) g.queue.front()->cv.notify_one();
+    if (!g.leading && g.queue.size() == 1) {
+        g.lead(lock);  // a batch of this one alone
+        if (!g.queue.empty()) g.wake_writer();
+    } else {
+        if (!g.leading) g.wake_writer();
+        mine.cv.wait(lock, [&mine] { return mine.done; });
     }
     lock.unlock();
     if (mine.error) std::rethrow_exception(mine.error);
@@ -525,7 +563,7 @@ Database::Database(DatabaseUrl url, std::unique_ptr<detail::Pool> writers,
       dialect_(url_.backend),
       writers_(std::move(writers)),
       readers_(std::move(readers)) {
-    if (url_.backend == Backend::sqlite) group_ = std::make_unique<GroupCommit>();
+    if (url_.backend == Backend::sqlite) group_ = std::make_unique<GroupCommit>(*this);
 }
 
 Database::~Database() = default;
