@@ -224,16 +224,19 @@ struct Engine::Impl {
     // Batches committed at once: SQLite has one writer, so one; on Postgres a few, so
     // statement round trips of one batch overlap with another's commit.
     // 0 turns group commit off (set_group_commit).
-    std::atomic<int> gc_max_leaders{db.backend() == storage::Backend::postgres ? 4 : 1};
+    static int default_leaders(storage::Backend b) {
+        return b == storage::Backend::postgres ? 4 : 1;
+    }
+    std::atomic<int> gc_max_leaders{default_leaders(db.backend())};
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
-    // SQLite's batches are written by a thread of their own while workers run
-    // (single_writer_submit); set by start() before any worker exists, cleared by stop()
-    // after the last one is joined.
-    std::thread gc_writer;
+    // While workers run, batches that had to wait are written by writer threads, one per
+    // leader slot (submit_to_writers); started by start() before any worker exists,
+    // joined by stop() after the last one.
+    std::vector<std::thread> gc_writer;
     bool gc_writer_on = false;             // written only while no worker thread runs
     bool gc_writer_stopping = false;       // guarded by gc_mu
-    std::condition_variable gc_writer_cv;  // wakes the writer thread
+    std::condition_variable gc_writer_cv;  // wakes a writer thread
 
     static Pending::Outcome record_result(const Pending* p) {
         return p->record->held ? Pending::Outcome::done : Pending::Outcome::lost;
@@ -296,7 +299,7 @@ struct Engine::Impl {
         {
             std::unique_lock lock(gc_mu);
             gc_queue.push_back(&mine);
-            if (max_leaders == 1 && gc_writer_on) single_writer_submit(lock, mine);
+            if (gc_writer_on) submit_to_writers(lock, mine);
             while (mine.outcome == Pending::Outcome::waiting) {
                 if (gc_queue.empty() || gc_leaders >= gc_max_leaders.load()) {
                     mine.cv.wait(lock);  // for a leader to write this, or a free slot
@@ -323,13 +326,13 @@ struct Engine::Impl {
         }
     }
 
-    // One batch at a time (SQLite) while the workers run. A write that finds no batch
-    // running and nothing else queued is written at once by its own thread, so a run on its
-    // own pays no thread hand-off per step; otherwise it waits for the writer thread, which
-    // writes batch after batch while writes are queued. Workers then never lead: handing
-    // leadership from worker to worker was measurably slower (docs/performance.md, 11).
-    void single_writer_submit(std::unique_lock<std::mutex>& lock, Pending& mine) {
-        if (gc_leaders == 0 && gc_queue.size() == 1) {
+    // While the workers run. A write that finds a leader slot free and nothing else queued
+    // is written at once by its own thread, so a run on its own pays no thread hand-off per
+    // step; otherwise it waits for a writer thread, which writes batch after batch while
+    // writes are queued. Workers then never lead the batches of others: handing leadership
+    // from worker to worker was measurably slower (docs/performance.md, section 11).
+    void submit_to_writers(std::unique_lock<std::mutex>& lock, Pending& mine) {
+        if (gc_leaders < gc_max_leaders.load() && gc_queue.size() == 1) {
             ++gc_leaders;
             gc_queue.clear();
             lock.unlock();
@@ -341,7 +344,7 @@ struct Engine::Impl {
             if (!gc_queue.empty()) gc_writer_cv.notify_one();  // queued meanwhile
             return;
         }
-        if (gc_leaders == 0) gc_writer_cv.notify_one();
+        if (gc_leaders < gc_max_leaders.load()) gc_writer_cv.notify_one();
         mine.cv.wait(lock, [&mine] { return mine.outcome != Pending::Outcome::waiting; });
     }
 
@@ -349,7 +352,8 @@ struct Engine::Impl {
         std::unique_lock lock(gc_mu);
         for (;;) {
             gc_writer_cv.wait(lock, [this] {
-                return gc_writer_stopping || (!gc_queue.empty() && gc_leaders == 0);
+                return (gc_writer_stopping && gc_queue.empty()) ||
+                       (!gc_queue.empty() && gc_leaders < gc_max_leaders.load());
             });
             if (gc_queue.empty()) return;  // stopping, and every write is written
             ++gc_leaders;
@@ -1120,11 +1124,11 @@ void Engine::start(WorkerOptions options) {
     im.stopping = false;
     im.free_slots = options.threads;
     im.listener = im.db.listen(storage::RunStore::kQueueChannel, [&im] { im.wake_local(); });
-    if (im.db.backend() == storage::Backend::sqlite) {
-        im.gc_writer_stopping = false;
-        im.gc_writer = std::thread([&im] { im.writer_loop(); });
-        im.gc_writer_on = true;
+    im.gc_writer_stopping = false;
+    for (int i = 0; i < Impl::default_leaders(im.db.backend()); ++i) {
+        im.gc_writer.emplace_back([&im] { im.writer_loop(); });
     }
+    im.gc_writer_on = true;
 
     // Dispatcher: claims as many due runs as there are idle worker threads.
     im.threads.emplace_back([&im] {
@@ -1224,13 +1228,14 @@ void Engine::stop() {
     im.keeper_cv.notify_all();
     for (auto& t : im.threads) t.join();
     im.threads.clear();
-    if (im.gc_writer.joinable()) {  // after the workers: it writes what they queued
+    if (!im.gc_writer.empty()) {  // after the workers: they write what the workers queued
         {
             std::lock_guard lock(im.gc_mu);
             im.gc_writer_stopping = true;
         }
-        im.gc_writer_cv.notify_one();
-        im.gc_writer.join();
+        im.gc_writer_cv.notify_all();
+        for (auto& t : im.gc_writer) t.join();
+        im.gc_writer.clear();
         im.gc_writer_on = false;
     }
     im.listener.reset();
@@ -1238,7 +1243,7 @@ void Engine::stop() {
 }
 
 void Engine::set_group_commit(bool on) {
-    impl_->gc_max_leaders = on ? (impl_->db.backend() == storage::Backend::postgres ? 4 : 1) : 0;
+    impl_->gc_max_leaders = on ? Impl::default_leaders(impl_->db.backend()) : 0;
 }
 
 EngineStats Engine::stats() const {
