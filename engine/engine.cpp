@@ -221,11 +221,12 @@ struct Engine::Impl {
     std::mutex gc_mu;
     std::vector<Pending*> gc_queue;  // guarded by gc_mu
     int gc_leaders = 0;              // batches being committed now; guarded by gc_mu
-    // Batches committed at once: SQLite has one writer, so one; on Postgres a few, so
-    // statement round trips of one batch overlap with another's commit.
+    // Batches committed at once: SQLite has one writer, so one; on Postgres two, so one
+    // batch's round trips overlap the other's commit (with writer threads, two carried
+    // bigger batches and measured faster than four: docs/performance.md, section 11).
     // 0 turns group commit off (set_group_commit).
     static int default_leaders(storage::Backend b) {
-        return b == storage::Backend::postgres ? 4 : 1;
+        return b == storage::Backend::postgres ? 2 : 1;
     }
     std::atomic<int> gc_max_leaders{default_leaders(db.backend())};
     std::atomic<std::int64_t> gc_batches{0};
