@@ -1219,7 +1219,7 @@ void Engine::start(WorkerOptions options) {
 
 void Engine::stop() {
     Impl& im = *impl_;
-    if (im.threads.empty()) return;
+    if (im.threads.empty() && im.gc_writer.empty()) return;
     {
         std::lock_guard lock(im.mu);
         im.stopping = true;

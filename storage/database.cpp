@@ -8,6 +8,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "storage/detail/connection.hpp"
@@ -455,10 +456,17 @@ struct Database::GroupCommit {
         }
     }
 
-    // Called with mu held, when transactions are queued and no batch runs.
-    void wake_writer() {
-        if (!writer.joinable()) writer = std::thread([this] { write_loop(); });
-        writer_cv.notify_one();
+    // Called with `lock` held, when transactions are queued and no batch runs: wakes the
+    // writer thread, or runs the queue on this thread if the writer cannot be started.
+    void hand_on(std::unique_lock<std::mutex>& lock) {
+        try {
+            if (!writer.joinable()) writer = std::thread([this] { write_loop(); });
+            writer_cv.notify_one();
+            return;
+        } catch (const std::system_error&) {
+            // No thread to be had (resources exhausted): the callers lead, as they can.
+        }
+        while (!queue.empty()) lead(lock);
     }
 
     void write_loop() {
@@ -501,9 +509,9 @@ void Database::run(Access access, const std::function<void(Transaction&)>& fn) {
     g.queue.push_back(&mine);
     if (!g.leading && g.queue.size() == 1) {
         g.lead(lock);  // a batch of this one alone
-        if (!g.queue.empty()) g.wake_writer();
+        if (!g.queue.empty()) g.hand_on(lock);
     } else {
-        if (!g.leading) g.wake_writer();
+        if (!g.leading) g.hand_on(lock);
         mine.cv.wait(lock, [&mine] { return mine.done; });
     }
     lock.unlock();
