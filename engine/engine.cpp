@@ -289,10 +289,11 @@ struct Engine::Impl {
     }
 
     // Writes `mine` behind a check that its lease still holds, possibly sharing the commit
-    // with other executions' writes (group commit); returns once committed. A writer that
-    // finds writes queued and a leader slot free leads: it takes the whole queue, commits
-    // it, then wakes each writer of the batch (and the next leader) one by one, so no
-    // wake-up is wasted on threads whose write is still pending.
+    // with other executions' writes (group commit); returns once committed. While the
+    // workers run, writer threads write the batches (submit_to_writers). Without them
+    // (run_until_idle before start()), a writer that finds writes queued and a leader slot
+    // free leads: it takes the whole queue, commits it, then wakes each writer of the batch
+    // (and the next leader) one by one.
     // Throws LeaseLost when the lease is gone, Infrastructure when the database fails.
     void submit(Pending& mine) {
         const int max_leaders = gc_max_leaders.load();
