@@ -234,8 +234,7 @@ struct Engine::Impl {
     // While workers run, batches that had to wait are written by writer threads, one per
     // leader slot (submit_to_writers); started by start() before any worker exists,
     // joined by stop() after the last one.
-    std::vector<std::thread> gc_writer;
-    bool gc_writer_on = false;             // written only while no worker thread runs
+    std::vector<std::thread> gc_writer;    // changed only while no worker thread runs
     bool gc_writer_stopping = false;       // guarded by gc_mu
     std::condition_variable gc_writer_cv;  // wakes a writer thread
 
@@ -301,7 +300,7 @@ struct Engine::Impl {
         {
             std::unique_lock lock(gc_mu);
             gc_queue.push_back(&mine);
-            if (gc_writer_on) submit_to_writers(lock, mine);
+            if (!gc_writer.empty()) submit_to_writers(lock, mine);
             while (mine.outcome == Pending::Outcome::waiting) {
                 if (gc_queue.empty() || gc_leaders >= gc_max_leaders.load()) {
                     mine.cv.wait(lock);  // for a leader to write this, or a free slot
@@ -1130,7 +1129,6 @@ void Engine::start(WorkerOptions options) {
     for (int i = 0; i < Impl::default_leaders(im.db.backend()); ++i) {
         im.gc_writer.emplace_back([&im] { im.writer_loop(); });
     }
-    im.gc_writer_on = true;
 
     // Dispatcher: claims as many due runs as there are idle worker threads.
     im.threads.emplace_back([&im] {
@@ -1238,7 +1236,6 @@ void Engine::stop() {
         im.gc_writer_cv.notify_all();
         for (auto& t : im.gc_writer) t.join();
         im.gc_writer.clear();
-        im.gc_writer_on = false;
     }
     im.listener.reset();
     spdlog::info("worker {} stopped", im.worker_id);
