@@ -106,6 +106,7 @@ int throughput(storage::Database& db, int runs, int concurrency) {
     const double seconds = ms_since(t0) / 1000.0;
     const MachineCpu cpu1 = machine_cpu();
     const auto stats = e.stats();
+    const auto db_stats = db.group_commit_stats();
     e.stop();
     const double rps = runs / seconds;
     std::cout << json{{"workload", "throughput"},
@@ -121,7 +122,9 @@ int throughput(storage::Database& db, int runs, int concurrency) {
                       {"machine_steal_ms", cpu1.steal_ms - cpu0.steal_ms},
                       {"group_commit", group_commit},
                       {"group_commits", stats.group_commits},
-                      {"grouped_writes", stats.grouped_writes}}
+                      {"grouped_writes", stats.grouped_writes},
+                      {"db_transactions", db_stats.transactions},
+                      {"db_batches", db_stats.batches}}
                      .dump()
               << std::endl;
     std::cerr << fmt::format("throughput: {} runs x {} steps, {} workers on {}: {:.2f} s, {:.0f} runs/s, {:.0f} steps/s\n",

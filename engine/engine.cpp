@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "common/ids.hpp"
+#include "common/thread_name.hpp"
 
 namespace cairn {
 
@@ -1127,11 +1128,15 @@ void Engine::start(WorkerOptions options) {
     im.listener = im.db.listen(storage::RunStore::kQueueChannel, [&im] { im.wake_local(); });
     im.gc_writer_stopping = false;
     for (int i = 0; i < Impl::default_leaders(im.db.backend()); ++i) {
-        im.gc_writer.emplace_back([&im] { im.writer_loop(); });
+        im.gc_writer.emplace_back([&im] {
+            name_this_thread("cairn-writer");
+            im.writer_loop();
+        });
     }
 
     // Dispatcher: claims as many due runs as there are idle worker threads.
     im.threads.emplace_back([&im] {
+        name_this_thread("cairn-dispatch");
         std::unique_lock lock(im.mu);
         while (!im.stopping) {
             const int want = im.free_slots - static_cast<int>(im.ready.size());
@@ -1161,6 +1166,7 @@ void Engine::start(WorkerOptions options) {
 
     // Keeper: renews every claimed lease well before it expires.
     im.threads.emplace_back([&im] {
+        name_this_thread("cairn-keeper");
         std::unique_lock lock(im.mu);
         const auto every = std::max(milliseconds(10), im.options.lease / 3);
         while (!im.stopping) {
@@ -1183,6 +1189,7 @@ void Engine::start(WorkerOptions options) {
 
     for (int i = 0; i < options.threads; ++i) {
         im.threads.emplace_back([&im] {
+            name_this_thread("cairn-worker");
             std::unique_lock lock(im.mu);
             for (;;) {
                 im.cv.wait(lock, [&im] { return im.stopping.load() || !im.ready.empty(); });

@@ -11,6 +11,7 @@
 #include <system_error>
 #include <thread>
 
+#include "common/thread_name.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage {
@@ -470,6 +471,7 @@ struct Database::GroupCommit {
     }
 
     void write_loop() {
+        name_this_thread("cairn-dbwriter");
         std::unique_lock lock(mu);
         for (;;) {
             writer_cv.wait(lock, [this] { return !leading && (stopping || !queue.empty()); });

@@ -14,6 +14,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/thread_name.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage::detail {
@@ -221,6 +222,7 @@ class PostgresListener final : public Listener {
     };
 
     void loop() {
+        name_this_thread("cairn-listen");
         while (!stop_) {
             try {
                 pqxx::connection conn(with_default_timeout(url_.path));
@@ -271,6 +273,7 @@ class PostgresNotifier final : public Notifier {
 
   private:
     void loop() {
+        name_this_thread("cairn-notify");
         std::unique_ptr<pqxx::connection> conn;
         std::unique_lock lock(mu_);
         while (true) {

@@ -13,6 +13,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "common/thread_name.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage::detail {
@@ -113,6 +114,7 @@ class WalCheckpointer {
     }
 
     void loop() {
+        name_this_thread("cairn-checkpt");
         sqlite3* db = nullptr;
         for (;;) {
             {
