@@ -208,7 +208,7 @@ struct Engine::Impl {
     // only the number of commits (and fsyncs) drops. docs/performance.md.
     struct Pending {
         enum class Outcome { waiting, done, lost, alone };
-        const Lease* lease;
+        const Lease* lease;  // null: a write behind no fence (a claim)
         // What to write: a record (a step, the run's end; written with other runs' records
         // in multi-row statements), or any other write as a function run behind its own
         // fence check.
@@ -261,7 +261,7 @@ struct Engine::Impl {
             for (Pending* p : batch) {
                 if (p->record != nullptr) {
                     p->result = record_result(p);
-                } else if (!store.hold_fence(tx, *p->lease)) {
+                } else if (p->lease != nullptr && !store.hold_fence(tx, *p->lease)) {
                     p->result = Pending::Outcome::lost;
                 } else {
                     (*p->fn)(tx);
@@ -400,6 +400,30 @@ struct Engine::Impl {
         const std::function<void(Transaction&)> f = std::ref(fn);
         Pending mine{&lease, nullptr, &f};
         submit(mine);
+    }
+
+    // Claims up to `want` due runs for the dispatcher. On SQLite, while writer threads run,
+    // the claim is one more write in the next batch: it shares the commit of the step
+    // records (claims were almost half of SQLite's commits, each one a hand-over between
+    // the engine's writer thread and the database's). Postgres claims in a statement of
+    // its own, in autocommit, beside the batches.
+    std::vector<storage::Claim> claim(int want) {
+        const std::int64_t at = now();
+        const std::int64_t lease_ms = options.lease.count();
+        if (db.backend() == storage::Backend::postgres || gc_writer.empty() ||
+            gc_max_leaders.load() == 0)
+            return store.claim_runs(worker_id, want, at, lease_ms);
+        std::vector<storage::Claim> got;
+        const std::function<void(Transaction&)> f = [&](Transaction& tx) {
+            got = storage::RunStore::claim_runs(tx, worker_id, want, at, lease_ms);
+        };
+        Pending mine{nullptr, nullptr, &f};
+        try {
+            submit(mine);
+        } catch (const detail::Infrastructure& e) {
+            throw std::runtime_error(e.message);  // the dispatcher logs it and polls again
+        }
+        return got;
     }
 
     // Writes a record (a step and its attempt, the run's end) while `lease` holds; returns
@@ -1144,8 +1168,7 @@ void Engine::start(WorkerOptions options) {
                 lock.unlock();
                 std::vector<storage::Claim> got;
                 try {
-                    got = im.store.claim_runs(im.worker_id, want, im.now(),
-                                              im.options.lease.count());
+                    got = im.claim(want);
                 } catch (const std::exception& e) {
                     spdlog::warn("claim failed: {}", e.what());
                 }

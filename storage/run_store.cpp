@@ -457,8 +457,13 @@ std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64
     return out;
 }
 
-std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::int64_t now,
-                                        std::int64_t lease_ms) {
+namespace {
+
+// Claims in `run`: each call of `run(sql, params)` executes one statement.
+using Exec = std::function<Result(const std::string&, std::span<const Value>)>;
+
+std::vector<Claim> claim_with(Backend backend, const Exec& run, std::string_view owner, int limit,
+                              std::int64_t now, std::int64_t lease_ms) {
     if (limit <= 0) return {};
     const std::int64_t until = now + lease_ms;
     // The claimed runs turn `running` in the same commit, so starting an execution costs
@@ -467,62 +472,80 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
     // Postgres claims in one statement, the function cairn_claim (migration 4); SQLite (no
     // UPDATE inside WITH) in one transaction, which costs no round trips there and needs no
     // SKIP LOCKED (BEGIN IMMEDIATE already serialises writers): the statements below.
-    static constexpr std::string_view kTake =
+    static const std::string kTake =
         "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
         "lease_epoch + 1 "
         "WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
         "ORDER BY priority DESC, due_at, run_id LIMIT $4) "
         "RETURNING run_id, lease_epoch";
-    static constexpr std::string_view kStart =
+    static const std::string kStart =
         "UPDATE runs SET status = 'running', worker = $1, updated_at = $3, "
-        "started_at = COALESCE(started_at, $3) ";
-    static constexpr std::string_view kNotEnded =
-        "status NOT IN ('completed', 'failed', 'cancelled')";
+        "started_at = COALESCE(started_at, $3) "
+        "WHERE id = $2 AND status NOT IN ('completed', 'failed', 'cancelled')";
+    static const std::string kClaimFunction =
+        "SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4)";
+    const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit)};
     std::vector<Claim> out;
-    auto add = [&](const Row& row) {
+    for (auto row : run(backend == Backend::postgres ? kClaimFunction : kTake, take)) {
         out.push_back(Claim{
             Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until},
             std::nullopt});
-    };
-    // The state of every claimed run, with `read` running the statement.
-    auto read_states = [&](const std::function<Result(const std::string&, std::span<const Value>)>&
-                               read) {
-        if (out.empty()) return;
-        Params param;
-        std::string ids;
-        for (const Claim& c : out)
-            ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(c.lease.run_id));
-        const std::string sql = fmt::format(
-            "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
-            kRunColumns, kStateExtraColumns, ids);
-        for (auto row : read(sql, param.values)) {
-            if (!row.get<bool>(kFreshColumn)) continue;  // has steps: the worker loads it
-            const auto id = row.get<std::string>(0);
-            for (Claim& c : out) {
-                if (c.lease.run_id == id) c.state = read_state(row);
-            }
-        }
-    };
-    if (db_.backend() == Backend::postgres) {
-        for (auto row :
-             db_.exec("SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4)", owner,
-                      until, now, limit)) {
-            add(row);
-        }
-        read_states([&](const std::string& q, std::span<const Value> params) {
-            return db_.exec_once(Access::read_only, q, params);
-        });
-        return out;
     }
-    static const std::string start = fmt::format("{} WHERE id = $2 AND {}", kStart, kNotEnded);
-    db_.transact([&](Transaction& tx) {
-        for (auto row : tx.exec(kTake, owner, until, now, limit)) add(row);
-        for (const Claim& c : out) tx.exec(start, owner, c.lease.run_id, now);
-        read_states([&](const std::string& q, std::span<const Value> params) {
-            return tx.exec_values(q, params);
-        });
-    });
+    if (backend == Backend::sqlite) {
+        for (const Claim& c : out) {
+            const Value start[] = {to_value(owner), to_value(c.lease.run_id), to_value(now)};
+            run(kStart, start);
+        }
+    }
+    if (out.empty()) return out;
+    // The state of every claimed run.
+    Params param;
+    std::string ids;
+    for (const Claim& c : out)
+        ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(c.lease.run_id));
+    const std::string sql = fmt::format(
+        "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
+        kRunColumns, kStateExtraColumns, ids);
+    for (auto row : run(sql, param.values)) {
+        if (!row.get<bool>(kFreshColumn)) continue;  // has steps: the worker loads it
+        const auto id = row.get<std::string>(0);
+        for (Claim& c : out) {
+            if (c.lease.run_id == id) c.state = read_state(row);
+        }
+    }
     return out;
+}
+
+}  // namespace
+
+std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::int64_t now,
+                                        std::int64_t lease_ms) {
+    if (limit <= 0) return {};
+    if (db_.backend() == Backend::postgres) {
+        // Each statement in autocommit: the claim commits on its own, the read needs none.
+        bool claimed = false;
+        return claim_with(
+            Backend::postgres,
+            [&](const std::string& q, std::span<const Value> params) {
+                const Access access = claimed ? Access::read_only : Access::read_write;
+                claimed = true;
+                return db_.exec_once(access, q, params);
+            },
+            owner, limit, now, lease_ms);
+    }
+    std::vector<Claim> out;
+    db_.transact([&](Transaction& tx) { out = claim_runs(tx, owner, limit, now, lease_ms); });
+    return out;
+}
+
+std::vector<Claim> RunStore::claim_runs(Transaction& tx, std::string_view owner, int limit,
+                                        std::int64_t now, std::int64_t lease_ms) {
+    return claim_with(
+        tx.backend(),
+        [&](const std::string& q, std::span<const Value> params) {
+            return tx.exec_values(q, params);
+        },
+        owner, limit, now, lease_ms);
 }
 
 bool RunStore::renew(Lease& lease, std::int64_t now, std::int64_t lease_ms) {

@@ -230,6 +230,10 @@ class RunStore {
     // no steps yet.
     std::vector<Claim> claim_runs(std::string_view owner, int limit, std::int64_t now,
                                   std::int64_t lease_ms);
+    // The same inside `tx`, committed with it (on SQLite the engine commits its claims
+    // with the step records it writes: one commit instead of two).
+    static std::vector<Claim> claim_runs(Transaction& tx, std::string_view owner, int limit,
+                                         std::int64_t now, std::int64_t lease_ms);
 
     // Extends a lease to now + lease_ms. False when the lease was lost (expired and
     // claimed again, or released): the caller must stop working on the run.

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "common/ids.hpp"
@@ -416,6 +417,35 @@ TEST_CASE("claim_runs returns a run without steps ready to execute, others to lo
         CHECK(c.state->event.name == "e");
         CHECK(c.state->event.data == R"({"k":1})");
         CHECK(c.state->steps.empty());
+    }
+}
+
+TEST_CASE("a claim inside a transaction commits with it, or leaves nothing when it rolls back") {
+    Fixture f;
+    const auto ids = f.send("e", 2);
+    auto& db = f.t.db();
+    SUBCASE("rolled back: nothing claimed, the runs still queued") {
+        CHECK_THROWS_AS(db.transact([&](Transaction& tx) {
+            CHECK(RunStore::claim_runs(tx, "w1", 5, kT0, kLease).size() == 2);
+            throw std::runtime_error("the batch fails after the claim");
+        }),
+                        std::runtime_error);
+        for (const auto& id : ids) CHECK(f.store.get_run(id)->status == "queued");
+        CHECK(f.store.claim("w2", 5, kT0, kLease).size() == 2);  // as if never claimed
+    }
+    SUBCASE("committed with the writes beside it") {
+        std::vector<Claim> claims;
+        db.transact([&](Transaction& tx) {
+            claims = RunStore::claim_runs(tx, "w1", 1, kT0, kLease);
+            tx.exec("UPDATE runs SET updated_at = $2 WHERE id = $1", ids[0], kT0 + 5);
+        });
+        REQUIRE(claims.size() == 1);
+        REQUIRE(claims[0].state);
+        CHECK(claims[0].state->run.status == "running");
+        CHECK(claims[0].lease.epoch == 1);
+        CHECK(f.store.get_run(claims[0].lease.run_id)->worker == "w1");
+        CHECK(f.store.get_run(ids[0])->updated_at == kT0 + 5);
+        CHECK(f.store.claim("w2", 5, kT0, kLease).size() == 1);  // only the other one is left
     }
 }
 
