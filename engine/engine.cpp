@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "common/ids.hpp"
-#include "common/thread_name.hpp"
+#include "common/threads.hpp"
 
 namespace cairn {
 
@@ -1154,6 +1154,7 @@ void Engine::start(WorkerOptions options) {
     for (int i = 0; i < Impl::default_leaders(im.db.backend()); ++i) {
         im.gc_writer.emplace_back([&im] {
             name_this_thread("cairn-writer");
+            set_batch_scheduling(false);
             im.writer_loop();
         });
     }
@@ -1213,6 +1214,7 @@ void Engine::start(WorkerOptions options) {
     for (int i = 0; i < options.threads; ++i) {
         im.threads.emplace_back([&im] {
             name_this_thread("cairn-worker");
+            set_batch_scheduling(true);
             std::unique_lock lock(im.mu);
             for (;;) {
                 im.cv.wait(lock, [&im] { return im.stopping.load() || !im.ready.empty(); });

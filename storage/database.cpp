@@ -11,7 +11,7 @@
 #include <system_error>
 #include <thread>
 
-#include "common/thread_name.hpp"
+#include "common/threads.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage {
@@ -472,6 +472,7 @@ struct Database::GroupCommit {
 
     void write_loop() {
         name_this_thread("cairn-dbwriter");
+        set_batch_scheduling(false);  // started by whichever caller had to wait first
         std::unique_lock lock(mu);
         for (;;) {
             writer_cv.wait(lock, [this] { return !leading && (stopping || !queue.empty()); });

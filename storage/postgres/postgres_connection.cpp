@@ -14,7 +14,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "common/thread_name.hpp"
+#include "common/threads.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage::detail {
@@ -274,6 +274,7 @@ class PostgresNotifier final : public Notifier {
   private:
     void loop() {
         name_this_thread("cairn-notify");
+        set_batch_scheduling(false);  // started by whichever thread notified first
         std::unique_ptr<pqxx::connection> conn;
         std::unique_lock lock(mu_);
         while (true) {

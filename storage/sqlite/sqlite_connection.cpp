@@ -13,7 +13,7 @@
 #include <thread>
 #include <unordered_map>
 
-#include "common/thread_name.hpp"
+#include "common/threads.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage::detail {
@@ -115,6 +115,7 @@ class WalCheckpointer {
 
     void loop() {
         name_this_thread("cairn-checkpt");
+        set_batch_scheduling(false);  // opened with a writer connection, on any thread
         sqlite3* db = nullptr;
         for (;;) {
             {

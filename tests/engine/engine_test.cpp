@@ -3,11 +3,15 @@
 #include "engine/engine.hpp"
 
 #include <doctest/doctest.h>
+#include <sched.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <latch>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "storage/migrations.hpp"
@@ -591,6 +595,48 @@ TEST_CASE("step writes that arrive together all land, and a stopped engine start
     e.stop();
     CHECK(completed() == kThreads + 20);
     CHECK(t.db().exec("SELECT count(*) FROM steps").front().get<int>(0) == 2 * (kThreads + 20));
+}
+
+// The scheduling policy of each of this process's threads by name (SCHED_OTHER 0,
+// SCHED_BATCH 3), from /proc/self/task/*/stat: the 39th field after the name.
+static std::map<std::string, std::set<int>> policies_by_thread_name() {
+    std::map<std::string, std::set<int>> out;
+    for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+        std::ifstream stat(task.path() / "stat");
+        std::string line;
+        if (!std::getline(stat, line)) continue;  // the thread has just ended
+        const auto close = line.rfind(')');
+        const auto open = line.find('(');
+        if (close == std::string::npos || open == std::string::npos) continue;
+        std::istringstream rest(line.substr(close + 2));
+        std::string field;
+        for (int i = 3; i <= 41 && rest >> field; ++i) {
+            if (i == 41) out[line.substr(open + 1, close - open - 1)].insert(std::stoi(field));
+        }
+    }
+    return out;
+}
+
+TEST_CASE("worker threads run under SCHED_BATCH, the writer thread under the normal policy") {
+    Fixture f;
+    std::map<std::string, std::set<int>> seen;
+    std::atomic<int> step_policy{-1};  // set after `seen`
+    f.engine.add(workflow("look").on_event("go").run([&](Context& ctx) {
+        return ctx.step("a", [&] {
+            seen = policies_by_thread_name();
+            step_policy = sched_getscheduler(0);
+            return 1;
+        });
+    }));
+    f.engine.start({.threads = 2, .lease = 5s, .poll = 20ms});
+    f.start("go");
+    for (int i = 0; i < 200 && step_policy == -1; ++i) std::this_thread::sleep_for(10ms);
+    f.engine.stop();
+    // A woken worker does not preempt the writer thread whose commit woke it.
+    CHECK(step_policy == SCHED_BATCH);
+    CHECK(seen["cairn-worker"] == std::set<int>{SCHED_BATCH});
+    CHECK(seen["cairn-writer"] == std::set<int>{SCHED_OTHER});
+    CHECK(seen["cairn-dispatch"] == std::set<int>{SCHED_OTHER});
 }
 
 TEST_CASE("retry re-queues a failed run and keeps its completed steps") {

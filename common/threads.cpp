@@ -1,6 +1,7 @@
-#include "common/thread_name.hpp"
+#include "common/threads.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <string>
@@ -10,6 +11,11 @@ namespace cairn {
 void name_this_thread(std::string_view name) {
     const std::string n(name.substr(0, std::min<std::size_t>(name.size(), 15)));
     pthread_setname_np(pthread_self(), n.c_str());
+}
+
+void set_batch_scheduling(bool batch) {
+    const sched_param none{};  // both policies take priority 0
+    pthread_setschedparam(pthread_self(), batch ? SCHED_BATCH : SCHED_OTHER, &none);
 }
 
 }  // namespace cairn
