@@ -20,22 +20,39 @@ node_tools="$here/../ui"
 pick_db "$backend" tickets
 
 # ---- mail: outbox on SQLite, a real SMTP server (maildev, with auth) on Postgres --------
+# A port nobody listens on, below the kernel's ephemeral range (32768 and up), where
+# outgoing connections (to Postgres, curl's) take their source ports.
 free_port() {
     local p
     for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 20000))
+        p=$((20000 + RANDOM % 12768))
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
     return 1
 }
-if [[ $backend == postgres ]]; then
-    smtp_port=$(free_port)
-    web_port=$(free_port)
+# Starts maildev on two free ports; fails when it exits (a port was taken between the
+# check and its listen) or does not answer within 20 s.
+start_maildev() {
+    smtp_port=$(free_port) && web_port=$(free_port) && [[ $smtp_port != "$web_port" ]] || return 1
     "$node_tools/node_modules/.bin/maildev" --ip 127.0.0.1 --smtp "$smtp_port" --web "$web_port" \
         --incoming-user cairn --incoming-pass s3cret --mail-directory "$work/maildev" \
         >"$work/maildev.log" 2>&1 &
-    pids+=($!)
-    wait_for "maildev" 20 curl -sf "http://127.0.0.1:$web_port/email" || { cat "$work/maildev.log"; exit 1; }
+    maildev_pid=$!
+    pids+=("$maildev_pid")
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$web_port/email" >/dev/null && return 0
+        kill -0 "$maildev_pid" 2>/dev/null || return 1
+        sleep 0.2
+    done
+    return 1
+}
+if [[ $backend == postgres ]]; then
+    started=0 maildev_pid=""
+    for _ in 1 2 3 4 5; do
+        if start_maildev; then started=1; break; fi
+        [[ -n $maildev_pid ]] && kill "$maildev_pid" 2>/dev/null
+    done
+    ((started)) || { echo "FAIL: maildev did not start"; cat "$work/maildev.log"; exit 1; }
     export CAIRN_MAIL="smtp://cairn:s3cret@127.0.0.1:$smtp_port"
     # Subjects of the mails delivered to $1.
     subjects_to() { curl -s "http://127.0.0.1:$web_port/email" | jq -r --arg to "$1" '.[] | select(any(.to[]; .address == $to)) | .subject'; }
