@@ -1,8 +1,11 @@
 // cairn_bench: the engine workloads of bench/run (bench/README.md).
 //
-//   cairn_bench throughput --db URL --runs N --concurrency C
+//   cairn_bench throughput --db URL --runs N --concurrency C [--send-while-running]
 //       N events of a 5-step no-op workflow are written first (500 per transaction), then
-//       C worker threads drain them; reports runs/s and durable steps/s.
+//       C worker threads drain them; reports runs/s and durable steps/s. With
+//       --send-while-running the events are sent during the timed window instead, one
+//       Engine::send each from 8 threads, at most C runs in flight (as a peer's driver
+//       starts each workflow and awaits it).
 //   cairn_bench enqueue --db URL --runs N [--event NAME] [--data JSON]
 //       writes N events (500 per transaction) for `cairn worker --examples` to run; the
 //       recovery and scaling benchmarks use it with example/hello.
@@ -22,6 +25,8 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <mutex>
+#include <semaphore>
 #include <thread>
 
 #include "engine/engine.hpp"
@@ -41,6 +46,8 @@ constexpr int kSteps = 5;
 // completed runs in the database every few milliseconds, which loaded the database under
 // measurement (on Postgres that count took about a tenth of the server's time).
 std::atomic<std::int64_t> bodies_done{0};
+// With --send-while-running: a slot per run in flight, given back when its body ends.
+std::counting_semaphore<>* in_flight = nullptr;
 
 void register_bench(engine::Engine& e) {
     e.add(workflow("bench").on_event("bench/go").run([](Context& ctx) {
@@ -48,6 +55,7 @@ void register_bench(engine::Engine& e) {
         for (int i = 0; i < kSteps; ++i)
             last = ctx.step(fmt::format("step-{}", i), [i] { return i; });
         ++bodies_done;
+        if (in_flight != nullptr) in_flight->release();
         return last;
     }));
 }
@@ -79,13 +87,13 @@ MachineCpu machine_cpu() {
 
 bool group_commit = true;
 
-int throughput(storage::Database& db, int runs, int concurrency) {
+int throughput(storage::Database& db, int runs, int concurrency, bool send_while_running) {
     engine::SystemClock clock;
     engine::Engine e(db, clock);
     e.set_group_commit(group_commit);
     register_bench(e);
     const auto fill0 = Clock::now();
-    for (int sent = 0; sent < runs;) {
+    for (int sent = 0; !send_while_running && sent < runs;) {
         const int batch = std::min(500, runs - sent);
         db.transact([&](storage::Transaction& tx) {
             for (int i = 0; i < batch; ++i) e.send(tx, {.name = "bench/go", .data = {{"i", sent + i}}});
@@ -99,6 +107,34 @@ int throughput(storage::Database& db, int runs, int concurrency) {
     o.threads = concurrency;
     o.poll = std::chrono::milliseconds(50);
     e.start(o);
+    std::counting_semaphore<> slots(concurrency);
+    std::vector<std::thread> senders;
+    if (send_while_running) {
+        in_flight = &slots;
+        std::atomic<int> next{0};
+        std::mutex failed_mu;
+        std::exception_ptr failed;
+        for (int t = 0; t < 8; ++t) {
+            senders.emplace_back([&] {
+                try {
+                    for (int i; (i = next++) < runs;) {
+                        slots.acquire();
+                        e.send({.name = "bench/go", .data = {{"i", i}}});
+                    }
+                } catch (...) {
+                    std::lock_guard lock(failed_mu);
+                    failed = std::current_exception();
+                    next = runs;  // the other senders stop too
+                }
+            });
+        }
+        for (auto& t : senders) t.join();  // every event sent; at most C runs still going
+        if (failed) {
+            e.stop();
+            in_flight = nullptr;
+            std::rethrow_exception(failed);
+        }
+    }
     // Every body has run (its run's end is being committed), then the database says when
     // every run is completed.
     while (bodies_done.load() < runs) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -108,6 +144,7 @@ int throughput(storage::Database& db, int runs, int concurrency) {
     const auto stats = e.stats();
     const auto db_stats = db.group_commit_stats();
     e.stop();
+    in_flight = nullptr;
     const double rps = runs / seconds;
     std::cout << json{{"workload", "throughput"},
                       {"backend", storage::to_string(db.backend())},
@@ -117,7 +154,8 @@ int throughput(storage::Database& db, int runs, int concurrency) {
                       {"seconds", seconds},
                       {"runs_per_s", rps},
                       {"steps_per_s", rps * kSteps},
-                      {"enqueue_ms", fill_ms},
+                      {"enqueue_ms", send_while_running ? 0.0 : fill_ms},
+                      {"send_while_running", send_while_running},
                       {"machine_cpu_us_per_run", (cpu1.busy_ms - cpu0.busy_ms) * 1000.0 / runs},
                       {"machine_steal_ms", cpu1.steal_ms - cpu0.steal_ms},
                       {"group_commit", group_commit},
@@ -197,6 +235,9 @@ int main(int argc, char** argv) {
     bool no_group_commit = false;
     tp->add_flag("--no-group-commit", no_group_commit,
                  "Write each record on its own (on SQLite the storage layer still batches)");
+    bool send_while_running = false;
+    tp->add_flag("--send-while-running", send_while_running,
+                 "Send the events inside the timed window, at most C runs in flight");
     auto* lat = app.add_subcommand("latency", "One 5-step run at a time, event to completion");
     lat->add_option("--db", db_url)->required();
     lat->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
@@ -212,7 +253,7 @@ int main(int argc, char** argv) {
     try {
         auto db = storage::Database::open(db_url);
         storage::Migrator(*db, {storage::run_store_component()}).apply();
-        if (tp->parsed()) return throughput(*db, runs, concurrency);
+        if (tp->parsed()) return throughput(*db, runs, concurrency, send_while_running);
         if (enq->parsed()) return enqueue(*db, runs, event, data);
         return latency(*db, runs);
     } catch (const std::exception& e) {
