@@ -11,8 +11,10 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
+#include <type_traits>
 
 #include "common/ids.hpp"
 #include "common/threads.hpp"
@@ -218,6 +220,9 @@ struct Engine::Impl {
         Outcome outcome = Outcome::waiting;  // published to the writer; guarded by gc_mu
         std::condition_variable cv;          // the writer waits on it, for its outcome or
                                              // its turn to lead
+        // A caller's transaction (Engine::send): written alone after a failed batch, its
+        // errors reach the caller as thrown, not as Infrastructure.
+        bool own_errors = false;
     };
     std::mutex gc_mu;
     std::vector<Pending*> gc_queue;  // guarded by gc_mu
@@ -237,6 +242,10 @@ struct Engine::Impl {
     // joined by stop() after the last one.
     std::vector<std::thread> gc_writer;    // changed only while no worker thread runs
     bool gc_writer_stopping = false;       // guarded by gc_mu
+    // Writer threads take queued writes: set by start() once they run, cleared by stop()
+    // before they are told to finish. Guarded by gc_mu, since threads other than the
+    // engine's (Engine::send's callers) submit too.
+    bool gc_writers_live = false;
     std::condition_variable gc_writer_cv;  // wakes a writer thread
 
     static Pending::Outcome record_result(const Pending* p) {
@@ -301,7 +310,7 @@ struct Engine::Impl {
         {
             std::unique_lock lock(gc_mu);
             gc_queue.push_back(&mine);
-            if (!gc_writer.empty()) submit_to_writers(lock, mine);
+            if (gc_writers_live) submit_to_writers(lock, mine);
             while (mine.outcome == Pending::Outcome::waiting) {
                 if (gc_queue.empty() || gc_leaders >= gc_max_leaders.load()) {
                     mine.cv.wait(lock);  // for a leader to write this, or a free slot
@@ -376,6 +385,7 @@ struct Engine::Impl {
 
     // One fenced write committed on its own.
     void write_alone(Pending& mine) {
+        if (mine.own_errors) return db.transact(*mine.fn);
         constexpr int kAttempts = 3;
         for (int attempt = 1;; ++attempt) {
             try {
@@ -410,8 +420,7 @@ struct Engine::Impl {
     std::vector<storage::Claim> claim(int want) {
         const std::int64_t at = now();
         const std::int64_t lease_ms = options.lease.count();
-        if (db.backend() == storage::Backend::postgres || gc_writer.empty() ||
-            gc_max_leaders.load() == 0)
+        if (db.backend() == storage::Backend::postgres || gc_max_leaders.load() == 0)
             return store.claim_runs(worker_id, want, at, lease_ms);
         std::vector<storage::Claim> got;
         const std::function<void(Transaction&)> f = [&](Transaction& tx) {
@@ -424,6 +433,27 @@ struct Engine::Impl {
             throw std::runtime_error(e.message);  // the dispatcher logs it and polls again
         }
         return got;
+    }
+
+    // Runs `fn(tx)` in a write transaction and returns what it returns. On SQLite, while
+    // writer threads run, the transaction is one more write in the engine's next batch,
+    // as a claim is: events sent while runs execute share the commits of their step
+    // records instead of taking turns with them for the one writer. A batch that fails
+    // runs it again on its own, and what it throws then reaches the caller unchanged.
+    template <class Fn>
+    auto transact(Fn&& fn) -> std::invoke_result_t<Fn&, Transaction&> {
+        bool live = false;
+        if (db.backend() == storage::Backend::sqlite && gc_max_leaders.load() > 0) {
+            std::lock_guard lock(gc_mu);
+            live = gc_writers_live;
+        }
+        if (!live) return db.transact(fn);  // the storage layer's group commit batches it
+        std::optional<std::invoke_result_t<Fn&, Transaction&>> out;
+        const std::function<void(Transaction&)> f = [&](Transaction& tx) { out = fn(tx); };
+        Pending mine{nullptr, nullptr, &f};
+        mine.own_errors = true;
+        submit(mine);
+        return std::move(*out);
     }
 
     // Writes a record (a step and its attempt, the run's end) while `lease` holds; returns
@@ -1091,7 +1121,7 @@ SendResult Engine::send(const EventInput& event) {
 SendResult Engine::send(const EventInput& event, const Riders& riders) {
     auto out = impl_->send_alone(event, riders);
     if (!out) {
-        out = impl_->db.transact([&](storage::Transaction& tx) {
+        out = impl_->transact([&](storage::Transaction& tx) {
             auto sent = impl_->send(tx, event);
             if (riders) storage::RunStore::insert_rows(tx, riders(sent));
             return sent;
@@ -1157,6 +1187,10 @@ void Engine::start(WorkerOptions options) {
             set_batch_scheduling(false);
             im.writer_loop();
         });
+    }
+    {
+        std::lock_guard lock(im.gc_mu);
+        im.gc_writers_live = true;
     }
 
     // Dispatcher: claims as many due runs as there are idle worker threads.
@@ -1263,6 +1297,7 @@ void Engine::stop() {
     if (!im.gc_writer.empty()) {  // after the workers: they write what the workers queued
         {
             std::lock_guard lock(im.gc_mu);
+            im.gc_writers_live = false;
             im.gc_writer_stopping = true;
         }
         im.gc_writer_cv.notify_all();

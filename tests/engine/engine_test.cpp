@@ -516,6 +516,60 @@ TEST_CASE("send with riders commits the rows with the event, on every path") {
     CHECK(f.count("SELECT count(*) FROM notes") == 3);
 }
 
+TEST_CASE("sends while workers run: every rider lands with its event, a failing one throws") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    t.db().transact([](storage::Transaction& tx) {
+        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
+    });
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    e.add(workflow("noted").on_event("note/added").run([](Context& ctx) {
+        ctx.step("a", [] { return 1; });
+        return ctx.step("b", [] { return 2; });
+    }));
+    auto note = [](std::string id) {
+        return [id](const engine::SendResult& sent) {
+            return std::vector<storage::RowInsert>{
+                {"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}}};
+        };
+    };
+    auto count = [&](const std::string& sql) {
+        return t.db().exec(sql).front().get<std::int64_t>(0);
+    };
+    // On SQLite these sends share the commits of the runs' step records (the engine's
+    // writer thread); a rider that fails must still reach its caller as thrown.
+    e.start({.threads = 4, .lease = 5s, .poll = 20ms});
+    constexpr int kSenders = 4, kEach = 25;
+    std::atomic<int> refused{0};
+    std::vector<std::thread> senders;
+    for (int s = 0; s < kSenders; ++s) {
+        senders.emplace_back([&, s] {
+            for (int i = 0; i < kEach; ++i) {
+                const std::string id = "n-" + std::to_string(s) + "-" + std::to_string(i);
+                e.send(EventInput{"note/added", {{"id", id}}}, note(id));
+                try {  // the same note id again: refused, with its event
+                    e.send(EventInput{"note/added", {{"again", id}}}, note(id));
+                } catch (const storage::UniqueViolation&) {
+                    ++refused;
+                }
+            }
+        });
+    }
+    for (auto& th : senders) th.join();
+    constexpr int kRuns = kSenders * kEach;
+    for (int i = 0;
+         i < 400 && count("SELECT count(*) FROM runs WHERE status = 'completed'") < kRuns; ++i)
+        std::this_thread::sleep_for(25ms);
+    e.stop();
+    CHECK(refused == kRuns);
+    CHECK(count("SELECT count(*) FROM events") == kRuns);
+    CHECK(count("SELECT count(*) FROM notes") == kRuns);
+    CHECK(count("SELECT count(*) FROM notes n JOIN runs r ON r.id = n.run_id") == kRuns);
+    CHECK(count("SELECT count(*) FROM runs WHERE status = 'completed'") == kRuns);
+    CHECK(count("SELECT count(*) FROM steps") == 2 * kRuns);
+}
+
 TEST_CASE("registration refuses bad workflows") {
     Fixture f;
     f.engine.add(workflow("a").run([](Context&) { return 1; }));
@@ -631,6 +685,12 @@ TEST_CASE("worker threads run under SCHED_BATCH, the writer thread under the nor
     f.engine.start({.threads = 2, .lease = 5s, .poll = 20ms});
     f.start("go");
     for (int i = 0; i < 200 && step_policy == -1; ++i) std::this_thread::sleep_for(10ms);
+    // A lone write is committed by its own thread, so under load the writer thread may not
+    // have run yet (nor named itself) when the step looked.
+    for (int i = 0; i < 200 && !seen.contains("cairn-writer"); ++i) {
+        std::this_thread::sleep_for(10ms);
+        for (auto& [name, p] : policies_by_thread_name()) seen[name].insert(p.begin(), p.end());
+    }
     f.engine.stop();
     // A woken worker does not preempt the writer thread whose commit woke it.
     CHECK(step_policy == SCHED_BATCH);
