@@ -4,6 +4,10 @@
 
 #include <array>
 #include <functional>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
 #include <variant>
 
 #include "common/ids.hpp"
@@ -756,11 +760,12 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
 }
 
 void apply_statuses(std::span<RunWrite* const> writes, const Result& rows) {
-    for (auto row : rows) {
-        for (RunWrite* w : writes) {
-            if (row.get<std::string>(0) != w->lease->run_id) continue;
+    std::unordered_map<std::string, std::string> statuses;
+    for (auto row : rows) statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
+    for (RunWrite* w : writes) {
+        if (const auto it = statuses.find(w->lease->run_id); it != statuses.end()) {
             w->held = true;
-            w->run_status = row.get<std::string>(1);
+            w->run_status = it->second;
         }
     }
 }
@@ -800,20 +805,22 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     for (RunWrite* w : writes) {
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(w->lease->run_id));
     }
-    const auto fence = run(fmt::format(
-        "UPDATE queue SET lease_epoch = lease_epoch WHERE run_id IN ({}) "
-        "RETURNING run_id, lease_owner, lease_epoch",
-        ids));
+    // Each row read once into a map (a batch carries tens of runs: matching rows to writes
+    // pairwise built a string per comparison).
+    std::unordered_map<std::string, std::pair<std::optional<std::string>, std::int64_t>> leases;
+    for (auto row : run(fmt::format("UPDATE queue SET lease_epoch = lease_epoch WHERE run_id IN "
+                                    "({}) RETURNING run_id, lease_owner, lease_epoch",
+                                    ids))) {
+        leases.emplace(row.get<std::string>(0),
+                       std::pair{row.get_opt<std::string>(1), row.get<std::int64_t>(2)});
+    }
     std::vector<RunWrite*> held;
     for (RunWrite* w : writes) {
-        for (auto row : fence) {
-            if (row.get<std::string>(0) == w->lease->run_id &&
-                row.get_opt<std::string>(1) == w->lease->owner &&
-                row.get<std::int64_t>(2) == w->lease->epoch) {
-                w->held = true;
-                held.push_back(w);
-                break;
-            }
+        const auto it = leases.find(w->lease->run_id);
+        if (it != leases.end() && it->second.first == w->lease->owner &&
+            it->second.second == w->lease->epoch) {
+            w->held = true;
+            held.push_back(w);
         }
     }
     if (held.empty()) return;
@@ -837,12 +844,15 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
         cases += fmt::format(" WHEN {} THEN {}", id, param(touched_at(*w)));
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", id);
     }
+    std::unordered_map<std::string, std::string> statuses;
     for (auto row : run(fmt::format(
              "UPDATE runs SET updated_at = CASE id{} END WHERE id IN ({}) RETURNING id, status",
              cases, ids))) {
-        for (RunWrite* w : held) {
-            if (row.get<std::string>(0) == w->lease->run_id) w->run_status = row.get<std::string>(1);
-        }
+        statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
+    }
+    for (RunWrite* w : held) {
+        if (const auto it = statuses.find(w->lease->run_id); it != statuses.end())
+            w->run_status = it->second;
     }
     for (RunWrite* w : held) {
         if (w->end == nullptr) continue;
