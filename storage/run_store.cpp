@@ -463,11 +463,12 @@ std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64
 
 namespace {
 
-// Claims in `run`: each call of `run(sql, params)` executes one statement.
+// Executes one statement: `write` the claim's, `read` the state read's.
 using Exec = std::function<Result(const std::string&, std::span<const Value>)>;
 
-std::vector<Claim> claim_with(Backend backend, const Exec& run, std::string_view owner, int limit,
-                              std::int64_t now, std::int64_t lease_ms) {
+std::vector<Claim> claim_with(Backend backend, const Exec& write, const Exec& read,
+                              std::string_view owner, int limit, std::int64_t now,
+                              std::int64_t lease_ms) {
     if (limit <= 0) return {};
     const std::int64_t until = now + lease_ms;
     // The claimed runs turn `running` in the same commit, so starting an execution costs
@@ -490,7 +491,7 @@ std::vector<Claim> claim_with(Backend backend, const Exec& run, std::string_view
         "SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4)";
     const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit)};
     std::vector<Claim> out;
-    for (auto row : run(backend == Backend::postgres ? kClaimFunction : kTake, take)) {
+    for (auto row : write(backend == Backend::postgres ? kClaimFunction : kTake, take)) {
         out.push_back(Claim{
             Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until},
             std::nullopt});
@@ -498,7 +499,7 @@ std::vector<Claim> claim_with(Backend backend, const Exec& run, std::string_view
     if (backend == Backend::sqlite) {
         for (const Claim& c : out) {
             const Value start[] = {to_value(owner), to_value(c.lease.run_id), to_value(now)};
-            run(kStart, start);
+            write(kStart, start);
         }
     }
     if (out.empty()) return out;
@@ -510,7 +511,7 @@ std::vector<Claim> claim_with(Backend backend, const Exec& run, std::string_view
     const std::string sql = fmt::format(
         "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
         kRunColumns, kStateExtraColumns, ids);
-    for (auto row : run(sql, param.values)) {
+    for (auto row : read(sql, param.values)) {
         if (!row.get<bool>(kFreshColumn)) continue;  // has steps: the worker loads it
         const auto id = row.get<std::string>(0);
         for (Claim& c : out) {
@@ -527,15 +528,13 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
     if (limit <= 0) return {};
     if (db_.backend() == Backend::postgres) {
         // Each statement in autocommit: the claim commits on its own, the read needs none.
-        bool claimed = false;
-        return claim_with(
-            Backend::postgres,
-            [&](const std::string& q, std::span<const Value> params) {
-                const Access access = claimed ? Access::read_only : Access::read_write;
-                claimed = true;
+        auto in = [this](Access access) {
+            return [this, access](const std::string& q, std::span<const Value> params) {
                 return db_.exec_once(access, q, params);
-            },
-            owner, limit, now, lease_ms);
+            };
+        };
+        return claim_with(Backend::postgres, in(Access::read_write), in(Access::read_only), owner,
+                          limit, now, lease_ms);
     }
     std::vector<Claim> out;
     db_.transact([&](Transaction& tx) { out = claim_runs(tx, owner, limit, now, lease_ms); });
@@ -544,12 +543,10 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
 
 std::vector<Claim> RunStore::claim_runs(Transaction& tx, std::string_view owner, int limit,
                                         std::int64_t now, std::int64_t lease_ms) {
-    return claim_with(
-        tx.backend(),
-        [&](const std::string& q, std::span<const Value> params) {
-            return tx.exec_values(q, params);
-        },
-        owner, limit, now, lease_ms);
+    const Exec in_tx = [&tx](const std::string& q, std::span<const Value> params) {
+        return tx.exec_values(q, params);
+    };
+    return claim_with(tx.backend(), in_tx, in_tx, owner, limit, now, lease_ms);
 }
 
 bool RunStore::renew(Lease& lease, std::int64_t now, std::int64_t lease_ms) {
