@@ -210,7 +210,7 @@ struct Engine::Impl {
     // only the number of commits (and fsyncs) drops. docs/performance.md.
     struct Pending {
         enum class Outcome { waiting, done, lost, alone };
-        const Lease* lease;  // null: a write behind no fence (a claim)
+        const Lease* lease;  // null: a write behind no fence (a claim, a send: transact())
         // What to write: a record (a step, the run's end; written with other runs' records
         // in multi-row statements), or any other write as a function run behind its own
         // fence check.
@@ -420,19 +420,11 @@ struct Engine::Impl {
     std::vector<storage::Claim> claim(int want) {
         const std::int64_t at = now();
         const std::int64_t lease_ms = options.lease.count();
-        if (db.backend() == storage::Backend::postgres || gc_max_leaders.load() == 0)
+        if (db.backend() == storage::Backend::postgres)
             return store.claim_runs(worker_id, want, at, lease_ms);
-        std::vector<storage::Claim> got;
-        const std::function<void(Transaction&)> f = [&](Transaction& tx) {
-            got = storage::RunStore::claim_runs(tx, worker_id, want, at, lease_ms);
-        };
-        Pending mine{nullptr, nullptr, &f};
-        try {
-            submit(mine);
-        } catch (const detail::Infrastructure& e) {
-            throw std::runtime_error(e.message);  // the dispatcher logs it and polls again
-        }
-        return got;
+        return transact([&](Transaction& tx) {
+            return storage::RunStore::claim_runs(tx, worker_id, want, at, lease_ms);
+        });
     }
 
     // Runs `fn(tx)` in a write transaction and returns what it returns. On SQLite, while
