@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
@@ -123,12 +124,16 @@ struct Engine::Impl {
           clock(c),
           store(d),
           worker_id(make_worker_id()),
-          notifier(d.notifier(storage::RunStore::kQueueChannel)) {}
+          instance(worker_id),
+          notifier(d.notifier(storage::RunStore::kQueueChannel, instance)) {}
 
     storage::Database& db;
     const Clock& clock;
     storage::RunStore store;
     std::string worker_id;  // constant after start()
+    // This engine's notifications carry it, so its own listener can pass them by: the
+    // engine woke its own workers when it notified (announce).
+    const std::string instance;
     std::unique_ptr<storage::Notifier> notifier;  // null on SQLite
 
     // Registry: filled before start(), read-only afterwards.
@@ -167,8 +172,13 @@ struct Engine::Impl {
     std::condition_variable dispatch_cv;  // the dispatcher: wake was set, or stopping
     std::condition_variable keeper_cv;    // the lease keeper: stopping
     bool wake = false;
+    // Whether due runs may be left in the queue: the last claim took all it asked for, or
+    // something was made due since. Only then does a worker that frees up wake the
+    // dispatcher; a claim that finds nothing costs as much as one that finds runs.
+    bool more_due = true;
     std::deque<storage::Claim> ready;
     int free_slots = 0;
+    int promised = 0;  // idle worker threads promised to sends claiming their runs
     struct Active {
         Lease lease;
         std::shared_ptr<std::atomic<bool>> lost;
@@ -189,6 +199,7 @@ struct Engine::Impl {
         {
             std::lock_guard lock(mu);
             wake = true;
+            more_due = true;
         }
         dispatch_cv.notify_one();
     }
@@ -216,6 +227,9 @@ struct Engine::Impl {
         // fence check.
         storage::RunWrite* record = nullptr;
         const std::function<void(Transaction&)>* fn = nullptr;
+        // Postgres: an event (Engine::send) written with the batch's other events in one
+        // statement; `fn` is its transactional path, for one that statement leaves out.
+        storage::EventWrite* event = nullptr;
         Outcome result = Outcome::waiting;   // set by whoever writes it
         Outcome outcome = Outcome::waiting;  // published to the writer; guarded by gc_mu
         std::condition_variable cv;          // the writer waits on it, for its outcome or
@@ -282,19 +296,43 @@ struct Engine::Impl {
 
     // Runs one batch and never throws. A batch that fails for any reason hands its writes
     // back to run alone (write_alone), which retries conflicts and reports errors to each
-    // writer itself.
+    // writer itself. Events (Postgres) are a statement and a commit of their own beside
+    // the rest: they need no fence, and a failure of one part leaves the other written.
     void commit_batch(std::span<Pending* const> batch) {
+        if (std::ranges::none_of(batch, [](const Pending* p) { return p->event != nullptr; }))
+            return commit_writes(batch);
+        std::vector<Pending*> events, rest;
+        for (Pending* p : batch) (p->event != nullptr ? events : rest).push_back(p);
+        std::vector<storage::EventWrite*> writes;
+        for (Pending* p : events) writes.push_back(p->event);
+        try {
+            store.insert_events(writes);
+            for (Pending* p : events)
+                p->result = p->event->written ? Pending::Outcome::done : Pending::Outcome::alone;
+            count_batch(events.size());
+        } catch (const std::exception& e) {
+            spdlog::debug("group commit of {} events failed ({}); sending them one by one",
+                          events.size(), e.what());
+            for (Pending* p : events) p->result = Pending::Outcome::alone;
+        }
+        if (!rest.empty()) commit_writes(rest);
+    }
+
+    void commit_writes(std::span<Pending* const> batch) {
         try {
             write_batch(batch);
-            if (batch.size() > 1) {
-                ++gc_batches;
-                gc_writes += static_cast<std::int64_t>(batch.size());
-            }
+            count_batch(batch.size());
         } catch (const std::exception& e) {
             spdlog::debug("group commit of {} writes failed ({}); writing them one by one",
                           batch.size(), e.what());
             for (Pending* p : batch) p->result = Pending::Outcome::alone;
         }
+    }
+
+    void count_batch(std::size_t writes) {
+        if (writes < 2) return;
+        ++gc_batches;
+        gc_writes += static_cast<std::int64_t>(writes);
     }
 
     // Writes `mine` behind a check that its lease still holds, possibly sharing the commit
@@ -434,18 +472,21 @@ struct Engine::Impl {
     // runs it again on its own, and what it throws then reaches the caller unchanged.
     template <class Fn>
     auto transact(Fn&& fn) -> std::invoke_result_t<Fn&, Transaction&> {
-        bool live = false;
-        if (db.backend() == storage::Backend::sqlite && gc_max_leaders.load() > 0) {
-            std::lock_guard lock(gc_mu);
-            live = gc_writers_live;
-        }
-        if (!live) return db.transact(fn);  // the storage layer's group commit batches it
+        if (db.backend() != storage::Backend::sqlite || !batching())
+            return db.transact(fn);  // the storage layer's group commit batches it
         std::optional<std::invoke_result_t<Fn&, Transaction&>> out;
         const std::function<void(Transaction&)> f = [&](Transaction& tx) { out = fn(tx); };
         Pending mine{nullptr, nullptr, &f};
         mine.own_errors = true;
         submit(mine);
         return std::move(*out);
+    }
+
+    // Whether writes go to the writer threads now (they run, and group commit is on).
+    bool batching() {
+        if (gc_max_leaders.load() == 0) return false;
+        std::lock_guard lock(gc_mu);
+        return gc_writers_live;
     }
 
     // Writes a record (a step and its attempt, the run's end) while `lease` holds; returns
@@ -476,18 +517,98 @@ struct Engine::Impl {
         return e;
     }
 
-    // Engine::send with riders, on Postgres: the one-statement path, if it applies.
+    // Engine::send on Postgres: a path of one statement, if it applies (announcing the
+    // runs it makes due); nullopt leaves the event to the transactional path.
     std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders) {
         // Only Postgres has the path: elsewhere, do not build the event twice.
         if (db.backend() != storage::Backend::postgres) return std::nullopt;
         const storage::NewEvent e = new_event(in);
-        auto ins = store.insert_event_alone(
-            e, triggered(in.name), now(), [&](const storage::InsertedEvent& ids) {
+        const std::vector<storage::NewRun> runs = triggered(in.name);
+        if (!riders && batching()) return send_batched(in, e, runs);
+        auto ins =
+            store.insert_event_alone(e, runs, now(), [&](const storage::InsertedEvent& ids) {
                 return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
                               : std::vector<storage::RowInsert>{};
             });
         if (!ins) return std::nullopt;
+        announce();
         return SendResult{ins->event_id, ins->run_ids, false, 0};
+    }
+
+    // Engine::send without riders on Postgres while the workers run: the event is one more
+    // write in the writer threads' next batch, where concurrent sends share one statement
+    // and commit (RunStore::insert_events) instead of a commit each. One the statement
+    // leaves out (a duplicate, or a run waits for its name) takes the transactional path
+    // on its own, and what that throws reaches the caller unchanged.
+    //
+    // While this engine has idle worker threads for all of the event's runs, the runs are
+    // written claimed by it and handed to those threads after the commit: no claim
+    // statement, no state read, no wake-up of any dispatcher (docs/performance.md,
+    // section 15). The lease works as a claim's does; should this process die, the runs
+    // are claimed again when it expires.
+    SendResult send_batched(const EventInput& in, const storage::NewEvent& e,
+                            std::span<const storage::NewRun> runs) {
+        storage::EventWrite w{&e, runs, now()};
+        const int n = static_cast<int>(runs.size());
+        bool reserved = false;
+        if (n > 0) {
+            std::lock_guard lock(mu);
+            if (!stopping && idle_slots() >= n) {
+                promised += n;
+                reserved = true;
+                w.lease_owner = worker_id;
+                w.lease_until = w.now + options.lease.count();
+            }
+        }
+        std::optional<SendResult> out;
+        const std::function<void(Transaction&)> f = [&](Transaction& tx) { out = send(tx, in); };
+        Pending mine{nullptr, nullptr, &f};
+        mine.event = &w;
+        mine.own_errors = true;
+        try {
+            submit(mine);
+        } catch (...) {
+            if (reserved) hand_over(n, {});
+            throw;
+        }
+        if (reserved) hand_over(n, std::move(w.claims));
+        if (!w.written) {
+            if (!out->run_ids.empty() || out->waits_resumed > 0) announce();
+            return std::move(*out);
+        }
+        if (!reserved && n > 0) announce();
+        return SendResult{w.inserted.event_id, w.inserted.run_ids, false, 0};
+    }
+
+    // Worker threads neither busy, nor about to take a claimed run, nor promised to a send.
+    // Called with mu held.
+    int idle_slots() const { return free_slots - static_cast<int>(ready.size()) - promised; }
+
+    // Ends a send's promise of `promise` idle worker threads: its claimed runs (as many,
+    // or none when it wrote nothing claimed) go to them, or back to the queue when the
+    // engine is stopping.
+    void hand_over(int promise, std::vector<storage::Claim> claims) {
+        std::vector<Lease> back;
+        {
+            std::lock_guard lock(mu);
+            promised -= promise;
+            for (auto& c : claims) {
+                if (stopping) {
+                    back.push_back(c.lease);
+                    continue;
+                }
+                active[c.lease.run_id] = {c.lease, std::make_shared<std::atomic<bool>>(false)};
+                ready.push_back(std::move(c));
+                cv.notify_one();
+            }
+        }
+        for (const Lease& l : back) {
+            try {
+                store.release(l, now());
+            } catch (const std::exception& e) {
+                spdlog::warn("giving back run {} failed: {}", l.run_id, e.what());
+            }
+        }
     }
 
     SendResult send(Transaction& tx, const EventInput& in) {
@@ -1111,16 +1232,14 @@ SendResult Engine::send(const EventInput& event) {
 }
 
 SendResult Engine::send(const EventInput& event, const Riders& riders) {
-    auto out = impl_->send_alone(event, riders);
-    if (!out) {
-        out = impl_->transact([&](storage::Transaction& tx) {
-            auto sent = impl_->send(tx, event);
-            if (riders) storage::RunStore::insert_rows(tx, riders(sent));
-            return sent;
-        });
-    }
-    if (!out->run_ids.empty() || out->waits_resumed > 0) impl_->announce();
-    return *out;
+    if (auto out = impl_->send_alone(event, riders)) return *out;
+    auto out = impl_->transact([&](storage::Transaction& tx) {
+        auto sent = impl_->send(tx, event);
+        if (riders) storage::RunStore::insert_rows(tx, riders(sent));
+        return sent;
+    });
+    if (!out.run_ids.empty() || out.waits_resumed > 0) impl_->announce();
+    return out;
 }
 
 void Engine::wake() {
@@ -1171,7 +1290,9 @@ void Engine::start(WorkerOptions options) {
     im.options = options;
     im.stopping = false;
     im.free_slots = options.threads;
-    im.listener = im.db.listen(storage::RunStore::kQueueChannel, [&im] { im.wake_local(); });
+    im.listener = im.db.listen(storage::RunStore::kQueueChannel, [&im](std::string_view from) {
+        if (from != im.instance) im.wake_local();
+    });
     im.gc_writer_stopping = false;
     for (int i = 0; i < Impl::default_leaders(im.db.backend()); ++i) {
         im.gc_writer.emplace_back([&im] {
@@ -1190,7 +1311,7 @@ void Engine::start(WorkerOptions options) {
         name_this_thread("cairn-dispatch");
         std::unique_lock lock(im.mu);
         while (!im.stopping) {
-            const int want = im.free_slots - static_cast<int>(im.ready.size());
+            const int want = im.idle_slots();
             if (want > 0) {
                 lock.unlock();
                 std::vector<storage::Claim> got;
@@ -1205,7 +1326,8 @@ void Engine::start(WorkerOptions options) {
                     im.ready.push_back(std::move(c));
                 }
                 for (std::size_t i = 0; i < got.size(); ++i) im.cv.notify_one();
-                if (static_cast<int>(got.size()) == want) continue;  // there may be more
+                im.more_due = static_cast<int>(got.size()) == want;
+                if (im.more_due) continue;  // there may be more
             }
             if (!im.wake)
                 im.dispatch_cv.wait_for(lock, im.options.poll,
@@ -1214,14 +1336,34 @@ void Engine::start(WorkerOptions options) {
         }
     });
 
-    // Keeper: renews every claimed lease well before it expires.
+    // Keeper: renews every claimed lease well before it expires and, on Postgres, keeps
+    // the planner's statistics in step with tables that grow (analyze_grown_tables).
     im.threads.emplace_back([&im] {
         name_this_thread("cairn-keeper");
         std::unique_lock lock(im.mu);
         const auto every = std::max(milliseconds(10), im.options.lease / 3);
+        constexpr auto kStatistics = std::chrono::seconds(1);
+        const bool statistics = im.db.backend() == storage::Backend::postgres;
+        auto next_renewal = std::chrono::steady_clock::now() + every;
+        auto next_statistics = std::chrono::steady_clock::now() + kStatistics;
         while (!im.stopping) {
-            im.keeper_cv.wait_for(lock, every, [&im] { return im.stopping.load(); });
+            const auto next = statistics ? std::min(next_renewal, next_statistics) : next_renewal;
+            im.keeper_cv.wait_until(lock, next, [&im] { return im.stopping.load(); });
             if (im.stopping) break;
+            const auto now = std::chrono::steady_clock::now();
+            if (statistics && now >= next_statistics) {
+                next_statistics = now + kStatistics;
+                lock.unlock();
+                try {
+                    if (auto t = im.db.analyze_grown_tables(); !t.empty())
+                        spdlog::debug("analysed grown tables: {}", fmt::join(t, ", "));
+                } catch (const std::exception& e) {
+                    spdlog::debug("analysing grown tables failed: {}", e.what());
+                }
+                lock.lock();
+            }
+            if (now < next_renewal) continue;
+            next_renewal = now + every;
             std::vector<std::pair<Lease, std::shared_ptr<std::atomic<bool>>>> held;
             for (auto& [id, a] : im.active) held.emplace_back(a.lease, a.lost);
             lock.unlock();
@@ -1265,8 +1407,10 @@ void Engine::start(WorkerOptions options) {
                 lock.lock();
                 ++im.free_slots;
                 im.active.erase(lease.run_id);
-                im.wake = true;
-                im.dispatch_cv.notify_one();
+                if (im.more_due) {
+                    im.wake = true;
+                    im.dispatch_cv.notify_one();
+                }
             }
         });
     }

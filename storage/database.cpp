@@ -613,15 +613,14 @@ std::unique_ptr<Database> Database::open(std::string_view url_text) {
     return db;
 }
 
-std::unique_ptr<Listener> Database::listen(std::string_view channel,
-                                           std::function<void()> on_notify) {
+std::unique_ptr<Listener> Database::listen(std::string_view channel, OnNotify on_notify) {
     if (backend() == Backend::sqlite) return nullptr;
     return detail::listen_postgres(url_, std::string(channel), std::move(on_notify));
 }
 
-std::unique_ptr<Notifier> Database::notifier(std::string_view channel) {
+std::unique_ptr<Notifier> Database::notifier(std::string_view channel, std::string payload) {
     if (backend() == Backend::sqlite) return nullptr;
-    return detail::notifier_postgres(url_, std::string(channel));
+    return detail::notifier_postgres(url_, std::string(channel), std::move(payload));
 }
 
 Result Database::exec_once(Access access, std::string_view sql, std::span<const Value> params) {
@@ -631,6 +630,25 @@ Result Database::exec_once(Access access, std::string_view sql, std::span<const 
     detail::Pool& pool = (access == Access::read_only && readers_) ? *readers_ : *writers_;
     auto conn = pool.acquire(std::chrono::seconds(30));
     return conn->get().query_once(sql, params, access);
+}
+
+std::vector<std::string> Database::analyze_grown_tables() {
+    if (backend() != Backend::postgres) return {};
+    // reltuples is -1 for a table never analysed. n_live_tup comes from the statistics
+    // the backends report, at most a second behind. A table analysed at 100,000 rows or
+    // more is autovacuum's alone: by then a plan no longer changes with its size, and
+    // each ANALYZE reads a sample of 30,000 rows.
+    std::vector<std::string> grown;
+    std::string names;
+    for (auto row : read("SELECT s.relname, quote_ident(s.relname) FROM pg_stat_user_tables s "
+                         "JOIN pg_class c ON c.oid = s.relid WHERE s.schemaname = "
+                         "current_schema() AND s.n_live_tup >= 1000 AND s.n_live_tup >= 4 * "
+                         "c.reltuples AND c.reltuples < 100000 ORDER BY s.relname")) {
+        grown.push_back(row.get<std::string>(0));
+        names += (names.empty() ? "" : ", ") + row.get<std::string>(1);
+    }
+    if (!grown.empty()) exec("ANALYZE " + names);
+    return grown;
 }
 
 Transaction Database::begin(Access access, std::chrono::milliseconds wait) {

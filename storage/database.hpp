@@ -178,16 +178,21 @@ class Database {
         }
     }
 
-    // Calls `on_notify` from a background thread whenever a transaction that ran
-    // `SELECT pg_notify(channel, ...)` commits, on Postgres (its own connection, reconnected
-    // when lost). Returns null on SQLite: one process, so in-process signals suffice.
-    std::unique_ptr<Listener> listen(std::string_view channel, std::function<void()> on_notify);
-    // Sends `SELECT pg_notify(channel, '')` when asked, from a background thread with its
-    // own connection (opened on first use, reopened when lost), on Postgres; null on
+    // Calls `on_notify(payload)` from a background thread whenever a transaction that ran
+    // `SELECT pg_notify(channel, payload)` commits, on Postgres (its own connection,
+    // reconnected when lost); once with an empty payload on each (re)connect, as what was
+    // sent meanwhile is unknown. Returns null on SQLite: one process, so in-process
+    // signals suffice.
+    using OnNotify = std::function<void(std::string_view payload)>;
+    std::unique_ptr<Listener> listen(std::string_view channel, OnNotify on_notify);
+    // Sends `SELECT pg_notify(channel, payload)` when asked, from a background thread with
+    // its own connection (opened on first use, reopened when lost), on Postgres; null on
     // SQLite. Unlike a NOTIFY in the writer's transaction it does not serialise commits:
     // Postgres holds a database-wide lock from a notifying transaction's pre-commit until
-    // its commit is flushed, so notifying writers commit one at a time.
-    std::unique_ptr<Notifier> notifier(std::string_view channel);
+    // its commit is flushed, so notifying writers commit one at a time. Requests made
+    // within 10 ms of the last notification share the next one, sent when the 10 ms are
+    // up: a lone request goes at once, a stream of them costs at most 100 a second.
+    std::unique_ptr<Notifier> notifier(std::string_view channel, std::string payload = {});
 
     // One statement, atomic on its own: in a transaction of its own on SQLite, sent
     // alone (autocommit, one round trip instead of three) on Postgres.
@@ -202,6 +207,16 @@ class Database {
         return once(Access::read_only, sql, std::forward<Args>(args)...);
     }
     Result exec_once(Access access, std::string_view sql, std::span<const Value> params);
+
+    // Postgres: ANALYZE every table of the current schema that has at least 1,000 rows
+    // and four times as many as its planner statistics say (or none yet), as long as
+    // those statistics saw fewer than 100,000; returns their names. A prepared
+    // statement's generic plan is made from those statistics and kept until they change,
+    // so a plan made while the tables were nearly empty (scanning them whole) would stay
+    // while they grow, until autovacuum's next ANALYZE, a minute or more later. The engine
+    // calls this every second (docs/performance.md, section 15). Nothing on SQLite, whose
+    // planner prefers an index without statistics.
+    std::vector<std::string> analyze_grown_tables();
 
     // Group commit on SQLite (see transact): commits made and write transactions they
     // carried since the database was opened, and transactions waiting for a batch now.

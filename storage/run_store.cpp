@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 
@@ -443,6 +444,116 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
                             "SELECT e.id FROM e";
     if (db_.exec_once(Access::read_write, sql, param.values).empty()) return std::nullopt;
     return out;
+}
+
+void RunStore::insert_events(std::span<EventWrite* const> events) {
+    if (events.empty()) return;
+    if (db_.backend() != Backend::postgres)
+        throw std::logic_error("RunStore::insert_events is for Postgres only");
+    // One array per column, unnested into rows, so the text is the same for every batch
+    // (prepared once per connection, as run_writes_postgres's).
+    std::array<std::vector<Value>, 6> ev;   // id, name, data, ts, idempotency_key, received_at
+    std::array<std::vector<Value>, 9> run;  // id, event_id, workflow_id, version, priority,
+                                            // parent_run_id, parent_step_key, lease_owner,
+                                            // lease_until
+    // An id or idempotency key given twice: only its first event goes in the statement
+    // (the runs follow their event by id, so a second event of one id must not be there).
+    std::unordered_set<std::string> ids, keys;
+    std::vector<EventWrite*> sent;
+    for (EventWrite* w : events) {
+        const NewEvent& e = *w->event;
+        if (e.name.empty()) throw std::invalid_argument("event name must not be empty");
+        w->written = false;
+        w->inserted = InsertedEvent{e.id.value_or(new_id_at(w->now)), {}, false};
+        w->claims.clear();
+        if (!ids.insert(w->inserted.event_id).second ||
+            (e.idempotency_key && !keys.insert(*e.idempotency_key).second))
+            continue;
+        sent.push_back(w);
+        const std::array<Value, 6> row{to_value(w->inserted.event_id),
+                                       to_value(e.name),
+                                       to_value(e.data),
+                                       to_value(e.ts.value_or(w->now)),
+                                       to_value(e.idempotency_key),
+                                       to_value(w->now)};
+        for (std::size_t i = 0; i < row.size(); ++i) ev[i].push_back(row[i]);
+        for (const NewRun& r : w->runs) {
+            w->inserted.run_ids.push_back(new_id_at(w->now));
+            const std::array<Value, 9> rrow{to_value(w->inserted.run_ids.back()),
+                                            to_value(w->inserted.event_id),
+                                            to_value(r.workflow_id),
+                                            to_value(r.version),
+                                            to_value(r.priority),
+                                            to_value(r.parent_run_id),
+                                            to_value(r.parent_step_key),
+                                            to_value(w->lease_owner),
+                                            w->lease_owner ? to_value(w->lease_until) : Value{}};
+            for (std::size_t i = 0; i < rrow.size(); ++i) run[i].push_back(rrow[i]);
+        }
+    }
+    std::vector<Value> params;
+    for (const auto& col : ev) params.emplace_back(pg_array(col));
+    for (const auto& col : run) params.emplace_back(pg_array(col));
+    // ON CONFLICT DO NOTHING also skips a row that conflicts with one inserted earlier by
+    // the same statement; the runs and queue items follow the events actually inserted.
+    static const std::string kSql =
+        "WITH ve AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), "
+        "CAST($3 AS TEXT[]), CAST($4 AS BIGINT[]), CAST($5 AS TEXT[]), CAST($6 AS BIGINT[])) "
+        "AS ve (id, name, data, ts, idempotency_key, received_at)), "
+        "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+        "SELECT id, name, data, ts, idempotency_key, received_at FROM ve "
+        "WHERE NOT EXISTS (SELECT 1 FROM waits WHERE waits.event_name = ve.name) "
+        "ON CONFLICT DO NOTHING RETURNING id, received_at), "
+        "vr AS (SELECT * FROM unnest(CAST($7 AS TEXT[]), CAST($8 AS TEXT[]), "
+        "CAST($9 AS TEXT[]), CAST($10 AS TEXT[]), CAST($11 AS BIGINT[]), CAST($12 AS TEXT[]), "
+        "CAST($13 AS TEXT[]), CAST($14 AS TEXT[]), CAST($15 AS BIGINT[])) AS vr (id, "
+        "event_id, workflow_id, version, priority, parent_run_id, parent_step_key, "
+        "lease_owner, lease_until)), "
+        // A claimed run starts as a claim leaves it: running, its item leased (epoch 1).
+        "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+        "created_at, updated_at, started_at, worker, parent_run_id, parent_step_key) "
+        "SELECT vr.id, vr.workflow_id, vr.version, e.id, CASE WHEN vr.lease_owner IS NULL "
+        "THEN 'queued' ELSE 'running' END, 0, e.received_at, e.received_at, CASE WHEN "
+        "vr.lease_owner IS NULL THEN NULL ELSE e.received_at END, vr.lease_owner, "
+        "vr.parent_run_id, vr.parent_step_key FROM vr JOIN e ON e.id = vr.event_id "
+        "RETURNING id, created_at), "
+        "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
+        "lease_epoch) SELECT r.id, COALESCE(vr.lease_until, r.created_at), vr.priority, "
+        "vr.lease_owner, vr.lease_until, CASE WHEN vr.lease_owner IS NULL THEN 0 ELSE 1 END "
+        "FROM r JOIN vr ON vr.id = r.id) "
+        "SELECT id FROM e";
+    std::unordered_set<std::string> written;
+    for (auto row : db_.exec_once(Access::read_write, kSql, params))
+        written.insert(row.get<std::string>(0));
+    for (EventWrite* w : sent) {
+        w->written = written.contains(w->inserted.event_id);
+        if (!w->written) {
+            w->inserted.run_ids.clear();
+            continue;
+        }
+        if (!w->lease_owner) continue;
+        // What claim_runs would have read back for each run.
+        const NewEvent& e = *w->event;
+        for (std::size_t i = 0; i < w->runs.size(); ++i) {
+            const NewRun& r = w->runs[i];
+            RunState state;
+            state.run.id = w->inserted.run_ids[i];
+            state.run.workflow_id = r.workflow_id;
+            state.run.version = r.version;
+            state.run.event_id = w->inserted.event_id;
+            state.run.event_name = e.name;
+            state.run.status = std::string(run_status::kRunning);
+            state.run.created_at = state.run.updated_at = w->now;
+            state.run.started_at = w->now;
+            state.run.parent_run_id = r.parent_run_id;
+            state.run.parent_step_key = r.parent_step_key;
+            state.run.worker = w->lease_owner;
+            state.event = EventRecord{w->inserted.event_id, e.name, e.data, e.ts.value_or(w->now),
+                                      e.idempotency_key,    w->now};
+            w->claims.push_back(
+                Claim{Lease{state.run.id, *w->lease_owner, 1, w->lease_until}, std::move(state)});
+        }
+    }
 }
 
 void RunStore::insert_rows(Transaction& tx, std::span<const RowInsert> rows) {

@@ -158,6 +158,22 @@ struct Claim {
     std::optional<RunState> state;  // the run as claimed (status running), with no steps
 };
 
+// An event for RunStore::insert_events, with the runs it starts (due at `now`).
+struct EventWrite {
+    const NewEvent* event = nullptr;
+    std::span<const NewRun> runs;
+    std::int64_t now = 0;
+    // Set: the runs are written claimed by this owner until `lease_until` (running, lease
+    // epoch 1), for a sender that runs them itself instead of queueing them for a claim.
+    std::optional<std::string> lease_owner;
+    std::int64_t lease_until = 0;
+    // Set by insert_events: whether it was written, its id and its runs' ids if so, and
+    // for a claimed one the claims, as claim_runs returns them.
+    bool written = false;
+    InsertedEvent inserted;
+    std::vector<Claim> claims;
+};
+
 struct RunFilter {
     std::optional<std::string> workflow_id;
     std::optional<std::string> status;
@@ -219,6 +235,13 @@ class RunStore {
     std::optional<InsertedEvent> insert_event_alone(const NewEvent& event,
                                                     std::span<const NewRun> runs, std::int64_t now,
                                                     const Riders& riders);
+    // Postgres only: several events, their runs and queue items in one statement on its
+    // own, however many (one round trip and one commit; Engine::send batches concurrent
+    // sends this way). Each event is written only if insert_event_alone would write it
+    // (its runs may be none), and only once: of two events in `events` with the same id or
+    // idempotency key, the second is not written. What is not written (written = false)
+    // is the caller's to send on the transactional path.
+    void insert_events(std::span<EventWrite* const> events);
     // Inserts `rows` in `tx`.
     static void insert_rows(Transaction& tx, std::span<const RowInsert> rows);
 

@@ -92,7 +92,8 @@ std::unique_ptr<Connection> connect_sqlite(const DatabaseUrl& url, Access access
                                            std::shared_ptr<WalCheckpointer> checkpointer = {});
 std::unique_ptr<Connection> connect_postgres(const DatabaseUrl& url);
 std::unique_ptr<Listener> listen_postgres(const DatabaseUrl& url, std::string channel,
-                                          std::function<void()> on_notify);
-std::unique_ptr<Notifier> notifier_postgres(const DatabaseUrl& url, std::string channel);
+                                          Database::OnNotify on_notify);
+std::unique_ptr<Notifier> notifier_postgres(const DatabaseUrl& url, std::string channel,
+                                            std::string payload = {});
 
 }  // namespace cairn::storage::detail

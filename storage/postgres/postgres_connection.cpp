@@ -200,7 +200,7 @@ class PostgresConnection final : public Connection {
 // LISTENs on its own connection in a background thread; reconnects after a failure.
 class PostgresListener final : public Listener {
   public:
-    PostgresListener(const DatabaseUrl& url, std::string channel, std::function<void()> on_notify)
+    PostgresListener(const DatabaseUrl& url, std::string channel, Database::OnNotify on_notify)
         : url_(url), channel_(std::move(channel)), on_notify_(std::move(on_notify)) {
         thread_ = std::thread([this] { loop(); });
     }
@@ -212,13 +212,12 @@ class PostgresListener final : public Listener {
   private:
     class Receiver final : public pqxx::notification_receiver {
       public:
-        Receiver(pqxx::connection_base& c, const std::string& channel,
-                 const std::function<void()>& fn)
+        Receiver(pqxx::connection_base& c, const std::string& channel, const Database::OnNotify& fn)
             : pqxx::notification_receiver(c, channel), fn_(fn) {}
-        void operator()(const std::string&, int) override { fn_(); }
+        void operator()(const std::string& payload, int) override { fn_(payload); }
 
       private:
-        const std::function<void()>& fn_;
+        const Database::OnNotify& fn_;
     };
 
     void loop() {
@@ -227,7 +226,7 @@ class PostgresListener final : public Listener {
             try {
                 pqxx::connection conn(with_default_timeout(url_.path));
                 Receiver receiver(conn, channel_, on_notify_);
-                on_notify_();  // anything sent while we were not listening is due now
+                on_notify_({});  // anything sent while we were not listening is due now
                 while (!stop_) conn.await_notification(0, 200'000);
             } catch (const std::exception& e) {
                 if (stop_) break;
@@ -240,19 +239,24 @@ class PostgresListener final : public Listener {
 
     DatabaseUrl url_;
     std::string channel_;
-    std::function<void()> on_notify_;
+    Database::OnNotify on_notify_;
     std::atomic<bool> stop_{false};
     std::thread thread_;
 };
 
-// Sends the notifications a Notifier is asked for, one at a time, from a thread started
-// by the first request. The connection commits asynchronously: a notification is a hint
-// (workers also poll), so it need not wait for a WAL flush, and a flush here would hold
-// Postgres's notify lock the whole time.
+// Sends the notifications a Notifier is asked for, one at a time and at least kGap apart,
+// from a thread started by the first request. The connection commits asynchronously: a
+// notification is a hint (workers also poll), so it need not wait for a WAL flush, and a
+// flush here would hold Postgres's notify lock the whole time.
 class PostgresNotifier final : public Notifier {
   public:
-    PostgresNotifier(const DatabaseUrl& url, std::string channel)
-        : url_(url), channel_(std::move(channel)) {}
+    // Each notification is a transaction, and every listener's backend and process wake
+    // for it; under a stream of sends, one per event cost about a tenth of the machine
+    // (docs/performance.md, section 15).
+    static constexpr auto kGap = std::chrono::milliseconds(10);
+
+    PostgresNotifier(const DatabaseUrl& url, std::string channel, std::string payload)
+        : url_(url), channel_(std::move(channel)), payload_(std::move(payload)) {}
     ~PostgresNotifier() override {
         {
             std::lock_guard lock(mu_);
@@ -277,10 +281,12 @@ class PostgresNotifier final : public Notifier {
         set_batch_scheduling(false);  // started by whichever thread notified first
         std::unique_ptr<pqxx::connection> conn;
         std::unique_lock lock(mu_);
+        auto next = std::chrono::steady_clock::now();  // the earliest the next may go
         while (true) {
             // A request made before stop() is still sent.
             cv_.wait(lock, [&] { return pending_ || stop_; });
             if (!pending_) return;
+            cv_.wait_until(lock, next, [&] { return stop_; });
             pending_ = false;
             lock.unlock();
             bool sent = false;
@@ -290,8 +296,9 @@ class PostgresNotifier final : public Notifier {
                     pqxx::nontransaction(*conn).exec("SET synchronous_commit = off");
                 }
                 pqxx::nontransaction tx(*conn);
-                tx.exec_params("SELECT pg_notify($1, '')", channel_);
+                tx.exec_params("SELECT pg_notify($1, $2)", channel_, payload_);
                 sent = true;
+                next = std::chrono::steady_clock::now() + kGap;
             } catch (const std::exception&) {
                 conn.reset();  // reconnect for the next one
             }
@@ -307,6 +314,7 @@ class PostgresNotifier final : public Notifier {
 
     DatabaseUrl url_;
     std::string channel_;
+    std::string payload_;
     std::mutex mu_;
     std::condition_variable cv_;
     bool pending_ = false;
@@ -316,12 +324,13 @@ class PostgresNotifier final : public Notifier {
 
 }  // namespace
 
-std::unique_ptr<Notifier> notifier_postgres(const DatabaseUrl& url, std::string channel) {
-    return std::make_unique<PostgresNotifier>(url, std::move(channel));
+std::unique_ptr<Notifier> notifier_postgres(const DatabaseUrl& url, std::string channel,
+                                            std::string payload) {
+    return std::make_unique<PostgresNotifier>(url, std::move(channel), std::move(payload));
 }
 
 std::unique_ptr<Listener> listen_postgres(const DatabaseUrl& url, std::string channel,
-                                          std::function<void()> on_notify) {
+                                          Database::OnNotify on_notify) {
     return std::make_unique<PostgresListener>(url, std::move(channel), std::move(on_notify));
 }
 

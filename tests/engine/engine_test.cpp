@@ -10,6 +10,7 @@
 #include <fstream>
 #include <latch>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -568,6 +569,74 @@ TEST_CASE("sends while workers run: every rider lands with its event, a failing 
     CHECK(count("SELECT count(*) FROM notes n JOIN runs r ON r.id = n.run_id") == kRuns);
     CHECK(count("SELECT count(*) FROM runs WHERE status = 'completed'") == kRuns);
     CHECK(count("SELECT count(*) FROM steps") == 2 * kRuns);
+}
+
+TEST_CASE("plain sends while workers run: each lands once, repeats and awaited events too") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    e.add(workflow("counted").on_event("item/added").run([](Context& ctx) {
+        return ctx.step("a", [] { return 1; });
+    }));
+    e.add(workflow("approval").on_event("order/placed").run([](Context& ctx) {
+        return ctx.wait_for_event("paid", "order/paid", "data.order", 1h).has_value();
+    }));
+    auto count = [&](const std::string& sql) {
+        return t.db().exec(sql).front().get<std::int64_t>(0);
+    };
+    auto wait_until = [&](const std::string& sql, std::int64_t n) {
+        for (int i = 0; i < 400 && count(sql) < n; ++i) std::this_thread::sleep_for(25ms);
+        return count(sql);
+    };
+    // On Postgres concurrent sends share one statement (the writer threads' batches); an
+    // event that statement leaves out, a repeat or one a run waits for, takes the
+    // transactional path, and the caller cannot tell the two apart.
+    e.start({.threads = 4, .lease = 5s, .poll = 20ms});
+    const auto order = e.send(EventInput{"order/placed", {{"order", 7}}});
+    REQUIRE(order.run_ids.size() == 1);
+    REQUIRE(wait_until("SELECT count(*) FROM waits", 1) == 1);
+
+    constexpr int kSenders = 4, kEach = 30;
+    std::mutex mu;
+    std::map<std::string, std::vector<engine::SendResult>> by_key;  // guarded by mu
+    std::vector<std::thread> senders;
+    for (int s = 0; s < kSenders; ++s) {
+        senders.emplace_back([&, s] {
+            for (int i = 0; i < kEach; ++i) {
+                EventInput in{"item/added", {{"s", s}, {"i", i}}};
+                in.idempotency_key = "item-" + std::to_string(i);  // every sender repeats it
+                auto sent = e.send(in);
+                std::lock_guard lock(mu);
+                by_key[*in.idempotency_key].push_back(std::move(sent));
+            }
+        });
+    }
+    const auto paid = e.send(EventInput{"order/paid", {{"order", 7}}});
+    for (auto& th : senders) th.join();
+    e.stop();  // drains what was queued; a second start finishes the rest
+    e.start({.threads = 4, .lease = 5s, .poll = 20ms});
+    CHECK(wait_until("SELECT count(*) FROM runs WHERE status = 'completed'", kEach + 1) ==
+          kEach + 1);
+    e.stop();
+
+    CHECK(paid.waits_resumed == 1);
+    CHECK(e.store().get_run(order.run_ids[0])->status == "completed");
+    CHECK(by_key.size() == kEach);
+    for (const auto& [key, sends] : by_key) {
+        REQUIRE(sends.size() == kSenders);
+        int fresh = 0;
+        for (const auto& sent : sends) {
+            CHECK(sent.run_ids.size() == 1);
+            CHECK(sent.run_ids == sends.front().run_ids);  // every repeat names the first run
+            CHECK(sent.event_id == sends.front().event_id);
+            if (!sent.duplicate) ++fresh;
+        }
+        CHECK(fresh == 1);
+    }
+    CHECK(count("SELECT count(*) FROM events WHERE name = 'item/added'") == kEach);
+    CHECK(count("SELECT count(*) FROM runs WHERE workflow_id = 'counted'") == kEach);
+    CHECK(count("SELECT count(*) FROM steps WHERE step_key = 'a'") == kEach);
 }
 
 TEST_CASE("registration refuses bad workflows") {

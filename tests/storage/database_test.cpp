@@ -13,7 +13,10 @@
 #include <filesystem>
 #include <future>
 #include <limits>
+#include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "storage/detail/connection.hpp"
 #include "support/test_db.hpp"
@@ -446,22 +449,106 @@ TEST_CASE("on Postgres, a notifier's NOTIFY reaches listeners of other connectio
         CHECK_FALSE(t.db().notifier("c"));  // one process: in-process wake-ups suffice
         return;
     }
-    std::atomic<int> heard{0};
-    auto listener = t.db().listen("cairn_test_channel", [&] { ++heard; });
-    // A listener reports once when it starts listening (anything sent before is due).
-    for (int i = 0; i < 100 && heard.load() == 0; ++i)
+    std::mutex mu;
+    std::vector<std::string> heard;  // guarded by mu
+    auto count = [&] {
+        std::lock_guard lock(mu);
+        return static_cast<int>(heard.size());
+    };
+    auto listener = t.db().listen("cairn_test_channel", [&](std::string_view payload) {
+        std::lock_guard lock(mu);
+        heard.emplace_back(payload);
+    });
+    // A listener reports once when it starts listening (anything sent before is due), with
+    // no payload.
+    for (int i = 0; i < 100 && count() == 0; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    REQUIRE(heard.load() >= 1);
-    const int before = heard.load();
+    REQUIRE(count() >= 1);
+    const int before = count();
+    {
+        std::lock_guard lock(mu);
+        CHECK(heard.front().empty());
+    }
 
     auto other = t.open_another();
-    auto notifier = other->notifier("cairn_test_channel");
+    auto notifier = other->notifier("cairn_test_channel", "from-other");
     REQUIRE(notifier);
     for (int i = 0; i < 10; ++i) notifier->notify();  // asked together: sent once or a few times
-    for (int i = 0; i < 250 && heard.load() == before; ++i)
+    for (int i = 0; i < 250 && count() == before; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    CHECK(heard.load() > before);
-    CHECK(heard.load() <= before + 10);
+    CHECK(count() > before);
+    CHECK(count() <= before + 10);
+    std::lock_guard lock(mu);
+    CHECK(heard.back() == "from-other");
+}
+
+TEST_CASE("on Postgres, a stream of notify requests sends one notification per 10 ms at most") {
+    TestDb t;
+    if (t.db().backend() != Backend::postgres) return;  // no notifier on SQLite
+    std::atomic<int> heard{0}, hello{0};
+    auto listener = t.db().listen("cairn_gap_channel", [&](std::string_view payload) {
+        ++(payload == "gap" ? heard : hello);  // hello: the listener's own, on connecting
+    });
+    for (int i = 0; i < 250 && hello.load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(hello.load() == 1);  // it listens now
+    auto notifier = t.db().notifier("cairn_gap_channel", "gap");
+    REQUIRE(notifier);
+    notifier->notify();
+    for (int i = 0; i < 250 && heard.load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    REQUIRE(heard.load() == 1);
+
+    // Ask without pause for 300 ms: every request is served, at least 10 ms apart, so at
+    // most 31 notifications go (30 gaps and the one pending at the end).
+    const auto start = std::chrono::steady_clock::now();
+    int asked = 0;
+    while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(300)) {
+        notifier->notify();
+        ++asked;
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the last one arrives
+    const int sent = heard.load() - 1;
+    INFO("asked " << asked << " times, heard " << sent);
+    CHECK(asked > 500);
+    CHECK(sent >= 2);
+    CHECK(sent <= 32);
+}
+
+TEST_CASE("analyze_grown_tables analyses the tables that grew past their statistics") {
+    TestDb t;
+    Database& db = t.db();
+    db.transact([](Transaction& tx) {
+        tx.exec_script(
+            "CREATE TABLE grown (id BIGINT PRIMARY KEY); "
+            "CREATE TABLE small (id BIGINT PRIMARY KEY)");
+    });
+    if (db.backend() != Backend::postgres) {
+        CHECK(db.analyze_grown_tables().empty());  // SQLite's planner needs no statistics
+        return;
+    }
+    db.exec("INSERT INTO grown SELECT generate_series(1, 1500)");
+    db.exec("INSERT INTO small SELECT generate_series(1, 10)");
+    auto reltuples = [&](std::string_view table) {
+        return db.exec("SELECT reltuples FROM pg_class WHERE relname = $1", table)
+            .front()
+            .get<double>(0);
+    };
+    CHECK(reltuples("grown") < 0);  // never analysed
+    // The row counts it goes by reach the statistics views within a second or so.
+    std::vector<std::string> analysed;
+    for (int i = 0; i < 100 && analysed.empty(); ++i) {
+        analysed = db.analyze_grown_tables();
+        if (analysed.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(analysed == std::vector<std::string>{"grown"});
+    CHECK(reltuples("grown") == 1500);
+    CHECK(reltuples("small") < 0);  // too small to matter
+    // Statistics in step with the table: nothing to do until it has four times the rows.
+    db.exec("INSERT INTO grown SELECT generate_series(1501, 5000)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    CHECK(db.analyze_grown_tables().empty());
 }
 
 TEST_CASE("a notifier whose server cannot be reached neither blocks its callers nor its end") {
@@ -494,7 +581,7 @@ TEST_CASE("a notifier and a listener give up on a server that never answers") {
         fmt::format("postgres://postgres@127.0.0.1:{}/none", ntohs(addr.sin_port)));
 
     auto notifier = cairn::storage::detail::notifier_postgres(url, "c");
-    auto listener = cairn::storage::detail::listen_postgres(url, "c", [] {});
+    auto listener = cairn::storage::detail::listen_postgres(url, "c", [](std::string_view) {});
     auto done = std::async(std::launch::async, [&] {
         notifier->notify();
         std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both are connecting

@@ -550,6 +550,88 @@ TEST_CASE("paging returns every row exactly once, also while runs arrive") {
     CHECK(std::is_sorted(seen.rbegin(), seen.rend()));  // newest first
 }
 
+TEST_CASE("insert_events writes plain new events together and leaves the rest to the caller") {
+    Fixture f;
+    Database& db = f.t.db();
+    NewEvent plain = event("order/placed", R"({"n":1})");
+    if (db.backend() != Backend::postgres) {
+        EventWrite w{&plain, {}, kT0};
+        EventWrite* one[] = {&w};
+        CHECK_THROWS_AS(f.store.insert_events(one), std::logic_error);
+        return;
+    }
+    // An earlier event with a key, and a run waiting for events named "order/paid".
+    NewEvent earlier = event("order/placed");
+    earlier.idempotency_key = "seen";
+    const auto first = f.store.insert_event(earlier, std::vector<NewRun>{{"wf", "1"}}, kT0);
+    db.transact([&](Transaction& tx) {
+        f.store.add_wait(
+            tx, WaitRecord{first.run_ids.at(0), "paid", "order/paid", "data.n", "1", kT0 + 60'000});
+    });
+
+    const std::vector<NewRun> two{{"wf-a", "1", 5}, {"wf-b", "2"}};
+    NewEvent keyed = event("order/placed");
+    keyed.idempotency_key = "fresh";
+    NewEvent keyed_again = keyed;  // the same key later in the same batch
+    keyed_again.data = R"({"second":true})";
+    NewEvent repeat = event("order/placed");
+    repeat.idempotency_key = "seen";
+    NewEvent awaited = event("order/paid", R"({"n":1})");
+    NewEvent no_runs = event("order/noted");
+    NewEvent given_id = event("order/placed");
+    given_id.id = "given-1";
+    NewEvent given_id_again = given_id;
+
+    EventWrite w_plain{&plain, two, kT0 + 1}, w_keyed{&keyed, two, kT0 + 2},
+        w_keyed_again{&keyed_again, two, kT0 + 3}, w_repeat{&repeat, two, kT0 + 4},
+        w_awaited{&awaited, two, kT0 + 5}, w_no_runs{&no_runs, {}, kT0 + 6},
+        w_given{&given_id, two, kT0 + 7}, w_given_again{&given_id_again, two, kT0 + 8};
+    EventWrite* batch[] = {&w_plain,   &w_keyed,   &w_keyed_again, &w_repeat,
+                           &w_awaited, &w_no_runs, &w_given,       &w_given_again};
+    f.store.insert_events(batch);
+
+    CHECK(w_plain.written);
+    CHECK(w_keyed.written);
+    CHECK_FALSE(w_keyed_again.written);
+    CHECK_FALSE(w_repeat.written);
+    CHECK_FALSE(w_awaited.written);
+    CHECK(w_no_runs.written);
+    CHECK(w_given.written);
+    CHECK(w_given.inserted.event_id == "given-1");
+    CHECK_FALSE(w_given_again.written);
+    for (const EventWrite* w : {&w_keyed_again, &w_repeat, &w_awaited, &w_given_again})
+        CHECK(w->inserted.run_ids.empty());
+    CHECK(w_no_runs.inserted.run_ids.empty());
+
+    // What was written is whole: each event with its runs, queued and due at its time.
+    for (const EventWrite* w : {&w_plain, &w_keyed, &w_given}) {
+        const auto ev = f.store.get_event(w->inserted.event_id);
+        REQUIRE(ev);
+        CHECK(ev->data == w->event->data);
+        CHECK(ev->received_at == w->now);
+        REQUIRE(w->inserted.run_ids.size() == 2);
+        const auto run = f.store.get_run(w->inserted.run_ids[0]);
+        REQUIRE(run);
+        CHECK(run->workflow_id == "wf-a");
+        CHECK(run->event_id == w->inserted.event_id);
+        CHECK(run->status == "queued");
+        CHECK(run->created_at == w->now);
+        CHECK(f.store.get_run(w->inserted.run_ids[1])->workflow_id == "wf-b");
+        auto q =
+            db.exec("SELECT due_at, priority FROM queue WHERE run_id = $1", w->inserted.run_ids[0]);
+        REQUIRE(q.size() == 1);
+        CHECK(q.front().get<std::int64_t>(0) == w->now);
+        CHECK(q.front().get<std::int64_t>(1) == 5);
+    }
+    CHECK(f.store.get_event(w_no_runs.inserted.event_id));
+    CHECK(count(db, "events") == 5);  // earlier, plain, keyed, no_runs, given
+    CHECK(count(db, "runs") == 1 + 3 * 2);
+    CHECK(count(db, "queue") == 1 + 3 * 2);
+    CHECK(db.exec("SELECT data FROM events WHERE idempotency_key = 'fresh'")
+              .front()
+              .get<std::string>(0) == keyed.data);
+}
+
 TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix") {
     Fixture f;
     auto a = f.store.insert_event(event("ticket/created"),
