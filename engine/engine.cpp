@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -176,6 +177,10 @@ struct Engine::Impl {
     // something was made due since. Only then does a worker that frees up wake the
     // dispatcher; a claim that finds nothing costs as much as one that finds runs.
     bool more_due = true;
+    // The earliest time (ms) a run this process suspended is due again: the dispatcher
+    // claims then, not at its next poll.
+    std::int64_t next_due = std::numeric_limits<std::int64_t>::max();
+    bool retimed = false;  // next_due moved earlier: the dispatcher waits again, for less
     std::deque<storage::Claim> ready;
     int free_slots = 0;
     int promised = 0;  // idle worker threads promised to sends claiming their runs
@@ -193,6 +198,17 @@ struct Engine::Impl {
     milliseconds retry_delay(const RetryPolicy& p, int failed) {
         std::lock_guard lock(rng_mu);
         return p.delay(failed, rng);
+    }
+
+    // After a commit that makes a run due at `at` (a retry, the end of a sleep or a wait).
+    void due_again(std::int64_t at) {
+        {
+            std::lock_guard lock(mu);
+            if (at >= next_due) return;
+            next_due = at;
+            retimed = true;
+        }
+        dispatch_cv.notify_one();
     }
 
     void wake_local() {
@@ -749,6 +765,7 @@ class Execution {
 
     [[noreturn]] void suspend_until(std::int64_t due) {
         engine.fenced(lease, [&](Transaction& tx) { engine.store.release(tx, lease, due); });
+        engine.due_again(due);
         throw Suspend{};
     }
 
@@ -849,6 +866,7 @@ class Execution {
             engine.store.set_run_status(tx, run_id(), run_status::kQueued, ended);
             engine.store.release(tx, lease, wake);
         });
+        engine.due_again(wake);
         throw Suspend{};
     }
 
@@ -879,6 +897,7 @@ class Execution {
             engine.store.set_run_status(tx, run_id(), run_status::kSleeping, now());
             engine.store.release(tx, lease, until);
         });
+        engine.due_again(until);
         throw Suspend{};
     }
 
@@ -925,6 +944,7 @@ class Execution {
             engine.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
             engine.store.release(tx, lease, *rec.wake_at);
         });
+        engine.due_again(*rec.wake_at);
         throw Suspend{};
     }
 
@@ -1329,10 +1349,22 @@ void Engine::start(WorkerOptions options) {
                 im.more_due = static_cast<int>(got.size()) == want;
                 if (im.more_due) continue;  // there may be more
             }
-            if (!im.wake)
-                im.dispatch_cv.wait_for(lock, im.options.poll,
-                                        [&im] { return im.stopping.load() || im.wake; });
+            // Until woken, the poll, or the time a suspended run is due (which may move
+            // earlier meanwhile).
+            while (!im.wake && !im.stopping) {
+                auto wait = im.options.poll;
+                if (im.next_due != std::numeric_limits<std::int64_t>::max())
+                    wait = std::clamp(milliseconds(im.next_due - im.now()), milliseconds(0), wait);
+                im.retimed = false;
+                if (!im.dispatch_cv.wait_for(
+                        lock, wait, [&im] { return im.stopping.load() || im.wake || im.retimed; }))
+                    break;  // timed out
+            }
             im.wake = false;
+            if (im.next_due <= im.now()) {  // a suspended run is due: claim now, and again
+                im.next_due = std::numeric_limits<std::int64_t>::max();  // as workers free up
+                im.more_due = true;
+            }
         }
     });
 

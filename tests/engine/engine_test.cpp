@@ -639,6 +639,32 @@ TEST_CASE("plain sends while workers run: each lands once, repeats and awaited e
     CHECK(count("SELECT count(*) FROM steps WHERE step_key = 'a'") == kEach);
 }
 
+TEST_CASE("a run that sleeps is claimed again when its sleep ends, not at the next poll") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    e.add(workflow("napper").on_event("nap").run([](Context& ctx) {
+        ctx.sleep("nap", 300ms);
+        return ctx.step("after", [] { return 1; });
+    }));
+    // A poll far longer than the sleep: only the dispatcher's own timer can end it early.
+    e.start({.threads = 2, .lease = 30s, .poll = 60s});
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto sent = e.send(EventInput{"nap"});
+    REQUIRE(sent.run_ids.size() == 1);
+    std::string status;
+    for (int i = 0; i < 400 && status != "completed"; ++i) {
+        std::this_thread::sleep_for(25ms);
+        status = e.store().get_run(sent.run_ids[0])->status;
+    }
+    const auto took = std::chrono::steady_clock::now() - t0;
+    e.stop();
+    CHECK(status == "completed");
+    CHECK(took >= 300ms);
+    CHECK(took < 10s);  // the 60 s poll did not end it
+}
+
 TEST_CASE("registration refuses bad workflows") {
     Fixture f;
     f.engine.add(workflow("a").run([](Context&) { return 1; }));
