@@ -208,14 +208,14 @@ class Database {
     }
     Result exec_once(Access access, std::string_view sql, std::span<const Value> params);
 
-    // Postgres: ANALYZE every table of the current schema that has at least 1,000 rows
-    // and four times as many as its planner statistics say (or none yet), as long as
-    // those statistics saw fewer than 100,000; returns their names. A prepared
-    // statement's generic plan is made from those statistics and kept until they change,
-    // so a plan made while the tables were nearly empty (scanning them whole) would stay
-    // while they grow, until autovacuum's next ANALYZE, a minute or more later. The engine
-    // calls this every second (docs/performance.md, section 15). Nothing on SQLite, whose
-    // planner prefers an index without statistics.
+    // Postgres: ANALYZE every table of the current schema owned by the connecting role
+    // that has at least 1,000 rows and four times as many as its planner statistics say
+    // (or none yet), as long as those statistics saw fewer than 100,000; returns their
+    // names. A prepared statement's generic plan is made from those statistics and kept
+    // until they change, so a plan made while the tables were nearly empty (scanning them
+    // whole) would stay while they grow, until autovacuum's next ANALYZE, a minute or more
+    // later. The engine calls this every second (docs/performance.md, section 15).
+    // Nothing on SQLite, whose planner prefers an index without statistics.
     std::vector<std::string> analyze_grown_tables();
 
     // Group commit on SQLite (see transact): commits made and write transactions they

@@ -530,6 +530,15 @@ TEST_CASE("analyze_grown_tables analyses the tables that grew past their statist
     }
     db.exec("INSERT INTO grown SELECT generate_series(1, 1500)");
     db.exec("INSERT INTO small SELECT generate_series(1, 10)");
+    // A grown table of another role in the same schema is not Cairn's to analyse.
+    db.transact([](Transaction& tx) {
+        tx.exec_script(
+            "DO $$ BEGIN CREATE ROLE cairn_test_other; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$; "
+            "CREATE TABLE theirs (id BIGINT PRIMARY KEY); "
+            "INSERT INTO theirs SELECT generate_series(1, 1500); "
+            "ALTER TABLE theirs OWNER TO cairn_test_other");
+    });
     auto reltuples = [&](std::string_view table) {
         return db.exec("SELECT reltuples FROM pg_class WHERE relname = $1", table)
             .front()
@@ -545,6 +554,7 @@ TEST_CASE("analyze_grown_tables analyses the tables that grew past their statist
     CHECK(analysed == std::vector<std::string>{"grown"});
     CHECK(reltuples("grown") == 1500);
     CHECK(reltuples("small") < 0);  // too small to matter
+    CHECK(reltuples("theirs") < 0);  // another role's
     // Statistics in step with the table: nothing to do until it has four times the rows.
     db.exec("INSERT INTO grown SELECT generate_series(1501, 5000)");
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
