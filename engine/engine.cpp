@@ -148,6 +148,18 @@ struct Engine::Impl {
     std::atomic<std::int64_t> steps_run{0};
     std::atomic<std::int64_t> leases_lost{0};
     std::atomic<std::int64_t> retries{0};
+    std::mutex ended_mu;
+    std::condition_variable ended_cv;  // runs_ended grew
+    std::int64_t runs_ended = 0;       // guarded by ended_mu
+
+    // After the commit that ended a run.
+    void ended() {
+        {
+            std::lock_guard lock(ended_mu);
+            ++runs_ended;
+        }
+        ended_cv.notify_all();
+    }
     std::mutex histograms_mu;
     std::map<std::string, std::unique_ptr<Histogram>> step_seconds;  // guarded by histograms_mu
 
@@ -1111,6 +1123,7 @@ void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic
             fenced(lease, [&](Transaction& tx) {
                 store.finish_run(tx, lease, run_status::kFailed, std::nullopt, error, now());
             });
+            ended();
         } catch (...) {
         }
         return;
@@ -1120,6 +1133,7 @@ void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic
     auto finish = [&](auto&& fn) {
         try {
             fn();
+            ended();
         } catch (const detail::LeaseLost&) {
             spdlog::info("run {}: lease lost while finishing; another worker owns it",
                          lease.run_id);
@@ -1481,16 +1495,25 @@ void Engine::set_group_commit(bool on) {
 }
 
 EngineStats Engine::stats() const {
-    EngineStats out{impl_->executions.load(),
-                    impl_->steps_run.load(),
-                    impl_->leases_lost.load(),
-                    impl_->retries.load(),
-                    {}};
+    EngineStats out;
+    out.executions = impl_->executions.load();
+    out.steps_run = impl_->steps_run.load();
+    out.leases_lost = impl_->leases_lost.load();
+    out.retries = impl_->retries.load();
     std::lock_guard lock(impl_->histograms_mu);
     for (const auto& [id, h] : impl_->step_seconds) out.step_seconds[id] = h->snapshot();
     out.group_commits = impl_->gc_batches.load();
     out.grouped_writes = impl_->gc_writes.load();
+    std::lock_guard ended_lock(impl_->ended_mu);
+    out.runs_ended = impl_->runs_ended;
     return out;
+}
+
+std::int64_t Engine::await_runs_ended(std::int64_t seen, std::chrono::milliseconds timeout) {
+    Impl& im = *impl_;
+    std::unique_lock lock(im.ended_mu);
+    im.ended_cv.wait_for(lock, timeout, [&] { return im.runs_ended > seen; });
+    return im.runs_ended;
 }
 storage::RunStore& Engine::store() {
     return impl_->store;

@@ -52,6 +52,8 @@ struct EngineStats {
     std::int64_t steps_run = 0;    // step attempts executed
     std::int64_t leases_lost = 0;  // executions abandoned because another worker took over
     std::int64_t retries = 0;      // failed attempts scheduled to run again
+    std::int64_t runs_ended = 0;   // runs its executions ended (completed, failed,
+                                   // cancelled), each counted once the end committed
     // Step attempt durations by workflow id.
     std::map<std::string, Histogram::Snapshot> step_seconds;
     std::int64_t group_commits = 0;  // transactions that carried writes of several runs
@@ -113,6 +115,10 @@ class Engine {
     void stop();
 
     EngineStats stats() const;
+    // Waits until this process's executions have ended more than `seen` runs (the
+    // count in stats().runs_ended) or `timeout` passes; returns the count. For drivers and
+    // tests that wait for runs to finish without polling the database.
+    std::int64_t await_runs_ended(std::int64_t seen, std::chrono::milliseconds timeout);
     storage::RunStore& store();
     const Clock& clock() const;
     const std::string& worker_id() const;

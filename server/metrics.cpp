@@ -79,6 +79,9 @@ std::string Metrics::render(storage::RunStore& store, const engine::EngineStats&
            "Failed step attempts scheduled again, in this process.", stats.retries);
     scalar("cairn_executions_total", "counter", "Run executions (claims) in this process.",
            stats.executions);
+    scalar("cairn_runs_ended_total", "counter",
+           "Runs this process's executions ended (completed, failed or cancelled).",
+           stats.runs_ended);
     scalar("cairn_leases_lost_total", "counter",
            "Executions abandoned because another worker took the run over.", stats.leases_lost);
 

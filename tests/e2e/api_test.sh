@@ -129,6 +129,7 @@ expect_eq "GET events: 200" "$(status "${A[@]}" "$base/api/engine/events?name=ex
 check "events list the runs each started" bash -c "jq -e >/dev/null '.events[0].run_ids == [\"$flaky\"]' '$work/body.json'"
 metrics=$(curl -s "$base/metrics")
 check "/metrics counts runs by workflow and status" grep -q 'cairn_runs{workflow="hello",status="completed"}' <<<"$metrics"
+check "/metrics counts the runs this server ended" grep -Eq '^cairn_runs_ended_total [1-9][0-9]*$' <<<"$metrics"
 check "/metrics has the queue gauges" grep -q '^cairn_queue_oldest_due_age_seconds ' <<<"$metrics"
 check "/metrics has step duration histograms" grep -q 'cairn_step_duration_seconds_bucket{workflow="hello",le="+Inf"}' <<<"$metrics"
 check "/metrics counts HTTP requests by route and status" grep -q 'cairn_http_requests_total{route="/api/engine/runs",method="GET",status="200"}' <<<"$metrics"

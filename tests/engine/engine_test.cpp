@@ -665,6 +665,39 @@ TEST_CASE("a run that sleeps is claimed again when its sleep ends, not at the ne
     CHECK(took < 10s);  // the 60 s poll did not end it
 }
 
+TEST_CASE("await_runs_ended returns once runs' ends are committed, and counts only ended runs") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    e.add(workflow("fine").on_event("fine").run(
+        [](Context& ctx) { return ctx.step("one", [] { return 1; }); }));
+    e.add(workflow("broken").on_event("broken").run([](Context& ctx) -> json {
+        ctx.step("one", []() -> json { throw NonRetriableError("no"); });
+        return 0;
+    }));
+    e.add(workflow("sleepy").on_event("sleepy").run([](Context& ctx) {
+        ctx.sleep("long", 1h);
+        return 0;
+    }));
+    e.start({.threads = 2, .lease = 30s, .poll = 50ms});
+    CHECK(e.await_runs_ended(0, 20ms) == 0);  // nothing ended: the timeout returns
+    const auto sleepy = e.send(EventInput{"sleepy"}).run_ids.at(0);
+    const auto fine = e.send(EventInput{"fine"}).run_ids.at(0);
+    const auto broken = e.send(EventInput{"broken"}).run_ids.at(0);
+    std::int64_t ended = 0;
+    for (int i = 0; i < 100 && ended < 2; ++i) ended = e.await_runs_ended(ended, 100ms);
+    REQUIRE(ended == 2);
+    // Read at once: each end was committed before it was counted.
+    CHECK(e.store().get_run(fine)->status == "completed");
+    CHECK(e.store().get_run(broken)->status == "failed");
+    // The sleeping run suspended; it has not ended and is not counted.
+    CHECK(e.await_runs_ended(2, 200ms) == 2);
+    CHECK(e.store().get_run(sleepy)->status != "completed");
+    CHECK(e.stats().runs_ended == 2);
+    e.stop();
+}
+
 TEST_CASE("registration refuses bad workflows") {
     Fixture f;
     f.engine.add(workflow("a").run([](Context&) { return 1; }));
