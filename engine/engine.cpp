@@ -525,6 +525,11 @@ struct Engine::Impl {
         return w.run_status;
     }
 
+    std::size_t triggered_count(std::string_view name) const {
+        const auto it = triggers.find(name);
+        return it == triggers.end() ? 0 : it->second.size();
+    }
+
     // A run of every workflow the event named `name` triggers.
     std::vector<storage::NewRun> triggered(std::string_view name) const {
         std::vector<storage::NewRun> runs;
@@ -578,15 +583,10 @@ struct Engine::Impl {
                             std::span<const storage::NewRun> runs) {
         storage::EventWrite w{&e, runs, now()};
         const int n = static_cast<int>(runs.size());
-        bool reserved = false;
-        if (n > 0) {
-            std::lock_guard lock(mu);
-            if (!stopping && idle_slots() >= n) {
-                promised += n;
-                reserved = true;
-                w.lease_owner = worker_id;
-                w.lease_until = w.now + options.lease.count();
-            }
+        const bool reserved = promise_threads(n);
+        if (reserved) {
+            w.lease_owner = worker_id;
+            w.lease_until = w.now + options.lease.count();
         }
         std::optional<SendResult> out;
         const std::function<void(Transaction&)> f = [&](Transaction& tx) { out = send(tx, in); };
@@ -611,6 +611,47 @@ struct Engine::Impl {
     // Worker threads neither busy, nor about to take a claimed run, nor promised to a send.
     // Called with mu held.
     int idle_slots() const { return free_slots - static_cast<int>(ready.size()) - promised; }
+
+    // Promises `n` idle worker threads to a send that writes its `n` runs claimed, if there
+    // are that many; hand_over ends the promise.
+    bool promise_threads(int n) {
+        if (n <= 0) return false;
+        std::lock_guard lock(mu);
+        if (stopping || idle_slots() < n) return false;
+        promised += n;
+        return true;
+    }
+
+    // Engine::send's transactional path (with riders on Postgres, every send on SQLite).
+    // On SQLite, while the workers run and have idle threads for all of the event's runs,
+    // the runs are written claimed and handed to those threads after the commit, as
+    // send_batched does on Postgres: the dispatcher's wake-up and claim are saved.
+    SendResult send_transacted(const EventInput& in, const Engine::Riders& riders) {
+        const bool claiming = db.backend() == storage::Backend::sqlite && batching();
+        const int n = claiming ? static_cast<int>(triggered_count(in.name)) : 0;
+        const bool reserved = promise_threads(n);
+        std::optional<storage::ClaimedBy> claimed;
+        SendResult out;
+        try {
+            out = transact([&](Transaction& tx) {
+                if (reserved)
+                    claimed.emplace(
+                        storage::ClaimedBy{worker_id, now() + options.lease.count(), {}});
+                auto sent = send(tx, in, claimed ? &*claimed : nullptr);
+                if (riders) storage::RunStore::insert_rows(tx, riders(sent));
+                return sent;
+            });
+        } catch (...) {
+            if (reserved) hand_over(n, {});
+            throw;
+        }
+        std::vector<storage::Claim> claims;
+        if (claimed) claims = std::move(claimed->claims);
+        const bool mine = !claims.empty();
+        if (reserved) hand_over(n, std::move(claims));
+        if ((!mine && !out.run_ids.empty()) || out.waits_resumed > 0) announce();
+        return out;
+    }
 
     // Ends a send's promise of `promise` idle worker threads: its claimed runs (as many,
     // or none when it wrote nothing claimed) go to them, or back to the queue when the
@@ -639,10 +680,11 @@ struct Engine::Impl {
         }
     }
 
-    SendResult send(Transaction& tx, const EventInput& in) {
+    // With `claimed`, the event's runs are written claimed (storage::ClaimedBy).
+    SendResult send(Transaction& tx, const EventInput& in, storage::ClaimedBy* claimed = nullptr) {
         const storage::NewEvent e = new_event(in);
         const std::int64_t t = now();
-        auto ins = store.insert_event(tx, e, triggered(in.name), t);
+        auto ins = store.insert_event(tx, e, triggered(in.name), t, claimed);
         SendResult out{ins.event_id, ins.run_ids, ins.duplicate, 0};
         if (ins.duplicate) return out;
 
@@ -1267,13 +1309,7 @@ SendResult Engine::send(const EventInput& event) {
 
 SendResult Engine::send(const EventInput& event, const Riders& riders) {
     if (auto out = impl_->send_alone(event, riders)) return *out;
-    auto out = impl_->transact([&](storage::Transaction& tx) {
-        auto sent = impl_->send(tx, event);
-        if (riders) storage::RunStore::insert_rows(tx, riders(sent));
-        return sent;
-    });
-    if (!out.run_ids.empty() || out.waits_resumed > 0) impl_->announce();
-    return out;
+    return impl_->send_transacted(event, riders);
 }
 
 void Engine::wake() {

@@ -352,15 +352,40 @@ std::pair<std::string, std::string> insert_lists(const RowInsert& row, Params& p
 
 }  // namespace
 
+namespace {
+
+// What claim_runs would read back for a run written claimed at `now`.
+Claim claimed_run(const NewEvent& e, const std::string& event_id, const NewRun& r,
+                  const std::string& run_id, std::int64_t now, const std::string& owner,
+                  std::int64_t until) {
+    RunState state;
+    state.run.id = run_id;
+    state.run.workflow_id = r.workflow_id;
+    state.run.version = r.version;
+    state.run.event_id = event_id;
+    state.run.event_name = e.name;
+    state.run.status = std::string(run_status::kRunning);
+    state.run.created_at = state.run.updated_at = now;
+    state.run.started_at = now;
+    state.run.parent_run_id = r.parent_run_id;
+    state.run.parent_step_key = r.parent_step_key;
+    state.run.worker = owner;
+    state.event = EventRecord{event_id, e.name, e.data, e.ts.value_or(now), e.idempotency_key, now};
+    return Claim{Lease{run_id, owner, 1, until}, std::move(state)};
+}
+
+}  // namespace
+
 InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
-                                     std::span<const NewRun> runs, std::int64_t now) {
+                                     std::span<const NewRun> runs, std::int64_t now,
+                                     ClaimedBy* claimed) {
     if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
     InsertedEvent out;
     out.event_id = event.id.value_or(new_id_at(now));
     std::vector<std::string> run_ids;
     for (std::size_t i = 0; i < runs.size(); ++i) run_ids.push_back(new_id_at(now));
     Result inserted;
-    if (tx.backend() == Backend::postgres && !runs.empty()) {
+    if (tx.backend() == Backend::postgres && !runs.empty() && claimed == nullptr) {
         // One statement (one round trip) for the event, its runs and their queue items;
         // the runs exist only if the event was new.
         Params param;
@@ -401,14 +426,30 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
     for (std::size_t i = 0; i < runs.size(); ++i) {
         const NewRun& run = runs[i];
         std::string& run_id = run_ids[i];
-        tx.exec(
-            "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, created_at, "
-            "updated_at, parent_run_id, parent_step_key) "
-            "VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7, $8)",
-            run_id, run.workflow_id, run.version, out.event_id, run_status::kQueued, now,
-            run.parent_run_id, run.parent_step_key);
-        tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, $3)", run_id, now,
-                run.priority);
+        if (claimed == nullptr) {
+            tx.exec(
+                "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+                "created_at, updated_at, parent_run_id, parent_step_key) "
+                "VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7, $8)",
+                run_id, run.workflow_id, run.version, out.event_id, run_status::kQueued, now,
+                run.parent_run_id, run.parent_step_key);
+            tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, $3)", run_id, now,
+                    run.priority);
+        } else {
+            // As a claim leaves it: running, its item leased (epoch 1).
+            tx.exec(
+                "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+                "created_at, updated_at, started_at, worker, parent_run_id, parent_step_key) "
+                "VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $6, $7, $8, $9)",
+                run_id, run.workflow_id, run.version, out.event_id, run_status::kRunning, now,
+                claimed->owner, run.parent_run_id, run.parent_step_key);
+            tx.exec(
+                "INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
+                "lease_epoch) VALUES ($1, $2, $3, $4, $2, 1)",
+                run_id, claimed->until, run.priority, claimed->owner);
+            claimed->claims.push_back(
+                claimed_run(event, out.event_id, run, run_id, now, claimed->owner, claimed->until));
+        }
         out.run_ids.push_back(std::move(run_id));
     }
     return out;
@@ -532,26 +573,10 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
             continue;
         }
         if (!w->lease_owner) continue;
-        // What claim_runs would have read back for each run.
-        const NewEvent& e = *w->event;
         for (std::size_t i = 0; i < w->runs.size(); ++i) {
-            const NewRun& r = w->runs[i];
-            RunState state;
-            state.run.id = w->inserted.run_ids[i];
-            state.run.workflow_id = r.workflow_id;
-            state.run.version = r.version;
-            state.run.event_id = w->inserted.event_id;
-            state.run.event_name = e.name;
-            state.run.status = std::string(run_status::kRunning);
-            state.run.created_at = state.run.updated_at = w->now;
-            state.run.started_at = w->now;
-            state.run.parent_run_id = r.parent_run_id;
-            state.run.parent_step_key = r.parent_step_key;
-            state.run.worker = w->lease_owner;
-            state.event = EventRecord{w->inserted.event_id, e.name, e.data, e.ts.value_or(w->now),
-                                      e.idempotency_key,    w->now};
-            w->claims.push_back(
-                Claim{Lease{state.run.id, *w->lease_owner, 1, w->lease_until}, std::move(state)});
+            w->claims.push_back(claimed_run(*w->event, w->inserted.event_id, w->runs[i],
+                                            w->inserted.run_ids[i], w->now, *w->lease_owner,
+                                            w->lease_until));
         }
     }
 }

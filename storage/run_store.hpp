@@ -158,6 +158,15 @@ struct Claim {
     std::optional<RunState> state;  // the run as claimed (status running), with no steps
 };
 
+// For RunStore::insert_event: the runs are written claimed by `owner` until `until`
+// (running, lease epoch 1), for a sender that runs them itself instead of queueing them
+// for a claim; their claims, as claim_runs returns them, are appended to `claims`.
+struct ClaimedBy {
+    std::string owner;
+    std::int64_t until = 0;
+    std::vector<Claim> claims;
+};
+
 // An event for RunStore::insert_events, with the runs it starts (due at `now`).
 struct EventWrite {
     const NewEvent* event = nullptr;
@@ -219,8 +228,9 @@ class RunStore {
     // first event's id and runs with duplicate = true. Waking idle workers in other
     // processes is the caller's part, after the commit (Engine does it with a Notifier on
     // kQueueChannel).
+    // With `claimed`, a new event's runs are written claimed (ClaimedBy).
     InsertedEvent insert_event(Transaction& tx, const NewEvent& event, std::span<const NewRun> runs,
-                               std::int64_t now);
+                               std::int64_t now, ClaimedBy* claimed = nullptr);
     // The same in a transaction of its own.
     InsertedEvent insert_event(const NewEvent& event, std::span<const NewRun> runs,
                                std::int64_t now);

@@ -698,6 +698,51 @@ TEST_CASE("await_runs_ended returns once runs' ends are committed, and counts on
     e.stop();
 }
 
+TEST_CASE("a send while workers run hands its runs to idle threads, or queues them") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    std::atomic<bool> holding{false}, release{false};
+    e.add(workflow("quick").on_event("quick").run(
+        [](Context& ctx) { return ctx.step("one", [] { return 1; }); }));
+    e.add(workflow("hold").on_event("hold").run([&](Context& ctx) {
+        return ctx.step("wait", [&] {
+            holding = true;
+            while (!release) std::this_thread::sleep_for(1ms);
+            return 1;
+        });
+    }));
+    e.start({.threads = 1, .lease = 30s, .poll = 50ms});
+    auto status = [&](const std::string& id) { return e.store().get_run(id)->status; };
+    auto await_ended = [&](std::int64_t n) {  // until n runs ended, 10 s at most
+        for (int i = 0; i < 100 && e.await_runs_ended(n - 1, 100ms) < n; ++i) {
+        }
+    };
+
+    // The thread is idle: the run is written claimed by this engine and runs at once.
+    const auto first = e.send(EventInput{"quick"}).run_ids.at(0);
+    await_ended(1);
+    CHECK(status(first) == "completed");
+    CHECK(e.store().get_run(first)->worker == e.worker_id());
+
+    // The only thread is busy: the next run waits in the queue, unclaimed, until it frees.
+    const auto held = e.send(EventInput{"hold"}).run_ids.at(0);
+    for (int i = 0; i < 1000 && !holding; ++i) std::this_thread::sleep_for(5ms);
+    REQUIRE(holding);
+    const auto queued = e.send(EventInput{"quick", {{"n", 2}}}).run_ids.at(0);
+    CHECK(status(queued) == "queued");
+    CHECK(t.db()
+              .exec("SELECT count(*) FROM queue WHERE run_id = $1 AND lease_owner IS NULL", queued)
+              .front()
+              .get<int>(0) == 1);
+    release = true;
+    await_ended(3);
+    e.stop();
+    CHECK(status(held) == "completed");
+    CHECK(status(queued) == "completed");
+}
+
 TEST_CASE("registration refuses bad workflows") {
     Fixture f;
     f.engine.add(workflow("a").run([](Context&) { return 1; }));

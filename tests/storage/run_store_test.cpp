@@ -632,6 +632,73 @@ TEST_CASE("insert_events writes plain new events together and leaves the rest to
               .get<std::string>(0) == keyed.data);
 }
 
+TEST_CASE("insert_event can write the runs claimed, as a claim would have left them") {
+    Fixture f;
+    Database& db = f.t.db();
+    const std::vector<NewRun> two{{"wf-a", "1", 5}, {"wf-b", "2"}};
+    NewEvent e = event("order/placed", R"({"n":7})");
+    e.idempotency_key = "once";
+    ClaimedBy claimed{"w1", kT0 + kLease, {}};
+    const auto ins = db.transact(
+        [&](Transaction& tx) { return f.store.insert_event(tx, e, two, kT0, &claimed); });
+    REQUIRE(ins.run_ids.size() == 2);
+    REQUIRE(claimed.claims.size() == 2);
+    for (std::size_t i = 0; i < 2; ++i) {
+        const Claim& c = claimed.claims[i];
+        CHECK(c.lease.run_id == ins.run_ids[i]);
+        CHECK(c.lease.owner == "w1");
+        CHECK(c.lease.epoch == 1);
+        CHECK(c.lease.until == kT0 + kLease);
+        // The state handed to the worker is the one a load reads back.
+        REQUIRE(c.state);
+        const auto loaded = f.store.load(c.lease.run_id);
+        REQUIRE(loaded);
+        const RunRecord& want = loaded->run;
+        const RunRecord& got = c.state->run;
+        CHECK(want.status == "running");
+        CHECK(got.status == want.status);
+        CHECK(got.workflow_id == want.workflow_id);
+        CHECK(got.version == want.version);
+        CHECK(got.event_id == want.event_id);
+        CHECK(got.event_name == want.event_name);
+        CHECK(got.created_at == want.created_at);
+        CHECK(got.updated_at == want.updated_at);
+        CHECK(got.started_at == want.started_at);
+        CHECK(got.worker == want.worker);
+        CHECK(c.state->event.id == loaded->event.id);
+        CHECK(c.state->event.data == loaded->event.data);
+        CHECK(c.state->event.idempotency_key == loaded->event.idempotency_key);
+        CHECK(c.state->steps.empty());
+    }
+    auto q =
+        db.exec("SELECT lease_owner, lease_epoch, due_at, priority FROM queue WHERE run_id = $1",
+                ins.run_ids[0]);
+    REQUIRE(q.size() == 1);
+    CHECK(q.front().get<std::string>(0) == "w1");
+    CHECK(q.front().get<std::int64_t>(1) == 1);
+    CHECK(q.front().get<std::int64_t>(2) == kT0 + kLease);
+    CHECK(q.front().get<std::int64_t>(3) == 5);
+
+    // The lease is an ordinary one: it fences writes, keeps other claimers off until it
+    // expires, and is then claimed again with a new epoch.
+    const Lease lease = claimed.claims[0].lease;
+    CHECK(f.store.record_step(lease, step(lease, "a", 0, "1")));
+    CHECK(f.store.claim("w2", 5, kT0 + 1, kLease).empty());
+    const auto again = f.store.claim("w2", 5, kT0 + kLease, kLease);
+    CHECK(again.size() == 2);
+    for (const Lease& l : again) CHECK(l.epoch == 2);
+    CHECK_FALSE(f.store.record_step(lease, step(lease, "b", 1, "2")));
+
+    // A repeat writes nothing, so it claims nothing.
+    ClaimedBy repeat{"w1", kT0 + kLease, {}};
+    const auto dup = db.transact(
+        [&](Transaction& tx) { return f.store.insert_event(tx, e, two, kT0 + 5, &repeat); });
+    CHECK(dup.duplicate);
+    CHECK(dup.run_ids == ins.run_ids);
+    CHECK(repeat.claims.empty());
+    CHECK(count(db, "runs") == 2);
+}
+
 TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix") {
     Fixture f;
     auto a = f.store.insert_event(event("ticket/created"),
