@@ -639,6 +639,67 @@ TEST_CASE("plain sends while workers run: each lands once, repeats and awaited e
     CHECK(count("SELECT count(*) FROM steps WHERE step_key = 'a'") == kEach);
 }
 
+TEST_CASE("a send that fails in a shared batch fails alone: the sends beside it land") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    // The database refuses events named "refused": the statement of a batch that holds one
+    // fails as a whole (on Postgres, sends while workers run share one statement).
+    if (t.db().backend() == storage::Backend::postgres) {
+        t.db().exec(
+            "CREATE FUNCTION refuse_event() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.name = 'refused' THEN RAISE EXCEPTION 'event refused by a trigger'; END IF; "
+            "RETURN NEW; END $$");
+        t.db().exec(
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON events FOR EACH ROW "
+            "EXECUTE FUNCTION refuse_event()");
+    } else {
+        t.db().exec(
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON events WHEN NEW.name = 'refused' "
+            "BEGIN SELECT RAISE(ABORT, 'event refused by a trigger'); END");
+    }
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    e.add(workflow("taken").on_event("taken").run(
+        [](Context& ctx) { return ctx.step("a", [] { return 1; }); }));
+    e.add(workflow("never").on_event("refused").run(
+        [](Context& ctx) { return ctx.step("a", [] { return 1; }); }));
+    e.start({.threads = 4, .lease = 5s, .poll = 20ms});
+    constexpr int kSenders = 6, kEach = 30;
+    std::atomic<int> sent{0}, refused{0}, wrong{0};
+    std::vector<std::thread> senders;
+    for (int s = 0; s < kSenders; ++s) {
+        senders.emplace_back([&, s] {
+            for (int i = 0; i < kEach; ++i) {
+                const bool bad = (s + i) % 5 == 0;
+                try {
+                    const auto r =
+                        e.send(EventInput{bad ? "refused" : "taken", {{"s", s}, {"i", i}}});
+                    if (bad || r.run_ids.size() != 1) ++wrong;
+                    ++sent;
+                } catch (const std::exception&) {
+                    if (!bad) ++wrong;
+                    ++refused;
+                }
+            }
+        });
+    }
+    for (auto& th : senders) th.join();
+    const int taken = sent.load();
+    for (int i = 0; i < 100 && e.await_runs_ended(taken - 1, 100ms) < taken; ++i) {
+    }
+    e.stop();
+    CHECK(wrong == 0);  // every refused send threw, every other one returned its run
+    CHECK(refused == kSenders * kEach / 5);
+    CHECK(taken == kSenders * kEach - refused);
+    auto count = [&](const std::string& sql) {
+        return t.db().exec(sql).front().get<std::int64_t>(0);
+    };
+    CHECK(count("SELECT count(*) FROM events WHERE name = 'taken'") == taken);
+    CHECK(count("SELECT count(*) FROM events WHERE name = 'refused'") == 0);
+    CHECK(count("SELECT count(*) FROM runs WHERE workflow_id = 'never'") == 0);
+    CHECK(count("SELECT count(*) FROM runs WHERE status = 'completed'") == taken);
+}
+
 TEST_CASE("a run that sleeps is claimed again when its sleep ends, not at the next poll") {
     TestDb t;
     storage::Migrator(t.db(), {storage::run_store_component()}).apply();
