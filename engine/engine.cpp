@@ -557,14 +557,31 @@ struct Engine::Impl {
         if (db.backend() != storage::Backend::postgres) return std::nullopt;
         const storage::NewEvent e = new_event(in);
         const std::vector<storage::NewRun> runs = triggered(in.name);
-        if (!riders && batching()) return send_batched(in, e, runs);
-        auto ins =
-            store.insert_event_alone(e, runs, now(), [&](const storage::InsertedEvent& ids) {
-                return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
-                              : std::vector<storage::RowInsert>{};
-            });
+        const bool live = batching();
+        if (!riders && live) return send_batched(in, e, runs);
+        // Claiming its runs, as send_batched does, while idle threads can take them.
+        const int n = live ? static_cast<int>(runs.size()) : 0;
+        const bool reserved = promise_threads(n);
+        std::optional<storage::ClaimedBy> claimed;
+        if (reserved)
+            claimed.emplace(storage::ClaimedBy{worker_id, now() + options.lease.count(), {}});
+        std::optional<storage::InsertedEvent> ins;
+        try {
+            ins = store.insert_event_alone(
+                e, runs, now(),
+                [&](const storage::InsertedEvent& ids) {
+                    return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
+                                  : std::vector<storage::RowInsert>{};
+                },
+                claimed ? &*claimed : nullptr);
+        } catch (...) {
+            if (reserved) hand_over(n, {});
+            throw;
+        }
+        if (reserved)
+            hand_over(n, ins ? std::move(claimed->claims) : std::vector<storage::Claim>{});
         if (!ins) return std::nullopt;
-        announce();
+        if (!reserved) announce();
         return SendResult{ins->event_id, ins->run_ids, false, 0};
     }
 
@@ -622,13 +639,12 @@ struct Engine::Impl {
         return true;
     }
 
-    // Engine::send's transactional path (with riders on Postgres, every send on SQLite).
-    // On SQLite, while the workers run and have idle threads for all of the event's runs,
-    // the runs are written claimed and handed to those threads after the commit, as
-    // send_batched does on Postgres: the dispatcher's wake-up and claim are saved.
+    // Engine::send's transactional path (every send on SQLite; on Postgres a send that
+    // send_alone leaves). While the workers run and have idle threads for all of the
+    // event's runs, the runs are written claimed and handed to those threads after the
+    // commit, as send_batched does: the dispatcher's wake-up and claim are saved.
     SendResult send_transacted(const EventInput& in, const Engine::Riders& riders) {
-        const bool claiming = db.backend() == storage::Backend::sqlite && batching();
-        const int n = claiming ? static_cast<int>(triggered_count(in.name)) : 0;
+        const int n = batching() ? static_cast<int>(triggered_count(in.name)) : 0;
         const bool reserved = promise_threads(n);
         std::optional<storage::ClaimedBy> claimed;
         SendResult out;

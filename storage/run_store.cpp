@@ -279,11 +279,12 @@ namespace {
 // Postgres: the event, its runs and their queue items as one data-modifying WITH (one
 // round trip). The event is inserted only if it is new and passes `guard` (a WHERE over
 // the CTEs in `head`, which come first); everything else is written only for an inserted
-// event (`FROM e`). `extra` is appended as further CTEs.
+// event (`FROM e`). `extra` is appended as further CTEs. With `claimed`, the runs are
+// written as a claim leaves them: running, their items leased (epoch 1).
 std::string event_statement(Params& param, const NewEvent& event, const std::string& event_id,
                             std::span<const NewRun> runs, std::span<const std::string> run_ids,
                             std::int64_t now, std::string_view head, std::string_view guard,
-                            std::string_view extra) {
+                            std::string_view extra, const ClaimedBy* claimed) {
     const std::string e = fmt::format(
         "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
         "SELECT {}, {}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT) {} "
@@ -298,16 +299,29 @@ std::string event_statement(Params& param, const NewEvent& event, const std::str
                             param(runs[i].parent_step_key));
     }
     const std::string at = param(now);
+    // Queued: due now, no lease. Claimed: running since now, leased until `until`.
+    std::string status = "'queued'", started = "CAST(NULL AS BIGINT)", worker = "NULL", due = at,
+                lease = "NULL, CAST(NULL AS BIGINT), 0";
+    if (claimed != nullptr) {
+        const std::string owner = param(claimed->owner), until = param(claimed->until);
+        status = "'running'";
+        started = fmt::format("CAST({} AS BIGINT)", at);
+        worker = owner;
+        due = until;
+        lease = fmt::format("{}, CAST({} AS BIGINT), 1", owner, until);
+    }
     return fmt::format(
         "WITH {0}{1}, v (id, workflow_id, version, priority, parent_run_id, parent_step_key) AS "
         "(VALUES {2}), "
         "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
-        "created_at, updated_at, parent_run_id, parent_step_key) "
-        "SELECT v.id, v.workflow_id, v.version, e.id, 'queued', 0, CAST({3} AS BIGINT), "
-        "CAST({3} AS BIGINT), v.parent_run_id, v.parent_step_key FROM v, e RETURNING id), "
-        "q AS (INSERT INTO queue (run_id, due_at, priority) "
-        "SELECT r.id, CAST({3} AS BIGINT), v.priority FROM r JOIN v ON v.id = r.id){4} ",
-        head, e, rows, at, extra);
+        "created_at, updated_at, started_at, worker, parent_run_id, parent_step_key) "
+        "SELECT v.id, v.workflow_id, v.version, e.id, {5}, 0, CAST({3} AS BIGINT), "
+        "CAST({3} AS BIGINT), {6}, {7}, v.parent_run_id, v.parent_step_key FROM v, e "
+        "RETURNING id), "
+        "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
+        "lease_epoch) SELECT r.id, CAST({8} AS BIGINT), v.priority, {9} FROM r JOIN v ON "
+        "v.id = r.id){4} ",
+        head, e, rows, at, extra, status, started, worker, due, lease);
 }
 
 // A Postgres array literal ({"a","b",NULL}) of `values`, for a parameter the statement
@@ -374,6 +388,16 @@ Claim claimed_run(const NewEvent& e, const std::string& event_id, const NewRun& 
     return Claim{Lease{run_id, owner, 1, until}, std::move(state)};
 }
 
+// The claims of an inserted event's runs written claimed, if they were.
+void add_claims(ClaimedBy* claimed, const NewEvent& event, const InsertedEvent& ins,
+                std::span<const NewRun> runs, std::int64_t now) {
+    if (claimed == nullptr) return;
+    for (std::size_t i = 0; i < runs.size(); ++i) {
+        claimed->claims.push_back(claimed_run(event, ins.event_id, runs[i], ins.run_ids[i], now,
+                                              claimed->owner, claimed->until));
+    }
+}
+
 }  // namespace
 
 InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
@@ -385,16 +409,17 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
     std::vector<std::string> run_ids;
     for (std::size_t i = 0; i < runs.size(); ++i) run_ids.push_back(new_id_at(now));
     Result inserted;
-    if (tx.backend() == Backend::postgres && !runs.empty() && claimed == nullptr) {
+    if (tx.backend() == Backend::postgres && !runs.empty()) {
         // One statement (one round trip) for the event, its runs and their queue items;
         // the runs exist only if the event was new.
         Params param;
         const std::string sql =
-            event_statement(param, event, out.event_id, runs, run_ids, now, "", "", "") +
+            event_statement(param, event, out.event_id, runs, run_ids, now, "", "", "", claimed) +
             "SELECT e.id FROM e";
         inserted = tx.exec_values(sql, param.values);
         if (!inserted.empty()) {
             out.run_ids = std::move(run_ids);
+            add_claims(claimed, event, out, runs, now);
             return out;
         }
     } else {
@@ -462,7 +487,8 @@ InsertedEvent RunStore::insert_event(const NewEvent& event, std::span<const NewR
 
 std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
                                                           std::span<const NewRun> runs,
-                                                          std::int64_t now, const Riders& riders) {
+                                                          std::int64_t now, const Riders& riders,
+                                                          ClaimedBy* claimed) {
     if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
     if (db_.backend() != Backend::postgres || runs.empty()) return std::nullopt;
     InsertedEvent out;
@@ -480,10 +506,12 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
         extra += fmt::format(", x{} AS (INSERT INTO {} ({}) SELECT {} FROM e)", i, rows[i].table,
                              names, values);
     }
-    const std::string sql = event_statement(param, event, out.event_id, runs, out.run_ids, now,
-                                            head, "WHERE NOT EXISTS (SELECT 1 FROM w)", extra) +
-                            "SELECT e.id FROM e";
+    const std::string sql =
+        event_statement(param, event, out.event_id, runs, out.run_ids, now, head,
+                        "WHERE NOT EXISTS (SELECT 1 FROM w)", extra, claimed) +
+        "SELECT e.id FROM e";
     if (db_.exec_once(Access::read_write, sql, param.values).empty()) return std::nullopt;
+    add_claims(claimed, event, out, runs, now);
     return out;
 }
 

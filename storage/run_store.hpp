@@ -240,11 +240,13 @@ class RunStore {
     // unless the event is a plain new one — no run waits for events of its name (resuming
     // one is the transactional path's work: insert_event, waits_for), neither its id nor
     // its idempotency key was seen before, and `runs` is not empty; the caller then takes
-    // the transactional path. SQLite always returns nullopt.
+    // the transactional path. SQLite always returns nullopt. With `claimed`, the runs are
+    // written claimed (ClaimedBy).
     using Riders = std::function<std::vector<RowInsert>(const InsertedEvent&)>;
     std::optional<InsertedEvent> insert_event_alone(const NewEvent& event,
                                                     std::span<const NewRun> runs, std::int64_t now,
-                                                    const Riders& riders);
+                                                    const Riders& riders,
+                                                    ClaimedBy* claimed = nullptr);
     // Postgres only: several events, their runs and queue items in one statement on its
     // own, however many (one round trip and one commit; Engine::send batches concurrent
     // sends this way). Each event is written only if insert_event_alone would write it

@@ -697,6 +697,37 @@ TEST_CASE("insert_event can write the runs claimed, as a claim would have left t
     CHECK(dup.run_ids == ins.run_ids);
     CHECK(repeat.claims.empty());
     CHECK(count(db, "runs") == 2);
+
+    // Postgres's one-statement path, with a rider row, claims the same way.
+    if (db.backend() != Backend::postgres) return;
+    db.exec("CREATE TABLE notes (event_id TEXT PRIMARY KEY)");
+    ClaimedBy alone{"w3", kT0 + 10 + kLease, {}};
+    const auto one = f.store.insert_event_alone(
+        event("order/placed"), std::span(two).first(1), kT0 + 10,
+        [](const InsertedEvent& ids) {
+            return std::vector<RowInsert>{{"notes", {{"event_id", Value{ids.event_id}}}}};
+        },
+        &alone);
+    REQUIRE(one);
+    REQUIRE(alone.claims.size() == 1);
+    const Claim& c = alone.claims[0];
+    CHECK(c.lease.run_id == one->run_ids.at(0));
+    CHECK(c.lease.owner == "w3");
+    CHECK(c.lease.epoch == 1);
+    const auto loaded = f.store.load(c.lease.run_id);
+    REQUIRE(loaded);
+    CHECK(loaded->run.status == "running");
+    CHECK(loaded->run.worker == std::optional<std::string>("w3"));
+    CHECK(loaded->run.started_at == std::optional<std::int64_t>(kT0 + 10));
+    CHECK(c.state->run.started_at == loaded->run.started_at);
+    auto lq = db.exec("SELECT lease_owner, lease_until, lease_epoch FROM queue WHERE run_id = $1",
+                      c.lease.run_id);
+    REQUIRE(lq.size() == 1);
+    CHECK(lq.front().get<std::string>(0) == "w3");
+    CHECK(lq.front().get<std::int64_t>(1) == kT0 + 10 + kLease);
+    CHECK(lq.front().get<std::int64_t>(2) == 1);
+    CHECK(count(db, "notes") == 1);
+    CHECK(f.store.record_step(c.lease, step(c.lease, "a", 0, "1")));
 }
 
 TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix") {
