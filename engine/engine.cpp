@@ -322,13 +322,19 @@ struct Engine::Impl {
         });
     }
 
-    // Runs one batch and never throws. A batch that fails for any reason hands its writes
-    // back to run alone (write_alone), which retries conflicts and reports errors to each
-    // writer itself. Events (Postgres) are a statement and a commit of their own beside
-    // the rest: they need no fence, and a failure of one part leaves the other written.
-    void commit_batch(std::span<Pending* const> batch) {
-        if (std::ranges::none_of(batch, [](const Pending* p) { return p->event != nullptr; }))
-            return commit_writes(batch);
+    // Runs one batch and never throws; returns the writes whose outcome the caller is to
+    // publish. A batch that fails for any reason hands its writes back to run alone
+    // (write_alone), which retries conflicts and reports errors to each writer itself.
+    // Events (Postgres) are a statement and a commit of their own beside the rest: they
+    // need no fence, and a failure of one part leaves the other written. Their outcomes are
+    // published as soon as their statement commits, so a sender does not also wait for the
+    // step records written after them (a published writer may return at once: its Pending
+    // is not touched again).
+    std::vector<Pending*> commit_batch(std::span<Pending* const> batch) {
+        if (std::ranges::none_of(batch, [](const Pending* p) { return p->event != nullptr; })) {
+            commit_writes(batch);
+            return {batch.begin(), batch.end()};
+        }
         std::vector<Pending*> events, rest;
         for (Pending* p : batch) (p->event != nullptr ? events : rest).push_back(p);
         std::vector<storage::EventWrite*> writes;
@@ -343,7 +349,16 @@ struct Engine::Impl {
                           events.size(), e.what());
             for (Pending* p : events) p->result = Pending::Outcome::alone;
         }
-        if (!rest.empty()) commit_writes(rest);
+        if (rest.empty()) return events;
+        {
+            std::lock_guard lock(gc_mu);
+            for (Pending* p : events) {
+                p->outcome = p->result;
+                p->cv.notify_one();
+            }
+        }
+        commit_writes(rest);
+        return rest;
     }
 
     void commit_writes(std::span<Pending* const> batch) {
@@ -386,10 +401,10 @@ struct Engine::Impl {
                 std::vector<Pending*> batch;
                 batch.swap(gc_queue);
                 lock.unlock();
-                commit_batch(batch);
+                const auto written = commit_batch(batch);
                 lock.lock();
                 --gc_leaders;
-                for (Pending* p : batch) {
+                for (Pending* p : written) {
                     p->outcome = p->result;
                     if (p != &mine) p->cv.notify_one();
                 }
@@ -438,9 +453,9 @@ struct Engine::Impl {
                 std::vector<Pending*> batch;
                 batch.swap(gc_queue);
                 lock.unlock();
-                commit_batch(batch);
+                const auto written = commit_batch(batch);
                 lock.lock();
-                for (Pending* p : batch) {
+                for (Pending* p : written) {
                     p->outcome = p->result;
                     p->cv.notify_one();
                 }
