@@ -17,6 +17,7 @@
 #include <span>
 #include <thread>
 #include <type_traits>
+#include <utility>
 
 #include "common/ids.hpp"
 #include "common/threads.hpp"
@@ -575,28 +576,22 @@ struct Engine::Impl {
         const bool live = batching();
         if (!riders && live) return send_batched(in, e, runs);
         // Claiming its runs, as send_batched does, while idle threads can take them.
-        const int n = live ? static_cast<int>(runs.size()) : 0;
-        const bool reserved = promise_threads(n);
+        Promise promise(*this, live ? static_cast<int>(runs.size()) : 0);
         std::optional<storage::ClaimedBy> claimed;
-        if (reserved)
-            claimed.emplace(storage::ClaimedBy{worker_id, now() + options.lease.count(), {}});
-        std::optional<storage::InsertedEvent> ins;
-        try {
-            ins = store.insert_event_alone(
-                e, runs, now(),
-                [&](const storage::InsertedEvent& ids) {
-                    return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
-                                  : std::vector<storage::RowInsert>{};
-                },
-                claimed ? &*claimed : nullptr);
-        } catch (...) {
-            if (reserved) hand_over(n, {});
-            throw;
-        }
-        if (reserved)
-            hand_over(n, ins ? std::move(claimed->claims) : std::vector<storage::Claim>{});
+        if (promise) claimed = promise.claimed_by();
+        auto ins = store.insert_event_alone(
+            e, runs, now(),
+            [&](const storage::InsertedEvent& ids) {
+                return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
+                              : std::vector<storage::RowInsert>{};
+            },
+            claimed ? &*claimed : nullptr);
         if (!ins) return std::nullopt;
-        if (!reserved) announce();
+        if (claimed) {
+            promise.keep(std::move(claimed->claims));
+        } else {
+            announce();
+        }
         return SendResult{ins->event_id, ins->run_ids, false, 0};
     }
 
@@ -614,9 +609,9 @@ struct Engine::Impl {
     SendResult send_batched(const EventInput& in, const storage::NewEvent& e,
                             std::span<const storage::NewRun> runs) {
         storage::EventWrite w{&e, runs, now()};
-        const int n = static_cast<int>(runs.size());
-        const bool reserved = promise_threads(n);
-        if (reserved) {
+        Promise promise(*this, static_cast<int>(runs.size()));
+        const bool claiming = static_cast<bool>(promise);
+        if (claiming) {
             w.lease_owner = worker_id;
             w.lease_until = w.now + options.lease.count();
         }
@@ -625,18 +620,13 @@ struct Engine::Impl {
         Pending mine{nullptr, nullptr, &f};
         mine.event = &w;
         mine.own_errors = true;
-        try {
-            submit(mine);
-        } catch (...) {
-            if (reserved) hand_over(n, {});
-            throw;
-        }
-        if (reserved) hand_over(n, std::move(w.claims));
+        submit(mine);
+        promise.keep(std::move(w.claims));
         if (!w.written) {
             if (!out->run_ids.empty() || out->waits_resumed > 0) announce();
             return std::move(*out);
         }
-        if (!reserved && n > 0) announce();
+        if (!claiming && !runs.empty()) announce();
         return SendResult{w.inserted.event_id, w.inserted.run_ids, false, 0};
     }
 
@@ -654,32 +644,46 @@ struct Engine::Impl {
         return true;
     }
 
+    // A send's promise of idle worker threads for its runs (false when there are too few),
+    // ended exactly once: by keep() with the runs it wrote claimed, or, should it write
+    // none or throw, on destruction.
+    class Promise {
+      public:
+        Promise(Impl& im, int n) : im_(im), n_(im.promise_threads(n) ? n : 0) {}
+        ~Promise() {
+            if (n_ > 0) im_.hand_over(n_, {});
+        }
+        Promise(const Promise&) = delete;
+        Promise& operator=(const Promise&) = delete;
+        explicit operator bool() const { return n_ > 0; }
+        // The lease the runs are written with.
+        storage::ClaimedBy claimed_by() const {
+            return {im_.worker_id, im_.now() + im_.options.lease.count(), {}};
+        }
+        void keep(std::vector<storage::Claim> claims) {
+            if (n_ > 0) im_.hand_over(std::exchange(n_, 0), std::move(claims));
+        }
+
+      private:
+        Impl& im_;
+        int n_;
+    };
+
     // Engine::send's transactional path (every send on SQLite; on Postgres a send that
     // send_alone leaves). While the workers run and have idle threads for all of the
     // event's runs, the runs are written claimed and handed to those threads after the
     // commit, as send_batched does: the dispatcher's wake-up and claim are saved.
     SendResult send_transacted(const EventInput& in, const Engine::Riders& riders) {
-        const int n = batching() ? static_cast<int>(triggered_count(in.name)) : 0;
-        const bool reserved = promise_threads(n);
+        Promise promise(*this, batching() ? static_cast<int>(triggered_count(in.name)) : 0);
         std::optional<storage::ClaimedBy> claimed;
-        SendResult out;
-        try {
-            out = transact([&](Transaction& tx) {
-                if (reserved)
-                    claimed.emplace(
-                        storage::ClaimedBy{worker_id, now() + options.lease.count(), {}});
-                auto sent = send(tx, in, claimed ? &*claimed : nullptr);
-                if (riders) storage::RunStore::insert_rows(tx, riders(sent));
-                return sent;
-            });
-        } catch (...) {
-            if (reserved) hand_over(n, {});
-            throw;
-        }
-        std::vector<storage::Claim> claims;
-        if (claimed) claims = std::move(claimed->claims);
-        const bool mine = !claims.empty();
-        if (reserved) hand_over(n, std::move(claims));
+        const SendResult out = transact([&](Transaction& tx) {
+            if (promise) claimed = promise.claimed_by();  // afresh if the batch runs it again
+            auto sent = send(tx, in, claimed ? &*claimed : nullptr);
+            if (riders) storage::RunStore::insert_rows(tx, riders(sent));
+            return sent;
+        });
+        const bool mine = claimed && !claimed->claims.empty();
+        if (claimed) promise.keep(std::move(claimed->claims));
         if ((!mine && !out.run_ids.empty()) || out.waits_resumed > 0) announce();
         return out;
     }
