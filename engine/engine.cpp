@@ -610,23 +610,19 @@ struct Engine::Impl {
                             std::span<const storage::NewRun> runs) {
         storage::EventWrite w{&e, runs, now()};
         Promise promise(*this, static_cast<int>(runs.size()));
-        const bool claiming = static_cast<bool>(promise);
-        if (claiming) {
-            w.lease_owner = worker_id;
-            w.lease_until = w.now + options.lease.count();
-        }
+        if (promise) w.claimed = promise.claimed_by();
         std::optional<SendResult> out;
         const std::function<void(Transaction&)> f = [&](Transaction& tx) { out = send(tx, in); };
         Pending mine{nullptr, nullptr, &f};
         mine.event = &w;
         mine.own_errors = true;
         submit(mine);
-        promise.keep(std::move(w.claims));
+        if (w.claimed) promise.keep(std::move(w.claimed->claims));
         if (!w.written) {
             if (!out->run_ids.empty() || out->waits_resumed > 0) announce();
             return std::move(*out);
         }
-        if (!claiming && !runs.empty()) announce();
+        if (!w.claimed && !runs.empty()) announce();
         return SendResult{w.inserted.event_id, w.inserted.run_ids, false, 0};
     }
 
@@ -634,22 +630,18 @@ struct Engine::Impl {
     // Called with mu held.
     int idle_slots() const { return free_slots - static_cast<int>(ready.size()) - promised; }
 
-    // Promises `n` idle worker threads to a send that writes its `n` runs claimed, if there
-    // are that many; hand_over ends the promise.
-    bool promise_threads(int n) {
-        if (n <= 0) return false;
-        std::lock_guard lock(mu);
-        if (stopping || idle_slots() < n) return false;
-        promised += n;
-        return true;
-    }
-
-    // A send's promise of idle worker threads for its runs (false when there are too few),
-    // ended exactly once: by keep() with the runs it wrote claimed, or, should it write
-    // none or throw, on destruction.
+    // A send's promise of idle worker threads for its `n` runs (false when there are
+    // fewer), ended exactly once: by keep() with the runs it wrote claimed, or, should it
+    // write none or throw, on destruction (hand_over).
     class Promise {
       public:
-        Promise(Impl& im, int n) : im_(im), n_(im.promise_threads(n) ? n : 0) {}
+        Promise(Impl& im, int n) : im_(im), n_(0) {
+            if (n <= 0) return;
+            std::lock_guard lock(im.mu);
+            if (im.stopping || im.idle_slots() < n) return;
+            im.promised += n;
+            n_ = n;
+        }
         ~Promise() {
             if (n_ > 0) im_.hand_over(n_, {});
         }

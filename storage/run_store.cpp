@@ -534,7 +534,7 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
         if (e.name.empty()) throw std::invalid_argument("event name must not be empty");
         w->written = false;
         w->inserted = InsertedEvent{e.id.value_or(new_id_at(w->now)), {}, false};
-        w->claims.clear();
+        if (w->claimed) w->claimed->claims.clear();
         if (!ids.insert(w->inserted.event_id).second ||
             (e.idempotency_key && !keys.insert(*e.idempotency_key).second))
             continue;
@@ -555,8 +555,8 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
                                             to_value(r.priority),
                                             to_value(r.parent_run_id),
                                             to_value(r.parent_step_key),
-                                            to_value(w->lease_owner),
-                                            w->lease_owner ? to_value(w->lease_until) : Value{}};
+                                            w->claimed ? to_value(w->claimed->owner) : Value{},
+                                            w->claimed ? to_value(w->claimed->until) : Value{}};
             for (std::size_t i = 0; i < rrow.size(); ++i) run[i].push_back(rrow[i]);
         }
     }
@@ -600,12 +600,7 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
             w->inserted.run_ids.clear();
             continue;
         }
-        if (!w->lease_owner) continue;
-        for (std::size_t i = 0; i < w->runs.size(); ++i) {
-            w->claims.push_back(claimed_run(*w->event, w->inserted.event_id, w->runs[i],
-                                            w->inserted.run_ids[i], w->now, *w->lease_owner,
-                                            w->lease_until));
-        }
+        if (w->claimed) add_claims(&*w->claimed, *w->event, w->inserted, w->runs, w->now);
     }
 }
 

@@ -158,9 +158,10 @@ struct Claim {
     std::optional<RunState> state;  // the run as claimed (status running), with no steps
 };
 
-// For RunStore::insert_event: the runs are written claimed by `owner` until `until`
-// (running, lease epoch 1), for a sender that runs them itself instead of queueing them
-// for a claim; their claims, as claim_runs returns them, are appended to `claims`.
+// For RunStore::insert_event and insert_events: the runs are written claimed by `owner`
+// until `until` (running, lease epoch 1), for a sender that runs them itself instead of
+// queueing them for a claim; their claims, as claim_runs returns them, are appended to
+// `claims`.
 struct ClaimedBy {
     std::string owner;
     std::int64_t until = 0;
@@ -172,15 +173,11 @@ struct EventWrite {
     const NewEvent* event = nullptr;
     std::span<const NewRun> runs;
     std::int64_t now = 0;
-    // Set: the runs are written claimed by this owner until `lease_until` (running, lease
-    // epoch 1), for a sender that runs them itself instead of queueing them for a claim.
-    std::optional<std::string> lease_owner;
-    std::int64_t lease_until = 0;
-    // Set by insert_events: whether it was written, its id and its runs' ids if so, and
-    // for a claimed one the claims, as claim_runs returns them.
+    // Set: the runs are written claimed (ClaimedBy; its claims are set for a written one).
+    std::optional<ClaimedBy> claimed;
+    // Set by insert_events: whether it was written, and its id and its runs' ids if so.
     bool written = false;
     InsertedEvent inserted;
-    std::vector<Claim> claims;
 };
 
 struct RunFilter {

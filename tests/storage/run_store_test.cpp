@@ -728,6 +728,21 @@ TEST_CASE("insert_event can write the runs claimed, as a claim would have left t
     CHECK(lq.front().get<std::int64_t>(2) == 1);
     CHECK(count(db, "notes") == 1);
     CHECK(f.store.record_step(c.lease, step(c.lease, "a", 0, "1")));
+
+    // And the statement of a batch of sends (insert_events).
+    NewEvent batched = event("order/placed");
+    EventWrite w{&batched, std::span(two).first(1), kT0 + 20};
+    w.claimed = ClaimedBy{"w4", kT0 + 20 + kLease, {}};
+    EventWrite* one_write[] = {&w};
+    f.store.insert_events(one_write);
+    REQUIRE(w.written);
+    REQUIRE(w.claimed->claims.size() == 1);
+    const Claim& b = w.claimed->claims[0];
+    CHECK(b.lease.run_id == w.inserted.run_ids.at(0));
+    CHECK(b.lease.owner == "w4");
+    CHECK(b.lease.epoch == 1);
+    CHECK(f.store.load(b.lease.run_id)->run.status == "running");
+    CHECK(f.store.record_step(b.lease, step(b.lease, "a", 0, "1")));
 }
 
 TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix") {
