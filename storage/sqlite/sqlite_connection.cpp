@@ -1,11 +1,14 @@
 // SQLite backend. sqlite3.h is included here only.
 //
-// Placeholders: SQL uses $1..$n as on Postgres. SQLite treats "$1" as a named parameter,
-// so parameters are bound by name, which also makes a repeated $1 work.
+// Placeholders: SQL uses $1..$n as on Postgres. SQLite would read "$1" as a named
+// parameter, looked up among the earlier names while parsing and again to bind it, which
+// makes a batch statement with hundreds of them quadratic to prepare. So each $N is
+// rewritten as ?N, SQLite's numbered form, which binds at index N (a repeated $1 too).
 
 #include <fmt/format.h>
 #include <sqlite3.h>
 
+#include <cctype>
 #include <charconv>
 #include <condition_variable>
 #include <mutex>
@@ -41,6 +44,60 @@ bool is_blank(const char* p) {
 void configure_library() {
     static std::once_flag once;
     std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
+}
+
+// The statement with each $N placeholder as ?N, and the highest N. Quoted strings,
+// quoted identifiers and comments are copied as they are; any other parameter form
+// (?, ?N, :name, @name, $name) is refused, so every parameter has a number of ours.
+std::string numbered_placeholders(std::string_view sql, std::size_t& highest) {
+    std::string out;
+    out.reserve(sql.size());
+    highest = 0;
+    auto refuse = [&](std::size_t at) {
+        std::size_t end = at + 1;
+        while (end < sql.size() &&
+               (std::isalnum(static_cast<unsigned char>(sql[end])) || sql[end] == '_'))
+            ++end;
+        throw StorageError(
+            kBackend,
+            fmt::format("placeholder '{}' is not of the form $N", sql.substr(at, end - at)), sql);
+    };
+    for (std::size_t i = 0; i < sql.size();) {
+        const char c = sql[i];
+        if (c == '\'' || c == '"') {  // a doubled quote inside is two quoted runs in a row
+            const std::size_t close = sql.find(c, i + 1);
+            const std::size_t end = close == std::string_view::npos ? sql.size() : close + 1;
+            out.append(sql.substr(i, end - i));
+            i = end;
+        } else if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+            const std::size_t nl = sql.find('\n', i);
+            const std::size_t end = nl == std::string_view::npos ? sql.size() : nl;
+            out.append(sql.substr(i, end - i));
+            i = end;
+        } else if (c == '/' && i + 1 < sql.size() && sql[i + 1] == '*') {
+            const std::size_t close = sql.find("*/", i + 2);
+            const std::size_t end = close == std::string_view::npos ? sql.size() : close + 2;
+            out.append(sql.substr(i, end - i));
+            i = end;
+        } else if (c == '$') {
+            std::size_t n = 0;
+            const auto [next, ec] = std::from_chars(sql.data() + i + 1, sql.data() + sql.size(), n);
+            if (ec != std::errc{} || n == 0 ||
+                (next < sql.data() + sql.size() &&
+                 (std::isalpha(static_cast<unsigned char>(*next)) || *next == '_')))
+                refuse(i);
+            out += '?';
+            out.append(sql.data() + i + 1, next);
+            highest = std::max(highest, n);
+            i = static_cast<std::size_t>(next - sql.data());
+        } else if (c == '?' || c == ':' || c == '@') {
+            refuse(i);
+        } else {
+            out += c;
+            ++i;
+        }
+    }
+    return out;
 }
 
 }  // namespace
@@ -299,22 +356,20 @@ class SqliteConnection final : public Connection {
 
     void exec_simple(const std::string& sql) { script(sql); }
 
-    // A cached statement with the number N of each of its $N placeholders, by position.
+    // A cached statement and the highest N of its placeholders, ?1..?N.
     struct Prepared {
         sqlite3_stmt* stmt = nullptr;
-        std::vector<std::size_t> numbers;
         std::size_t highest = 0;
     };
 
-    // Prepared statements are cached per connection by their text, with their placeholders
-    // parsed once (looking a name up is linear in the count, so binding by name per call
-    // is quadratic for a many-row statement).
+    // Prepared statements are cached per connection by their text as given.
     const Prepared& prepare(std::string_view sql) {
         std::string key(sql);
         if (auto it = statements_.find(key); it != statements_.end()) return it->second;
         Prepared p;
+        const std::string text = numbered_placeholders(sql, p.highest);
         const char* tail = nullptr;
-        const int rc = sqlite3_prepare_v3(db_, key.c_str(), static_cast<int>(key.size()),
+        const int rc = sqlite3_prepare_v3(db_, text.c_str(), static_cast<int>(text.size()),
                                           SQLITE_PREPARE_PERSISTENT, &p.stmt, &tail);
         if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
         if (p.stmt == nullptr) throw StorageError(kBackend, "empty statement", sql);
@@ -328,20 +383,9 @@ class SqliteConnection final : public Connection {
             throw StorageError(kBackend, "exec() runs one statement; use exec_script() for several",
                                sql);
         }
-        const int count = sqlite3_bind_parameter_count(p.stmt);
-        for (int i = 1; i <= count; ++i) {
-            const char* name = sqlite3_bind_parameter_name(p.stmt, i);
-            std::size_t n = 0;
-            if (name == nullptr || name[0] != '$' ||
-                std::from_chars(name + 1, name + std::char_traits<char>::length(name), n).ec !=
-                    std::errc{} ||
-                n == 0) {
-                throw StorageError(
-                    kBackend,
-                    fmt::format("placeholder '{}' is not of the form $N", name ? name : "?"), sql);
-            }
-            p.numbers.push_back(n);
-            p.highest = std::max(p.highest, n);
+        // Every parameter is one of ours (numbered_placeholders refused the other forms).
+        if (static_cast<std::size_t>(sqlite3_bind_parameter_count(p.stmt)) != p.highest) {
+            throw StorageError(kBackend, "a parameter is not of the form $N", sql);
         }
         auto& cached = statements_.emplace(std::move(key), std::move(p)).first->second;
         p.stmt = nullptr;  // the cache owns the statement now
@@ -349,12 +393,17 @@ class SqliteConnection final : public Connection {
     }
 
     void bind(const Prepared& p, std::string_view sql, std::span<const Value> params) {
+        // Match Postgres, which insists on exactly as many parameters as the highest $N.
+        if (p.highest != params.size()) {
+            throw StorageError(kBackend,
+                               fmt::format("statement uses {} parameters but {} were given",
+                                           p.highest, params.size()),
+                               sql);
+        }
         sqlite3_stmt* stmt = p.stmt;
-        for (std::size_t k = 0; k < p.numbers.size(); ++k) {
-            const int i = static_cast<int>(k) + 1;
-            const std::size_t n = p.numbers[k];
-            if (n > params.size()) continue;  // reported below with the counts
-            const Value& v = params[n - 1];
+        for (std::size_t k = 0; k < params.size(); ++k) {
+            const int i = static_cast<int>(k) + 1;  // ?N binds at index N
+            const Value& v = params[k];
             int rc = SQLITE_OK;
             if (std::holds_alternative<std::monostate>(v)) {
                 rc = sqlite3_bind_null(stmt, i);
@@ -370,13 +419,6 @@ class SqliteConnection final : public Connection {
                     sqlite3_bind_text64(stmt, i, s.data(), s.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
             }
             if (rc != SQLITE_OK) fail(rc, sqlite3_errmsg(db_), sql);
-        }
-        // Match Postgres, which insists on exactly as many parameters as the highest $N.
-        if (p.highest != params.size()) {
-            throw StorageError(kBackend,
-                               fmt::format("statement uses {} parameters but {} were given",
-                                           p.highest, params.size()),
-                               sql);
         }
     }
 

@@ -223,6 +223,43 @@ TEST_CASE("the parameter count must match the placeholders on both backends") {
     CHECK(db.exec("SELECT i FROM t WHERE id = $1", 7).front().get<std::int64_t>(0) == 7);
 }
 
+TEST_CASE("placeholders in quotes and comments are text; other parameter forms are refused") {
+    TestDb t;
+    Database& db = t.db();
+    make_table(db);
+    auto r =
+        db.exec("SELECT 'a $1 ? :b @c ''$2''' AS s, \"s\" FROM t /* $3 */ -- $4\nWHERE id = $1", 0);
+    CHECK(r.empty());
+    db.exec("INSERT INTO t (id, s) VALUES ($1, 'x $2 ''$3''')", 1);
+    CHECK(db.exec("SELECT s FROM t WHERE id = $1", 1).front().get<std::string>(0) == "x $2 '$3'");
+
+    // A statement with hundreds of placeholders (as a batch has), one of them repeated, binds
+    // each value at its own number.
+    std::string values;
+    Params p;
+    for (int i = 0; i < 200; ++i) {
+        const std::string id = p(i + 10);
+        const std::string n = i == 199 ? "$5" : p(i);  // $5 is the second row's i: 1
+        values += fmt::format("{}({}, {}, {})", i ? ", " : "", id, n, p(fmt::format("r{}", i)));
+    }
+    db.exec_once(Access::read_write, fmt::format("INSERT INTO t (id, i, s) VALUES {}", values),
+                 p.values);
+    CHECK(count(db) == 201);
+    CHECK(db.exec("SELECT sum(i) FROM t WHERE id >= 10").front().get<std::int64_t>(0) ==
+          19900 - 199 + 1);
+    CHECK(db.exec("SELECT s FROM t WHERE id = 209").front().get<std::string>(0) == "r199");
+    CHECK(db.exec("SELECT i, s FROM t WHERE id = 11").front().get<std::int64_t>(0) == 1);
+    CHECK(db.exec("SELECT i, s FROM t WHERE id = 11").front().get<std::string>(1) == "r1");
+
+    for (const char* sql : {"SELECT id FROM t WHERE id = ?", "SELECT id FROM t WHERE id = ?1",
+                            "SELECT id FROM t WHERE id = :id", "SELECT id FROM t WHERE id = @id",
+                            "SELECT id FROM t WHERE id = $id", "SELECT id FROM t WHERE id = $0"}) {
+        CAPTURE(sql);
+        CHECK_THROWS_AS(db.exec(sql, 1), StorageError);
+    }
+    CHECK(count(db) == 201);
+}
+
 TEST_CASE("exec runs one statement; exec_script runs several") {
     TestDb t;
     Database& db = t.db();
