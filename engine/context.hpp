@@ -16,6 +16,9 @@ namespace cairn {
 namespace engine::detail {
 class Execution;
 }
+namespace storage {
+class Transaction;
+}
 
 // What a workflow function sees of its run. Every durable operation takes a name; a name
 // used again in one run gets a counter ("load", "load#2", ...) to form the operation's key.
@@ -42,6 +45,28 @@ class Context {
                     return nullptr;
                 } else {
                     return json(fn());
+                }
+            },
+            options);
+    }
+
+    // A step whose work is writing to the engine's database: `fn(tx)` runs in a transaction
+    // that also records the step, so its writes and the step's result commit together, once.
+    // A throwing `fn` rolls its writes back before the retry policy applies, as do a
+    // timeout and a lost lease; on replay the recorded result is returned without running
+    // `fn`. `fn` must reach the database only through `tx` (on SQLite a write transaction
+    // of its own would wait for this one) and should be short: it holds SQLite's one
+    // writer, and on Postgres the locks it takes until the commit.
+    template <class Fn>
+    json transaction(std::string_view name, Fn&& fn, const StepOptions& options = {}) {
+        return run_transaction(
+            name,
+            [&](storage::Transaction& tx) -> json {
+                if constexpr (std::is_void_v<std::invoke_result_t<Fn, storage::Transaction&>>) {
+                    fn(tx);
+                    return nullptr;
+                } else {
+                    return json(fn(tx));
                 }
             },
             options);
@@ -78,6 +103,9 @@ class Context {
   private:
     json run_step(std::string_view name, const std::function<json()>& fn,
                   const StepOptions& options);
+    json run_transaction(std::string_view name,
+                         const std::function<json(storage::Transaction&)>& fn,
+                         const StepOptions& options);
     engine::detail::Execution& ex_;
 };
 

@@ -805,9 +805,10 @@ class Execution {
         engine.maybe_crash();
     }
 
-    // The next operation's key and recorded state; throws when replay diverges.
-    Slot next(std::string_view name, std::string_view kind) {
-        flush();
+    // The next operation's key and recorded state; throws when replay diverges. The last
+    // step's record is written first, unless the operation carries it (a transaction).
+    Slot next(std::string_view name, std::string_view kind, bool write_last = true) {
+        if (write_last) flush();
         if (name.empty()) throw std::invalid_argument("operation name must not be empty");
         if (current_attempt != 0) {
             throw std::logic_error(
@@ -832,6 +833,7 @@ class Execution {
     void boundary() {
         if (lost->load()) throw LeaseLost{};
         if (engine.stopping.load()) {
+            flush();
             engine.fenced(lease, [&](Transaction& tx) { engine.store.release(tx, lease, now()); });
             throw Suspend{};
         }
@@ -845,6 +847,7 @@ class Execution {
     }
 
     [[noreturn]] void suspend_until(std::int64_t due) {
+        flush();
         engine.fenced(lease, [&](Transaction& tx) { engine.store.release(tx, lease, due); });
         engine.due_again(due);
         throw Suspend{};
@@ -862,14 +865,74 @@ class Execution {
         return r;
     }
 
+    // The record of a step's attempt that ran from `started` to `ended` (its outcome is
+    // also the record's status until the caller says otherwise), and the attempt's own.
+    std::pair<StepRecord, storage::AttemptRecord> step_written(const Slot& slot, int attempt,
+                                                               std::int64_t first_started,
+                                                               std::int64_t started,
+                                                               std::int64_t ended,
+                                                               const std::string& outcome) const {
+        StepRecord rec = record(slot, "step", "completed");
+        rec.attempts = attempt;
+        rec.started_at = first_started;
+        storage::AttemptRecord att{
+            run_id(), slot.key,     attempt,    started,          ended,
+            outcome,  std::nullopt, dump(logs), engine.worker_id, state.run.attempt};
+        return {std::move(rec), std::move(att)};
+    }
+
+    // A step in a transaction that ran past its timeout: its writes are rolled back.
+    struct TimedOut {};
+
+    // Runs `fn(tx)` in a transaction of its own that also writes the step's record (and the
+    // record of the step before it, if unwritten) behind the lease's fence: the writes and
+    // the records commit together or not at all. What `fn` throws rolls it all back and
+    // reaches the caller, as does TimedOut, or LeaseLost when the fence fails. The fence
+    // is checked with the records, after `fn`: a lost lease is rare, and a rollback undoes
+    // `fn`'s writes as well as checking first would have prevented them.
+    json commit_step(const Slot& slot, const std::function<json(Transaction&)>& fn, int attempt,
+                     std::int64_t first_started, std::int64_t started,
+                     std::optional<milliseconds> timeout) {
+        json out;
+        std::string run_status;
+        engine.db.transact([&](Transaction& tx) {
+            out = fn(tx);
+            const std::int64_t ended = now();
+            if (timeout && ended - started > timeout->count()) throw TimedOut{};
+            auto [rec, att] =
+                step_written(slot, attempt, first_started, started, ended, "completed");
+            rec.output = dump(out);
+            rec.ended_at = ended;
+            auto write = [&](const StepRecord& r, const storage::AttemptRecord& a) {
+                storage::RunWrite w{&lease, &r, &a};
+                storage::RunWrite* const one[] = {&w};
+                engine.store.write_runs(tx, one);
+                if (!w.held) {
+                    ++engine.leases_lost;
+                    throw LeaseLost{};
+                }
+                run_status = w.run_status;
+            };
+            if (unwritten) write(unwritten->step, unwritten->attempt);
+            write(rec, att);
+        });
+        status = run_status;
+        unwritten.reset();
+        return out;
+    }
+
+    // A step (Context::step), or with `in_tx` a step in a transaction (Context::transaction):
+    // `in_tx(tx)`'s writes, the step's record and the record of the step before it commit
+    // together (commit_step), so the step before's record is not written first.
     json run_step(std::string_view name, const std::function<json()>& fn,
-                  const StepOptions& options) {
-        const Slot slot = next(name, "step");
+                  const std::function<json(Transaction&)>* in_tx, const StepOptions& options) {
+        const Slot slot = next(name, "step", in_tx == nullptr);
         const RetryPolicy policy = options.retry.value_or(wf.retry);
         const auto timeout = options.timeout ? options.timeout : wf.step_timeout;
         int prior = 0;
         std::optional<std::int64_t> first_started;
         if (slot.stored) {
+            flush();
             const StepRecord& s = *slot.stored;
             if (s.status == "completed") return parse_or_null(s.output);
             if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
@@ -887,11 +950,23 @@ class Execution {
         std::optional<json> error;
         std::optional<milliseconds> retry_after;
         bool retriable = true;
+        bool timed_out = false;
         try {
+            if (in_tx) {
+                out = commit_step(slot, *in_tx, attempt, first_started.value_or(started), started,
+                                  timeout);
+                current_attempt = 0;
+                ++engine.steps_run;
+                engine.observe_step(wf.id, now() - started);
+                engine.maybe_crash();
+                return out;
+            }
             out = fn();
         } catch (const Signal&) {
             current_attempt = 0;
             throw;
+        } catch (const TimedOut&) {
+            timed_out = true;
         } catch (const NonRetriableError& e) {
             error = error_json("non_retriable", e.what());
             retriable = false;
@@ -908,24 +983,21 @@ class Execution {
         const std::int64_t ended = now();
         engine.observe_step(wf.id, ended - started);
         std::string outcome = error ? "failed" : "completed";
-        if (!error && timeout && ended - started > timeout->count()) {
+        if (!error && (timed_out || (timeout && ended - started > timeout->count()))) {
             error = error_json("timeout", fmt::format("step ran {} ms, over its {} ms timeout",
                                                       ended - started, timeout->count()));
             outcome = "timed_out";
         }
 
-        StepRecord rec = record(slot, "step", "completed");
-        rec.attempts = attempt;
-        rec.started_at = first_started.value_or(started);
-        storage::AttemptRecord att{
-            run_id(), slot.key,     attempt,    started,          ended,
-            outcome,  std::nullopt, dump(logs), engine.worker_id, state.run.attempt};
+        auto [rec, att] =
+            step_written(slot, attempt, first_started.value_or(started), started, ended, outcome);
         if (!error) {
             rec.output = dump(out);
             rec.ended_at = ended;
             unwritten.emplace(Unwritten{std::move(rec), std::move(att)});
             return out;
         }
+        flush();  // a step in a transaction left it: its commit did not happen
 
         (*error)["attempt"] = attempt;
         rec.error = dump(*error);
@@ -1247,7 +1319,13 @@ void Engine::Impl::execute(const Lease& lease, const std::shared_ptr<std::atomic
 
 json Context::run_step(std::string_view name, const std::function<json()>& fn,
                        const StepOptions& options) {
-    return ex_.run_step(name, fn, options);
+    return ex_.run_step(name, fn, nullptr, options);
+}
+
+json Context::run_transaction(std::string_view name,
+                              const std::function<json(storage::Transaction&)>& fn,
+                              const StepOptions& options) {
+    return ex_.run_step(name, {}, &fn, options);
 }
 void Context::sleep(std::string_view name, milliseconds duration) {
     // The wake time is fixed when the sleep is first recorded; replays reuse it.

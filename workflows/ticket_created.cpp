@@ -1,5 +1,6 @@
 // ticket-created: load -> mark in progress -> AI analysis -> save it -> pick the assignee
-// -> assign -> email them. Each step is idempotent; a ticket deleted meanwhile ends the
+// -> assign -> email them. Each step is idempotent, and the three that write the ticket
+// commit with their records (Context::transaction); a ticket deleted meanwhile ends the
 // run cleanly at the next step that notices.
 
 #include <fmt/format.h>
@@ -38,7 +39,10 @@ json ticket_created(Context& ctx, ticket::Services& s) {
     });
     if (t.is_null()) return kDeleted;
 
-    if (!ctx.step("mark-in-progress", [&] { return s.tickets.mark_in_progress(id); }))
+    // The steps that write tickets are transactions: a write commits with its step's record.
+    if (!ctx.transaction("mark-in-progress", [&](storage::Transaction& tx) {
+            return s.tickets.mark_in_progress(tx, id);
+        }))
         return kDeleted;
 
     // The analysis reads "now" for deadline proximity: the ticket's creation time keeps
@@ -55,8 +59,8 @@ json ticket_created(Context& ctx, ticket::Services& s) {
         analysis = ctx.step("analyse-fallback", [&] { return ticket::to_json(s.fallback->analyse(text)); });
     }
 
-    if (!ctx.step("save-analysis", [&] {
-            return s.tickets.save_analysis(id, ticket::validate_analysis(analysis));
+    if (!ctx.transaction("save-analysis", [&](storage::Transaction& tx) {
+            return s.tickets.save_analysis(tx, id, ticket::validate_analysis(analysis));
         }))
         return kDeleted;
 
@@ -71,8 +75,8 @@ json ticket_created(Context& ctx, ticket::Services& s) {
                 {"priority", analysis["priority"]}};
     }
 
-    const json assigned = ctx.step("assign", [&]() -> json {
-        const auto who = s.tickets.assign_if_unassigned(id, assignee["id"].get<std::string>());
+    const json assigned = ctx.transaction("assign", [&](storage::Transaction& tx) -> json {
+        const auto who = s.tickets.assign_if_unassigned(tx, id, assignee["id"].get<std::string>());
         return who ? json(*who) : json(nullptr);
     });
     if (assigned.is_null()) return kDeleted;

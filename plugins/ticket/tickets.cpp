@@ -453,36 +453,33 @@ std::optional<Ticket> TicketService::load(const std::string& id) const {
     return read_ticket(rows.front());
 }
 
-bool TicketService::mark_in_progress(const std::string& id) {
+bool TicketService::mark_in_progress(storage::Transaction& tx, const std::string& id) {
     const std::int64_t now = now_ms();
-    return db_.transact([&](storage::Transaction& tx) {
-        const auto rows = tx.exec(kSelectTicket + " WHERE id = $1", id);
-        if (rows.empty()) return false;
-        Ticket t = read_ticket(rows.front());
-        if (t.status == "open") {
-            t.status = "in_progress";
-            t.updated_at = now;
-            write_ticket(tx, t);
-            record_change(tx, t, "updated", now);
-        }
-        return true;
-    });
+    const auto rows = tx.exec(kSelectTicket + " WHERE id = $1", id);
+    if (rows.empty()) return false;
+    Ticket t = read_ticket(rows.front());
+    if (t.status == "open") {
+        t.status = "in_progress";
+        t.updated_at = now;
+        write_ticket(tx, t);
+        record_change(tx, t, "updated", now);
+    }
+    return true;
 }
 
-bool TicketService::save_analysis(const std::string& id, const Analysis& a) {
+bool TicketService::save_analysis(storage::Transaction& tx, const std::string& id,
+                                  const Analysis& a) {
     const std::int64_t now = now_ms();
-    return db_.transact([&](storage::Transaction& tx) {
-        const auto rows = tx.exec(kSelectTicket + " WHERE id = $1", id);
-        if (rows.empty()) return false;
-        Ticket t = read_ticket(rows.front());
-        if (!t.priority) t.priority = a.priority;  // a priority set by staff stands
-        tx.exec(
-            "UPDATE tickets SET priority = $1, helpful_notes = $2, related_skills = $3, "
-            "summary = $4, updated_at = $5 WHERE id = $6",
-            t.priority, a.helpful_notes, string_array(a.related_skills).dump(), a.summary, now, id);
-        record_change(tx, t, "updated", now);
-        return true;
-    });
+    const auto rows = tx.exec(kSelectTicket + " WHERE id = $1", id);
+    if (rows.empty()) return false;
+    Ticket t = read_ticket(rows.front());
+    if (!t.priority) t.priority = a.priority;  // a priority set by staff stands
+    tx.exec(
+        "UPDATE tickets SET priority = $1, helpful_notes = $2, related_skills = $3, "
+        "summary = $4, updated_at = $5 WHERE id = $6",
+        t.priority, a.helpful_notes, string_array(a.related_skills).dump(), a.summary, now, id);
+    record_change(tx, t, "updated", now);
+    return true;
 }
 
 std::optional<User> TicketService::pick_assignee(const std::string& id,
@@ -534,21 +531,20 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
         storage::Access::read_only);
 }
 
-std::optional<std::string> TicketService::assign_if_unassigned(const std::string& id,
+std::optional<std::string> TicketService::assign_if_unassigned(storage::Transaction& tx,
+                                                               const std::string& id,
                                                                const std::string& user_id) {
     const std::int64_t now = now_ms();
-    return db_.transact([&](storage::Transaction& tx) -> std::optional<std::string> {
-        const auto rows = tx.exec(kSelectTicket + " WHERE id = $1", id);
-        if (rows.empty()) return std::nullopt;
-        Ticket t = read_ticket(rows.front());
-        if (!t.assigned_to) {
-            t.assigned_to = user_id;
-            t.updated_at = now;
-            write_ticket(tx, t);
-            record_change(tx, t, "updated", now);
-        }
-        return t.assigned_to;
-    });
+    const auto rows = tx.exec(kSelectTicket + " WHERE id = $1", id);
+    if (rows.empty()) return std::nullopt;
+    Ticket t = read_ticket(rows.front());
+    if (!t.assigned_to) {
+        t.assigned_to = user_id;
+        t.updated_at = now;
+        write_ticket(tx, t);
+        record_change(tx, t, "updated", now);
+    }
+    return t.assigned_to;
 }
 
 std::optional<Reply> TicketService::load_reply(const std::string& reply_id) const {

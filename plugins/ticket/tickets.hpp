@@ -73,18 +73,21 @@ class TicketService {
     json summary(const Principal& who) const;
 
     // ---- for workflows: no permission checks, idempotent ----
+    // The writes take the caller's transaction: a workflow's transaction step
+    // (Context::transaction), so the write and the step's record commit together.
     std::optional<Ticket> load(const std::string& id) const;
     // Moves an open ticket to in_progress. False when the ticket no longer exists.
-    bool mark_in_progress(const std::string& id);
+    bool mark_in_progress(storage::Transaction& tx, const std::string& id);
     // Stores the analysis (priority only when none is set yet). False when deleted.
-    bool save_analysis(const std::string& id, const Analysis& analysis);
+    bool save_analysis(storage::Transaction& tx, const std::string& id, const Analysis& analysis);
     // The user who should get the ticket: its current assignee if any; else the active
     // moderator whose skills overlap `skills` most (fewest open tickets on ties, then the
     // longest-standing); else the least-loaded active admin; else any active moderator.
     std::optional<User> pick_assignee(const std::string& id, const std::vector<std::string>& skills) const;
     // Assigns when unassigned. Returns the ticket's assignee after it, or nullopt when the
     // ticket no longer exists.
-    std::optional<std::string> assign_if_unassigned(const std::string& id, const std::string& user_id);
+    std::optional<std::string> assign_if_unassigned(storage::Transaction& tx, const std::string& id,
+                                                    const std::string& user_id);
     std::optional<Reply> load_reply(const std::string& reply_id) const;
 
   private:

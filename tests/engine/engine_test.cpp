@@ -404,6 +404,100 @@ TEST_CASE("per-run and per-step timeouts") {
     CHECK(attempts[1].outcome == "completed");
 }
 
+TEST_CASE("a step in a transaction commits its writes with its record, exactly once") {
+    Fixture f;
+    f.t.db().exec("CREATE TABLE ledger (id TEXT PRIMARY KEY, attempt BIGINT)");
+    std::map<std::string, int> calls;
+    f.engine.add(workflow("book").on_event("go").retry_policy(exact(3)).run([&](Context& ctx) {
+        ctx.step("before", [&] { return ++calls["before"]; });
+        const json n = ctx.transaction("book", [&](storage::Transaction& tx) {
+            ++calls["book"];
+            tx.exec("INSERT INTO ledger (id, attempt) VALUES ($1, $2)", ctx.run_id(),
+                    ctx.attempt());
+            if (ctx.attempt() == 1) throw std::runtime_error("refused after writing");
+            return tx.exec("SELECT count(*) FROM ledger").front().get<std::int64_t>(0);
+        });
+        ctx.sleep("pause", 10s);
+        return n;
+    }));
+    const auto id = f.start("go");
+    CHECK(f.idle() == 1);
+    // The first attempt's row was rolled back with it; the step before it is recorded.
+    CHECK(f.count("SELECT count(*) FROM ledger") == 0);
+    CHECK(f.steps(id)["before"].status == "completed");
+    CHECK(f.steps(id)["book"].status == "retrying");
+
+    f.clock.advance(1'000);
+    CHECK(f.idle() == 1);
+    CHECK(f.count("SELECT count(*) FROM ledger") == 1);
+    CHECK(f.count("SELECT attempt FROM ledger") == 2);
+    CHECK(f.steps(id)["book"].status == "completed");
+    CHECK(f.steps(id)["book"].output == "1");
+
+    f.clock.advance(10'000);  // the replay returns the recorded result
+    CHECK(f.idle() == 1);
+    CHECK(f.run(id).status == "completed");
+    CHECK(json::parse(*f.run(id).output) == 1);
+    CHECK(calls == std::map<std::string, int>{{"before", 1}, {"book", 2}});
+    auto attempts = f.engine.store().attempts(id);
+    REQUIRE(attempts.size() == 3);
+    CHECK(attempts[1].outcome == "failed");
+    CHECK(attempts[2].outcome == "completed");
+}
+
+TEST_CASE(
+    "a step in a transaction carries the record before it; a timeout or lost lease "
+    "rolls both back") {
+    Fixture f;
+    f.t.db().exec("CREATE TABLE ledger (id TEXT PRIMARY KEY, attempt BIGINT)");
+    std::map<std::string, int> calls;
+    bool steal = true;
+    f.engine.add(workflow("book")
+                     .on_event("go")
+                     .retry_policy(exact(3, 1ms))
+                     .step_timeout(100ms)
+                     .run([&](Context& ctx) {
+                         ctx.step("before", [&] {
+                             // Another worker's claim, as far as this execution's fence
+                             // can tell: the next write must not land.
+                             if (std::exchange(steal, false)) {
+                                 f.t.db().exec(
+                                     "UPDATE queue SET lease_epoch = lease_epoch + 1 "
+                                     "WHERE run_id = $1",
+                                     ctx.run_id());
+                             }
+                             return ++calls["before"];
+                         });
+                         return ctx.transaction("book", [&](storage::Transaction& tx) {
+                             ++calls["book"];
+                             tx.exec("INSERT INTO ledger (id, attempt) VALUES ($1, $2)",
+                                     ctx.run_id(), calls["book"]);
+                             if (calls["book"] == 2) f.clock.advance(250);  // overruns
+                         });
+                     }));
+    const auto id = f.start("go");
+    f.idle();
+    // The fence failed with the records: neither the step before nor the row landed.
+    CHECK(f.count("SELECT count(*) FROM ledger") == 0);
+    CHECK(f.steps(id).empty());
+    CHECK(f.engine.stats().leases_lost == 1);
+
+    f.clock.advance(30'000);  // the lease expires; the run is claimed again from the top
+    f.idle();
+    f.clock.advance(1);
+    f.idle();
+    CHECK(f.run(id).status == "completed");
+    CHECK(calls == std::map<std::string, int>{{"before", 2}, {"book", 3}});
+    // The second execution's attempt overran its timeout: rolled back, then retried.
+    CHECK(f.count("SELECT count(*) FROM ledger") == 1);
+    CHECK(f.count("SELECT attempt FROM ledger") == 3);
+    auto attempts = f.engine.store().attempts(id);
+    REQUIRE(attempts.size() == 3);
+    CHECK(attempts[0].step_key == "before");
+    CHECK(attempts[1].outcome == "timed_out");
+    CHECK(attempts[2].outcome == "completed");
+}
+
 TEST_CASE("invoke runs a child workflow and returns its result or its failure") {
     Fixture f;
     f.engine.add(workflow("times-ten").run([](Context& ctx) {

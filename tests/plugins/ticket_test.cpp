@@ -322,7 +322,8 @@ TEST_CASE("assignment: best skill match, then fewest open tickets, then an admin
     };
     const Ticket t1 = create();
     CHECK(f.s().tickets.pick_assignee(t1.id, {"react", "css"})->id == a.id);  // tie: longest-standing
-    f.s().tickets.assign_if_unassigned(t1.id, a.id);
+    f.s().db.transact(
+        [&](storage::Transaction& tx) { f.s().tickets.assign_if_unassigned(tx, t1.id, a.id); });
     const Ticket t2 = create();
     CHECK(f.s().tickets.pick_assignee(t2.id, {"react"})->id == b.id);  // tie on skills: b has fewer open
     CHECK(f.s().tickets.pick_assignee(t2.id, {"cobol"})->id == admin.id);  // nobody matches: an admin
