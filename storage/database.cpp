@@ -125,6 +125,17 @@ DatabaseUrl parse_database_url(std::string_view url) {
             out.busy_timeout_ms = parse_positive(key, value, 600000);
         } else if (out.backend == Backend::postgres && key == "idle_tx_timeout_ms") {
             out.idle_tx_timeout_ms = parse_positive(key, value, 86'400'000);
+        } else if (out.backend == Backend::postgres && key == "random_page_cost") {
+            double cost = 0;
+            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), cost);
+            if (ec != std::errc{} || end != value.data() + value.size() || !(cost > 0) ||
+                cost > 1000) {
+                throw ConfigError(fmt::format(
+                    "database URL option random_page_cost={} must be a number above 0, at most "
+                    "1000",
+                    value));
+            }
+            out.random_page_cost = std::string(value);
         } else if (out.backend == Backend::sqlite) {
             throw ConfigError(fmt::format(
                 "unknown SQLite URL option '{}' (known: pool, synchronous, busy_timeout_ms)", key));

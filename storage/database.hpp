@@ -48,8 +48,8 @@ class Dialect {
 //   postgres://user:pass@host:port/db?pool=8   (postgresql:// is accepted too)
 // Options after '?': pool=N (connections, default 8 for Postgres, 4 readers for SQLite),
 // synchronous=normal|full (SQLite), busy_timeout_ms=N (SQLite), connect_timeout=N
-// (Postgres, seconds), idle_tx_timeout_ms=N (Postgres, default 60000) and any other
-// libpq parameter.
+// (Postgres, seconds), idle_tx_timeout_ms=N (Postgres, default 60000),
+// random_page_cost=X (Postgres, default 1.1) and any other libpq parameter.
 struct DatabaseUrl {
     Backend backend = Backend::sqlite;
     std::string path;  // SQLite file path or ":memory:"; Postgres: the URL without cairn options
@@ -59,6 +59,11 @@ struct DatabaseUrl {
     // Postgres: the server ends a session idle inside a transaction this long (a stalled
     // or frozen client), releasing its locks so other workers can take its runs.
     int idle_tx_timeout_ms = 60'000;
+    // Postgres: the planner's cost of a random page read, set on each connection. Cairn's
+    // statements look rows up by key in tables that stay in memory; at the server's default
+    // (4, for disks that seek) a generic plan scanned a young `queue` whole for each batch
+    // of step records (docs/performance.md, section 17).
+    std::string random_page_cost = "1.1";
     std::string redacted;  // the URL with any password replaced by "***", for logs
 };
 

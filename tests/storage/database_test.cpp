@@ -457,6 +457,34 @@ TEST_CASE("on SQLite, when a batch's shared transaction is lost, no caller in it
     CHECK(count(db) == 2);
 }
 
+TEST_CASE("on Postgres, each connection plans with the URL's random_page_cost (default 1.1)") {
+    TestDb t;
+    Database& db = t.db();
+    if (db.backend() != Backend::postgres) return;
+    const auto setting = [](Database& d) {
+        return d.exec("SELECT current_setting('random_page_cost')").front().get<std::string>(0);
+    };
+    CHECK(setting(db) == "1.1");
+    auto other = Database::open(t.url() + (t.url().find('?') == std::string::npos ? "?" : "&") +
+                                "random_page_cost=4");
+    CHECK(setting(*other) == "4");
+    // Every connection of the pool, not only the first.
+    std::vector<std::thread> threads;
+    std::atomic<int> right{0};
+    for (int i = 0; i < 4; ++i) {
+        threads.emplace_back([&] {
+            other->transact([&](Transaction& tx) {
+                right += tx.exec("SELECT current_setting('random_page_cost')")
+                             .front()
+                             .get<std::string>(0) == "4";
+                tx.exec("SELECT pg_sleep(0.05)");
+            });
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(right == 4);
+}
+
 TEST_CASE("on SQLite, the WAL is checkpointed into the database file and stays bounded") {
     TestDb t;
     Database& db = t.db();

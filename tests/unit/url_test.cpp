@@ -33,6 +33,15 @@ TEST_CASE("Postgres URLs keep libpq options and hide the password") {
     CHECK(parse_database_url("postgres://h/db?idle_tx_timeout_ms=1500").idle_tx_timeout_ms == 1500);
     CHECK_THROWS_AS(parse_database_url("postgres://h/db?idle_tx_timeout_ms=0"), ConfigError);
 
+    CHECK(u.random_page_cost == "1.1");
+    CHECK(parse_database_url("postgres://h/db?random_page_cost=4").random_page_cost == "4");
+    CHECK(parse_database_url("postgres://h/db?random_page_cost=1.5").path == "postgres://h/db");
+    for (const char* bad : {"0", "-1", "abc", "1.1;DROP", "", "2000", "nan"}) {
+        CAPTURE(bad);
+        CHECK_THROWS_AS(parse_database_url(std::string("postgres://h/db?random_page_cost=") + bad),
+                        ConfigError);
+    }
+
     auto plain = parse_database_url("postgresql://localhost/cairn");
     CHECK(plain.backend == Backend::postgres);
     CHECK(plain.pool_size == 8);
