@@ -865,8 +865,8 @@ class Execution {
         return r;
     }
 
-    // The record of a step's attempt that ran from `started` to `ended` (its outcome is
-    // also the record's status until the caller says otherwise), and the attempt's own.
+    // The record of a step whose attempt ran from `started` to `ended` (completed, until the
+    // caller says otherwise), and the attempt's own record with its `outcome`.
     std::pair<StepRecord, storage::AttemptRecord> step_written(const Slot& slot, int attempt,
                                                                std::int64_t first_started,
                                                                std::int64_t started,
@@ -895,6 +895,7 @@ class Execution {
                      std::optional<milliseconds> timeout) {
         json out;
         std::string run_status;
+        const bool carried = unwritten.has_value();
         engine.db.transact([&](Transaction& tx) {
             out = fn(tx);
             const std::int64_t ended = now();
@@ -918,6 +919,7 @@ class Execution {
         });
         status = run_status;
         unwritten.reset();
+        if (carried) engine.maybe_crash();  // two records committed: count both
         return out;
     }
 
