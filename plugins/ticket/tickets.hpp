@@ -73,7 +73,7 @@ class TicketService {
     json summary(const Principal& who) const;
 
     // ---- for workflows: no permission checks, idempotent ----
-    // The writes take the caller's transaction: a workflow's transaction step
+    // Those that write take the caller's transaction, a workflow's transaction step
     // (Context::transaction), so the write and the step's record commit together.
     std::optional<Ticket> load(const std::string& id) const;
     // Moves an open ticket to in_progress. False when the ticket no longer exists.
