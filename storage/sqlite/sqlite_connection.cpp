@@ -79,6 +79,11 @@ std::string numbered_placeholders(std::string_view sql, std::size_t& highest) {
             const std::size_t end = close == std::string_view::npos ? sql.size() : close + 2;
             out.append(sql.substr(i, end - i));
             i = end;
+        } else if (c == '$' && i > 0 &&
+                   (std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_' ||
+                    sql[i - 1] == '$')) {
+            out += c;  // inside an identifier (a$1), as both SQLite and Postgres read it
+            ++i;
         } else if (c == '$') {
             std::size_t n = 0;
             const auto [next, ec] = std::from_chars(sql.data() + i + 1, sql.data() + sql.size(), n);

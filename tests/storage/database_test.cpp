@@ -230,6 +230,8 @@ TEST_CASE("placeholders in quotes and comments are text; other parameter forms a
     auto r =
         db.exec("SELECT 'a $1 ? :b @c ''$2''' AS s, \"s\" FROM t /* $3 */ -- $4\nWHERE id = $1", 0);
     CHECK(r.empty());
+    // A dollar sign inside an identifier is part of its name, not a placeholder.
+    CHECK(db.exec("SELECT 2 AS a$1").columns().front() == "a$1");
     db.exec("INSERT INTO t (id, s) VALUES ($1, 'x $2 ''$3''')", 1);
     CHECK(db.exec("SELECT s FROM t WHERE id = $1", 1).front().get<std::string>(0) == "x $2 '$3'");
 
