@@ -74,6 +74,37 @@ void check_all_completed_exactly_once(storage::Database& db, int runs) {
 
 const std::string kCompleted = "SELECT count(*) FROM runs WHERE status = 'completed'";
 
+// The runs `worker` holds leases on right now.
+std::vector<std::string> held_by(storage::Database& db, const Process& worker) {
+    std::vector<std::string> held;
+    for (auto row : db.exec("SELECT run_id FROM queue WHERE lease_owner LIKE $1",
+                            fmt::format("%:{}:%", worker.pid()))) {
+        held.push_back(row.get<std::string>(0));
+    }
+    return held;
+}
+
+// Stops `worker` (SIGSTOP) at a moment it holds runs and returns them; empty if it held
+// none within `limit`. A worker started alongside others may claim nothing for a while
+// (it waits for their migrations, they drain the queue meanwhile), and one holding runs
+// when asked may have finished them by the time it is signalled: so ask again once it
+// is stopped, after the commits it had sent have landed.
+std::vector<std::string> stop_holding(storage::Database& db, Process& worker,
+                                      std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (!held_by(db, worker).empty()) {
+            worker.signal(SIGSTOP);
+            std::this_thread::sleep_for(100ms);
+            if (auto held = held_by(db, worker); !held.empty()) return held;
+            worker.signal(SIGCONT);
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    MESSAGE("the worker held no runs within " << limit.count() << " s; its log:\n" << worker.log());
+    return {};
+}
+
 }  // namespace
 
 TEST_CASE("three workers, 1000 runs, one killed with SIGKILL mid-way: every run completes once") {
@@ -90,14 +121,10 @@ TEST_CASE("three workers, 1000 runs, one killed with SIGKILL mid-way: every run 
     auto b = start_worker(t.url(), "survivor-b", kLeaseMs);
 
     wait_until(t.db(), kCompleted, kRuns / 4, 60s);
-    const auto done_at_kill = scalar(t.db(), kCompleted);
-    REQUIRE(done_at_kill < kRuns);  // the kill lands mid-way
-    // The runs the victim holds right now: claimed, not finished.
+    // The runs the victim holds when it dies: claimed, not finished.
     const std::string victim_id = fmt::format("%:{}:%", victim->pid());
-    std::vector<std::string> held;
-    for (auto row : t.db().exec("SELECT run_id FROM queue WHERE lease_owner LIKE $1", victim_id)) {
-        held.push_back(row.get<std::string>(0));
-    }
+    const auto held = stop_holding(t.db(), *victim, 30s);
+    REQUIRE(scalar(t.db(), kCompleted) < kRuns);  // the kill lands mid-way
     victim->signal(SIGKILL);
     CHECK(victim->wait(5s) == 128 + SIGKILL);
     REQUIRE_FALSE(held.empty());
@@ -142,7 +169,8 @@ TEST_CASE("a worker frozen past its lease cannot record its late results") {
     auto frozen = start_worker(url, "frozen", kLeaseMs);
     auto other = start_worker(url, "other", kLeaseMs);
     wait_until(t.db(), kCompleted, 20, 60s);
-    frozen->signal(SIGSTOP);
+    const auto held = stop_holding(t.db(), *frozen, 30s);
+    REQUIRE_FALSE(held.empty());
     // Stay frozen until the other worker has finished everything, the frozen worker's
     // runs included (their leases expire and are claimed again).
     wait_until(t.db(), kCompleted, kRuns, 120s);
@@ -155,6 +183,8 @@ TEST_CASE("a worker frozen past its lease cannot record its late results") {
            std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(50ms);
     }
+    INFO("held when frozen: " << fmt::format("{}", fmt::join(held, ", ")) << "\nits log:\n"
+                              << frozen->log());
     CHECK(frozen->log().find("lease lost") != std::string::npos);
     std::this_thread::sleep_for(500ms);
     CHECK(scalar(t.db(), "SELECT count(*) FROM step_attempts") ==
