@@ -85,10 +85,10 @@ std::vector<std::string> held_by(storage::Database& db, const Process& worker) {
 }
 
 // Stops `worker` (SIGSTOP) at a moment it holds runs and returns them; empty if it held
-// none within `limit`. A worker started alongside others may claim nothing for a while
-// (it waits for their migrations, they drain the queue meanwhile), and one holding runs
-// when asked may have finished them by the time it is signalled: so ask again once it
-// is stopped, after the commits it had sent have landed.
+// none within `limit`. A worker started alongside others need not hold runs the moment
+// they have made progress (in CI one held none when the others had finished a quarter
+// of the queue), and one holding runs when asked may have finished them by the time it
+// is signalled: so ask again once it is stopped, after the commits it had sent landed.
 std::vector<std::string> stop_holding(storage::Database& db, Process& worker,
                                       std::chrono::seconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
