@@ -74,11 +74,16 @@ void check_all_completed_exactly_once(storage::Database& db, int runs) {
 
 const std::string kCompleted = "SELECT count(*) FROM runs WHERE status = 'completed'";
 
+// A LIKE pattern for the worker ids (host:pid:suffix) of `worker`'s process.
+std::string owner_pattern(const Process& worker) {
+    return fmt::format("%:{}:%", worker.pid());
+}
+
 // The runs `worker` holds leases on right now.
 std::vector<std::string> held_by(storage::Database& db, const Process& worker) {
     std::vector<std::string> held;
-    for (auto row : db.exec("SELECT run_id FROM queue WHERE lease_owner LIKE $1",
-                            fmt::format("%:{}:%", worker.pid()))) {
+    for (auto row :
+         db.exec("SELECT run_id FROM queue WHERE lease_owner LIKE $1", owner_pattern(worker))) {
         held.push_back(row.get<std::string>(0));
     }
     return held;
@@ -122,7 +127,7 @@ TEST_CASE("three workers, 1000 runs, one killed with SIGKILL mid-way: every run 
 
     wait_until(t.db(), kCompleted, kRuns / 4, 60s);
     // The runs the victim holds when it dies: claimed, not finished.
-    const std::string victim_id = fmt::format("%:{}:%", victim->pid());
+    const std::string victim_id = owner_pattern(*victim);
     const auto held = stop_holding(t.db(), *victim, 30s);
     REQUIRE(scalar(t.db(), kCompleted) < kRuns);  // the kill lands mid-way
     victim->signal(SIGKILL);
