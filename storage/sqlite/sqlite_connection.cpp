@@ -369,8 +369,8 @@ class SqliteConnection final : public Connection {
 
     // Prepared statements are cached per connection by their text as given.
     const Prepared& prepare(std::string_view sql) {
+        if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
         std::string key(sql);
-        if (auto it = statements_.find(key); it != statements_.end()) return it->second;
         Prepared p;
         const std::string text = numbered_placeholders(sql, p.highest);
         const char* tail = nullptr;
@@ -458,7 +458,15 @@ class SqliteConnection final : public Connection {
 
     std::shared_ptr<WalCheckpointer> checkpointer_;  // outlives db_, whose hook points to it
     sqlite3* db_ = nullptr;
-    std::unordered_map<std::string, Prepared> statements_;
+    // Looked up by string_view: a batch's statement text runs to kilobytes, and a lookup
+    // should not copy it.
+    struct TextHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    std::unordered_map<std::string, Prepared, TextHash, std::equal_to<>> statements_;
 };
 
 }  // namespace
