@@ -642,10 +642,6 @@ std::vector<Claim> claim_with(Backend backend, const Exec& write, const Exec& re
         "WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
         "ORDER BY priority DESC, due_at, run_id LIMIT $4) "
         "RETURNING run_id, lease_epoch";
-    static const std::string kStart =
-        "UPDATE runs SET status = 'running', worker = $1, updated_at = $3, "
-        "started_at = COALESCE(started_at, $3) "
-        "WHERE id = $2 AND status NOT IN ('completed', 'failed', 'cancelled')";
     static const std::string kClaimFunction =
         "SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4)";
     const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit)};
@@ -655,18 +651,24 @@ std::vector<Claim> claim_with(Backend backend, const Exec& write, const Exec& re
             Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until},
             std::nullopt});
     }
-    if (backend == Backend::sqlite) {
-        for (const Claim& c : out) {
-            const Value start[] = {to_value(owner), to_value(c.lease.run_id), to_value(now)};
-            write(kStart, start);
-        }
-    }
     if (out.empty()) return out;
-    // The state of every claimed run.
     Params param;
     std::string ids;
     for (const Claim& c : out)
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(c.lease.run_id));
+    if (backend == Backend::sqlite) {
+        Params start;
+        std::string start_ids;
+        const std::string worker = start(owner), at = start(now);
+        for (const Claim& c : out)
+            start_ids += fmt::format("{}{}", start_ids.empty() ? "" : ", ", start(c.lease.run_id));
+        write(fmt::format("UPDATE runs SET status = 'running', worker = {}, updated_at = {}, "
+                          "started_at = COALESCE(started_at, {}) WHERE id IN ({}) "
+                          "AND status NOT IN ('completed', 'failed', 'cancelled')",
+                          worker, at, at, start_ids),
+              start.values);
+    }
+    // The state of every claimed run.
     const std::string sql = fmt::format(
         "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
         kRunColumns, kStateExtraColumns, ids);
@@ -956,7 +958,9 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
         return r;
     };
 
-    // The fence of every run at once: lock the queue rows, keep the writes whose lease holds.
+    // The fence of every run at once: keep the writes whose lease holds. A read suffices:
+    // the batch's transaction began IMMEDIATE, so no other writer can move a lease before
+    // it commits (Postgres needs the row locks of its UPDATE instead).
     std::string ids;
     for (RunWrite* w : writes) {
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(w->lease->run_id));
@@ -964,9 +968,8 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     // Each row read once into a map (a batch carries tens of runs: matching rows to writes
     // pairwise built a string per comparison).
     std::unordered_map<std::string, std::pair<std::optional<std::string>, std::int64_t>> leases;
-    for (auto row : run(fmt::format("UPDATE queue SET lease_epoch = lease_epoch WHERE run_id IN "
-                                    "({}) RETURNING run_id, lease_owner, lease_epoch",
-                                    ids))) {
+    for (auto row : run(fmt::format(
+             "SELECT run_id, lease_owner, lease_epoch FROM queue WHERE run_id IN ({})", ids))) {
         leases.emplace(row.get<std::string>(0),
                        std::pair{row.get_opt<std::string>(1), row.get<std::int64_t>(2)});
     }
