@@ -996,27 +996,61 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
                                    kAttemptColumnList, rows.attempts),
                        aparam.values);
     }
+    // The runs that go on: a step touches its run (the change feed follows updated_at).
     std::string cases;
     ids.clear();
     for (const RunWrite* w : held) {
+        if (w->end != nullptr) continue;
         const std::string id = param(w->lease->run_id);
         cases += fmt::format(" WHEN {} THEN {}", id, param(touched_at(*w)));
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", id);
     }
     std::unordered_map<std::string, std::string> statuses;
-    for (auto row : run(fmt::format(
-             "UPDATE runs SET updated_at = CASE id{} END WHERE id IN ({}) RETURNING id, status",
-             cases, ids))) {
-        statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
+    if (!ids.empty()) {
+        for (auto row : run(fmt::format("UPDATE runs SET updated_at = CASE id{} END WHERE id IN "
+                                        "({}) RETURNING id, status",
+                                        cases, ids))) {
+            statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
+        }
+    }
+    // The runs that end, in one statement per table: the outcome (unless the run was
+    // cancelled meanwhile), no waits, and the queue item parked (no lease, never due).
+    std::vector<const RunWrite*> ends;
+    for (const RunWrite* w : held) {
+        if (w->end != nullptr) ends.push_back(w);
+    }
+    if (!ends.empty()) {
+        // $1..$n the ending runs' ids, which the waits and the queue need alone; then
+        // their outcomes.
+        for (const RunWrite* w : ends) param(w->lease->run_id);
+        std::string in, status, output, error, ended;
+        for (std::size_t i = 0; i < ends.size(); ++i) {
+            const RunEnd& end = *ends[i]->end;
+            const std::string id = fmt::format("${}", i + 1);
+            in += fmt::format("{}{}", i ? ", " : "", id);
+            status += fmt::format(" WHEN {} THEN {}", id, param(end.status));
+            output += fmt::format(" WHEN {} THEN {}", id, param(end.output));
+            error += fmt::format(" WHEN {} THEN {}", id, param(end.error));
+            ended += fmt::format(" WHEN {} THEN {}", id, param(end.at));
+        }
+        const std::span<const Value> ids_only = std::span(param.values).first(ends.size());
+        tx.exec_values(fmt::format("DELETE FROM waits WHERE run_id IN ({})", in), ids_only);
+        tx.exec_values(fmt::format("UPDATE queue SET lease_owner = NULL, lease_until = NULL, "
+                                   "due_at = NULL WHERE run_id IN ({})",
+                                   in),
+                       ids_only);
+        for (auto row : run(fmt::format(
+                 "UPDATE runs SET status = CASE id{} END, output = CASE id{} END, "
+                 "error = CASE id{} END, ended_at = CASE id{} END, updated_at = CASE id{} END "
+                 "WHERE id IN ({}) AND status <> 'cancelled' RETURNING id, status",
+                 status, output, error, ended, ended, in))) {
+            statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
+        }
     }
     for (RunWrite* w : held) {
-        if (const auto it = statuses.find(w->lease->run_id); it != statuses.end())
-            w->run_status = it->second;
-    }
-    for (RunWrite* w : held) {
-        if (w->end == nullptr) continue;
-        finish_run(tx, *w->lease, w->end->status, w->end->output, w->end->error, w->end->at);
-        if (w->run_status != run_status::kCancelled) w->run_status = w->end->status;
+        // Not updated: the run was cancelled before this write.
+        const auto it = statuses.find(w->lease->run_id);
+        w->run_status = it != statuses.end() ? it->second : std::string(run_status::kCancelled);
     }
 }
 

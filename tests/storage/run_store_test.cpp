@@ -337,15 +337,22 @@ TEST_CASE("write_runs fences each run of a batch on its own and reports its stat
     CHECK(ids.size() == 3);
 
     // Ends: the first run completes with its last step in the same write; the cancelled
-    // third one keeps its status; both queue items are parked.
+    // third one keeps its status; both queue items are parked. The second run, between
+    // them in the batch, records a step and goes on.
     const StepRecord last = step(leases[0], "z", 1, "9");
+    const StepRecord b_step = step(leases[1], "b", 0, "2");
     const RunEnd done{"completed", "\"out\"", std::nullopt, kT0 + 10};
     const RunEnd failed{"failed", std::nullopt, "{}", kT0 + 10};
     RunWrite end_a{&leases[0], &last, nullptr, &done}, end_c{&leases[2], nullptr, nullptr, &failed};
-    RunWrite* const ends[] = {&end_a, &end_c};
+    RunWrite step_b{&leases[1], &b_step};
+    RunWrite* const ends[] = {&end_a, &step_b, &end_c};
     f.store.write_runs(ends);  // committed on its own
     CHECK(end_a.held);
     CHECK(end_a.run_status == "completed");
+    CHECK(step_b.held);
+    CHECK(step_b.run_status == "running");
+    CHECK(f.store.get_run(leases[1].run_id)->ended_at == std::nullopt);
+    CHECK(f.store.steps(leases[1].run_id).size() == 1);
     CHECK(end_c.held);
     CHECK(end_c.run_status == "cancelled");
     const auto a_run = f.store.get_run(leases[0].run_id);
