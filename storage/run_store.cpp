@@ -4,12 +4,15 @@
 
 #include <array>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "common/ids.hpp"
 
@@ -790,32 +793,49 @@ std::int64_t touched_at(const RunWrite& w) {
     return w.step->ended_at.value_or(w.step->started_at.value_or(0));
 }
 
-// SQLite: "(...), (...)" rows for the steps and the attempts of `writes`, for two
-// statements: the parameters of the steps go to `param`, those of the attempts to `aparam`.
-struct StepRows {
-    std::string steps, attempts;
-};
-StepRows step_rows(std::span<RunWrite* const> writes, Params& param, Params& aparam) {
-    StepRows out;
-    for (const RunWrite* w : writes) {
-        if (w->step != nullptr) {
-            const StepRecord& st = *w->step;
-            out.steps += fmt::format("{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {})",
-                                     out.steps.empty() ? "" : ", ", param(st.run_id),
-                                     param(st.key), param(st.seq), param(st.kind),
-                                     param(st.status), param(st.output), param(st.error),
-                                     param(st.attempts), param(st.started_at),
-                                     param(st.ended_at), param(st.wake_at));
-        }
-        if (w->attempt != nullptr) {
-            const AttemptRecord& a = *w->attempt;
-            out.attempts += fmt::format(
-                "{}({}, {}, {}, {}, {}, {}, {}, {}, {}, {})", out.attempts.empty() ? "" : ", ",
-                aparam(a.run_id), aparam(a.step_key), aparam(a.generation), aparam(a.attempt),
-                aparam(a.started_at), aparam(a.ended_at), aparam(a.outcome), aparam(a.error),
-                aparam(a.logs), aparam(a.worker));
-        }
+// SQLite: the text of a statement whose shape depends only on how many rows it carries,
+// made once per count and kept; its parameters are numbered $1.. in row order. Formatting
+// the batch statements anew for every batch was a share of the writer thread's time
+// (docs/performance.md, section 19).
+class TextByCount {
+  public:
+    explicit TextByCount(std::string (*make)(std::size_t)) : make_(make) {}
+    const std::string& operator()(std::size_t n) {
+        std::lock_guard lock(mu_);
+        if (texts_.size() <= n) texts_.resize(n + 1);
+        if (!texts_[n]) texts_[n] = std::make_unique<std::string>(make_(n));
+        return *texts_[n];
     }
+
+  private:
+    std::string (*make_)(std::size_t);
+    std::mutex mu_;
+    std::vector<std::unique_ptr<std::string>> texts_;
+};
+
+// "$first, $first+step, ..." for `count` placeholders.
+std::string placeholders(std::size_t count, std::size_t first = 1, std::size_t step = 1) {
+    std::string out;
+    for (std::size_t i = 0; i < count; ++i)
+        out += fmt::format("{}${}", i ? ", " : "", first + i * step);
+    return out;
+}
+
+// "($1, ..., $width), ($width+1, ...), ..." for `rows` rows.
+std::string placeholder_rows(std::size_t rows, std::size_t width) {
+    std::string out;
+    for (std::size_t r = 0; r < rows; ++r)
+        out += fmt::format("{}({})", r ? ", " : "", placeholders(width, 1 + r * width));
+    return out;
+}
+
+// " WHEN $key THEN $value ..." for `count` pairs: the keys from `key`, the values from
+// `value`, each advancing by its step.
+std::string when_cases(std::size_t count, std::size_t key, std::size_t key_step, std::size_t value,
+                       std::size_t value_step) {
+    std::string out;
+    for (std::size_t i = 0; i < count; ++i)
+        out += fmt::format(" WHEN ${} THEN ${}", key + i * key_step, value + i * value_step);
     return out;
 }
 
@@ -950,26 +970,61 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
         return;
     }
     // SQLite: a statement per table for all the runs (statements cost no round trips
-    // here, and WITH cannot hold an UPDATE).
-    Params param;
-    auto run = [&](std::string_view sql) {
-        auto r = tx.exec_values(sql, param.values);
-        param.values.clear();
+    // here, and WITH cannot hold an UPDATE). Each statement's text depends only on how
+    // many rows it carries; the values go in row order.
+    static TextByCount fence_sql([](std::size_t n) {
+        return fmt::format(
+            "SELECT run_id, lease_owner, lease_epoch FROM queue WHERE run_id IN ({})",
+            placeholders(n));
+    });
+    static TextByCount steps_sql([](std::size_t n) {
+        return fmt::format("INSERT INTO steps ({}) VALUES {} {}", kStepColumnList,
+                           placeholder_rows(n, 11), kStepUpsert);
+    });
+    static TextByCount attempts_sql([](std::size_t n) {
+        return fmt::format("INSERT INTO step_attempts ({}) VALUES {}", kAttemptColumnList,
+                           placeholder_rows(n, 10));
+    });
+    // (id, touched) pairs
+    static TextByCount touch_sql([](std::size_t n) {
+        return fmt::format(
+            "UPDATE runs SET updated_at = CASE id{} END WHERE id IN ({}) RETURNING id, status",
+            when_cases(n, 1, 2, 2, 2), placeholders(n, 1, 2));
+    });
+    // n ids, then (status, output, error, ended at) for each
+    static TextByCount end_sql([](std::size_t n) {
+        const auto cases = [n](std::size_t column) { return when_cases(n, 1, 1, n + column, 4); };
+        return fmt::format(
+            "UPDATE runs SET status = CASE id{} END, output = CASE id{} END, "
+            "error = CASE id{} END, ended_at = CASE id{} END, updated_at = CASE id{} END "
+            "WHERE id IN ({}) AND status <> 'cancelled' RETURNING id, status",
+            cases(1), cases(2), cases(3), cases(4), cases(4), placeholders(n));
+    });
+    static TextByCount unwait_sql([](std::size_t n) {
+        return fmt::format("DELETE FROM waits WHERE run_id IN ({})", placeholders(n));
+    });
+    static TextByCount park_sql([](std::size_t n) {
+        return fmt::format(
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, due_at = NULL "
+            "WHERE run_id IN ({})",
+            placeholders(n));
+    });
+    std::vector<Value> values;
+    auto push = [&values](const auto&... v) { (values.push_back(to_value(v)), ...); };
+    auto run = [&](const std::string& sql) {
+        auto r = tx.exec_values(sql, values);
+        values.clear();
         return r;
     };
 
     // The fence of every run at once: keep the writes whose lease holds. A read suffices:
     // the batch's transaction began IMMEDIATE, so no other writer can move a lease before
     // it commits (Postgres needs the row locks of its UPDATE instead).
-    std::string ids;
-    for (RunWrite* w : writes) {
-        ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(w->lease->run_id));
-    }
+    for (const RunWrite* w : writes) push(w->lease->run_id);
     // Each row read once into a map (a batch carries tens of runs: matching rows to writes
     // pairwise built a string per comparison).
     std::unordered_map<std::string, std::pair<std::optional<std::string>, std::int64_t>> leases;
-    for (auto row : run(fmt::format(
-             "SELECT run_id, lease_owner, lease_epoch FROM queue WHERE run_id IN ({})", ids))) {
+    for (auto row : run(fence_sql(writes.size()))) {
         leases.emplace(row.get<std::string>(0),
                        std::pair{row.get_opt<std::string>(1), row.get<std::int64_t>(2)});
     }
@@ -984,68 +1039,52 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     }
     if (held.empty()) return;
 
-    Params aparam;
-    const StepRows rows = step_rows(held, param, aparam);
-    if (!rows.steps.empty()) {
-        run(fmt::format("INSERT INTO steps ({}) VALUES {} {}", kStepColumnList, rows.steps,
-                        kStepUpsert));
+    std::size_t n = 0;
+    for (const RunWrite* w : held) {
+        if (w->step == nullptr) continue;
+        const StepRecord& st = *w->step;
+        push(st.run_id, st.key, st.seq, st.kind, st.status, st.output, st.error, st.attempts,
+             st.started_at, st.ended_at, st.wake_at);
+        ++n;
     }
-    param.values.clear();  // no steps, only attempts: nothing ran to clear them
-    if (!rows.attempts.empty()) {
-        tx.exec_values(fmt::format("INSERT INTO step_attempts ({}) VALUES {}",
-                                   kAttemptColumnList, rows.attempts),
-                       aparam.values);
+    if (n > 0) run(steps_sql(n));
+    n = 0;
+    for (const RunWrite* w : held) {
+        if (w->attempt == nullptr) continue;
+        const AttemptRecord& at = *w->attempt;
+        push(at.run_id, at.step_key, at.generation, at.attempt, at.started_at, at.ended_at,
+             at.outcome, at.error, at.logs, at.worker);
+        ++n;
     }
+    if (n > 0) run(attempts_sql(n));
+
     // The runs that go on: a step touches its run (the change feed follows updated_at).
-    std::string cases;
-    ids.clear();
+    std::unordered_map<std::string, std::string> statuses;
+    n = 0;
     for (const RunWrite* w : held) {
         if (w->end != nullptr) continue;
-        const std::string id = param(w->lease->run_id);
-        cases += fmt::format(" WHEN {} THEN {}", id, param(touched_at(*w)));
-        ids += fmt::format("{}{}", ids.empty() ? "" : ", ", id);
+        push(w->lease->run_id, touched_at(*w));
+        ++n;
     }
-    std::unordered_map<std::string, std::string> statuses;
-    if (!ids.empty()) {
-        for (auto row : run(fmt::format("UPDATE runs SET updated_at = CASE id{} END WHERE id IN "
-                                        "({}) RETURNING id, status",
-                                        cases, ids))) {
+    if (n > 0) {
+        for (auto row : run(touch_sql(n)))
             statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
-        }
     }
     // The runs that end, in one statement per table: the outcome (unless the run was
     // cancelled meanwhile), no waits, and the queue item parked (no lease, never due).
-    std::vector<const RunWrite*> ends;
+    std::vector<const RunEnd*> ends;
     for (const RunWrite* w : held) {
-        if (w->end != nullptr) ends.push_back(w);
+        if (w->end == nullptr) continue;
+        push(w->lease->run_id);
+        ends.push_back(w->end);
     }
     if (!ends.empty()) {
-        // $1..$n the ending runs' ids, which the waits and the queue need alone; then
-        // their outcomes.
-        for (const RunWrite* w : ends) param(w->lease->run_id);
-        std::string in, status, output, error, ended;
-        for (std::size_t i = 0; i < ends.size(); ++i) {
-            const RunEnd& end = *ends[i]->end;
-            const std::string id = fmt::format("${}", i + 1);
-            in += fmt::format("{}{}", i ? ", " : "", id);
-            status += fmt::format(" WHEN {} THEN {}", id, param(end.status));
-            output += fmt::format(" WHEN {} THEN {}", id, param(end.output));
-            error += fmt::format(" WHEN {} THEN {}", id, param(end.error));
-            ended += fmt::format(" WHEN {} THEN {}", id, param(end.at));
-        }
-        const std::span<const Value> ids_only = std::span(param.values).first(ends.size());
-        tx.exec_values(fmt::format("DELETE FROM waits WHERE run_id IN ({})", in), ids_only);
-        tx.exec_values(fmt::format("UPDATE queue SET lease_owner = NULL, lease_until = NULL, "
-                                   "due_at = NULL WHERE run_id IN ({})",
-                                   in),
-                       ids_only);
-        for (auto row : run(fmt::format(
-                 "UPDATE runs SET status = CASE id{} END, output = CASE id{} END, "
-                 "error = CASE id{} END, ended_at = CASE id{} END, updated_at = CASE id{} END "
-                 "WHERE id IN ({}) AND status <> 'cancelled' RETURNING id, status",
-                 status, output, error, ended, ended, in))) {
+        const std::size_t count = ends.size();
+        tx.exec_values(unwait_sql(count), values);  // the ids alone
+        tx.exec_values(park_sql(count), values);
+        for (const RunEnd* end : ends) push(end->status, end->output, end->error, end->at);
+        for (auto row : run(end_sql(count)))
             statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
-        }
     }
     for (RunWrite* w : held) {
         // Not updated: the run was cancelled before this write.
