@@ -367,6 +367,50 @@ TEST_CASE("write_runs fences each run of a batch on its own and reports its stat
     CHECK_FALSE(f.store.renew(leases[0], kT0 + 11, kLease));  // the lease ended with the run
 }
 
+TEST_CASE("write_runs ends several runs in one batch, each with its own outcome") {
+    Fixture f;
+    f.send("e", 4);
+    auto leases = f.store.claim("w1", 4, kT0, kLease);
+    REQUIRE(leases.size() == 4);
+    // Runs that go on between runs that end, and ends of every kind with distinct values,
+    // so an outcome written to the wrong run or column shows.
+    const StepRecord s1 = step(leases[1], "a", 0, "\"one\"");
+    const StepRecord s3 = step(leases[3], "a", 0, "\"three\"");
+    const RunEnd e0{"completed", "\"zero\"", std::nullopt, kT0 + 20};
+    const RunEnd e2{"failed", std::nullopt, R"({"error":"two"})", kT0 + 22};
+    const RunEnd e3{"completed", "\"three out\"", std::nullopt, kT0 + 23};
+    RunWrite w0{&leases[0], nullptr, nullptr, &e0}, w1{&leases[1], &s1},
+        w2{&leases[2], nullptr, nullptr, &e2}, w3{&leases[3], &s3, nullptr, &e3};
+    RunWrite* const batch[] = {&w0, &w1, &w2, &w3};
+    f.store.write_runs(batch);
+    for (const RunWrite* w : batch) CHECK(w->held);
+    CHECK(w0.run_status == "completed");
+    CHECK(w1.run_status == "running");
+    CHECK(w2.run_status == "failed");
+    CHECK(w3.run_status == "completed");
+    const auto r0 = f.store.get_run(leases[0].run_id);
+    CHECK(r0->output == "\"zero\"");
+    CHECK_FALSE(r0->error);
+    CHECK(r0->ended_at == kT0 + 20);
+    CHECK(r0->updated_at == kT0 + 20);
+    const auto r1 = f.store.get_run(leases[1].run_id);
+    CHECK(r1->status == "running");
+    CHECK_FALSE(r1->ended_at);
+    CHECK(r1->updated_at == kT0 + 1);  // the step's end
+    const auto r2 = f.store.get_run(leases[2].run_id);
+    CHECK(r2->status == "failed");
+    CHECK_FALSE(r2->output);
+    CHECK(r2->error == R"({"error":"two"})");
+    CHECK(r2->ended_at == kT0 + 22);
+    const auto r3 = f.store.get_run(leases[3].run_id);
+    CHECK(r3->output == "\"three out\"");
+    CHECK(r3->ended_at == kT0 + 23);
+    CHECK(f.store.steps(leases[3].run_id).size() == 1);
+    CHECK(f.store.queue_depth() == 1);  // only the run that goes on keeps its item
+    CHECK(f.store.renew(leases[1], kT0 + 30, kLease));
+    CHECK_FALSE(f.store.renew(leases[2], kT0 + 30, kLease));
+}
+
 TEST_CASE("write_runs keeps every byte of text that array literals would mangle") {
     Fixture f;
     f.send("e", 1);
