@@ -163,6 +163,7 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
                       {"group_commit", group_commit},
                       {"group_commits", stats.group_commits},
                       {"grouped_writes", stats.grouped_writes},
+                      {"writer_cpu_us_per_run", stats.writer_cpu_ns / 1000.0 / runs},
                       {"db_transactions", db_stats.transactions},
                       {"db_batches", db_stats.batches}}
                      .dump()

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <string>
@@ -16,6 +17,12 @@ void name_this_thread(std::string_view name) {
 void set_batch_scheduling(bool batch) {
     const sched_param none{};  // both policies take priority 0
     pthread_setschedparam(pthread_self(), batch ? SCHED_BATCH : SCHED_OTHER, &none);
+}
+
+std::int64_t thread_cpu_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 }  // namespace cairn

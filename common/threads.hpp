@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <string_view>
 
 namespace cairn {
@@ -16,5 +17,8 @@ void name_this_thread(std::string_view name);
 // serial resource set the normal policy explicitly, since a new thread inherits its
 // creator's. Best effort: a failure is ignored.
 void set_batch_scheduling(bool batch);
+
+// CPU time the calling thread has used, in nanoseconds (CLOCK_THREAD_CPUTIME_ID).
+std::int64_t thread_cpu_ns();
 
 }  // namespace cairn

@@ -280,6 +280,7 @@ struct Engine::Impl {
     std::atomic<int> gc_max_leaders{default_leaders(db.backend())};
     std::atomic<std::int64_t> gc_batches{0};
     std::atomic<std::int64_t> gc_writes{0};
+    std::atomic<std::int64_t> gc_writer_cpu_ns{0};  // EngineStats::writer_cpu_ns
     // While workers run, batches that had to wait are written by writer threads, one per
     // leader slot (submit_to_writers); started by start() before any worker exists,
     // joined by stop() after the last one.
@@ -442,6 +443,7 @@ struct Engine::Impl {
     }
 
     void writer_loop() {
+        std::int64_t cpu = thread_cpu_ns();
         std::unique_lock lock(gc_mu);
         for (;;) {
             gc_writer_cv.wait(lock, [this] {
@@ -460,6 +462,9 @@ struct Engine::Impl {
                     p->outcome = p->result;
                     p->cv.notify_one();
                 }
+                const std::int64_t now_cpu = thread_cpu_ns();
+                gc_writer_cpu_ns += now_cpu - cpu;
+                cpu = now_cpu;
             }
             --gc_leaders;
         }
@@ -1647,6 +1652,7 @@ EngineStats Engine::stats() const {
     for (const auto& [id, h] : impl_->step_seconds) out.step_seconds[id] = h->snapshot();
     out.group_commits = impl_->gc_batches.load();
     out.grouped_writes = impl_->gc_writes.load();
+    out.writer_cpu_ns = impl_->gc_writer_cpu_ns.load();
     std::lock_guard ended_lock(impl_->ended_mu);
     out.runs_ended = impl_->runs_ended;
     return out;

@@ -58,6 +58,9 @@ struct EngineStats {
     std::map<std::string, Histogram::Snapshot> step_seconds;
     std::int64_t group_commits = 0;  // transactions that carried writes of several runs
     std::int64_t grouped_writes = 0;  // fenced writes those transactions carried
+    // CPU time of the writer threads that commit the batches while workers run, counted
+    // after each batch: on SQLite their one thread is the serial path of a drain.
+    std::int64_t writer_cpu_ns = 0;
 };
 
 // The durable execution engine: the workflow registry, event intake, and the workers

@@ -969,6 +969,10 @@ TEST_CASE("step writes that arrive together all land, and a stopped engine start
     wait_for(kThreads);
     e.stop();
     CHECK(completed() == kThreads);
+    // While workers run, only a writer thread commits a batch of several writes, and its
+    // CPU time is counted after each batch.
+    const auto stats = e.stats();
+    if (stats.group_commits > 0) CHECK(stats.writer_cpu_ns > 0);
 
     first_round = false;
     e.start({.threads = 2, .lease = 5s, .poll = 50ms});
