@@ -660,16 +660,15 @@ std::vector<Claim> claim_with(Backend backend, const Exec& write, const Exec& re
     for (const Claim& c : out)
         ids += fmt::format("{}{}", ids.empty() ? "" : ", ", param(c.lease.run_id));
     if (backend == Backend::sqlite) {
-        Params start;
-        std::string start_ids;
-        const std::string worker = start(owner), at = start(now);
-        for (const Claim& c : out)
-            start_ids += fmt::format("{}{}", start_ids.empty() ? "" : ", ", start(c.lease.run_id));
-        write(fmt::format("UPDATE runs SET status = 'running', worker = {}, updated_at = {}, "
-                          "started_at = COALESCE(started_at, {}) WHERE id IN ({}) "
+        std::vector<Value> start = param.values;  // the ids, $1..$n, then owner and now
+        const std::size_t n = start.size();
+        start.push_back(to_value(owner));
+        start.push_back(to_value(now));
+        write(fmt::format("UPDATE runs SET status = 'running', worker = ${}, updated_at = ${}, "
+                          "started_at = COALESCE(started_at, ${}) WHERE id IN ({}) "
                           "AND status NOT IN ('completed', 'failed', 'cancelled')",
-                          worker, at, at, start_ids),
-              start.values);
+                          n + 1, n + 2, n + 2, ids),
+              start);
     }
     // The state of every claimed run.
     const std::string sql = fmt::format(
