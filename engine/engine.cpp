@@ -457,14 +457,15 @@ struct Engine::Impl {
                 batch.swap(gc_queue);
                 lock.unlock();
                 const auto written = commit_batch(batch);
+                // Read outside gc_mu; waking this batch's writers counts with the next.
+                const std::int64_t now_cpu = thread_cpu_ns();
+                gc_writer_cpu_ns += now_cpu - cpu;
+                cpu = now_cpu;
                 lock.lock();
                 for (Pending* p : written) {
                     p->outcome = p->result;
                     p->cv.notify_one();
                 }
-                const std::int64_t now_cpu = thread_cpu_ns();
-                gc_writer_cpu_ns += now_cpu - cpu;
-                cpu = now_cpu;
             }
             --gc_leaders;
         }

@@ -59,7 +59,8 @@ struct EngineStats {
     std::int64_t group_commits = 0;  // transactions that carried writes of several runs
     std::int64_t grouped_writes = 0;  // fenced writes those transactions carried
     // CPU time of the writer threads that commit the batches while workers run, counted
-    // after each batch: on SQLite their one thread is the serial path of a drain.
+    // after each batch's commit (the wake-ups that follow count with the next batch): on
+    // SQLite their one thread is the serial path of a drain.
     std::int64_t writer_cpu_ns = 0;
 };
 
