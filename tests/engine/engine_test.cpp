@@ -3,6 +3,8 @@
 #include "engine/engine.hpp"
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sched.h>
 
 #include <atomic>
@@ -1016,14 +1018,26 @@ TEST_CASE("worker threads run under SCHED_BATCH, the writer thread under the nor
     }));
     f.engine.start({.threads = 2, .lease = 5s, .poll = 20ms});
     f.start("go");
-    for (int i = 0; i < 200 && step_policy == -1; ++i) std::this_thread::sleep_for(10ms);
+    // Generous: on a loaded machine the first claim can take seconds, and a step that ran
+    // only during stop() would no longer see the dispatcher, which stops first.
+    for (int i = 0; i < 3000 && step_policy == -1; ++i) std::this_thread::sleep_for(10ms);
+    REQUIRE(step_policy != -1);  // `seen` is the step's from here on, not written again
     // A lone write is committed by its own thread, so under load the writer thread may not
-    // have run yet (nor named itself) when the step looked.
-    for (int i = 0; i < 200 && !seen.contains("cairn-writer"); ++i) {
+    // have run yet (nor named itself) when the step looked; and one listing of
+    // /proc/self/task is not a snapshot, so a thread can be missing from it. Look again
+    // while the engine runs until every kind of thread has been seen.
+    const auto seen_all = [&] {
+        return seen.contains("cairn-writer") && seen.contains("cairn-dispatch") &&
+               seen.contains("cairn-worker");
+    };
+    for (int i = 0; i < 500 && !seen_all(); ++i) {
         std::this_thread::sleep_for(10ms);
         for (auto& [name, p] : policies_by_thread_name()) seen[name].insert(p.begin(), p.end());
     }
     f.engine.stop();
+    std::string listing;
+    for (const auto& [name, p] : seen) listing += fmt::format("{}: {}; ", name, fmt::join(p, ","));
+    INFO("policies seen: " << listing);
     // A woken worker does not preempt the writer thread whose commit woke it.
     CHECK(step_policy == SCHED_BATCH);
     CHECK(seen["cairn-worker"] == std::set<int>{SCHED_BATCH});
