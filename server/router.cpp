@@ -5,6 +5,7 @@
 
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <span>
 
 #include "common/time.hpp"
 #include "common/version.hpp"
@@ -64,40 +65,47 @@ std::vector<std::string_view> split_path(std::string_view path) {
     return out;
 }
 
-bool match(std::string_view pattern, std::string_view path, Params& params) {
+// A pattern segment in braces names a parameter: {id}.
+bool is_parameter(std::string_view segment) {
+    return segment.size() > 2 && segment.front() == '{' && segment.back() == '}';
+}
+
+// Whether a path split by split_path matches a route's pattern; fills `params` if it does.
+bool match(const Router::Route& route, bool path_slash, std::span<const std::string_view> xs,
+           Params& params) {
     // "/inspector" and "/inspector/" are different routes.
-    if (pattern.ends_with('/') != path.ends_with('/')) return false;
-    const auto ps = split_path(pattern);
-    const auto xs = split_path(path);
+    if (route.trailing_slash != path_slash) return false;
+    const auto& ps = route.segments;
     if (ps.size() != xs.size()) return false;
-    Params found;
     for (std::size_t i = 0; i < ps.size(); ++i) {
-        if (ps[i].size() > 2 && ps[i].front() == '{' && ps[i].back() == '}') {
-            found.emplace(std::string(ps[i].substr(1, ps[i].size() - 2)), std::string(xs[i]));
-        } else if (ps[i] != xs[i]) {
-            return false;
-        }
+        if (!is_parameter(ps[i]) && ps[i] != xs[i]) return false;
     }
-    params = std::move(found);
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+        if (is_parameter(ps[i])) params.emplace(ps[i].substr(1, ps[i].size() - 2), xs[i]);
+    }
     return true;
 }
 
 }  // namespace
 
 void Router::add(std::string method, std::string pattern, Auth auth, Fn fn) {
-    routes_.push_back(Route{std::move(method), std::move(pattern), auth, std::move(fn)});
+    Route route{std::move(method), std::move(pattern), auth, std::move(fn)};
+    route.trailing_slash = route.pattern.ends_with('/');
+    for (const auto segment : split_path(route.pattern)) route.segments.emplace_back(segment);
+    routes_.push_back(std::move(route));
 }
 
 Response Router::dispatch(const Request& request) const {
     const auto started = std::chrono::steady_clock::now();
     const std::string_view path = request.path();
+    const auto segments = split_path(path);  // once: the routes' patterns are split already
     const Route* found = nullptr;
     bool path_known = false;
     std::string allow;  // the methods this path accepts, for a 405
     Params params;
     for (const auto& route : routes_) {
         Params p;
-        if (!match(route.pattern, path, p)) continue;
+        if (!match(route, path.ends_with('/'), segments, p)) continue;
         path_known = true;
         allow += (allow.empty() ? "" : ", ") + route.method;
         if (route.method == request.method || (route.method == "GET" && request.method == "HEAD")) {

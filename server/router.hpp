@@ -43,6 +43,8 @@ class Router {
         std::string pattern;  // segments in braces are parameters: /api/engine/runs/{id}
         Auth auth;
         Fn fn;
+        std::vector<std::string> segments = {};  // the pattern's, split once by add()
+        bool trailing_slash = false;
     };
 
     Router(ApiKeys* keys, Metrics* metrics) : keys_(keys), metrics_(metrics) {}

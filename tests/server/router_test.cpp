@@ -1,0 +1,61 @@
+// Route matching: literal segments, {parameters}, the trailing slash, 404 and 405.
+#include "server/router.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace cairn::server;
+
+namespace {
+
+Response echo(const Params& params, std::string what) {
+    Response r;
+    r.body = what;
+    for (const auto& [k, v] : params) r.body += " " + k + "=" + v;
+    return r;
+}
+
+Response get(const Router& router, std::string method, std::string target) {
+    Request req;
+    req.method = std::move(method);
+    req.target = std::move(target);
+    return router.dispatch(req);
+}
+
+}  // namespace
+
+TEST_CASE("the router matches literal segments and parameters, and tells 404 from 405") {
+    Router router(nullptr, nullptr);
+    router.add("GET", "/api/runs", Auth::none,
+               [](const Request&, const Params& p) { return echo(p, "list"); });
+    router.add("GET", "/api/runs/{id}", Auth::none,
+               [](const Request&, const Params& p) { return echo(p, "one"); });
+    router.add("POST", "/api/runs/{id}/retry", Auth::none,
+               [](const Request&, const Params& p) { return echo(p, "retry"); });
+    router.add("GET", "/api/runs/{id}/steps/{name}", Auth::none,
+               [](const Request&, const Params& p) { return echo(p, "step"); });
+    router.add("GET", "/inspector/", Auth::none,
+               [](const Request&, const Params& p) { return echo(p, "ui"); });
+
+    CHECK(get(router, "GET", "/api/runs").body == "list");
+    CHECK(get(router, "GET", "/api/runs?limit=5").body == "list");
+    CHECK(get(router, "GET", "/api/runs/r1").body == "one id=r1");
+    CHECK(get(router, "HEAD", "/api/runs/r1").body == "one id=r1");
+    CHECK(get(router, "POST", "/api/runs/r2/retry").body == "retry id=r2");
+    CHECK(get(router, "GET", "/api/runs/r3/steps/charge").body == "step id=r3 name=charge");
+    CHECK(get(router, "GET", "/inspector/").body == "ui");
+
+    // A parameter does not match a literal, nor a literal another literal.
+    CHECK(get(router, "GET", "/api/runs/r1/steps").status == 404);
+    CHECK(get(router, "GET", "/api/jobs/r1").status == 404);
+    CHECK(get(router, "GET", "/api").status == 404);
+    // The trailing slash is significant both ways.
+    CHECK(get(router, "GET", "/api/runs/").status == 404);
+    CHECK(get(router, "GET", "/inspector").status == 404);
+
+    const auto wrong = get(router, "DELETE", "/api/runs/r1/retry");
+    CHECK(wrong.status == 405);
+    REQUIRE(wrong.headers.size() == 1);
+    CHECK(wrong.headers[0] == std::pair<std::string, std::string>{"Allow", "POST"});
+}
