@@ -361,8 +361,12 @@ std::string pg_array(const std::vector<Value>& values) {
 std::pair<std::string, std::string> insert_lists(const RowInsert& row, Params& param) {
     std::string names, values;
     for (const auto& [name, value] : row.columns) {
-        names += fmt::format("{}{}", names.empty() ? "" : ", ", name);
-        values += fmt::format("{}{}", values.empty() ? "" : ", ", param(value));
+        if (!names.empty()) {
+            names += ", ";
+            values += ", ";
+        }
+        names += name;
+        values += param(value);
     }
     return {std::move(names), std::move(values)};
 }

@@ -135,21 +135,25 @@ User read_user(const storage::Row& row) {
 }
 
 json to_json(const Ticket& t) {
-    return {{"id", t.id},
-            {"title", t.title},
-            {"description", t.description},
-            {"tags", string_array(t.tags)},
-            {"status", t.status},
-            {"priority", opt(t.priority)},
-            {"deadline", opt_time(t.deadline)},
-            {"created_by", t.created_by},
-            {"assigned_to", opt(t.assigned_to)},
-            {"helpful_notes", opt(t.helpful_notes)},
-            {"related_skills", string_array(t.related_skills)},
-            {"summary", opt(t.summary)},
-            {"run_id", opt(t.run_id)},
-            {"created_at", format_rfc3339(t.created_at)},
-            {"updated_at", format_rfc3339(t.updated_at)}};
+    // Member by member: an initializer list copies every value once more (the response of
+    // every ticket route is built here).
+    json j = json::object();
+    j["id"] = t.id;
+    j["title"] = t.title;
+    j["description"] = t.description;
+    j["tags"] = string_array(t.tags);
+    j["status"] = t.status;
+    j["priority"] = opt(t.priority);
+    j["deadline"] = opt_time(t.deadline);
+    j["created_by"] = t.created_by;
+    j["assigned_to"] = opt(t.assigned_to);
+    j["helpful_notes"] = opt(t.helpful_notes);
+    j["related_skills"] = string_array(t.related_skills);
+    j["summary"] = opt(t.summary);
+    j["run_id"] = opt(t.run_id);
+    j["created_at"] = format_rfc3339(t.created_at);
+    j["updated_at"] = format_rfc3339(t.updated_at);
+    return j;
 }
 
 Ticket read_ticket(const storage::Row& row, std::size_t first) {
