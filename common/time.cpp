@@ -18,7 +18,8 @@ std::string format_rfc3339(std::int64_t unix_ms) {
     const auto day = floor<days>(tp);
     const year_month_day ymd{day};
     const hh_mm_ss hms{tp - day};
-    // Compiled: every response with a time in it formats a few (a tenth of the cost at run time).
+    // A compiled format: half the instructions of parsing the format at run time, and every
+    // response with a time in it formats a few.
     return fmt::format(FMT_COMPILE("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z"),
                        static_cast<int>(ymd.year()), static_cast<unsigned>(ymd.month()),
                        static_cast<unsigned>(ymd.day()), hms.hours().count(), hms.minutes().count(),
