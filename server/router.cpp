@@ -99,13 +99,14 @@ Response Router::dispatch(const Request& request) const {
     const auto started = std::chrono::steady_clock::now();
     const std::string_view path = request.path();
     const auto segments = split_path(path);  // once: the routes' patterns are split already
+    const bool slash = path.ends_with('/');
     const Route* found = nullptr;
     bool path_known = false;
     std::string allow;  // the methods this path accepts, for a 405
     Params params;
     for (const auto& route : routes_) {
         Params p;
-        if (!match(route, path.ends_with('/'), segments, p)) continue;
+        if (!match(route, slash, segments, p)) continue;
         path_known = true;
         allow += (allow.empty() ? "" : ", ") + route.method;
         if (route.method == request.method || (route.method == "GET" && request.method == "HEAD")) {
