@@ -316,6 +316,10 @@ struct HttpServer::Impl {
         beast::flat_buffer buffer;
         bool ok = true;
         bool upgraded = false;
+        const std::string remote = [&] {  // the peer's address, asked once per connection
+            beast::error_code ignored;
+            return s.stream.socket().remote_endpoint(ignored).address().to_string();
+        }();
         while (ok && !stopping) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
@@ -349,10 +353,7 @@ struct HttpServer::Impl {
                             std::move(req.body()),
                             new_id(),
                             {}};
-            {
-                beast::error_code ignored;
-                request.remote = s.stream.socket().remote_endpoint(ignored).address().to_string();
-            }
+            request.remote = remote;
             request.websocket_upgrade = beast::websocket::is_upgrade(req);
             for (const auto& field : req) {
                 std::string name(field.name_string());

@@ -81,6 +81,7 @@ struct Gate {
             cv.wait_for(lock, std::chrono::seconds(10), [this] { return open; });
             return {200, "text/plain", open ? "slow done" : "never released"};
         }
+        if (req.path() == "/remote") return {200, "text/plain", "from " + req.remote};
         return {200, "text/plain", "fast " + std::string(req.path())};
     }
     void wait_entered() {
@@ -186,4 +187,15 @@ TEST_CASE("stop lets a busy request finish and closes idle connections") {
     CHECK(slow_reply.ends_with("slow done"));
     r.thread.join();  // run() returns once the last connection has ended
     CHECK(r.returned.load());
+}
+
+TEST_CASE("every request on a connection carries the peer's address") {
+    Gate gate;
+    Running r(1, gate);
+    Client c(r.server.local_address());
+    c.send("GET /remote HTTP/1.1\r\nHost: test\r\n\r\n" + get("/remote"));
+    const std::string replies = c.read_to_end();
+    const auto first = replies.find("from 127.0.0.1");
+    REQUIRE(first != std::string::npos);
+    CHECK(replies.find("from 127.0.0.1", first + 1) != std::string::npos);  // the second too
 }
