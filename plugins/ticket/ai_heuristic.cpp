@@ -103,14 +103,18 @@ class HeuristicAnalyzer final : public Analyzer {
 
         // ---- skills ----
         const auto& taxonomy = skill_taxonomy();
+        // Each tag as a skill name and in lower case, once: they are compared with every
+        // name and synonym of the taxonomy.
+        std::vector<std::pair<std::string, std::string>> tags;  // (normalized, lower case)
+        for (const auto& tag : t.tags) tags.emplace_back(normalize_skill(tag), lower(tag));
         std::vector<std::pair<int, std::size_t>> scored;  // (score, taxonomy index)
         for (std::size_t i = 0; i < taxonomy.size(); ++i) {
             const Skill& skill = taxonomy[i];
             int score = 0;
             auto add = [&](std::string_view phrase) {
                 score += 2 * count_phrase(title, phrase) + count_phrase(body, phrase);
-                for (const auto& tag : t.tags)
-                    if (normalize_skill(tag) == skill.name || lower(tag) == phrase) score += 3;
+                for (const auto& [normalized, lowered] : tags)
+                    if (normalized == skill.name || lowered == phrase) score += 3;
             };
             // Two-letter names ("go", "ai") are ordinary words; only their synonyms count.
             if (skill.name.size() > 2) add(skill.name);
