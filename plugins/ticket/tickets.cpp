@@ -495,32 +495,51 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
             }
             struct Candidate {
                 User user;
-                std::int64_t load;
                 std::size_t score;
             };
             std::vector<Candidate> staff;
             const auto rows = tx.exec(fmt::format(
-                "SELECT {}, (SELECT COUNT(*) FROM tickets t WHERE t.assigned_to = users.id AND "
-                "t.status IN ('open', 'in_progress')) FROM users WHERE active = 1 AND role IN "
-                "('moderator', 'admin') ORDER BY created_at, id",
+                "SELECT {} FROM users WHERE active = 1 AND role IN ('moderator', 'admin') "
+                "ORDER BY created_at, id",
                 kUserColumns));
             std::set<std::string> wanted;
             for (const auto& s : skills) wanted.insert(normalize_skill(s));
             for (const auto& r : rows) {
-                Candidate c{read_user(r), r.get<std::int64_t>(8), 0};
+                Candidate c{read_user(r), 0};
                 for (const auto& s : c.user.skills) c.score += wanted.count(normalize_skill(s));
                 staff.push_back(std::move(c));
             }
-            // Best score first, then the lightest load; stable keeps the longest-standing first.
+            // A staff member's open tickets: counted only to break a tie on the score, as
+            // the count walks every one of them.
+            auto load = [&](const Candidate& c) {
+                return tx
+                    .exec(
+                        "SELECT COUNT(*) FROM tickets WHERE assigned_to = $1 AND "
+                        "status IN ('open', 'in_progress')",
+                        c.user.id)
+                    .front()
+                    .get<std::int64_t>(0);
+            };
+            // Best score first, then the lightest load; on equal loads the longest-standing.
             auto best = [&](auto keep) -> std::optional<User> {
-                const Candidate* pick = nullptr;
+                std::vector<const Candidate*> top;  // the best score's, longest-standing first
                 for (const auto& c : staff) {
                     if (!keep(c)) continue;
-                    if (pick == nullptr || c.score > pick->score ||
-                        (c.score == pick->score && c.load < pick->load))
-                        pick = &c;
+                    if (top.empty() || c.score > top.front()->score) top.clear();
+                    if (top.empty() || c.score == top.front()->score) top.push_back(&c);
                 }
-                return pick ? std::optional<User>(pick->user) : std::nullopt;
+                if (top.empty()) return std::nullopt;
+                const Candidate* pick = top.front();
+                if (top.size() > 1) {
+                    std::int64_t least = load(*pick);
+                    for (std::size_t k = 1; k < top.size(); ++k) {
+                        if (const auto n = load(*top[k]); n < least) {
+                            least = n;
+                            pick = top[k];
+                        }
+                    }
+                }
+                return pick->user;
             };
             if (auto m = best([](const Candidate& c) { return c.user.role == Role::moderator && c.score > 0; }))
                 return m;
