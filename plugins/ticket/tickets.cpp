@@ -509,18 +509,9 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
                 for (const auto& s : c.user.skills) c.score += wanted.count(normalize_skill(s));
                 staff.push_back(std::move(c));
             }
-            // A staff member's open tickets: counted only to break a tie on the score, as
-            // the count walks every one of them.
-            auto load = [&](const Candidate& c) {
-                return tx
-                    .exec(
-                        "SELECT COUNT(*) FROM tickets WHERE assigned_to = $1 AND "
-                        "status IN ('open', 'in_progress')",
-                        c.user.id)
-                    .front()
-                    .get<std::int64_t>(0);
-            };
-            // Best score first, then the lightest load; on equal loads the longest-standing.
+            // Best score first, then the fewest open tickets; on equal loads the
+            // longest-standing. The loads are counted only to break a tie on the score, in
+            // one statement, as counting walks every open ticket of each.
             auto best = [&](auto keep) -> std::optional<User> {
                 std::vector<const Candidate*> top;  // the best score's, longest-standing first
                 for (const auto& c : staff) {
@@ -529,16 +520,25 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
                     if (top.empty() || c.score == top.front()->score) top.push_back(&c);
                 }
                 if (top.empty()) return std::nullopt;
+                if (top.size() == 1) return top.front()->user;
+                storage::Params ids;
+                std::string list;
+                for (const Candidate* c : top) list += (list.empty() ? "" : ", ") + ids(c->user.id);
+                std::map<std::string, std::int64_t, std::less<>> load;
+                for (const auto& r : tx.exec_values(
+                         fmt::format("SELECT assigned_to, COUNT(*) FROM tickets WHERE assigned_to "
+                                     "IN ({}) AND status IN ('open', 'in_progress') GROUP BY "
+                                     "assigned_to",
+                                     list),
+                         ids.values))
+                    load[r.get<std::string>(0)] = r.get<std::int64_t>(1);
+                const auto of = [&](const Candidate* c) {
+                    const auto it = load.find(c->user.id);
+                    return it == load.end() ? 0 : it->second;
+                };
                 const Candidate* pick = top.front();
-                if (top.size() > 1) {
-                    std::int64_t least = load(*pick);
-                    for (std::size_t k = 1; k < top.size(); ++k) {
-                        if (const auto n = load(*top[k]); n < least) {
-                            least = n;
-                            pick = top[k];
-                        }
-                    }
-                }
+                for (const Candidate* c : top)
+                    if (of(c) < of(pick)) pick = c;
                 return pick->user;
             };
             if (auto m = best([](const Candidate& c) { return c.user.role == Role::moderator && c.score > 0; }))
