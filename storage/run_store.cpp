@@ -330,31 +330,46 @@ std::string event_statement(Params& param, const NewEvent& event, const std::str
 // A Postgres array literal ({"a","b",NULL}) of `values`, for a parameter the statement
 // casts to an array type: every element quoted, with `"` and `\` escaped.
 std::string pg_array(const std::vector<Value>& values) {
-    std::string out = "{";
+    std::size_t size = 2;  // room for the texts unescaped, numbers at 20 digits
+    for (const Value& v : values) {
+        const auto* str = std::get_if<std::string>(&v);
+        size += (str != nullptr ? str->size() : 20) + 3;
+    }
+    std::string out;
+    out.reserve(size);
+    out += '{';
+    // Appends `text` quoted, escaping `"` and `\`: between them, whole runs at a time (a
+    // batch's arrays carry every id, key and output of its records).
+    const auto quoted = [&out](std::string_view text) {
+        out += '"';
+        std::size_t quote = text.find('"'), backslash = text.find('\\');
+        for (std::size_t from = 0;;) {
+            const std::size_t special = std::min(quote, backslash);
+            out.append(text.substr(from, special - from));
+            if (special == std::string_view::npos) break;
+            out += '\\';
+            out += text[special];
+            from = special + 1;
+            (special == quote ? quote : backslash) = text.find(text[special], from);
+        }
+        out += '"';
+    };
     for (const Value& v : values) {
         if (out.size() > 1) out += ',';
         if (std::holds_alternative<std::monostate>(v)) {
             out += "NULL";
-            continue;
-        }
-        std::string text;
-        if (const auto* str = std::get_if<std::string>(&v)) {
-            text = *str;
+        } else if (const auto* str = std::get_if<std::string>(&v)) {
+            quoted(*str);
         } else if (const auto* i = std::get_if<std::int64_t>(&v)) {
-            text = std::to_string(*i);
+            quoted(std::to_string(*i));
         } else if (const auto* d = std::get_if<double>(&v)) {
-            text = fmt::format("{}", *d);
+            quoted(fmt::format("{}", *d));
         } else {
-            text = std::get<bool>(v) ? "true" : "false";
+            quoted(std::get<bool>(v) ? "true" : "false");
         }
-        out += '"';
-        for (char c : text) {
-            if (c == '"' || c == '\\') out += '\\';
-            out += c;
-        }
-        out += '"';
     }
-    return out + "}";
+    out += '}';
+    return out;
 }
 
 // The column names of `row` and the placeholders of its values, which go to `param`.
@@ -546,25 +561,25 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
             (e.idempotency_key && !keys.insert(*e.idempotency_key).second))
             continue;
         sent.push_back(w);
-        const std::array<Value, 6> row{to_value(w->inserted.event_id),
-                                       to_value(e.name),
-                                       to_value(e.data),
-                                       to_value(e.ts.value_or(w->now)),
-                                       to_value(e.idempotency_key),
-                                       to_value(w->now)};
-        for (std::size_t i = 0; i < row.size(); ++i) ev[i].push_back(row[i]);
+        std::array<Value, 6> row{to_value(w->inserted.event_id),
+                                 to_value(e.name),
+                                 to_value(e.data),
+                                 to_value(e.ts.value_or(w->now)),
+                                 to_value(e.idempotency_key),
+                                 to_value(w->now)};
+        for (std::size_t i = 0; i < row.size(); ++i) ev[i].push_back(std::move(row[i]));
         for (const NewRun& r : w->runs) {
             w->inserted.run_ids.push_back(new_id_at(w->now));
-            const std::array<Value, 9> rrow{to_value(w->inserted.run_ids.back()),
-                                            to_value(w->inserted.event_id),
-                                            to_value(r.workflow_id),
-                                            to_value(r.version),
-                                            to_value(r.priority),
-                                            to_value(r.parent_run_id),
-                                            to_value(r.parent_step_key),
-                                            w->claimed ? to_value(w->claimed->owner) : Value{},
-                                            w->claimed ? to_value(w->claimed->until) : Value{}};
-            for (std::size_t i = 0; i < rrow.size(); ++i) run[i].push_back(rrow[i]);
+            std::array<Value, 9> rrow{to_value(w->inserted.run_ids.back()),
+                                      to_value(w->inserted.event_id),
+                                      to_value(r.workflow_id),
+                                      to_value(r.version),
+                                      to_value(r.priority),
+                                      to_value(r.parent_run_id),
+                                      to_value(r.parent_step_key),
+                                      w->claimed ? to_value(w->claimed->owner) : Value{},
+                                      w->claimed ? to_value(w->claimed->until) : Value{}};
+            for (std::size_t i = 0; i < rrow.size(); ++i) run[i].push_back(std::move(rrow[i]));
         }
     }
     std::vector<Value> params;
@@ -884,7 +899,7 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
         const AttemptRecord& a = w->attempt ? *w->attempt : kNoAttempt;
         const RunEnd& end = w->end ? *w->end : kNoEnd;
         auto when = [](bool present, const auto& v) { return present ? to_value(v) : Value{}; };
-        const std::array<Value, kColumns.size()> row{
+        std::array<Value, kColumns.size()> row{
             to_value(w->lease->run_id),     to_value(w->lease->owner),
             to_value(w->lease->epoch),      to_value(touched_at(*w)),
             when(w->end, end.status),       when(w->end, end.output),
@@ -898,7 +913,7 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
             when(w->attempt, a.started_at), when(w->attempt, a.ended_at),
             when(w->attempt, a.outcome),    when(w->attempt, a.error),
             when(w->attempt, a.logs),       when(w->attempt, a.worker)};
-        for (std::size_t i = 0; i < row.size(); ++i) cols[i].push_back(row[i]);
+        for (std::size_t i = 0; i < row.size(); ++i) cols[i].push_back(std::move(row[i]));
     }
     std::vector<Value> params;
     for (const auto& col : cols) params.emplace_back(pg_array(col));
