@@ -18,6 +18,7 @@
 
 #include "common/threads.hpp"
 #include "storage/detail/connection.hpp"
+#include "storage/sqlite/wal_vfs.hpp"
 
 namespace cairn::storage::detail {
 namespace {
@@ -206,7 +207,7 @@ class WalCheckpointer {
         sqlite3* db = nullptr;
         configure_library();
         if (sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                            nullptr) != SQLITE_OK) {
+                            sqlite::wal_vfs_name()) != SQLITE_OK) {
             sqlite3_close_v2(db);
             return nullptr;
         }
@@ -240,7 +241,8 @@ class SqliteConnection final : public Connection {
         flags |= access == Access::read_only && url.path != ":memory:"
                      ? SQLITE_OPEN_READONLY
                      : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-        const int rc = sqlite3_open_v2(url.path.c_str(), &db_, flags, nullptr);
+        // The default VFS but for one write per commit to the WAL (wal_vfs.hpp).
+        const int rc = sqlite3_open_v2(url.path.c_str(), &db_, flags, sqlite::wal_vfs_name());
         if (rc != SQLITE_OK) {
             std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
             sqlite3_close_v2(db_);
