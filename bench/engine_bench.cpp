@@ -36,6 +36,7 @@
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
+#include "storage/sqlite/wal_vfs.hpp"
 
 using namespace cairn;
 using Clock = std::chrono::steady_clock;
@@ -105,6 +106,7 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
     const double fill_ms = ms_since(fill0);
     const auto t0 = Clock::now();
     const MachineCpu cpu0 = machine_cpu();
+    const auto wal0 = storage::sqlite::wal_vfs_counts();
     engine::WorkerOptions o;
     o.threads = concurrency;
     o.poll = std::chrono::milliseconds(50);
@@ -145,6 +147,7 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
     const MachineCpu cpu1 = machine_cpu();
     const auto stats = e.stats();
     const auto db_stats = db.group_commit_stats();
+    const auto wal1 = storage::sqlite::wal_vfs_counts();
     e.stop();
     in_flight = nullptr;
     const double rps = runs / seconds;
@@ -165,7 +168,9 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
                       {"grouped_writes", stats.grouped_writes},
                       {"writer_cpu_us_per_run", stats.writer_cpu_ns / 1000.0 / runs},
                       {"db_transactions", db_stats.transactions},
-                      {"db_batches", db_stats.batches}}
+                      {"db_batches", db_stats.batches},
+                      {"wal_frames", wal1.frames - wal0.frames},
+                      {"wal_writes", wal1.writes - wal0.writes}}
                      .dump()
               << std::endl;
     std::cerr << fmt::format("throughput: {} runs x {} steps, {} workers on {}: {:.2f} s, {:.0f} runs/s, {:.0f} steps/s\n",
