@@ -280,41 +280,10 @@ int vfs_open(sqlite3_vfs*, const char* name, sqlite3_file* file, int flags, int*
     return SQLITE_OK;
 }
 
-int vfs_delete(sqlite3_vfs*, const char* name, int sync_dir) {
-    return g_base->xDelete(g_base, name, sync_dir);
-}
-int vfs_access(sqlite3_vfs*, const char* name, int flags, int* out) {
-    return g_base->xAccess(g_base, name, flags, out);
-}
-int vfs_full_pathname(sqlite3_vfs*, const char* name, int size, char* out) {
-    return g_base->xFullPathname(g_base, name, size, out);
-}
-void* vfs_dlopen(sqlite3_vfs*, const char* name) {
-    return g_base->xDlOpen(g_base, name);
-}
-void vfs_dlerror(sqlite3_vfs*, int size, char* out) {
-    g_base->xDlError(g_base, size, out);
-}
-void (*vfs_dlsym(sqlite3_vfs*, void* lib, const char* symbol))(void) {
-    return g_base->xDlSym(g_base, lib, symbol);
-}
-void vfs_dlclose(sqlite3_vfs*, void* lib) {
-    g_base->xDlClose(g_base, lib);
-}
-int vfs_randomness(sqlite3_vfs*, int size, char* out) {
-    return g_base->xRandomness(g_base, size, out);
-}
-int vfs_sleep(sqlite3_vfs*, int micros) {
-    return g_base->xSleep(g_base, micros);
-}
-int vfs_current_time(sqlite3_vfs*, double* out) {
-    return g_base->xCurrentTime(g_base, out);
-}
-int vfs_last_error(sqlite3_vfs*, int size, char* out) {
-    return g_base->xGetLastError(g_base, size, out);
-}
-int vfs_current_time64(sqlite3_vfs*, sqlite3_int64* out) {
-    return g_base->xCurrentTimeInt64(g_base, out);
+// Everything but opening files is the default VFS's.
+template <auto Method, class R, class... Args>
+R base_vfs(sqlite3_vfs*, Args... args) {
+    return (g_base->*Method)(g_base, args...);
 }
 
 }  // namespace
@@ -328,18 +297,19 @@ const char* wal_vfs_name() {
         vfs.mxPathname = g_base->mxPathname;
         vfs.zName = "cairn-wal";
         vfs.xOpen = vfs_open;
-        vfs.xDelete = vfs_delete;
-        vfs.xAccess = vfs_access;
-        vfs.xFullPathname = vfs_full_pathname;
-        vfs.xDlOpen = vfs_dlopen;
-        vfs.xDlError = vfs_dlerror;
-        vfs.xDlSym = vfs_dlsym;
-        vfs.xDlClose = vfs_dlclose;
-        vfs.xRandomness = vfs_randomness;
-        vfs.xSleep = vfs_sleep;
-        vfs.xCurrentTime = vfs_current_time;
-        vfs.xGetLastError = vfs_last_error;
-        vfs.xCurrentTimeInt64 = vfs_current_time64;
+        using V = sqlite3_vfs;
+        vfs.xDelete = base_vfs<&V::xDelete>;
+        vfs.xAccess = base_vfs<&V::xAccess>;
+        vfs.xFullPathname = base_vfs<&V::xFullPathname>;
+        vfs.xDlOpen = base_vfs<&V::xDlOpen>;
+        vfs.xDlError = base_vfs<&V::xDlError>;
+        vfs.xDlSym = base_vfs<&V::xDlSym>;
+        vfs.xDlClose = base_vfs<&V::xDlClose>;
+        vfs.xRandomness = base_vfs<&V::xRandomness>;
+        vfs.xSleep = base_vfs<&V::xSleep>;
+        vfs.xCurrentTime = base_vfs<&V::xCurrentTime>;
+        vfs.xGetLastError = base_vfs<&V::xGetLastError>;
+        vfs.xCurrentTimeInt64 = base_vfs<&V::xCurrentTimeInt64>;
         sqlite3_vfs_register(&vfs, 0);
         return vfs.zName;
     }();
