@@ -7,8 +7,10 @@
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -163,9 +165,8 @@ TEST_CASE("the WAL VFS: a large transaction's spilled and rewritten pages, then 
     writer->exec(
         "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
         "INSERT INTO t (tag, b) SELECT 'kept', randomblob(3000) FROM n; "
-        "UPDATE t SET tag = 'changed' WHERE id % 2 = 0; UPDATE t SET tag = 'again' WHERE id % 4 = "
-        "0; "
-        "COMMIT");
+        "UPDATE t SET tag = 'changed' WHERE id % 2 = 0; "
+        "UPDATE t SET tag = 'again' WHERE id % 4 = 0; COMMIT");
     // Spilled frames that are rolled back: another connection then commits at the same
     // offsets of the WAL, and they must not come back over its frames. With the WAL
     // emptied first, the rollback reads nothing back from it, so they are still unwritten.
@@ -191,5 +192,48 @@ TEST_CASE("the WAL VFS: a large transaction's spilled and rewritten pages, then 
         CHECK(c->number("SELECT count(*) FROM t WHERE tag = 'again'") == 50);
         CHECK(c->number("SELECT count(*) FROM t WHERE tag = 'changed'") == 50);
         CHECK(c->number("SELECT count(*) FROM t WHERE tag = 'other'") == 40);
+    }
+}
+
+TEST_CASE("the WAL VFS: a commit whose frames cannot be written fails, and nothing is lost") {
+    if (!on_sqlite()) return;
+    TempDir dir;
+    auto writer = open_writer(dir.path / "x.db");
+    writer->exec("INSERT INTO t (tag) VALUES ('before')");
+    const auto wal_size = fs::file_size(dir.path / "x.db-wal");
+
+    // A file size limit for this process 200 KB past the WAL's end: the frames of a 400 KB
+    // commit, written out with its commit frame, cannot all be written, as on a full disk. (Past the limit a write fails with
+    // EFBIG, once SIGXFSZ, which would end the process, is ignored.)
+    rlimit old_limit{};
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
+    const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = old_limit;
+    limit.rlim_cur = static_cast<rlim_t>(wal_size + 200 * 1024);
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0);
+    std::string error;
+    try {
+        writer->exec(
+            "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
+            "INSERT INTO t (tag, b) SELECT 'too big', randomblob(3000) FROM n; COMMIT");
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    setrlimit(RLIMIT_FSIZE, &old_limit);
+    std::signal(SIGXFSZ, old_handler);
+    CAPTURE(error);
+    CHECK(!error.empty());
+    try {
+        writer->exec("ROLLBACK");  // if SQLite has not rolled it back itself
+    } catch (const std::exception&) {
+    }
+
+    // The failed transaction left nothing; the database takes the next commit.
+    writer->exec("INSERT INTO t (tag) VALUES ('after')");
+    const auto copy = crash_copy(dir);
+    for (Conn* c : {writer.get(), copy.get()}) {
+        CHECK(c->exec("PRAGMA integrity_check") == "ok");
+        CHECK(c->number("SELECT count(*) FROM t WHERE tag = 'too big'") == 0);
+        CHECK(c->number("SELECT count(*) FROM t") == 2);
     }
 }
