@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "support/test_db.hpp"
 
@@ -203,8 +205,8 @@ TEST_CASE("the WAL VFS: a commit whose frames cannot be written fails, and nothi
     const auto wal_size = fs::file_size(dir.path / "x.db-wal");
 
     // A file size limit for this process 200 KB past the WAL's end: the frames of a 400 KB
-    // commit, written out with its commit frame, cannot all be written, as on a full disk. (Past the limit a write fails with
-    // EFBIG, once SIGXFSZ, which would end the process, is ignored.)
+    // commit, written out with its commit frame, cannot all be written, as on a full disk. (Past
+    // the limit a write fails with EFBIG, once SIGXFSZ, which would end the process, is ignored.)
     rlimit old_limit{};
     REQUIRE(getrlimit(RLIMIT_FSIZE, &old_limit) == 0);
     const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
@@ -235,5 +237,52 @@ TEST_CASE("the WAL VFS: a commit whose frames cannot be written fails, and nothi
         CHECK(c->exec("PRAGMA integrity_check") == "ok");
         CHECK(c->number("SELECT count(*) FROM t WHERE tag = 'too big'") == 0);
         CHECK(c->number("SELECT count(*) FROM t") == 2);
+    }
+}
+
+TEST_CASE("the WAL VFS: connections writing side by side, with rollbacks, spills and restarts") {
+    if (!on_sqlite()) return;
+    TempDir dir;
+    // The table, in WAL mode, and a connection kept open so that the WAL file stays.
+    const auto keeper = open_writer(dir.path / "x.db");
+    // Three connections commit and roll back transactions of 1 to 60 pages at once; small
+    // page caches make the larger ones spill, and SQLite's own checkpoints (every 100
+    // pages) start the WAL over now and then, so writers meet at every offset of it.
+    constexpr int kThreads = 3, kRounds = 60;
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(kThreads);
+    for (int t = 0; t < kThreads; ++t) {
+        threads.emplace_back([&, t] {
+            try {
+                Conn c(dir.path / "x.db", true);
+                c.exec("PRAGMA cache_size=8");
+                c.exec("PRAGMA wal_autocheckpoint=100");
+                for (int r = 0; r < kRounds; ++r) {
+                    const int rows = 1 + (r * 7 + t * 13) % 60;
+                    const bool keep = r % 3 != 2;
+                    c.exec(fmt::format(
+                        "BEGIN IMMEDIATE; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+                        "FROM n WHERE i < {}) INSERT INTO t (tag, b) SELECT '{}', "
+                        "randomblob(3000) FROM n; {}",
+                        rows, keep ? fmt::format("t{}", t) : "gone", keep ? "COMMIT" : "ROLLBACK"));
+                }
+            } catch (const std::exception& e) {
+                errors[t] = e.what();
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    std::int64_t expected = 0;
+    for (int t = 0; t < kThreads; ++t) {
+        CHECK(errors[t] == "");
+        for (int r = 0; r < kRounds; ++r)
+            if (r % 3 != 2) expected += 1 + (r * 7 + t * 13) % 60;
+    }
+    const auto copy = crash_copy(dir);
+    Conn fresh(dir.path / "x.db", false);
+    for (Conn* c : {&fresh, copy.get()}) {
+        CHECK(c->exec("PRAGMA integrity_check") == "ok");
+        CHECK(c->number("SELECT count(*) FROM t") == expected);
+        CHECK(c->number("SELECT count(*) FROM t WHERE tag = 'gone'") == 0);
     }
 }
