@@ -23,6 +23,11 @@
 //   at the same offsets; closing the file drops them too. To see that release, the
 //   database file is wrapped as well, and each WAL file is paired with the database file
 //   of its connection. A WAL file left unpaired writes everything straight through.
+//
+// What this leans on beyond the file format: that SQLite writes a frame as its header and
+// then its page (so the WAL's write lock is held and the frames are new), and that a WAL
+// file's name leads back to its database file's. Were either to change in another SQLite
+// version, nothing would be buffered and every write would go straight through.
 #include "storage/sqlite/wal_vfs.hpp"
 
 #include <sqlite3.h>
