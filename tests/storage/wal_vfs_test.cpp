@@ -106,6 +106,14 @@ std::unique_ptr<Conn> crash_copy(const TempDir& dir) {
     return c;
 }
 
+// A statement inserting `rows` rows tagged `tag`, each with a 3,000-byte blob: a page a row.
+std::string insert_blobs(int rows, std::string_view tag) {
+    return fmt::format(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) "
+        "INSERT INTO t (tag, b) SELECT '{}', randomblob(3000) FROM n",
+        rows, tag);
+}
+
 bool on_sqlite() {
     return cairn::testing::test_backend() == Backend::sqlite;
 }
@@ -118,9 +126,7 @@ TEST_CASE("the WAL VFS writes a commit's frames in one write, which other connec
     auto writer = open_writer(dir.path / "x.db");
     const auto before = wal_vfs::wal_vfs_counts();
     // 20 rows of 3,000 bytes: a page each, so at least 20 frames in one commit.
-    writer->exec(
-        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) "
-        "INSERT INTO t (tag, b) SELECT 'one', randomblob(3000) FROM n; COMMIT");
+    writer->exec(fmt::format("BEGIN; {}; COMMIT", insert_blobs(20, "one")));
     const auto after = wal_vfs::wal_vfs_counts();
     CHECK(after.frames - before.frames >= 20);
     // 20 frames of 4,120 bytes fit one write (other tests' threads may add a few).
@@ -145,9 +151,7 @@ TEST_CASE("the WAL VFS: what a crash leaves holds every commit, small and large"
         // commit.
         for (int i = 0; i < 30; ++i)
             writer->exec(fmt::format("INSERT INTO t (tag) VALUES ('s{}')", i));
-        writer->exec(
-            "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) "
-            "INSERT INTO t (tag, b) SELECT 'big', randomblob(3000) FROM n; COMMIT");
+        writer->exec(fmt::format("BEGIN; {}; COMMIT", insert_blobs(500, "big")));
         writer->exec("UPDATE t SET tag = 'last' WHERE tag = 's0'");
         auto copy = crash_copy(dir);
         CHECK(copy->number("SELECT count(*) FROM t") == 530);
@@ -165,22 +169,17 @@ TEST_CASE("the WAL VFS: a large transaction's spilled and rewritten pages, then 
     // the commit, and write a spilled page again in place when it changes once more.
     writer->exec("PRAGMA cache_size=10");
     writer->exec(
-        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
-        "INSERT INTO t (tag, b) SELECT 'kept', randomblob(3000) FROM n; "
-        "UPDATE t SET tag = 'changed' WHERE id % 2 = 0; "
-        "UPDATE t SET tag = 'again' WHERE id % 4 = 0; COMMIT");
+        fmt::format("BEGIN; {}; UPDATE t SET tag = 'changed' WHERE id % 2 = 0; "
+                    "UPDATE t SET tag = 'again' WHERE id % 4 = 0; COMMIT",
+                    insert_blobs(200, "kept")));
     // Spilled frames that are rolled back: another connection then commits at the same
     // offsets of the WAL, and they must not come back over its frames. With the WAL
     // emptied first, the rollback reads nothing back from it, so they are still unwritten.
     writer->exec("PRAGMA wal_checkpoint(TRUNCATE)");
-    writer->exec(
-        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
-        "INSERT INTO t (tag, b) SELECT 'rolled back', randomblob(3000) FROM n; ROLLBACK");
+    writer->exec(fmt::format("BEGIN; {}; ROLLBACK", insert_blobs(200, "rolled back")));
     {
         Conn other(dir.path / "x.db", true);
-        other.exec(
-            "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40) "
-            "INSERT INTO t (tag, b) SELECT 'other', randomblob(3000) FROM n; COMMIT");
+        other.exec(fmt::format("BEGIN; {}; COMMIT", insert_blobs(40, "other")));
     }
     // The first connection reads and writes again after the other's commit.
     CHECK(writer->number("SELECT count(*) FROM t WHERE tag = 'other'") == 40);
@@ -215,9 +214,7 @@ TEST_CASE("the WAL VFS: a commit whose frames cannot be written fails, and nothi
     REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0);
     std::string error;
     try {
-        writer->exec(
-            "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) "
-            "INSERT INTO t (tag, b) SELECT 'too big', randomblob(3000) FROM n; COMMIT");
+        writer->exec(fmt::format("BEGIN; {}; COMMIT", insert_blobs(100, "too big")));
     } catch (const std::exception& e) {
         error = e.what();
     }
@@ -261,10 +258,9 @@ TEST_CASE("the WAL VFS: connections writing side by side, with rollbacks, spills
                     const int rows = 1 + (r * 7 + t * 13) % 60;
                     const bool keep = r % 3 != 2;
                     c.exec(fmt::format(
-                        "BEGIN IMMEDIATE; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
-                        "FROM n WHERE i < {}) INSERT INTO t (tag, b) SELECT '{}', "
-                        "randomblob(3000) FROM n; {}",
-                        rows, keep ? fmt::format("t{}", t) : "gone", keep ? "COMMIT" : "ROLLBACK"));
+                        "BEGIN IMMEDIATE; {}; {}",
+                        insert_blobs(rows, keep ? fmt::format("t{}", t) : std::string("gone")),
+                        keep ? "COMMIT" : "ROLLBACK"));
                 }
             } catch (const std::exception& e) {
                 errors[t] = e.what();
