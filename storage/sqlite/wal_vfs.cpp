@@ -24,10 +24,10 @@
 //   database file is wrapped as well, and each WAL file is paired with the database file
 //   of its connection. A WAL file left unpaired writes everything straight through.
 //
-// What this leans on beyond the file format: that SQLite writes a frame as its header and
-// then its page (so the WAL's write lock is held and the frames are new), and that a WAL
-// file's name leads back to its database file's. Were either to change in another SQLite
-// version, nothing would be buffered and every write would go straight through.
+// What this leans on beyond the file format: that SQLite appends a frame as two writes, its
+// header and then its page, and that a WAL file's name leads back to its database file's. Were
+// either to change in another SQLite version, nothing would be buffered and every write would go
+// straight through.
 #include "storage/sqlite/wal_vfs.hpp"
 
 #include <sqlite3.h>
@@ -35,7 +35,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <cstring>
 #include <mutex>
 #include <new>
 #include <type_traits>
@@ -101,6 +100,11 @@ const sqlite3_io_methods& real_methods(sqlite3_file* real) {
 
 // ---- WAL files ----------------------------------------------------------------------------
 
+void drop_buffer(WalFile* w) {
+    w->buffer.clear();
+    w->page_due = w->commit_due = false;
+}
+
 int write_out(WalFile* w) {
     int rc = SQLITE_OK;
     for (std::size_t done = 0; done < w->buffer.size() && rc == SQLITE_OK;) {
@@ -110,14 +114,8 @@ int write_out(WalFile* w) {
         g_writes.fetch_add(1, std::memory_order_relaxed);
         done += n;
     }
-    w->buffer.clear();
-    w->page_due = w->commit_due = false;
+    drop_buffer(w);
     return rc;
-}
-
-void drop_buffer(WalFile* w) {
-    w->buffer.clear();
-    w->page_due = w->commit_due = false;
 }
 
 bool is_commit_header(const void* data) {
