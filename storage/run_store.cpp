@@ -158,11 +158,32 @@ END
 $fn$;
 )sql";
 
+// A step that completes on its first attempt (nearly every step) keeps that attempt in its
+// own row: what its attempt row would say beyond the step row (the run's retry
+// generation, the worker, the attempt's log lines); started_at, ended_at and the outcome
+// are the step's, which a completed step never changes. Every other attempt is a row of
+// step_attempts, as are first attempts recorded before this migration. attempt_history
+// is every attempt in either place. A step's attempt row was two B-tree insertions more
+// per step (docs/performance.md, section 23).
+constexpr std::string_view kEngineV5 = R"sql(
+ALTER TABLE steps ADD COLUMN attempt_generation BIGINT;
+ALTER TABLE steps ADD COLUMN attempt_worker TEXT;
+ALTER TABLE steps ADD COLUMN attempt_logs TEXT;
+CREATE VIEW attempt_history AS
+SELECT run_id, step_key, generation, attempt, started_at, ended_at, outcome, error, logs, worker
+FROM step_attempts
+UNION ALL
+SELECT run_id, step_key, attempt_generation, 1, started_at, ended_at, 'completed', NULL,
+    attempt_logs, attempt_worker
+FROM steps WHERE attempt_generation IS NOT NULL;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "engine tables: events, runs, steps, queue, waits", kEngineV1},
     {2, "queue index in claim order", kEngineV2},
     {3, "steps and attempts without a foreign key on Postgres", kEngineV3, Backend::postgres},
     {4, "the claim as a function with a generic plan on Postgres", kEngineV4, Backend::postgres},
+    {5, "a step's first attempt in its own row when it completed", kEngineV5},
 };
 
 constexpr std::string_view kRunColumns =
@@ -244,9 +265,9 @@ constexpr std::string_view kStateExtraColumns =
 constexpr std::size_t kFreshColumn = 21;
 
 const std::string& run_state_sql() {
-    static const std::string sql = fmt::format(
-        "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
-        kRunColumns, kStateExtraColumns);
+    static const std::string sql =
+        fmt::format("SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
+                    kRunColumns, kStateExtraColumns);
     return sql;
 }
 
@@ -254,8 +275,8 @@ const std::string& run_state_sql() {
 RunState read_state(const Row& row) {
     RunState state;
     state.run = read_run(row);
-    state.event = EventRecord{state.run.event_id,      state.run.event_name,
-                              row.get<std::string>(17), row.get<std::int64_t>(18),
+    state.event = EventRecord{state.run.event_id,           state.run.event_name,
+                              row.get<std::string>(17),     row.get<std::int64_t>(18),
                               row.get_opt<std::string>(19), row.get<std::int64_t>(20)};
     return state;
 }
@@ -858,7 +879,8 @@ std::string when_cases(std::size_t count, std::size_t key, std::size_t key_step,
 }
 
 constexpr std::string_view kStepColumnList =
-    "run_id, step_key, seq, kind, status, output, error, attempts, started_at, ended_at, wake_at";
+    "run_id, step_key, seq, kind, status, output, error, attempts, started_at, ended_at, wake_at, "
+    "attempt_generation, attempt_worker, attempt_logs";
 constexpr std::string_view kAttemptColumnList =
     "run_id, step_key, generation, attempt, started_at, ended_at, outcome, error, logs, worker";
 // A completed step is final: a second write of the same key changes nothing.
@@ -866,8 +888,18 @@ constexpr std::string_view kStepUpsert =
     "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
     "status = excluded.status, output = excluded.output, error = excluded.error, "
     "attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), "
-    "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+    "ended_at = excluded.ended_at, wake_at = excluded.wake_at, "
+    "attempt_generation = excluded.attempt_generation, attempt_worker = excluded.attempt_worker, "
+    "attempt_logs = excluded.attempt_logs "
     "WHERE steps.status <> 'completed'";
+
+// Whether the write's attempt goes in its step's row (engine 5): the first attempt, and
+// it completed the step. Every other attempt is a row of step_attempts.
+bool attempt_in_step(const RunWrite& w) {
+    return w.step != nullptr && w.attempt != nullptr && w.attempt->attempt == 1 &&
+           w.attempt->outcome == "completed" && w.step->status == "completed" &&
+           w.attempt->step_key == w.step->key;
+}
 
 // Postgres: the fence and every write in one statement (data-modifying WITH), so a batch
 // costs one round trip, and none extra for BEGIN/COMMIT when sent on its own. The batch
@@ -882,15 +914,16 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
     static const AttemptRecord kNoAttempt;
     static const RunEnd kNoEnd;
     // name and element type of each column of `v`, in order
-    static constexpr std::array<std::pair<std::string_view, std::string_view>, 26> kColumns{{
-        {"run_id", "TEXT"},         {"owner", "TEXT"},       {"epoch", "BIGINT"},
-        {"touched", "BIGINT"},      {"fin", "TEXT"},         {"fout", "TEXT"},
-        {"ferr", "TEXT"},           {"step_key", "TEXT"},    {"seq", "BIGINT"},
-        {"kind", "TEXT"},           {"status", "TEXT"},      {"output", "TEXT"},
-        {"error", "TEXT"},          {"attempts", "BIGINT"},  {"started_at", "BIGINT"},
-        {"ended_at", "BIGINT"},     {"wake_at", "BIGINT"},   {"a_step_key", "TEXT"},
-        {"a_generation", "BIGINT"}, {"a_attempt", "BIGINT"}, {"a_started_at", "BIGINT"},
-        {"a_ended_at", "BIGINT"},   {"a_outcome", "TEXT"},   {"a_error", "TEXT"},
+    static constexpr std::array<std::pair<std::string_view, std::string_view>, 29> kColumns{{
+        {"run_id", "TEXT"},         {"owner", "TEXT"},        {"epoch", "BIGINT"},
+        {"touched", "BIGINT"},      {"fin", "TEXT"},          {"fout", "TEXT"},
+        {"ferr", "TEXT"},           {"step_key", "TEXT"},     {"seq", "BIGINT"},
+        {"kind", "TEXT"},           {"status", "TEXT"},       {"output", "TEXT"},
+        {"error", "TEXT"},          {"attempts", "BIGINT"},   {"started_at", "BIGINT"},
+        {"ended_at", "BIGINT"},     {"wake_at", "BIGINT"},    {"attempt_generation", "BIGINT"},
+        {"attempt_worker", "TEXT"}, {"attempt_logs", "TEXT"}, {"a_step_key", "TEXT"},
+        {"a_generation", "BIGINT"}, {"a_attempt", "BIGINT"},  {"a_started_at", "BIGINT"},
+        {"a_ended_at", "BIGINT"},   {"a_outcome", "TEXT"},    {"a_error", "TEXT"},
         {"a_logs", "TEXT"},         {"a_worker", "TEXT"},
     }};
     std::array<std::vector<Value>, kColumns.size()> cols;
@@ -898,26 +931,24 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
         const StepRecord& st = w->step ? *w->step : kNoStep;
         const AttemptRecord& a = w->attempt ? *w->attempt : kNoAttempt;
         const RunEnd& end = w->end ? *w->end : kNoEnd;
+        const bool in_step = attempt_in_step(*w), in_table = w->attempt && !in_step;
         auto when = [](bool present, const auto& v) { return present ? to_value(v) : Value{}; };
         std::array<Value, kColumns.size()> row{
-            to_value(w->lease->run_id),     to_value(w->lease->owner),
-            to_value(w->lease->epoch),      to_value(touched_at(*w)),
-            when(w->end, end.status),       when(w->end, end.output),
-            when(w->end, end.error),        when(w->step, st.key),
-            when(w->step, st.seq),          when(w->step, st.kind),
-            when(w->step, st.status),       when(w->step, st.output),
-            when(w->step, st.error),        when(w->step, st.attempts),
-            when(w->step, st.started_at),   when(w->step, st.ended_at),
-            when(w->step, st.wake_at),      when(w->attempt, a.step_key),
-            when(w->attempt, a.generation), when(w->attempt, a.attempt),
-            when(w->attempt, a.started_at), when(w->attempt, a.ended_at),
-            when(w->attempt, a.outcome),    when(w->attempt, a.error),
-            when(w->attempt, a.logs),       when(w->attempt, a.worker)};
+            to_value(w->lease->run_id),   to_value(w->lease->owner),  to_value(w->lease->epoch),
+            to_value(touched_at(*w)),     when(w->end, end.status),   when(w->end, end.output),
+            when(w->end, end.error),      when(w->step, st.key),      when(w->step, st.seq),
+            when(w->step, st.kind),       when(w->step, st.status),   when(w->step, st.output),
+            when(w->step, st.error),      when(w->step, st.attempts), when(w->step, st.started_at),
+            when(w->step, st.ended_at),   when(w->step, st.wake_at),  when(in_step, a.generation),
+            when(in_step, a.worker),      when(in_step, a.logs),      when(in_table, a.step_key),
+            when(in_table, a.generation), when(in_table, a.attempt),  when(in_table, a.started_at),
+            when(in_table, a.ended_at),   when(in_table, a.outcome),  when(in_table, a.error),
+            when(in_table, a.logs),       when(in_table, a.worker)};
         for (std::size_t i = 0; i < row.size(); ++i) cols[i].push_back(std::move(row[i]));
     }
     std::vector<Value> params;
     for (const auto& col : cols) params.emplace_back(pg_array(col));
-    // $1..$26, one array per column of `v`. The fence locks each run's queue row and
+    // $1..$29, one array per column of `v`. The fence locks each run's queue row and
     // checks the lease; an ending run's item is parked in the same update. Every other
     // part writes only for runs the fence kept.
     static const std::string sql = [] {
@@ -997,7 +1028,7 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     });
     static TextByCount steps_sql([](std::size_t n) {
         return fmt::format("INSERT INTO steps ({}) VALUES {} {}", kStepColumnList,
-                           placeholder_rows(n, 11), kStepUpsert);
+                           placeholder_rows(n, 14), kStepUpsert);
     });
     static TextByCount attempts_sql([](std::size_t n) {
         return fmt::format("INSERT INTO step_attempts ({}) VALUES {}", kAttemptColumnList,
@@ -1063,12 +1094,17 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
         const StepRecord& st = *w->step;
         push(st.run_id, st.key, st.seq, st.kind, st.status, st.output, st.error, st.attempts,
              st.started_at, st.ended_at, st.wake_at);
+        if (attempt_in_step(*w)) {
+            push(w->attempt->generation, w->attempt->worker, w->attempt->logs);
+        } else {
+            values.resize(values.size() + 3);  // NULLs
+        }
         ++n;
     }
     if (n > 0) run(steps_sql(n));
     n = 0;
     for (const RunWrite* w : held) {
-        if (w->attempt == nullptr) continue;
+        if (w->attempt == nullptr || attempt_in_step(*w)) continue;
         const AttemptRecord& at = *w->attempt;
         push(at.run_id, at.step_key, at.generation, at.attempt, at.started_at, at.ended_at,
              at.outcome, at.error, at.logs, at.worker);
@@ -1213,7 +1249,7 @@ std::optional<RunState> RunStore::load(std::string_view run_id) {
 std::vector<AttemptRecord> RunStore::attempts(std::string_view run_id) {
     auto rows = db_.read(
         "SELECT a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, a.error, "
-        "a.logs, a.worker, a.generation FROM step_attempts a LEFT JOIN steps s ON s.run_id = "
+        "a.logs, a.worker, a.generation FROM attempt_history a LEFT JOIN steps s ON s.run_id = "
         "a.run_id AND s.step_key = a.step_key WHERE a.run_id = $1 "
         "ORDER BY a.generation, s.seq, a.started_at, a.attempt",
         run_id);

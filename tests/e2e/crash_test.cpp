@@ -64,11 +64,13 @@ void check_all_completed_exactly_once(storage::Database& db, int runs) {
     CHECK(scalar(db, "SELECT count(*) FROM steps WHERE status = 'completed'") == runs * 5);
     CHECK(scalar(db, "SELECT count(*) FROM steps") == runs * 5);
     // No step result recorded twice: one completed attempt per step.
-    CHECK(scalar(db, "SELECT count(*) FROM step_attempts WHERE outcome = 'completed'") == runs * 5);
-    CHECK(scalar(db,
-                 "SELECT count(*) FROM (SELECT run_id, step_key FROM step_attempts WHERE outcome = "
-                 "'completed' "
-                 "GROUP BY run_id, step_key HAVING count(*) > 1) dup") == 0);
+    CHECK(scalar(db, "SELECT count(*) FROM attempt_history WHERE outcome = 'completed'") ==
+          runs * 5);
+    CHECK(
+        scalar(db,
+               "SELECT count(*) FROM (SELECT run_id, step_key FROM attempt_history WHERE outcome = "
+               "'completed' "
+               "GROUP BY run_id, step_key HAVING count(*) > 1) dup") == 0);
     CHECK(scalar(db, "SELECT count(*) FROM queue WHERE due_at IS NOT NULL") == 0);
 }
 
@@ -140,15 +142,16 @@ TEST_CASE("three workers, 1000 runs, one killed with SIGKILL mid-way: every run 
     // The victim was working, and the runs it held when it died were finished by the others
     // once its leases expired.
     CHECK(t.db()
-              .exec("SELECT count(*) FROM step_attempts WHERE worker LIKE $1", victim_id)
+              .exec("SELECT count(*) FROM attempt_history WHERE worker LIKE $1", victim_id)
               .front()
               .get<int>(0) > 0);
     int taken_over = 0;
     for (const auto& run : held) {
         taken_over +=
             t.db()
-                .exec("SELECT count(*) FROM step_attempts WHERE run_id = $1 AND worker NOT LIKE $2",
-                      run, victim_id)
+                .exec(
+                    "SELECT count(*) FROM attempt_history WHERE run_id = $1 AND worker NOT LIKE $2",
+                    run, victim_id)
                 .front()
                 .get<int>(0) > 0;
     }
@@ -180,7 +183,7 @@ TEST_CASE("a worker frozen past its lease cannot record its late results") {
     // runs included (their leases expire and are claimed again).
     wait_until(t.db(), kCompleted, kRuns, 120s);
     check_all_completed_exactly_once(t.db(), kRuns);
-    const auto attempts_before = scalar(t.db(), "SELECT count(*) FROM step_attempts");
+    const auto attempts_before = scalar(t.db(), "SELECT count(*) FROM attempt_history");
 
     frozen->signal(SIGCONT);  // it finishes the steps it was in and tries to record them
     const auto deadline = std::chrono::steady_clock::now() + 10s;
@@ -192,7 +195,7 @@ TEST_CASE("a worker frozen past its lease cannot record its late results") {
                               << frozen->log());
     CHECK(frozen->log().find("lease lost") != std::string::npos);
     std::this_thread::sleep_for(500ms);
-    CHECK(scalar(t.db(), "SELECT count(*) FROM step_attempts") ==
+    CHECK(scalar(t.db(), "SELECT count(*) FROM attempt_history") ==
           attempts_before);  // nothing late got in
     check_all_completed_exactly_once(t.db(), kRuns);
 

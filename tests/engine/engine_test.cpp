@@ -934,7 +934,7 @@ TEST_CASE("worker threads run many runs to completion and stop gracefully") {
     e.stop();
     CHECK(completed() == kRuns);
     CHECK(step_calls == kRuns * 3);
-    CHECK(t.db().exec("SELECT count(*) FROM step_attempts").front().get<int>(0) == kRuns * 3);
+    CHECK(t.db().exec("SELECT count(*) FROM attempt_history").front().get<int>(0) == kRuns * 3);
 }
 
 TEST_CASE("step writes that arrive together all land, and a stopped engine starts again") {

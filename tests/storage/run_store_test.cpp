@@ -306,8 +306,8 @@ TEST_CASE("write_runs fences each run of a batch on its own and reports its stat
     const StepRecord a = step(leases[0], "a", 0, "1");
     const StepRecord b = step(stale, "b", 0, "2");
     const StepRecord c = step(leases[2], "c", 0, "3");
-    const AttemptRecord att{leases[0].run_id, "a", 1, kT0, kT0 + 1, "completed",
-                            std::nullopt, "[\"hi\"]", "w1", 0};
+    const AttemptRecord att{leases[0].run_id, "a",          1,          kT0,  kT0 + 1,
+                            "completed",      std::nullopt, "[\"hi\"]", "w1", 0};
     RunWrite wa{&leases[0], &a, &att}, wb{&stale, &b}, wc{&leases[2], &c};
     RunWrite* const batch[] = {&wa, &wb, &wc};
     f.t.db().transact([&](Transaction& tx) { f.store.write_runs(tx, batch); });
@@ -579,6 +579,81 @@ TEST_CASE("a completed step is final: a second write of the key changes nothing"
     CHECK(steps[0].started_at == kT0);
 }
 
+TEST_CASE("a step's attempts read back the same whether its row or step_attempts keeps them") {
+    Fixture f;
+    f.send("e", 1);
+    Lease l = f.store.claim("w", 1, kT0, kLease).at(0);
+    auto write = [&](const StepRecord& st, const AttemptRecord& at) {
+        RunWrite w{&l, &st, &at};
+        RunWrite* const one[] = {&w};
+        f.store.write_runs(one);
+        REQUIRE(w.held);
+    };
+    auto attempt = [&](std::string key, std::int64_t n, std::int64_t started, std::string outcome,
+                       std::optional<std::string> error, std::string logs) {
+        return AttemptRecord{
+            l.run_id,         std::move(key),  n,   started, started + 1, std::move(outcome),
+            std::move(error), std::move(logs), "w", 0};
+    };
+    // "a" completes on its first attempt: kept in its step's row (engine 5).
+    write(step(l, "a", 0, "1"), attempt("a", 1, kT0, "completed", std::nullopt, R"(["a-log"])"));
+    // "b" fails once, then completes: both attempts are rows of step_attempts.
+    StepRecord b = step(l, "b", 1, "");
+    b.status = "retrying";
+    b.output.reset();
+    b.error = R"({"message":"boom"})";
+    b.wake_at = kT0 + 5;
+    write(b, attempt("b", 1, kT0 + 2, "failed", b.error, "[]"));
+    StepRecord b_done = step(l, "b", 1, "2");
+    b_done.attempts = 2;
+    write(b_done, attempt("b", 2, kT0 + 6, "completed", std::nullopt, "[]"));
+    // "c" as written before engine 5: its first attempt a row of step_attempts.
+    f.t.db().transact([&](Transaction& tx) {
+        f.store.write_step(tx, step(l, "c", 2, "3"));
+        f.store.write_attempt(tx, attempt("c", 1, kT0 + 8, "completed", std::nullopt, "[]"));
+    });
+    CHECK(count(f.t.db(), "steps WHERE attempt_generation IS NOT NULL") == 1);
+    CHECK(count(f.t.db(), "step_attempts") == 3);
+
+    auto keys = [&](std::string_view run_id) {
+        std::vector<std::string> out;
+        for (const auto& a : f.store.attempts(run_id))
+            out.push_back(
+                fmt::format("{}#{}/{}:{}", a.step_key, a.attempt, a.generation, a.outcome));
+        return out;
+    };
+    CHECK(keys(l.run_id) == std::vector<std::string>{"a#1/0:completed", "b#1/0:failed",
+                                                     "b#2/0:completed", "c#1/0:completed"});
+    const auto all = f.store.attempts(l.run_id);
+    REQUIRE(all.size() == 4);
+    CHECK(all[0].run_id == l.run_id);
+    CHECK(all[0].started_at == kT0);  // the step's own times, which completion fixed
+    CHECK(all[0].ended_at == kT0 + 1);
+    CHECK(all[0].logs == R"(["a-log"])");
+    CHECK(all[0].worker == "w");
+    CHECK_FALSE(all[0].error);
+    CHECK(all[1].error == R"({"message":"boom"})");
+    CHECK(all[1].started_at == kT0 + 2);
+
+    // A retry keeps the completed steps and their attempts; a step of the next generation
+    // that completes on its first attempt is kept in its row too, under that generation.
+    CHECK(f.store.finish_run(l, "failed", std::nullopt, "{}", kT0 + 20));
+    REQUIRE(f.store.retry_run(l.run_id, kT0 + 21) == RunStore::RetryResult::ok);
+    l = f.store.claim("w", 1, kT0 + 22, kLease).at(0);
+    AttemptRecord d = attempt("d", 1, kT0 + 23, "completed", std::nullopt, "[]");
+    d.generation = 1;
+    write(step(l, "d", 3, "4"), d);
+    CHECK(keys(l.run_id) == std::vector<std::string>{"a#1/0:completed", "b#1/0:failed",
+                                                     "b#2/0:completed", "c#1/0:completed",
+                                                     "d#1/1:completed"});
+
+    // A replay copies steps, not their attempts.
+    const auto replay = f.store.replay_run(l.run_id, "v1", std::string("c"), kT0 + 30);
+    REQUIRE(std::holds_alternative<std::string>(replay));
+    CHECK(f.store.steps(std::get<std::string>(replay)).size() == 2);
+    CHECK(f.store.attempts(std::get<std::string>(replay)).empty());
+}
+
 TEST_CASE("paging returns every row exactly once, also while runs arrive") {
     Fixture f;
     constexpr int kRuns = 157;
@@ -825,7 +900,8 @@ TEST_CASE("list_runs filters by workflow, status, event name, time and id prefix
     CHECK_THROWS_AS(f.store.list_runs({}, std::nullopt, 1001), std::invalid_argument);
 }
 
-TEST_CASE("the change feed pages by (updated_at, id), also through many changes in one millisecond") {
+TEST_CASE(
+    "the change feed pages by (updated_at, id), also through many changes in one millisecond") {
     Fixture f;
     std::set<std::string> all;
     for (int i = 0; i < 7; ++i) all.insert(f.send("e", 1, kT0)[0]);  // all changed at kT0
