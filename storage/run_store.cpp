@@ -178,18 +178,41 @@ SELECT run_id, step_key, attempt_generation, 1, started_at, ended_at, 'completed
 FROM steps WHERE attempt_generation IS NOT NULL;
 )sql";
 
+// The change feed follows runs.updated_at, and every step used to touch its run for it:
+// an UPDATE of the run's row per step, which on Postgres is a new row version with an
+// entry in each of runs' five indexes, and on both moves the run in runs_updated. A step
+// now carries its own change time, indexed for the feed, which merges the runs' changes
+// and the steps' (changes_since); a run's updated_at as read is the later of its row's
+// and its steps' (run_columns). docs/performance.md, section 24.
+constexpr std::string_view kEngineV6 = R"sql(
+ALTER TABLE steps ADD COLUMN changed_at BIGINT;
+CREATE INDEX steps_changed ON steps (changed_at, run_id);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "engine tables: events, runs, steps, queue, waits", kEngineV1},
     {2, "queue index in claim order", kEngineV2},
     {3, "steps and attempts without a foreign key on Postgres", kEngineV3, Backend::postgres},
     {4, "the claim as a function with a generic plan on Postgres", kEngineV4, Backend::postgres},
     {5, "a step's first attempt in its own row when it completed", kEngineV5},
+    {6, "steps with their own change time for the change feed", kEngineV6},
 };
 
-constexpr std::string_view kRunColumns =
+// A run's columns for read_run but the last, its updated_at.
+constexpr std::string_view kRunColumnsButUpdated =
     "r.id, r.workflow_id, r.version, r.event_id, e.name, r.status, r.output, r.error, r.attempt, "
     "r.created_at, r.started_at, r.ended_at, r.parent_run_id, r.parent_step_key, r.worker, "
-    "r.replay_of, r.updated_at";
+    "r.replay_of";
+
+// A run's columns for read_run. A run changes when its row does or when one of its steps
+// does (engine 6): its updated_at is the later of the two.
+const std::string& run_columns() {
+    static const std::string columns = fmt::format(
+        "{}, COALESCE((SELECT max(s.changed_at) FROM steps s WHERE s.run_id = r.id AND "
+        "s.changed_at > r.updated_at), r.updated_at)",
+        kRunColumnsButUpdated);
+    return columns;
+}
 
 constexpr std::string_view kStepColumns =
     "run_id, step_key, seq, status, output, error, attempts, started_at, ended_at, kind, wake_at";
@@ -243,7 +266,7 @@ constexpr std::string_view kEventColumns = "id, name, data, ts, idempotency_key,
 // Statements shared by several readers, formatted once.
 const std::string& run_by_id_sql() {
     static const std::string sql = fmt::format(
-        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1", kRunColumns);
+        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1", run_columns());
     return sql;
 }
 const std::string& event_by_id_sql() {
@@ -267,7 +290,7 @@ constexpr std::size_t kFreshColumn = 21;
 const std::string& run_state_sql() {
     static const std::string sql =
         fmt::format("SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id = $1",
-                    kRunColumns, kStateExtraColumns);
+                    run_columns(), kStateExtraColumns);
     return sql;
 }
 
@@ -710,10 +733,12 @@ std::vector<Claim> claim_with(Backend backend, const Exec& write, const Exec& re
                           n + 1, n + 2, n + 2, ids),
               start);
     }
-    // The state of every claimed run.
+    // The state of every claimed run. Only runs without steps keep theirs, whose row's
+    // updated_at is their updated_at (run_columns).
     const std::string sql = fmt::format(
-        "SELECT {}, {} FROM runs r JOIN events e ON e.id = r.event_id WHERE r.id IN ({})",
-        kRunColumns, kStateExtraColumns, ids);
+        "SELECT {}, r.updated_at, {} FROM runs r JOIN events e ON e.id = r.event_id "
+        "WHERE r.id IN ({})",
+        kRunColumnsButUpdated, kStateExtraColumns, ids);
     for (auto row : read(sql, param.values)) {
         if (!row.get<bool>(kFreshColumn)) continue;  // has steps: the worker loads it
         const auto id = row.get<std::string>(0);
@@ -799,22 +824,30 @@ bool RunStore::finish_run(const Lease& lease, std::string_view status,
     });
 }
 
+namespace {
+
+// When a step's write changed it (steps.changed_at, which the change feed follows).
+std::int64_t changed_at(const StepRecord& step) {
+    return step.ended_at.value_or(step.started_at.value_or(0));
+}
+
+}  // namespace
+
 void RunStore::write_step(Transaction& tx, const StepRecord& step) {
     // A completed step is final: a second write of the same key changes nothing.
     tx.exec(
         "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
-        "started_at, ended_at, wake_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+        "started_at, ended_at, wake_at, changed_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
         "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
         "status = excluded.status, output = excluded.output, error = excluded.error, "
         "attempts = excluded.attempts, started_at = COALESCE(steps.started_at, "
         "excluded.started_at), "
-        "ended_at = excluded.ended_at, wake_at = excluded.wake_at "
+        "ended_at = excluded.ended_at, wake_at = excluded.wake_at, changed_at = "
+        "excluded.changed_at "
         "WHERE steps.status <> 'completed'",
         step.run_id, step.key, step.seq, step.kind, step.status, step.output, step.error,
-        step.attempts, step.started_at, step.ended_at, step.wake_at);
-    // The change feed (changes_since) follows runs.updated_at, so a step touches its run.
-    tx.exec("UPDATE runs SET updated_at = $2 WHERE id = $1", step.run_id,
-            step.ended_at.value_or(step.started_at.value_or(0)));
+        step.attempts, step.started_at, step.ended_at, step.wake_at, changed_at(step));
 }
 
 namespace {
@@ -826,10 +859,10 @@ void reset(std::span<RunWrite* const> writes) {
     }
 }
 
-// The time a write touches its run with (runs.updated_at, which the change feed follows).
+// The time of a write: its run's end, or its step's change.
 std::int64_t touched_at(const RunWrite& w) {
     if (w.end) return w.end->at;
-    return w.step->ended_at.value_or(w.step->started_at.value_or(0));
+    return changed_at(*w.step);
 }
 
 // SQLite: the text of a statement whose shape depends only on how many rows it carries,
@@ -880,7 +913,7 @@ std::string when_cases(std::size_t count, std::size_t key, std::size_t key_step,
 
 constexpr std::string_view kStepColumnList =
     "run_id, step_key, seq, kind, status, output, error, attempts, started_at, ended_at, wake_at, "
-    "attempt_generation, attempt_worker, attempt_logs";
+    "changed_at, attempt_generation, attempt_worker, attempt_logs";
 constexpr std::string_view kAttemptColumnList =
     "run_id, step_key, generation, attempt, started_at, ended_at, outcome, error, logs, worker";
 // A completed step is final: a second write of the same key changes nothing.
@@ -888,7 +921,7 @@ constexpr std::string_view kStepUpsert =
     "ON CONFLICT (run_id, step_key) DO UPDATE SET seq = excluded.seq, kind = excluded.kind, "
     "status = excluded.status, output = excluded.output, error = excluded.error, "
     "attempts = excluded.attempts, started_at = COALESCE(steps.started_at, excluded.started_at), "
-    "ended_at = excluded.ended_at, wake_at = excluded.wake_at, "
+    "ended_at = excluded.ended_at, wake_at = excluded.wake_at, changed_at = excluded.changed_at, "
     "attempt_generation = excluded.attempt_generation, attempt_worker = excluded.attempt_worker, "
     "attempt_logs = excluded.attempt_logs "
     "WHERE steps.status <> 'completed'";
@@ -907,24 +940,46 @@ bool attempt_in_step(const RunWrite& w) {
 // write lacks), so the statement's text is the same for every batch size: each
 // connection prepares it once and Postgres plans it a few times, then reuses a generic
 // plan, instead of planning and keeping one statement per batch size.
-// Returns (run id, status) of each run whose lease held.
+// Only the runs that end are written; a run that goes on is read for its status (as of the
+// statement's start), which is how its worker learns of a cancellation. Returns (run id,
+// status) of each run whose lease held.
 std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
     std::span<RunWrite* const> writes) {
     static const StepRecord kNoStep;
     static const AttemptRecord kNoAttempt;
     static const RunEnd kNoEnd;
     // name and element type of each column of `v`, in order
-    static constexpr std::array<std::pair<std::string_view, std::string_view>, 29> kColumns{{
-        {"run_id", "TEXT"},         {"owner", "TEXT"},        {"epoch", "BIGINT"},
-        {"touched", "BIGINT"},      {"fin", "TEXT"},          {"fout", "TEXT"},
-        {"ferr", "TEXT"},           {"step_key", "TEXT"},     {"seq", "BIGINT"},
-        {"kind", "TEXT"},           {"status", "TEXT"},       {"output", "TEXT"},
-        {"error", "TEXT"},          {"attempts", "BIGINT"},   {"started_at", "BIGINT"},
-        {"ended_at", "BIGINT"},     {"wake_at", "BIGINT"},    {"attempt_generation", "BIGINT"},
-        {"attempt_worker", "TEXT"}, {"attempt_logs", "TEXT"}, {"a_step_key", "TEXT"},
-        {"a_generation", "BIGINT"}, {"a_attempt", "BIGINT"},  {"a_started_at", "BIGINT"},
-        {"a_ended_at", "BIGINT"},   {"a_outcome", "TEXT"},    {"a_error", "TEXT"},
-        {"a_logs", "TEXT"},         {"a_worker", "TEXT"},
+    static constexpr std::array<std::pair<std::string_view, std::string_view>, 30> kColumns{{
+        {"run_id", "TEXT"},
+        {"owner", "TEXT"},
+        {"epoch", "BIGINT"},
+        {"touched", "BIGINT"},
+        {"fin", "TEXT"},
+        {"fout", "TEXT"},
+        {"ferr", "TEXT"},
+        {"step_key", "TEXT"},
+        {"seq", "BIGINT"},
+        {"kind", "TEXT"},
+        {"status", "TEXT"},
+        {"output", "TEXT"},
+        {"error", "TEXT"},
+        {"attempts", "BIGINT"},
+        {"started_at", "BIGINT"},
+        {"ended_at", "BIGINT"},
+        {"wake_at", "BIGINT"},
+        {"changed_at", "BIGINT"},
+        {"attempt_generation", "BIGINT"},
+        {"attempt_worker", "TEXT"},
+        {"attempt_logs", "TEXT"},
+        {"a_step_key", "TEXT"},
+        {"a_generation", "BIGINT"},
+        {"a_attempt", "BIGINT"},
+        {"a_started_at", "BIGINT"},
+        {"a_ended_at", "BIGINT"},
+        {"a_outcome", "TEXT"},
+        {"a_error", "TEXT"},
+        {"a_logs", "TEXT"},
+        {"a_worker", "TEXT"},
     }};
     std::array<std::vector<Value>, kColumns.size()> cols;
     for (const RunWrite* w : writes) {
@@ -934,21 +989,26 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
         const bool in_step = attempt_in_step(*w), in_table = w->attempt && !in_step;
         auto when = [](bool present, const auto& v) { return present ? to_value(v) : Value{}; };
         std::array<Value, kColumns.size()> row{
-            to_value(w->lease->run_id),   to_value(w->lease->owner),  to_value(w->lease->epoch),
-            to_value(touched_at(*w)),     when(w->end, end.status),   when(w->end, end.output),
-            when(w->end, end.error),      when(w->step, st.key),      when(w->step, st.seq),
-            when(w->step, st.kind),       when(w->step, st.status),   when(w->step, st.output),
-            when(w->step, st.error),      when(w->step, st.attempts), when(w->step, st.started_at),
-            when(w->step, st.ended_at),   when(w->step, st.wake_at),  when(in_step, a.generation),
-            when(in_step, a.worker),      when(in_step, a.logs),      when(in_table, a.step_key),
-            when(in_table, a.generation), when(in_table, a.attempt),  when(in_table, a.started_at),
-            when(in_table, a.ended_at),   when(in_table, a.outcome),  when(in_table, a.error),
+            to_value(w->lease->run_id),   to_value(w->lease->owner),
+            to_value(w->lease->epoch),    to_value(touched_at(*w)),
+            when(w->end, end.status),     when(w->end, end.output),
+            when(w->end, end.error),      when(w->step, st.key),
+            when(w->step, st.seq),        when(w->step, st.kind),
+            when(w->step, st.status),     when(w->step, st.output),
+            when(w->step, st.error),      when(w->step, st.attempts),
+            when(w->step, st.started_at), when(w->step, st.ended_at),
+            when(w->step, st.wake_at),    when(w->step, changed_at(st)),
+            when(in_step, a.generation),  when(in_step, a.worker),
+            when(in_step, a.logs),        when(in_table, a.step_key),
+            when(in_table, a.generation), when(in_table, a.attempt),
+            when(in_table, a.started_at), when(in_table, a.ended_at),
+            when(in_table, a.outcome),    when(in_table, a.error),
             when(in_table, a.logs),       when(in_table, a.worker)};
         for (std::size_t i = 0; i < row.size(); ++i) cols[i].push_back(std::move(row[i]));
     }
     std::vector<Value> params;
     for (const auto& col : cols) params.emplace_back(pg_array(col));
-    // $1..$29, one array per column of `v`. The fence locks each run's queue row and
+    // $1..$30, one array per column of `v`. The fence locks each run's queue row and
     // checks the lease; an ending run's item is parked in the same update. Every other
     // part writes only for runs the fence kept.
     static const std::string sql = [] {
@@ -973,14 +1033,14 @@ std::pair<std::string_view, std::vector<Value>> run_writes_postgres(
             "d AS (DELETE FROM waits WHERE run_id IN "
             "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM "
             "fence))), "
-            "r AS (UPDATE runs SET updated_at = v.touched, status = COALESCE(v.fin, runs.status), "
-            "output = CASE WHEN v.fin IS NULL THEN runs.output ELSE v.fout END, "
-            "error = CASE WHEN v.fin IS NULL THEN runs.error ELSE v.ferr END, "
-            "ended_at = CASE WHEN v.fin IS NULL THEN runs.ended_at ELSE v.touched END "
-            "FROM v WHERE runs.id = v.run_id AND v.run_id IN (SELECT run_id FROM fence) "
-            "AND (v.fin IS NULL OR runs.status <> 'cancelled') RETURNING runs.id, runs.status) "
-            "SELECT f.run_id, COALESCE(r.status, 'cancelled') FROM fence f "
-            "LEFT JOIN r ON r.id = f.run_id",
+            "r AS (UPDATE runs SET updated_at = v.touched, status = v.fin, output = v.fout, "
+            "error = v.ferr, ended_at = v.touched "
+            "FROM v WHERE runs.id = v.run_id AND v.fin IS NOT NULL "
+            "AND v.run_id IN (SELECT run_id FROM fence) AND runs.status <> 'cancelled' "
+            "RETURNING runs.id, runs.status) "
+            "SELECT f.run_id, COALESCE(r.status, CASE WHEN v.fin IS NULL THEN ru.status "
+            "ELSE 'cancelled' END) FROM fence f JOIN v ON v.run_id = f.run_id "
+            "LEFT JOIN r ON r.id = f.run_id LEFT JOIN runs ru ON ru.id = f.run_id",
             arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
     }();
     return {sql, std::move(params)};
@@ -1023,22 +1083,17 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     // many rows it carries; the values go in row order.
     static TextByCount fence_sql([](std::size_t n) {
         return fmt::format(
-            "SELECT run_id, lease_owner, lease_epoch FROM queue WHERE run_id IN ({})",
+            "SELECT q.run_id, q.lease_owner, q.lease_epoch, r.status FROM queue q JOIN runs r "
+            "ON r.id = q.run_id WHERE q.run_id IN ({})",
             placeholders(n));
     });
     static TextByCount steps_sql([](std::size_t n) {
         return fmt::format("INSERT INTO steps ({}) VALUES {} {}", kStepColumnList,
-                           placeholder_rows(n, 14), kStepUpsert);
+                           placeholder_rows(n, 15), kStepUpsert);
     });
     static TextByCount attempts_sql([](std::size_t n) {
         return fmt::format("INSERT INTO step_attempts ({}) VALUES {}", kAttemptColumnList,
                            placeholder_rows(n, 10));
-    });
-    // (id, touched) pairs
-    static TextByCount touch_sql([](std::size_t n) {
-        return fmt::format(
-            "UPDATE runs SET updated_at = CASE id{} END WHERE id IN ({}) RETURNING id, status",
-            when_cases(n, 1, 2, 2, 2), placeholders(n, 1, 2));
     });
     // n ids, then (status, output, error, ended at) for each
     static TextByCount end_sql([](std::size_t n) {
@@ -1046,7 +1101,7 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
         return fmt::format(
             "UPDATE runs SET status = CASE id{} END, output = CASE id{} END, "
             "error = CASE id{} END, ended_at = CASE id{} END, updated_at = CASE id{} END "
-            "WHERE id IN ({}) AND status <> 'cancelled' RETURNING id, status",
+            "WHERE id IN ({}) AND status <> 'cancelled'",
             cases(1), cases(2), cases(3), cases(4), cases(4), placeholders(n));
     });
     static TextByCount unwait_sql([](std::size_t n) {
@@ -1067,22 +1122,31 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     };
 
     // The fence of every run at once: keep the writes whose lease holds. A read suffices:
-    // the batch's transaction began IMMEDIATE, so no other writer can move a lease before
-    // it commits (Postgres needs the row locks of its UPDATE instead).
+    // the batch's transaction began IMMEDIATE, so no other writer can move a lease (or
+    // cancel a run) before it commits (Postgres needs the row locks of its UPDATE instead).
+    // The same read gives each run's status, which is how a worker learns of a
+    // cancellation; only the runs that end are written (engine 6).
     for (const RunWrite* w : writes) push(w->lease->run_id);
     // Each row read once into a map (a batch carries tens of runs: matching rows to writes
     // pairwise built a string per comparison).
-    std::unordered_map<std::string, std::pair<std::optional<std::string>, std::int64_t>> leases;
+    struct Fence {
+        std::optional<std::string> owner;
+        std::int64_t epoch = 0;
+        std::string status;
+    };
+    std::unordered_map<std::string, Fence> leases;
     for (auto row : run(fence_sql(writes.size()))) {
-        leases.emplace(row.get<std::string>(0),
-                       std::pair{row.get_opt<std::string>(1), row.get<std::int64_t>(2)});
+        leases.emplace(
+            row.get<std::string>(0),
+            Fence{row.get_opt<std::string>(1), row.get<std::int64_t>(2), row.get<std::string>(3)});
     }
     std::vector<RunWrite*> held;
     for (RunWrite* w : writes) {
         const auto it = leases.find(w->lease->run_id);
-        if (it != leases.end() && it->second.first == w->lease->owner &&
-            it->second.second == w->lease->epoch) {
+        if (it != leases.end() && it->second.owner == w->lease->owner &&
+            it->second.epoch == w->lease->epoch) {
             w->held = true;
+            w->run_status = it->second.status;
             held.push_back(w);
         }
     }
@@ -1093,7 +1157,7 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
         if (w->step == nullptr) continue;
         const StepRecord& st = *w->step;
         push(st.run_id, st.key, st.seq, st.kind, st.status, st.output, st.error, st.attempts,
-             st.started_at, st.ended_at, st.wake_at);
+             st.started_at, st.ended_at, st.wake_at, changed_at(st));
         if (attempt_in_step(*w)) {
             push(w->attempt->generation, w->attempt->worker, w->attempt->logs);
         } else {
@@ -1112,38 +1176,22 @@ void RunStore::write_runs(Transaction& tx, std::span<RunWrite* const> writes) {
     }
     if (n > 0) run(attempts_sql(n));
 
-    // The runs that go on: a step touches its run (the change feed follows updated_at).
-    std::unordered_map<std::string, std::string> statuses;
-    n = 0;
-    for (const RunWrite* w : held) {
-        if (w->end != nullptr) continue;
-        push(w->lease->run_id, touched_at(*w));
-        ++n;
-    }
-    if (n > 0) {
-        for (auto row : run(touch_sql(n)))
-            statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
-    }
     // The runs that end, in one statement per table: the outcome (unless the run was
     // cancelled meanwhile), no waits, and the queue item parked (no lease, never due).
+    // The runs that go on are not written: their steps carry the change (engine 6).
     std::vector<const RunEnd*> ends;
-    for (const RunWrite* w : held) {
+    for (RunWrite* w : held) {
         if (w->end == nullptr) continue;
         push(w->lease->run_id);
         ends.push_back(w->end);
+        if (w->run_status != run_status::kCancelled) w->run_status = w->end->status;
     }
     if (!ends.empty()) {
         const std::size_t count = ends.size();
         tx.exec_values(unwait_sql(count), values);  // the ids alone
         tx.exec_values(park_sql(count), values);
         for (const RunEnd* end : ends) push(end->status, end->output, end->error, end->at);
-        for (auto row : run(end_sql(count)))
-            statuses.emplace(row.get<std::string>(0), row.get<std::string>(1));
-    }
-    for (RunWrite* w : held) {
-        // Not updated: the run was cancelled before this write.
-        const auto it = statuses.find(w->lease->run_id);
-        w->run_status = it != statuses.end() ? it->second : std::string(run_status::kCancelled);
+        run(end_sql(count));
     }
 }
 
@@ -1214,12 +1262,10 @@ bool RunStore::complete_waiting_step(Transaction& tx, std::string_view run_id,
         run_id, now);
     tx.exec("DELETE FROM waits WHERE run_id = $1 AND step_key = $2", run_id, step_key);
     auto r = tx.exec(
-        "UPDATE steps SET status = $3, output = $4, error = $5, ended_at = $6, wake_at = NULL "
-        "WHERE run_id = $1 AND step_key = $2 AND status = 'waiting'",
+        "UPDATE steps SET status = $3, output = $4, error = $5, ended_at = $6, changed_at = $6, "
+        "wake_at = NULL WHERE run_id = $1 AND step_key = $2 AND status = 'waiting'",
         run_id, step_key, error ? "failed" : "completed", output, error, now);
-    if (r.affected() != 1) return false;
-    tx.exec("UPDATE runs SET updated_at = $2 WHERE id = $1", run_id, now);
-    return true;
+    return r.affected() == 1;
 }
 
 bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
@@ -1287,7 +1333,7 @@ std::vector<StepRecord> RunStore::steps(std::string_view run_id) {
 RunPage RunStore::list_runs(const RunFilter& filter, std::optional<std::string> cursor, int limit) {
     if (limit < 1 || limit > 1000) throw std::invalid_argument("limit must be from 1 to 1000");
     std::string sql = fmt::format(
-        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE 1 = 1", kRunColumns);
+        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE 1 = 1", run_columns());
     std::vector<Value> params;
     auto add = [&](std::string_view condition, Value v) {
         params.push_back(std::move(v));
@@ -1386,11 +1432,23 @@ void RunStore::notify(Transaction& tx) {
 
 std::vector<RunRecord> RunStore::changes_since(std::int64_t after_ms, std::string_view after_id,
                                                int limit) {
+    // The changes of run rows and of steps, each in its index's order, merged; a change is
+    // a (run, time) position, and a run is returned at each of its positions in the page,
+    // with that position as its updated_at. Each side is cut at the page's size before the
+    // merge, so a long backlog costs a page's reads per page. DISTINCT: two steps of one
+    // run changed in one millisecond are one position, as are a run's end and its last step.
     static const std::string sql = fmt::format(
-        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id "
-        "WHERE r.updated_at > $1 OR (r.updated_at = $1 AND r.id > $2) ORDER BY r.updated_at, r.id "
-        "LIMIT $3",
-        kRunColumns);
+        "SELECT {}, c.at FROM ("
+        "SELECT * FROM (SELECT id AS run_id, updated_at AS at FROM runs "
+        "WHERE updated_at >= $1 AND (updated_at > $1 OR id > $2) ORDER BY updated_at, id "
+        "LIMIT $3) rc "
+        "UNION "
+        "SELECT * FROM (SELECT DISTINCT run_id, changed_at AS at FROM steps "
+        "WHERE changed_at >= $1 AND (changed_at > $1 OR run_id > $2) ORDER BY changed_at, run_id "
+        "LIMIT $3) sc"
+        ") c JOIN runs r ON r.id = c.run_id JOIN events e ON e.id = r.event_id "
+        "ORDER BY c.at, c.run_id LIMIT $3",
+        kRunColumnsButUpdated);
     std::vector<RunRecord> out;
     for (auto row : db_.read(sql, after_ms, after_id, limit)) out.push_back(read_run(row));
     return out;

@@ -918,3 +918,108 @@ TEST_CASE(
     CHECK(seen == all);
     CHECK(f.store.changes_since(kT0, "~", 100).empty());  // "~": everything at kT0 is done
 }
+
+TEST_CASE("a step's change reaches the change feed and its run's updated_at, not its run's row") {
+    Fixture f;
+    const auto ids = f.send("e", 2, kT0);
+    const auto leases = f.store.claim("w", 2, kT0 + 1, kLease);  // the runs' rows change at +1
+    REQUIRE(leases.size() == 2);
+    auto row_updated_at = [&](const std::string& id) {
+        return f.t.db()
+            .exec("SELECT updated_at FROM runs WHERE id = $1", id)
+            .front()
+            .get<std::int64_t>(0);
+    };
+    const std::int64_t claimed_at = row_updated_at(leases[0].run_id);
+
+    StepRecord a = step(leases[0], "a", 0, "1");
+    a.started_at = kT0 + 5;
+    a.ended_at = kT0 + 7;
+    RunWrite w{&leases[0], &a};
+    RunWrite* const one[] = {&w};
+    f.store.write_runs(one);
+    REQUIRE(w.held);
+    CHECK(w.run_status == "running");  // learnt without writing the run
+    CHECK(row_updated_at(leases[0].run_id) == claimed_at);
+    CHECK(f.store.get_run(leases[0].run_id)->updated_at == kT0 + 7);
+    CHECK(f.store.load(leases[0].run_id)->run.updated_at == kT0 + 7);
+
+    const auto after = f.store.changes_since(kT0 + 1, "~", 100);
+    REQUIRE(after.size() == 1);
+    CHECK(after[0].id == leases[0].run_id);
+    CHECK(after[0].updated_at == kT0 + 7);  // its position in the feed
+    CHECK(f.store.changes_since(kT0 + 7, "~", 100).empty());
+
+    // A run cancelled meanwhile: the cancel is a change of its own; a step written after
+    // it is told, and the run's end is not applied.
+    CHECK(f.store.cancel_run(leases[1].run_id, kT0 + 8));
+    StepRecord b = step(leases[1], "b", 0, "2");
+    b.ended_at = kT0 + 9;
+    const RunEnd b_done{"completed", "\"out\"", std::nullopt, kT0 + 9};
+    RunWrite wb{&leases[1], &b, nullptr, &b_done};
+    RunWrite* const b_end[] = {&wb};
+    f.store.write_runs(b_end);
+    CHECK(wb.held);
+    CHECK(wb.run_status == "cancelled");
+    std::vector<std::pair<std::int64_t, std::string>> positions;
+    for (const auto& r : f.store.changes_since(kT0 + 7, "~", 100))
+        positions.emplace_back(r.updated_at, r.status);
+    CHECK(positions == std::vector<std::pair<std::int64_t, std::string>>{{kT0 + 8, "cancelled"},
+                                                                         {kT0 + 9, "cancelled"}});
+
+    // A run's end and its last step at the same time are one position.
+    StepRecord z = step(leases[0], "z", 1, "3");
+    z.ended_at = kT0 + 11;
+    const RunEnd a_done{"completed", "\"out\"", std::nullopt, kT0 + 11};
+    RunWrite wz{&leases[0], &z, nullptr, &a_done};
+    RunWrite* const a_end[] = {&wz};
+    f.store.write_runs(a_end);
+    CHECK(wz.run_status == "completed");
+    const auto ended = f.store.changes_since(kT0 + 9, "~", 100);
+    REQUIRE(ended.size() == 1);
+    CHECK(ended[0].id == leases[0].run_id);
+    CHECK(ended[0].updated_at == kT0 + 11);
+    CHECK(ended[0].status == "completed");
+    CHECK(row_updated_at(leases[0].run_id) == kT0 + 11);
+    CHECK(ids.size() == 2);
+}
+
+TEST_CASE("the change feed pages through steps and runs changed in one millisecond") {
+    Fixture f;
+    constexpr int kRuns = 5;
+    std::vector<std::string> ids;
+    for (int i = 0; i < kRuns; ++i) ids.push_back(f.send("e", 1, kT0)[0]);
+    auto leases = f.store.claim("w", kRuns, kT0, kLease);
+    REQUIRE(leases.size() == kRuns);
+    // Every run's row changed at kT0 (the claim), and two steps of each at kT0 + 1, also
+    // written in one batch: eleven (run, time) positions in two milliseconds.
+    std::vector<StepRecord> records;
+    for (const Lease& l : leases) {
+        for (int i = 0; i < 2; ++i) {
+            StepRecord r = step(l, fmt::format("s{}", i), i, "0");
+            r.ended_at = kT0 + 1;
+            records.push_back(r);
+        }
+    }
+    for (const auto& r : records) {
+        const auto& lease = *std::find_if(leases.begin(), leases.end(),
+                                          [&](const Lease& l) { return l.run_id == r.run_id; });
+        RunWrite w{&lease, &r};
+        RunWrite* const one[] = {&w};
+        f.store.write_runs(one);
+    }
+    std::map<std::int64_t, std::set<std::string>> seen;
+    std::int64_t after_ms = kT0 - 1;
+    std::string after_id = "~";
+    for (int page = 0; page < 20; ++page) {
+        auto changes = f.store.changes_since(after_ms, after_id, 3);
+        for (const auto& r : changes) CHECK(seen[r.updated_at].insert(r.id).second);  // once
+        if (changes.size() < 3) break;
+        after_ms = changes.back().updated_at;
+        after_id = changes.back().id;
+    }
+    const std::set<std::string> all(ids.begin(), ids.end());
+    CHECK(seen[kT0] == all);
+    CHECK(seen[kT0 + 1] == all);
+    CHECK(seen.size() == 2);
+}
