@@ -54,6 +54,14 @@ StepRecord step(const Lease& lease, std::string key, std::int64_t seq, std::stri
         kT0,          kT0 + 1};
 }
 
+// `w` written by write_runs on its own (a batch of one, committed alone); returns it with
+// `held` and `run_status` set.
+RunWrite write_alone(RunStore& store, RunWrite w) {
+    RunWrite* const one[] = {&w};
+    store.write_runs(one);
+    return w;
+}
+
 }  // namespace
 
 TEST_CASE("an event, its runs and their queue items are written together") {
@@ -584,10 +592,7 @@ TEST_CASE("a step's attempts read back the same whether its row or step_attempts
     f.send("e", 1);
     Lease l = f.store.claim("w", 1, kT0, kLease).at(0);
     auto write = [&](const StepRecord& st, const AttemptRecord& at) {
-        RunWrite w{&l, &st, &at};
-        RunWrite* const one[] = {&w};
-        f.store.write_runs(one);
-        REQUIRE(w.held);
+        REQUIRE(write_alone(f.store, {&l, &st, &at}).held);
     };
     auto attempt = [&](std::string key, std::int64_t n, std::int64_t started, std::string outcome,
                        std::optional<std::string> error, std::string logs) {
@@ -935,9 +940,7 @@ TEST_CASE("a step's change reaches the change feed and its run's updated_at, not
     StepRecord a = step(leases[0], "a", 0, "1");
     a.started_at = kT0 + 5;
     a.ended_at = kT0 + 7;
-    RunWrite w{&leases[0], &a};
-    RunWrite* const one[] = {&w};
-    f.store.write_runs(one);
+    const RunWrite w = write_alone(f.store, {&leases[0], &a});
     REQUIRE(w.held);
     CHECK(w.run_status == "running");  // learnt without writing the run
     CHECK(row_updated_at(leases[0].run_id) == claimed_at);
@@ -956,9 +959,7 @@ TEST_CASE("a step's change reaches the change feed and its run's updated_at, not
     StepRecord b = step(leases[1], "b", 0, "2");
     b.ended_at = kT0 + 9;
     const RunEnd b_done{"completed", "\"out\"", std::nullopt, kT0 + 9};
-    RunWrite wb{&leases[1], &b, nullptr, &b_done};
-    RunWrite* const b_end[] = {&wb};
-    f.store.write_runs(b_end);
+    const RunWrite wb = write_alone(f.store, {&leases[1], &b, nullptr, &b_done});
     CHECK(wb.held);
     CHECK(wb.run_status == "cancelled");
     std::vector<std::pair<std::int64_t, std::string>> positions;
@@ -971,10 +972,7 @@ TEST_CASE("a step's change reaches the change feed and its run's updated_at, not
     StepRecord z = step(leases[0], "z", 1, "3");
     z.ended_at = kT0 + 11;
     const RunEnd a_done{"completed", "\"out\"", std::nullopt, kT0 + 11};
-    RunWrite wz{&leases[0], &z, nullptr, &a_done};
-    RunWrite* const a_end[] = {&wz};
-    f.store.write_runs(a_end);
-    CHECK(wz.run_status == "completed");
+    CHECK(write_alone(f.store, {&leases[0], &z, nullptr, &a_done}).run_status == "completed");
     const auto ended = f.store.changes_since(kT0 + 9, "~", 100);
     REQUIRE(ended.size() == 1);
     CHECK(ended[0].id == leases[0].run_id);
@@ -1004,9 +1002,7 @@ TEST_CASE("the change feed pages through steps and runs changed in one milliseco
     for (const auto& r : records) {
         const auto& lease = *std::find_if(leases.begin(), leases.end(),
                                           [&](const Lease& l) { return l.run_id == r.run_id; });
-        RunWrite w{&lease, &r};
-        RunWrite* const one[] = {&w};
-        f.store.write_runs(one);
+        CHECK(write_alone(f.store, {&lease, &r}).held);
     }
     std::map<std::int64_t, std::set<std::string>> seen;
     std::int64_t after_ms = kT0 - 1;
