@@ -159,6 +159,23 @@ check "Last-Event-ID resumes with the changes made meanwhile" grep -q "$later" "
 check "a resumed stream skips what came before the id" bash -c "! grep -q '\"id\":\"$run1\"' '$work/resume.txt'"
 expect_eq "a bad Last-Event-ID: 400" "$(status "${A[@]}" -H 'Last-Event-ID: yesterday' "$base/api/engine/stream")" 400
 
+# A step's progress is a change of its run too, though it does not write the run's row.
+curl -s -N "${A[@]}" "$base/api/engine/stream" >"$work/progress.txt" &
+sse=$!
+pids+=("$sse")
+sleep 0.5
+curl -s -X POST "${A[@]}" -d '{"name":"example/hello","data":{"name":"steps","work_ms":600}}' "$base/api/engine/events" >"$work/progress.json"
+stepped=$(jq -r '.run_ids[0]' "$work/progress.json")
+wait_for "the stepped run completes" 15 bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs/$stepped' | jq -e >/dev/null '.status == \"completed\"'"
+sleep 0.6
+kill "$sse" 2>/dev/null
+running_changes() {
+    sed -n 's/^data: //p' "$work/progress.txt" |
+        jq -r --arg id "$stepped" 'select(.id == $id and .status == "running") | .updated_at' | sort -u | wc -l
+}
+check "the stream sends a running run again at its steps' progress" test "$(running_changes)" -ge 4
+check "and then the run's end" bash -c "sed -n 's/^data: //p' '$work/progress.txt' | jq -e --arg id '$stepped' 'select(.id == \$id and .status == \"completed\")' >/dev/null"
+
 # ---- limits ------------------------------------------------------------------------------------
 
 head -c 1100000 /dev/zero | tr '\0' 'a' >"$work/big.txt"
