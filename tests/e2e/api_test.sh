@@ -142,30 +142,37 @@ check "the OpenAPI document is public JSON listing the routes" bash -c "curl -s 
 
 # ---- live stream ---------------------------------------------------------------------------
 
-curl -s -N "${A[@]}" "$base/api/engine/stream" >"$work/sse.txt" &
-sse=$!
-pids+=("$sse")
-sleep 0.5
-curl -s -X POST "${A[@]}" -d '{"name":"example/hello","data":{"name":"live"}}' "$base/api/engine/events" >"$work/live.json"
-live=$(jq -r '.run_ids[0]' "$work/live.json")
+# Starts reading the stream into FILE in the background (its pid in $sse).
+watch_stream() {
+    curl -s -N "${A[@]}" "$base/api/engine/stream" >"$1" &
+    sse=$!
+    pids+=("$sse")
+    sleep 0.5
+}
+# Sends an example/hello event with DATA and prints the id of the run it started.
+send_hello() {
+    curl -s -X POST "${A[@]}" -d "{\"name\":\"example/hello\",\"data\":$1}" \
+        "$base/api/engine/events" | jq -r '.run_ids[0] // empty'
+}
+
+watch_stream "$work/sse.txt"
+live=$(send_hello '{"name":"live"}')
+check "the live event started a run" test -n "$live"
 check "the stream delivers the new run within a second" wait_for "run in stream" 1 grep -q "$live" "$work/sse.txt"
 check "stream events have ids and the run event type" bash -c "grep -q '^id: [0-9]*$' '$work/sse.txt' && grep -q '^event: run$' '$work/sse.txt'"
 kill "$sse" 2>/dev/null
 resume_from=$(grep -m1 '^id: ' "$work/sse.txt" | cut -d' ' -f2)
-curl -s -X POST "${A[@]}" -d '{"name":"example/hello","data":{"name":"later"}}' "$base/api/engine/events" >"$work/later.json"
-later=$(jq -r '.run_ids[0]' "$work/later.json")
+later=$(send_hello '{"name":"later"}')
+check "the later event started a run" test -n "$later"
 timeout 3 curl -s -N "${A[@]}" -H "Last-Event-ID: $resume_from" "$base/api/engine/stream" >"$work/resume.txt"
 check "Last-Event-ID resumes with the changes made meanwhile" grep -q "$later" "$work/resume.txt"
 check "a resumed stream skips what came before the id" bash -c "! grep -q '\"id\":\"$run1\"' '$work/resume.txt'"
 expect_eq "a bad Last-Event-ID: 400" "$(status "${A[@]}" -H 'Last-Event-ID: yesterday' "$base/api/engine/stream")" 400
 
 # A step's progress is a change of its run too, though it does not write the run's row.
-curl -s -N "${A[@]}" "$base/api/engine/stream" >"$work/progress.txt" &
-sse=$!
-pids+=("$sse")
-sleep 0.5
-curl -s -X POST "${A[@]}" -d '{"name":"example/hello","data":{"name":"steps","work_ms":600}}' "$base/api/engine/events" >"$work/progress.json"
-stepped=$(jq -r '.run_ids[0]' "$work/progress.json")
+watch_stream "$work/progress.txt"
+stepped=$(send_hello '{"name":"steps","work_ms":600}')
+check "the stepped event started a run" test -n "$stepped"
 wait_for "the stepped run completes" 15 bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs/$stepped' | jq -e >/dev/null '.status == \"completed\"'"
 sleep 0.6
 kill "$sse" 2>/dev/null
