@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 
 #include "common/ids.hpp"
 #include "engine/engine.hpp"
@@ -134,6 +135,44 @@ std::string load_jwt_secret(storage::Database& db, const std::optional<std::stri
             .front()
             .get<std::string>(0);
     });
+}
+
+// ---- verified access tokens ------------------------------------------------------------
+
+VerifiedTokens::VerifiedTokens(std::size_t capacity) : capacity_(capacity) {
+    if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+    randombytes_buf(key_.data(), key_.size());
+}
+
+VerifiedTokens::Digest VerifiedTokens::digest(std::string_view token) const {
+    Digest d{};
+    crypto_generichash(d.data(), d.size(), reinterpret_cast<const unsigned char*>(token.data()),
+                       token.size(), key_.data(), key_.size());
+    return d;
+}
+
+std::optional<VerifiedTokens::Claims> VerifiedTokens::find(std::string_view token,
+                                                           std::int64_t now_s) const {
+    const Digest d = digest(token);
+    std::lock_guard lock(mutex_);
+    const auto it = entries_.find(d);
+    if (it == entries_.end() || it->second.exp_s <= now_s) return std::nullopt;
+    return it->second;
+}
+
+void VerifiedTokens::add(std::string_view token, Claims claims, std::int64_t now_s) {
+    const Digest d = digest(token);
+    std::lock_guard lock(mutex_);
+    if (entries_.size() >= capacity_ && !entries_.contains(d)) {
+        std::erase_if(entries_, [&](const auto& e) { return e.second.exp_s <= now_s; });
+        if (entries_.size() >= capacity_) entries_.clear();
+    }
+    entries_.insert_or_assign(d, std::move(claims));
+}
+
+std::size_t VerifiedTokens::size() const {
+    std::lock_guard lock(mutex_);
+    return entries_.size();
 }
 
 // ---- rate limits --------------------------------------------------------------------
@@ -417,13 +456,21 @@ Principal AuthService::authenticate(std::string_view authorization) const {
     std::string token = trim(authorization);
     if (token.starts_with("Bearer ") || token.starts_with("bearer ")) token = trim(token.substr(7));
     if (token.empty()) throw unauthorized("a bearer token is required: Authorization: Bearer <access_token>");
-    const auto claims = jwt_.verify(token, now_ms() / 1000);
-    if (!claims || claims->value("typ", "") != "access" || !(*claims)["sub"].is_string() ||
-        !(*claims)["sid"].is_string())
-        throw unauthorized("the access token is invalid or expired");
+    const std::int64_t now_s = now_ms() / 1000;
+    auto verified = verified_.find(token, now_s);
+    if (!verified) {
+        const auto claims = jwt_.verify(token, now_s);
+        if (!claims || claims->value("typ", "") != "access" || !(*claims)["sub"].is_string() ||
+            !(*claims)["sid"].is_string())
+            throw unauthorized("the access token is invalid or expired");
+        verified.emplace(VerifiedTokens::Claims{(*claims)["sub"].get<std::string>(),
+                                                (*claims)["sid"].get<std::string>(),
+                                                (*claims)["exp"].get<std::int64_t>()});
+        verified_.add(token, *verified, now_s);
+    }
     Principal p;
-    p.user_id = (*claims)["sub"].get<std::string>();
-    p.session_id = (*claims)["sid"].get<std::string>();
+    p.user_id = std::move(verified->user_id);
+    p.session_id = std::move(verified->session_id);
     const auto rows = db_.read(
         "SELECT u.role, u.email, u.name, u.active, s.revoked_at FROM users u "
         "JOIN auth_sessions s ON s.user_id = u.id WHERE u.id = $1 AND s.id = $2",

@@ -1,12 +1,15 @@
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "plugins/ticket/model.hpp"
@@ -42,6 +45,43 @@ class Jwt {
 // std::invalid_argument), or one generated on first run and kept in the database so
 // every process on it agrees.
 std::string load_jwt_secret(storage::Database& db, const std::optional<std::string>& configured);
+
+// Access tokens already verified, so that a client presenting its token again is not
+// verified again: the token's decoding, its HMAC and its claims' JSON were a fifth of a
+// ticket post's handler time (docs/performance.md, section 25). An entry is keyed by a
+// BLAKE2b digest of the token's exact text under a key drawn at random per process (the
+// token itself is not kept, and one that differs in any byte misses), holds the claims
+// the caller read from it, and is not returned at or after its expiry. At most
+// `capacity` entries: adding to a full cache first drops the expired, and if none were,
+// all. Thread-safe.
+class VerifiedTokens {
+  public:
+    struct Claims {
+        std::string user_id;
+        std::string session_id;
+        std::int64_t exp_s = 0;  // the token's `exp`
+    };
+    explicit VerifiedTokens(std::size_t capacity = 4096);
+    std::optional<Claims> find(std::string_view token, std::int64_t now_s) const;
+    void add(std::string_view token, Claims claims, std::int64_t now_s);
+    std::size_t size() const;
+
+  private:
+    using Digest = std::array<unsigned char, 32>;
+    struct DigestHash {
+        std::size_t operator()(const Digest& d) const noexcept {
+            std::size_t h = 0;  // the digest is uniform already
+            std::memcpy(&h, d.data(), sizeof h);
+            return h;
+        }
+    };
+    Digest digest(std::string_view token) const;
+
+    std::size_t capacity_;
+    std::array<unsigned char, 32> key_{};
+    mutable std::mutex mutex_;
+    std::unordered_map<Digest, Claims, DigestHash> entries_;  // guarded by mutex_
+};
 
 // Token buckets keyed by string ("ip:1.2.3.4", "account:a@b.c"): `per_minute` attempts
 // refill evenly over a minute, and a full bucket allows a burst of that many. Thread-safe.
@@ -136,6 +176,7 @@ class AuthService {
     storage::Database& db_;
     engine::Engine& engine_;
     Jwt jwt_;
+    mutable VerifiedTokens verified_;
     AuthSettings settings_;
     RateLimiter ip_limiter_;
     RateLimiter account_limiter_;

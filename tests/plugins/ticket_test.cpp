@@ -350,6 +350,29 @@ TEST_CASE("register emits user/signup in the same transaction; the welcome mail 
     CHECK(f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events.size() == 1);
 }
 
+TEST_CASE(
+    "authenticate: a token seen before is accepted again, a changed one never, a revoked one not") {
+    Fixture f;
+    const Session s =
+        f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    const Principal first = f.s().auth.authenticate("Bearer " + s.access_token);
+    const Principal again = f.s().auth.authenticate("Bearer " + s.access_token);
+    CHECK(again.user_id == first.user_id);
+    CHECK(again.session_id == first.session_id);
+    CHECK(again.email == "u@example.test");
+    // Each byte of the token counts after it was accepted: the signature, the claims.
+    std::string forged = s.access_token;
+    char& c = forged[forged.rfind('.') + 5];  // six bits of the signature, all of them data
+    c = c == 'A' ? 'Q' : 'A';
+    CHECK_THROWS_AS(f.s().auth.authenticate(forged), ApiError);
+    forged = s.access_token;
+    forged[forged.find('.') + 3] ^= 1;
+    CHECK_THROWS_AS(f.s().auth.authenticate(forged), ApiError);
+    // The session is still checked on every request: logout ends the token at once.
+    f.s().auth.logout(again);
+    CHECK_THROWS_AS(f.s().auth.authenticate(s.access_token), ApiError);
+}
+
 TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cuts access") {
     Fixture f;
     const Session s = f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");

@@ -131,6 +131,37 @@ TEST_CASE("JWT: HS256 tokens verify; tampering, other keys, alg=none and expiry 
     CHECK_FALSE(jwt.verify("", 1000));
 }
 
+TEST_CASE("verified tokens: found again until expiry, by exact text only, and bounded") {
+    VerifiedTokens cache(2);
+    const std::string token = "header.payload.signature";
+    CHECK_FALSE(cache.find(token, 1000));
+    cache.add(token, {"u1", "s1", 2000}, 1000);
+    const auto hit = cache.find(token, 1999);
+    REQUIRE(hit);
+    CHECK(hit->user_id == "u1");
+    CHECK(hit->session_id == "s1");
+    CHECK(hit->exp_s == 2000);
+    CHECK_FALSE(cache.find(token, 2000));  // expired
+    CHECK_FALSE(cache.find("header.payload.signaturE", 1000));
+    CHECK_FALSE(cache.find("header.payload.signature ", 1000));
+    CHECK_FALSE(cache.find("", 1000));
+    // Full: the expired entry goes first, the live one stays.
+    cache.add("short-lived", {"u2", "s2", 1500}, 1000);
+    CHECK(cache.size() == 2);
+    cache.add("third", {"u3", "s3", 9000}, 1600);
+    CHECK(cache.size() == 2);
+    CHECK(cache.find(token, 1600));
+    CHECK(cache.find("third", 1600)->user_id == "u3");
+    CHECK_FALSE(cache.find("short-lived", 1400));
+    // Full of live entries: all of them go, the new one is kept.
+    cache.add("fourth", {"u4", "s4", 9000}, 1600);
+    CHECK(cache.size() == 1);
+    CHECK(cache.find("fourth", 1600));
+    CHECK_FALSE(cache.find(token, 1600));
+    // Another process (another key) knows none of these.
+    CHECK_FALSE(VerifiedTokens(2).find("fourth", 1600));
+}
+
 TEST_CASE("passwords: Argon2id hashes verify only the same password") {
     const auto h = hash_password("correct horse");
     CHECK(h.starts_with("$argon2id$"));
