@@ -12,3 +12,14 @@ function(cairn_target_options target)
     target_link_options(${target} PUBLIC -fsanitize=address,undefined)
   endif()
 endfunction()
+
+# An executable's allocator: tcmalloc when CAIRN_TCMALLOC found it. Nothing calls into the
+# library by name, so it is linked even where the linker drops unreferenced libraries.
+set(CMAKE_LINK_LIBRARY_USING_NO_AS_NEEDED
+    "LINKER:--push-state,--no-as-needed" "<LINK_ITEM>" "LINKER:--pop-state")
+set(CMAKE_LINK_LIBRARY_USING_NO_AS_NEEDED_SUPPORTED TRUE)
+function(cairn_allocator target)
+  if(TCMALLOC_FOUND)
+    target_link_libraries(${target} PRIVATE "$<LINK_LIBRARY:NO_AS_NEEDED,${TCMALLOC_LINK_LIBRARIES}>")
+  endif()
+endfunction()
