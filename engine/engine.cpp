@@ -574,13 +574,14 @@ struct Engine::Impl {
 
     // Engine::send on Postgres: a path of one statement, if it applies (announcing the
     // runs it makes due); nullopt leaves the event to the transactional path.
-    std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders) {
+    std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders,
+                                         const storage::OnlyIf& only_if) {
         // Only Postgres has the path: elsewhere, do not build the event twice.
         if (db.backend() != storage::Backend::postgres) return std::nullopt;
         const storage::NewEvent e = new_event(in);
         const std::vector<storage::NewRun> runs = triggered(in.name);
         const bool live = batching();
-        if (!riders && live) return send_batched(in, e, runs);
+        if (!riders && !only_if && live) return send_batched(in, e, runs);
         // Claiming its runs, as send_batched does, while idle threads can take them.
         Promise promise(*this, live ? static_cast<int>(runs.size()) : 0);
         std::optional<storage::ClaimedBy> claimed;
@@ -591,7 +592,7 @@ struct Engine::Impl {
                 return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
                               : std::vector<storage::RowInsert>{};
             },
-            claimed ? &*claimed : nullptr);
+            only_if, claimed ? &*claimed : nullptr);
         if (!ins) return std::nullopt;
         if (claimed) {
             promise.keep(std::move(claimed->claims));
@@ -671,19 +672,25 @@ struct Engine::Impl {
     // send_alone leaves). While the workers run and have idle threads for all of the
     // event's runs, the runs are written claimed and handed to those threads after the
     // commit, as send_batched does: the dispatcher's wake-up and claim are saved.
-    SendResult send_transacted(const EventInput& in, const Engine::Riders& riders) {
+    SendResult send_transacted(const EventInput& in, const Engine::Riders& riders,
+                               const storage::OnlyIf& only_if) {
         Promise promise(*this, batching() ? static_cast<int>(triggered_count(in.name)) : 0);
         std::optional<storage::ClaimedBy> claimed;
-        const SendResult out = transact([&](Transaction& tx) {
-            if (promise) claimed = promise.claimed_by();  // afresh if the batch runs it again
-            auto sent = send(tx, in, claimed ? &*claimed : nullptr);
-            if (riders) storage::RunStore::insert_rows(tx, riders(sent));
-            return sent;
-        });
+        // A condition that fails writes nothing and throws only after the transaction: a
+        // throw inside would fail a whole batch of other writers with it.
+        const std::optional<SendResult> out =
+            transact([&](Transaction& tx) -> std::optional<SendResult> {
+                if (promise) claimed = promise.claimed_by();  // afresh if the batch runs it again
+                if (only_if && !storage::RunStore::holds(tx, only_if)) return std::nullopt;
+                auto sent = send(tx, in, claimed ? &*claimed : nullptr);
+                if (riders) storage::RunStore::insert_rows(tx, riders(sent));
+                return sent;
+            });
         const bool mine = claimed && !claimed->claims.empty();
         if (claimed) promise.keep(std::move(claimed->claims));
-        if ((!mine && !out.run_ids.empty()) || out.waits_resumed > 0) announce();
-        return out;
+        if (!out) throw PreconditionFailed();
+        if ((!mine && !out->run_ids.empty()) || out->waits_resumed > 0) announce();
+        return *out;
     }
 
     // Ends a send's promise of `promise` idle worker threads: its claimed runs (as many,
@@ -1421,8 +1428,13 @@ SendResult Engine::send(const EventInput& event) {
 }
 
 SendResult Engine::send(const EventInput& event, const Riders& riders) {
-    if (auto out = impl_->send_alone(event, riders)) return *out;
-    return impl_->send_transacted(event, riders);
+    return send(event, riders, storage::OnlyIf{});
+}
+
+SendResult Engine::send(const EventInput& event, const Riders& riders,
+                        const storage::OnlyIf& only_if) {
+    if (auto out = impl_->send_alone(event, riders, only_if)) return *out;
+    return impl_->send_transacted(event, riders, only_if);
 }
 
 void Engine::wake() {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <variant>
 #include <vector>
@@ -64,6 +65,12 @@ struct EngineStats {
     std::int64_t writer_cpu_ns = 0;
 };
 
+// Engine::send's condition did not hold: nothing was written.
+class PreconditionFailed : public std::runtime_error {
+  public:
+    PreconditionFailed() : std::runtime_error("the write's precondition did not hold") {}
+};
+
 // The durable execution engine: the workflow registry, event intake, and the workers
 // that claim runs and replay them.
 //
@@ -92,6 +99,10 @@ class Engine {
     // together, in the one statement when it applies.
     using Riders = std::function<std::vector<storage::RowInsert>(const SendResult&)>;
     SendResult send(const EventInput& event, const Riders& riders);
+    // The same, written only if `only_if` holds in the same transaction (on Postgres, in
+    // the one statement when it applies); otherwise nothing is written and it throws
+    // PreconditionFailed.
+    SendResult send(const EventInput& event, const Riders& riders, const storage::OnlyIf& only_if);
 
     // Wakes idle workers, this process's at once and other processes' by a NOTIFY sent
     // from a background thread; call it after send(tx, ...) committed.

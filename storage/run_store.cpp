@@ -554,6 +554,7 @@ InsertedEvent RunStore::insert_event(const NewEvent& event, std::span<const NewR
 std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
                                                           std::span<const NewRun> runs,
                                                           std::int64_t now, const Riders& riders,
+                                                          const OnlyIf& only_if,
                                                           ClaimedBy* claimed) {
     if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
     if (db_.backend() != Backend::postgres || runs.empty()) return std::nullopt;
@@ -561,8 +562,14 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
     out.event_id = event.id.value_or(new_id_at(now));
     for (std::size_t i = 0; i < runs.size(); ++i) out.run_ids.push_back(new_id_at(now));
     Params param;
-    const std::string head = fmt::format(
-        "w AS (SELECT 1 FROM waits WHERE event_name = {} LIMIT 1), ", param(event.name));
+    std::string head = fmt::format("w AS (SELECT 1 FROM waits WHERE event_name = {} LIMIT 1), ",
+                                   param(event.name));
+    std::string guard = "WHERE NOT EXISTS (SELECT 1 FROM w)";
+    if (only_if) {
+        // Read in the statement's snapshot, as the waits are.
+        head += fmt::format("g AS ({}), ", only_if(param));
+        guard += " AND EXISTS (SELECT 1 FROM g)";
+    }
     // Each rider is inserted only with the event (`FROM e`); Postgres takes the type of
     // each parameter from its column.
     std::string extra;
@@ -572,10 +579,9 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
         extra += fmt::format(", x{} AS (INSERT INTO {} ({}) SELECT {} FROM e)", i, rows[i].table,
                              names, values);
     }
-    const std::string sql =
-        event_statement(param, event, out.event_id, runs, out.run_ids, now, head,
-                        "WHERE NOT EXISTS (SELECT 1 FROM w)", extra, claimed) +
-        "SELECT e.id FROM e";
+    const std::string sql = event_statement(param, event, out.event_id, runs, out.run_ids, now,
+                                            head, guard, extra, claimed) +
+                            "SELECT e.id FROM e";
     if (db_.exec_once(Access::read_write, sql, param.values).empty()) return std::nullopt;
     add_claims(claimed, event, out, runs, now);
     return out;
@@ -677,6 +683,12 @@ void RunStore::insert_rows(Transaction& tx, std::span<const RowInsert> rows) {
         tx.exec_values(fmt::format("INSERT INTO {} ({}) VALUES ({})", row.table, names, values),
                        param.values);
     }
+}
+
+bool RunStore::holds(Transaction& tx, const OnlyIf& only_if) {
+    Params param;
+    const std::string sql = only_if(param);
+    return !tx.exec_values(sql, param.values).empty();
 }
 
 std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64_t now,

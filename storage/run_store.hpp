@@ -237,12 +237,14 @@ class RunStore {
     // unless the event is a plain new one — no run waits for events of its name (resuming
     // one is the transactional path's work: insert_event, waits_for), neither its id nor
     // its idempotency key was seen before, and `runs` is not empty; the caller then takes
-    // the transactional path. SQLite always returns nullopt. With `claimed`, the runs are
-    // written claimed (ClaimedBy).
+    // the transactional path. SQLite always returns nullopt. With `only_if`, it also
+    // writes nothing (and returns nullopt) unless the condition holds. With `claimed`, the
+    // runs are written claimed (ClaimedBy).
     using Riders = std::function<std::vector<RowInsert>(const InsertedEvent&)>;
     std::optional<InsertedEvent> insert_event_alone(const NewEvent& event,
                                                     std::span<const NewRun> runs, std::int64_t now,
                                                     const Riders& riders,
+                                                    const OnlyIf& only_if = {},
                                                     ClaimedBy* claimed = nullptr);
     // Postgres only: several events, their runs and queue items in one statement on its
     // own, however many (one round trip and one commit; Engine::send batches concurrent
@@ -253,6 +255,8 @@ class RunStore {
     void insert_events(std::span<EventWrite* const> events);
     // Inserts `rows` in `tx`.
     static void insert_rows(Transaction& tx, std::span<const RowInsert> rows);
+    // Whether `only_if`'s query yields a row in `tx`.
+    static bool holds(Transaction& tx, const OnlyIf& only_if);
 
     // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
     // within the highest priority. Concurrent claimers never receive the same item.

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,5 +51,13 @@ struct Params {
         return placeholder;
     }
 };
+
+// A condition a write is made on, checked in the write's own transaction (on Postgres
+// inside its one statement), so nothing that commits before the write can come between
+// the check and it: such as "the session of the request that writes is still live". It
+// returns the text of a query, its parameters appended through `param`, that yields a row
+// exactly when the write may go ahead. The text is the caller's constant; input goes in
+// the parameters only.
+using OnlyIf = std::function<std::string(Params& param)>;
 
 }  // namespace cairn::storage

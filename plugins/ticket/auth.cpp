@@ -452,25 +452,37 @@ void AuthService::logout(const Principal& who) {
         now_ms(), who.session_id);
 }
 
-Principal AuthService::authenticate(std::string_view authorization) const {
+VerifiedTokens::Claims AuthService::verify_token(std::string_view authorization) const {
     std::string token = trim(authorization);
     if (token.starts_with("Bearer ") || token.starts_with("bearer ")) token = trim(token.substr(7));
     if (token.empty()) throw unauthorized("a bearer token is required: Authorization: Bearer <access_token>");
     const std::int64_t now_s = now_ms() / 1000;
-    auto verified = verified_.find(token, now_s);
-    if (!verified) {
-        const auto claims = jwt_.verify(token, now_s);
-        if (!claims || claims->value("typ", "") != "access" || !(*claims)["sub"].is_string() ||
-            !(*claims)["sid"].is_string())
-            throw unauthorized("the access token is invalid or expired");
-        verified.emplace(VerifiedTokens::Claims{(*claims)["sub"].get<std::string>(),
-                                                (*claims)["sid"].get<std::string>(),
-                                                (*claims)["exp"].get<std::int64_t>()});
-        verified_.add(token, *verified, now_s);
-    }
+    if (auto verified = verified_.find(token, now_s)) return std::move(*verified);
+    const auto claims = jwt_.verify(token, now_s);
+    if (!claims || claims->value("typ", "") != "access" || !(*claims)["sub"].is_string() ||
+        !(*claims)["sid"].is_string())
+        throw unauthorized("the access token is invalid or expired");
+    VerifiedTokens::Claims verified{(*claims)["sub"].get<std::string>(),
+                                    (*claims)["sid"].get<std::string>(),
+                                    (*claims)["exp"].get<std::int64_t>()};
+    verified_.add(token, verified, now_s);
+    return verified;
+}
+
+storage::OnlyIf AuthService::session_live(const VerifiedTokens::Claims& token) {
+    return [&token](storage::Params& param) {
+        return fmt::format(
+            "SELECT 1 FROM users u JOIN auth_sessions s ON s.user_id = u.id "
+            "WHERE u.id = {} AND s.id = {} AND u.active <> 0 AND s.revoked_at IS NULL",
+            param(token.user_id), param(token.session_id));
+    };
+}
+
+Principal AuthService::authenticate(std::string_view authorization) const {
+    auto token = verify_token(authorization);
     Principal p;
-    p.user_id = std::move(verified->user_id);
-    p.session_id = std::move(verified->session_id);
+    p.user_id = std::move(token.user_id);
+    p.session_id = std::move(token.session_id);
     const auto rows = db_.read(
         "SELECT u.role, u.email, u.name, u.active, s.revoked_at FROM users u "
         "JOIN auth_sessions s ON s.user_id = u.id WHERE u.id = $1 AND s.id = $2",

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "plugins/ticket/model.hpp"
+#include "storage/value.hpp"
 
 namespace cairn::storage {
 class Database;
@@ -102,7 +103,8 @@ class RateLimiter {
 };
 
 // Who is calling: from a verified access token whose user is active and whose session is
-// not revoked (both checked in the database on every request).
+// not revoked (both checked in the database on every request: before its work, or for a
+// ticket's creation in the write itself).
 struct Principal {
     std::string user_id;
     std::string session_id;
@@ -142,8 +144,17 @@ class AuthService {
     Session login(const json& body, const std::string& ip);
     Session refresh(const json& body);
     void logout(const Principal& who);
-    // Verifies "Bearer <token>" (or a bare token); throws ApiError unauthorized.
+    // Verifies "Bearer <token>" (or a bare token) and, in the database, that its user is
+    // active and its session live; throws ApiError unauthorized.
     Principal authenticate(std::string_view authorization) const;
+    // The token's part of authenticate() alone, without the database: its user and
+    // session. A write that trusts them must make the database's check in its own
+    // transaction, with session_live(); throws ApiError unauthorized.
+    VerifiedTokens::Claims verify_token(std::string_view authorization) const;
+    // The condition (for Engine::send) that `token`'s user is active and its session
+    // live: the check authenticate() reads, made in the write's own transaction. Refers to
+    // `token`, which must outlive it.
+    static storage::OnlyIf session_live(const VerifiedTokens::Claims& token);
     // {current_password, new_password}: every other session of the user is revoked.
     void change_password(const Principal& who, const json& body);
 

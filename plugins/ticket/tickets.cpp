@@ -165,7 +165,8 @@ Ticket TicketService::visible(storage::Transaction& tx, const Principal& who,
     return t;
 }
 
-Ticket TicketService::create(const Principal& who, const json& raw) {
+Ticket TicketService::create(const Principal& who, const json& raw,
+                             const storage::OnlyIf& only_if) {
     const json body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
@@ -184,25 +185,28 @@ Ticket TicketService::create(const Principal& who, const json& raw) {
     engine::EventInput event;
     event.name = "ticket/created";
     event.data = {{"ticket_id", t.id}, {"title", t.title}, {"created_by", t.created_by}};
-    engine_.send(event, [&](const engine::SendResult& sent) {
-        using storage::to_value;
-        t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
-        const std::vector<storage::RowInsert> rows{
-            {"tickets",
-             {{"id", to_value(t.id)},
-              {"title", to_value(t.title)},
-              {"description", to_value(t.description)},
-              {"tags", to_value(string_array(t.tags).dump())},
-              {"status", to_value("open")},
-              {"deadline", to_value(t.deadline)},
-              {"created_by", to_value(t.created_by)},
-              {"related_skills", to_value("[]")},
-              {"run_id", to_value(t.run_id)},
-              {"created_at", to_value(now)},
-              {"updated_at", to_value(now)}}},
-            change_row(t, "created", now)};
-        return rows;
-    });
+    engine_.send(
+        event,
+        [&](const engine::SendResult& sent) {
+            using storage::to_value;
+            t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
+            const std::vector<storage::RowInsert> rows{
+                {"tickets",
+                 {{"id", to_value(t.id)},
+                  {"title", to_value(t.title)},
+                  {"description", to_value(t.description)},
+                  {"tags", to_value(string_array(t.tags).dump())},
+                  {"status", to_value("open")},
+                  {"deadline", to_value(t.deadline)},
+                  {"created_by", to_value(t.created_by)},
+                  {"related_skills", to_value("[]")},
+                  {"run_id", to_value(t.run_id)},
+                  {"created_at", to_value(now)},
+                  {"updated_at", to_value(now)}}},
+                change_row(t, "created", now)};
+            return rows;
+        },
+        only_if);
     return t;
 }
 

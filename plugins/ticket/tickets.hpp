@@ -56,8 +56,9 @@ class TicketService {
     TicketService(storage::Database& db, engine::Engine& engine) : db_(db), engine_(engine) {}
 
     // {title, description, tags (1-4), deadline?}: the ticket and `ticket/created` commit
-    // together; the ticket carries the id of the run that event started.
-    Ticket create(const Principal& who, const json& body);
+    // together; the ticket carries the id of the run that event started. With `only_if`,
+    // they are written only if it holds (else engine::PreconditionFailed, nothing written).
+    Ticket create(const Principal& who, const json& body, const storage::OnlyIf& only_if = {});
     TicketPage list(const Principal& who, const TicketQuery& query) const;
     Ticket get(const Principal& who, const std::string& id) const;
     // Owner (while open): title, description, tags, deadline. Staff: status, priority.

@@ -255,6 +255,13 @@ req POST /auth/logout "$ann"
 expect_eq "logout: 204" "$code" 204
 req GET /users/me "$ann"
 expect_eq "a logged-out access token is refused at once" "$code" 401
+before=$(count_tickets)
+req POST /tickets "$ann" '{"title":"t","description":"d","tags":["a"]}'
+expect_eq "a logged-out access token cannot create a ticket (401)" "$code" 401
+check "…and is told why" jqc '.error.code == "unauthorized" and (.error.message | test("session has ended"))' "$work/body.json"
+req POST /tickets "$ann" '{"title":5}'
+expect_eq "…a bad body from it is 401 too, not 400" "$code" 401
+expect_eq "…and nothing was written" "$(count_tickets)" "$before"
 ann=$(login ann@example.test ann-pass-1)
 
 # ---- admin: users, deactivation ------------------------------------------------------------------
@@ -266,6 +273,9 @@ req POST "/users/$bob_id/deactivate" "$admin"
 check "admin deactivates a user" jqc '.active == false' "$work/body.json"
 req GET /users/me "$bob"
 expect_eq "a deactivated user's token stops working at once" "$code" 401
+req POST /tickets "$bob" '{"title":"t","description":"d","tags":["a"]}'
+expect_eq "a deactivated user cannot create a ticket (401)" "$code" 401
+check "…and is told why" jqc '.error.message | test("deactivated")' "$work/body.json"
 req POST /auth/login "" '{"email":"bob@example.test","password":"bob-pass-1"}'
 expect_eq "a deactivated user cannot log in (403)" "$code" 403
 req POST "/users/$bob_id/reactivate" "$admin"

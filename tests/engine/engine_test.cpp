@@ -611,9 +611,42 @@ TEST_CASE("send with riders commits the rows with the event, on every path") {
                     storage::UniqueViolation);
     CHECK(f.count("SELECT count(*) FROM events") == events);
     CHECK(f.count("SELECT count(*) FROM notes") == 3);
+
+    f.idle();
+    // A condition: read in the same commit; when it does not hold nothing is written and
+    // the caller learns it, for a plain event and for one a run waits for alike.
+    auto note_exists = [](std::string id) {
+        return
+            [id](storage::Params& param) { return "SELECT 1 FROM notes WHERE id = " + param(id); };
+    };
+    CHECK_THROWS_AS(
+        f.engine.send(EventInput{"note/added", {{"ticket", 5}}}, note("d"), note_exists("x")),
+        engine::PreconditionFailed);
+    CHECK(f.count("SELECT count(*) FROM events") == events);
+    auto d = f.engine.send(EventInput{"note/added", {{"ticket", 5}}}, note("d"), note_exists("a"));
+    CHECK(note_run("d") == d.run_ids.at(0));
+    CHECK(f.idle() == 1);
+    const auto waits = f.start("ticket/created", {{"ticket", 6}});
+    f.idle();
+    REQUIRE(f.run(waits).status == "waiting");
+    const auto before = f.count("SELECT count(*) FROM events");
+    CHECK_THROWS_AS(
+        f.engine.send(EventInput{"note/added", {{"ticket", 6}}}, note("e"), note_exists("x")),
+        engine::PreconditionFailed);
+    CHECK(f.count("SELECT count(*) FROM events") == before);
+    CHECK(note_run("e").empty());
+    CHECK(f.idle() == 0);
+    CHECK(f.run(waits).status == "waiting");
+    auto e = f.engine.send(EventInput{"note/added", {{"ticket", 6}}}, note("e"), note_exists("d"));
+    CHECK(e.waits_resumed == 1);
+    CHECK(note_run("e") == e.run_ids.at(0));
+    CHECK(f.idle() == 2);
+    CHECK(f.run(waits).status == "completed");
 }
 
-TEST_CASE("sends while workers run: every rider lands with its event, a failing one throws") {
+TEST_CASE(
+    "sends while workers run: every rider lands with its event, a failing rider or condition "
+    "throws") {
     TestDb t;
     storage::Migrator(t.db(), {storage::run_store_component()}).apply();
     t.db().transact([](storage::Transaction& tx) {
@@ -634,17 +667,29 @@ TEST_CASE("sends while workers run: every rider lands with its event, a failing 
     auto count = [&](const std::string& sql) {
         return t.db().exec(sql).front().get<std::int64_t>(0);
     };
+    // The condition "no note of this id yet".
+    auto absent = [](std::string id) {
+        return [id](storage::Params& param) {
+            return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
+        };
+    };
     // On SQLite these sends share the commits of the runs' step records (the engine's
-    // writer thread); a rider that fails must still reach its caller as thrown.
+    // writer thread); a rider that fails must still reach its caller as thrown, and a
+    // condition that fails must fail only its own send.
     e.start({.threads = 4, .lease = 5s, .poll = 20ms});
     constexpr int kSenders = 4, kEach = 25;
-    std::atomic<int> refused{0};
+    std::atomic<int> refused{0}, unmet{0};
     std::vector<std::thread> senders;
     for (int s = 0; s < kSenders; ++s) {
         senders.emplace_back([&, s] {
             for (int i = 0; i < kEach; ++i) {
                 const std::string id = "n-" + std::to_string(s) + "-" + std::to_string(i);
-                e.send(EventInput{"note/added", {{"id", id}}}, note(id));
+                e.send(EventInput{"note/added", {{"id", id}}}, note(id), absent(id));
+                try {  // the same note id again, on its condition: not sent
+                    e.send(EventInput{"note/added", {{"again", id}}}, note(id), absent(id));
+                } catch (const engine::PreconditionFailed&) {
+                    ++unmet;
+                }
                 try {  // the same note id again: refused, with its event
                     e.send(EventInput{"note/added", {{"again", id}}}, note(id));
                 } catch (const storage::UniqueViolation&) {
@@ -659,6 +704,7 @@ TEST_CASE("sends while workers run: every rider lands with its event, a failing 
          i < 400 && count("SELECT count(*) FROM runs WHERE status = 'completed'") < kRuns; ++i)
         std::this_thread::sleep_for(25ms);
     e.stop();
+    CHECK(unmet == kRuns);
     CHECK(refused == kRuns);
     CHECK(count("SELECT count(*) FROM events") == kRuns);
     CHECK(count("SELECT count(*) FROM notes") == kRuns);

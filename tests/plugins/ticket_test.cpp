@@ -373,6 +373,52 @@ TEST_CASE(
     CHECK_THROWS_AS(f.s().auth.authenticate(s.access_token), ApiError);
 }
 
+TEST_CASE("a ticket is written only while its author's session is live, checked in the write") {
+    Fixture f;
+    auto& auth = f.s().auth;
+    const Session s =
+        auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    const Session other =
+        auth.register_user({{"email", "o@example.test"}, {"password", "password-123"}}, "ip");
+    // The token's part needs no database; the rest rides in the ticket's write.
+    const auto token = auth.verify_token("Bearer " + s.access_token);
+    CHECK(token.user_id == s.user.id);
+    CHECK_THROWS_AS(auth.verify_token("Bearer not-a-token"), ApiError);
+    const auto as = [](const VerifiedTokens::Claims& c) {
+        Principal who;
+        who.user_id = c.user_id;
+        who.session_id = c.session_id;
+        return who;
+    };
+    const json body = {{"title", "t"}, {"description", "d"}, {"tags", {"x"}}};
+    const Ticket t = f.s().tickets.create(as(token), body, AuthService::session_live(token));
+    CHECK(f.s().tickets.load(t.id));
+    const auto tickets = [&] {
+        return f.tdb.db().exec("SELECT count(*) FROM tickets").front().get<std::int64_t>(0);
+    };
+    const auto created = [&] {
+        return f.engine.store()
+            .list_events(std::string("ticket/created"), std::nullopt, 10)
+            .events.size();
+    };
+    // Logged out: refused in the write, and nothing of it is written.
+    auth.logout(auth.authenticate(s.access_token));
+    CHECK_THROWS_AS(f.s().tickets.create(as(token), body, AuthService::session_live(token)),
+                    engine::PreconditionFailed);
+    // Deactivated: the same, though the session itself was not revoked.
+    const auto other_token = auth.verify_token(other.access_token);
+    f.tdb.db().exec("UPDATE users SET active = 0 WHERE id = $1", other.user.id);
+    CHECK_THROWS_AS(
+        f.s().tickets.create(as(other_token), body, AuthService::session_live(other_token)),
+        engine::PreconditionFailed);
+    CHECK(tickets() == 1);
+    CHECK(created() == 1);
+    f.tdb.db().exec("UPDATE users SET active = 1 WHERE id = $1", other.user.id);
+    f.s().tickets.create(as(other_token), body, AuthService::session_live(other_token));
+    CHECK(tickets() == 2);
+    CHECK(created() == 2);
+}
+
 TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cuts access") {
     Fixture f;
     const Session s = f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");

@@ -180,6 +180,24 @@ TEST_CASE("insert_event_alone writes a plain new event with its rows in one stat
     SUBCASE("no runs to start: the transactional path") {
         CHECK_FALSE(f.store.insert_event_alone(event("ticket/created"), {}, kT0, note("b")));
     }
+    SUBCASE("a condition is read in the statement: false writes nothing, true writes") {
+        // Its parameters follow the statement's own; a wrong number would not bind.
+        const auto note_is = [](std::int64_t n) {
+            return [n](Params& param) {
+                return "SELECT 1 FROM notes WHERE id = " + param("a") + " AND n = " + param(n);
+            };
+        };
+        CHECK_FALSE(
+            f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("b"), note_is(8)));
+        CHECK(count(db, "notes") == 1);
+        CHECK(db.transact([&](Transaction& tx) { return RunStore::holds(tx, note_is(7)); }));
+        CHECK_FALSE(db.transact([&](Transaction& tx) { return RunStore::holds(tx, note_is(8)); }));
+        auto held =
+            f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("b"), note_is(7));
+        REQUIRE(held);
+        CHECK(f.store.get_run(held->run_ids.at(0))->status == "queued");
+        CHECK(count(db, "notes") == 2);
+    }
     SUBCASE("a row that cannot be inserted leaves nothing of the event") {
         CHECK_THROWS_AS(f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("a")),
                         UniqueViolation);
@@ -838,7 +856,7 @@ TEST_CASE("insert_event can write the runs claimed, as a claim would have left t
         [](const InsertedEvent& ids) {
             return std::vector<RowInsert>{{"notes", {{"event_id", Value{ids.event_id}}}}};
         },
-        &alone);
+        {}, &alone);
     REQUIRE(one);
     REQUIRE(alone.claims.size() == 1);
     const Claim& c = alone.claims[0];
