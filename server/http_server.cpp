@@ -171,11 +171,36 @@ struct HttpServer::Impl {
         if (!request_id.empty()) msg.set("X-Request-Id", request_id);
         for (const auto& [name, value] : res.headers) msg.set(name, value);
         msg.keep_alive(keep_alive);
-        msg.body() = res.body;
-        msg.prepare_payload();
+        // 1xx, 204 and 304 carry no body and must not carry a length (RFC 9110, 8.6);
+        // Beast's prepare_payload would say "Content-Length: 0".
+        const int status_class = res.status / 100;
+        if (status_class != 1 && res.status != 204 && res.status != 304) {
+            msg.body() = res.body;
+            msg.prepare_payload();
+        }
+        // Beast's serializer formats the response into one buffer here, and one plain
+        // write sends it: its composed asynchronous write walked the same buffers through
+        // several layers of views on every step, half of the I/O thread's instructions
+        // (docs/performance.md, section 26).
+        std::string wire;
+        wire.reserve(256 + res.body.size());
+        http::response_serializer<http::string_body> serializer{msg};
+        beast::error_code ec;
+        do {
+            serializer.next(ec, [&](beast::error_code& visit_ec, const auto& buffers) {
+                visit_ec = {};
+                for (const auto b : beast::buffers_range_ref(buffers))
+                    wire.append(static_cast<const char*>(b.data()), b.size());
+                serializer.consume(beast::buffer_bytes(buffers));
+            });
+        } while (!ec && !serializer.is_done());
+        if (ec) {
+            ok = false;
+            co_return;
+        }
         s.stream.expires_after(options.read_timeout);
-        auto [ec, n] = co_await http::async_write(s.stream, msg, kTuple);
-        ok = !ec;
+        auto [wec, n] = co_await asio::async_write(s.stream, asio::buffer(wire), kTuple);
+        ok = !wec;
     }
 
     static void log_access(const Request& request, int status,

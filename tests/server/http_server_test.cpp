@@ -82,6 +82,11 @@ struct Gate {
             return {200, "text/plain", open ? "slow done" : "never released"};
         }
         if (req.path() == "/remote") return {200, "text/plain", "from " + req.remote};
+        if (req.path() == "/none") {
+            server::Response none{204, "text/plain", ""};
+            none.headers.emplace_back("X-Extra", "yes");
+            return none;
+        }
         return {200, "text/plain", "fast " + std::string(req.path())};
     }
     void wait_entered() {
@@ -198,4 +203,47 @@ TEST_CASE("every request on a connection carries the peer's address") {
     const auto first = replies.find("from 127.0.0.1");
     REQUIRE(first != std::string::npos);
     CHECK(replies.find("from 127.0.0.1", first + 1) != std::string::npos);  // the second too
+}
+
+TEST_CASE("responses on the wire: status line, headers, length, keep-alive and its end") {
+    Gate gate;
+    Running r(1, gate);
+    {
+        // Two requests on one HTTP/1.1 connection: the first is kept alive, its length
+        // tells where the second begins; the second asks to close and is told so.
+        Client c(r.server.local_address());
+        c.send("GET /one HTTP/1.1\r\nHost: test\r\n\r\n" + get("/two"));
+        const std::string replies = c.read_to_end();
+        REQUIRE(replies.starts_with("HTTP/1.1 200 OK\r\n"));
+        const auto head_end = replies.find("\r\n\r\n");
+        REQUIRE(head_end != std::string::npos);
+        const std::string head = replies.substr(0, head_end + 2);
+        CHECK(head.find("Content-Length: 9\r\n") != std::string::npos);  // "fast /one"
+        CHECK(head.find("Content-Type: text/plain\r\n") != std::string::npos);
+        CHECK(head.find("Server: cairn/") != std::string::npos);
+        CHECK(head.find("Connection: close") == std::string::npos);
+        const std::string second = replies.substr(head_end + 4 + 9);
+        CHECK(replies.substr(head_end + 4, 9) == "fast /one");
+        CHECK(second.starts_with("HTTP/1.1 200 OK\r\n"));
+        CHECK(second.find("Connection: close\r\n") != std::string::npos);
+        CHECK(second.ends_with("\r\n\r\nfast /two"));
+    }
+    {
+        // HTTP/1.0 is answered in kind, and closed when it does not ask to keep alive.
+        Client c(r.server.local_address());
+        c.send("GET /old HTTP/1.0\r\n\r\n");
+        const std::string reply = c.read_to_end();
+        CHECK(reply.starts_with("HTTP/1.0 200 OK\r\n"));
+        CHECK(reply.ends_with("\r\n\r\nfast /old"));
+    }
+    {
+        // No content: no length, no body; a handler's own header goes out as given.
+        Client c(r.server.local_address());
+        c.send(get("/none"));
+        const std::string reply = c.read_to_end();
+        CHECK(reply.starts_with("HTTP/1.1 204 No Content\r\n"));
+        CHECK(reply.find("X-Extra: yes\r\n") != std::string::npos);
+        CHECK(reply.find("Content-Length") == std::string::npos);
+        CHECK(reply.ends_with("\r\n\r\n"));
+    }
 }
