@@ -293,9 +293,9 @@ void add_ticket_routes(server::Router& router, Services& s) {
     });
 
     // ---- tickets ----
-    // The session check rides in the ticket's own write (docs/tickets.md, "Creating a
-    // ticket"): one database round trip less. A request refused on other grounds first
-    // gets authenticate()'s answer, so a revoked session still learns 401 before any 422.
+    // The session check rides in the ticket's own write (docs/tickets.md): one database
+    // read less. A request refused for its body or by that check first gets
+    // authenticate()'s answer, so a revoked session still learns 401, never 400.
     router.add(
         "POST", "/api/v1/tickets", Auth::none, [&s, authed](const Request& req, const Params&) {
             return respond([&] {
@@ -311,7 +311,9 @@ void add_ticket_routes(server::Router& router, Services& s) {
                     authed(req);
                     throw;
                 } catch (const engine::PreconditionFailed&) {
-                    authed(req);  // says why; should the account be active again by now:
+                    authed(req);  // says why: the session ended, the account is deactivated
+                    // It passes only if the account was reactivated meanwhile; the write
+                    // was refused all the same.
                     throw ApiError(ErrorCode::unauthorized, "the session has ended; log in again");
                 }
             });
