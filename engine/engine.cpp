@@ -586,13 +586,19 @@ struct Engine::Impl {
         Promise promise(*this, live ? static_cast<int>(runs.size()) : 0);
         std::optional<storage::ClaimedBy> claimed;
         if (promise) claimed = promise.claimed_by();
-        auto ins = store.insert_event_alone(
-            e, runs, now(),
-            [&](const storage::InsertedEvent& ids) {
-                return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
-                              : std::vector<storage::RowInsert>{};
-            },
-            only_if, claimed ? &*claimed : nullptr);
+        const storage::RunStore::Riders rows = [&](const storage::InsertedEvent& ids) {
+            return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
+                          : std::vector<storage::RowInsert>{};
+        };
+        storage::RunStore::AloneWrite w{&e,
+                                        runs,
+                                        now(),
+                                        &rows,
+                                        only_if ? &only_if : nullptr,
+                                        claimed ? &*claimed : nullptr,
+                                        std::nullopt};
+        write_alone(w);
+        const auto& ins = w.inserted;
         if (!ins) return std::nullopt;
         if (claimed) {
             promise.keep(std::move(claimed->claims));
@@ -600,6 +606,77 @@ struct Engine::Impl {
             announce();
         }
         return SendResult{ins->event_id, ins->run_ids, false, 0};
+    }
+
+    // A one-statement send (send_alone) on Postgres. Sends made at once share a statement
+    // and its commit (RunStore::insert_events_alone), as the storage layer's group commit
+    // shares transactions: the first to find none being written writes every send waiting
+    // then (at most kAloneBatch), the others wait for it, and one of those left writes
+    // the next. A shared statement that fails writes nothing, and its sends are written
+    // one by one, so each sender gets its own outcome. A send with an event id or
+    // idempotency key goes alone: two of one key in a statement are not kept apart.
+    static constexpr std::size_t kAloneBatch = 32;
+    struct AloneSend {
+        storage::RunStore::AloneWrite* write;
+        bool done = false;  // guarded by alone_mu
+        std::exception_ptr error;
+    };
+    std::mutex alone_mu;
+    std::condition_variable alone_cv;
+    std::deque<AloneSend*> alone_queue;  // guarded by alone_mu
+    bool alone_writing = false;          // guarded by alone_mu
+
+    void write_alone(storage::RunStore::AloneWrite& w) {
+        if (w.event->id || w.event->idempotency_key) {
+            storage::RunStore::AloneWrite* const one[] = {&w};
+            return store.insert_events_alone(one);
+        }
+        AloneSend mine{&w};
+        std::unique_lock lock(alone_mu);
+        alone_queue.push_back(&mine);
+        while (!mine.done) {
+            if (alone_writing) {
+                alone_cv.wait(lock);
+                continue;
+            }
+            alone_writing = true;
+            std::vector<AloneSend*> batch;
+            while (!alone_queue.empty() && batch.size() < kAloneBatch) {
+                batch.push_back(alone_queue.front());
+                alone_queue.pop_front();
+            }
+            lock.unlock();
+            write_alone_batch(batch);
+            lock.lock();
+            alone_writing = false;
+            for (AloneSend* p : batch) p->done = true;
+            alone_cv.notify_all();
+        }
+        if (mine.error) std::rethrow_exception(mine.error);
+    }
+
+    // Never throws: what a send's write threw is in its `error`.
+    void write_alone_batch(std::span<AloneSend* const> batch) {
+        if (batch.size() > 1) {
+            std::vector<storage::RunStore::AloneWrite*> writes;
+            for (AloneSend* p : batch) writes.push_back(p->write);
+            try {
+                store.insert_events_alone(writes);
+                count_batch(batch.size());
+                return;
+            } catch (const std::exception& e) {
+                spdlog::debug("a statement of {} sends failed ({}); writing them one by one",
+                              batch.size(), e.what());
+            }
+        }
+        for (AloneSend* p : batch) {
+            try {
+                storage::RunStore::AloneWrite* const one[] = {p->write};
+                store.insert_events_alone(one);
+            } catch (...) {
+                p->error = std::current_exception();
+            }
+        }
     }
 
     // Engine::send without riders on Postgres while the workers run: the event is one more

@@ -57,7 +57,8 @@ struct EngineStats {
                                    // cancelled), each counted once the end committed
     // Step attempt durations by workflow id.
     std::map<std::string, Histogram::Snapshot> step_seconds;
-    std::int64_t group_commits = 0;  // transactions that carried writes of several runs
+    std::int64_t group_commits = 0;   // transactions that carried writes of several runs
+                                      // (or, on Postgres, several sends with riders)
     std::int64_t grouped_writes = 0;  // fenced writes those transactions carried
     // CPU time of the writer threads that commit the batches while workers run, counted
     // after each batch's commit (the wake-ups that follow count with the next batch): on

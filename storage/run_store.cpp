@@ -323,20 +323,21 @@ Component run_store_component() {
 
 namespace {
 
-// Postgres: the event, its runs and their queue items as one data-modifying WITH (one
-// round trip). The event is inserted only if it is new and passes `guard` (a WHERE over
-// the CTEs in `head`, which come first); everything else is written only for an inserted
-// event (`FROM e`). `extra` is appended as further CTEs. With `claimed`, the runs are
-// written as a claim leaves them: running, their items leased (epoch 1).
-std::string event_statement(Params& param, const NewEvent& event, const std::string& event_id,
-                            std::span<const NewRun> runs, std::span<const std::string> run_ids,
-                            std::int64_t now, std::string_view head, std::string_view guard,
-                            std::string_view extra, const ClaimedBy* claimed) {
+// Postgres: the CTEs that insert the event, its runs and their queue items, named with
+// `s` appended (e{s}, v{s}, r{s}, q{s}), so that several events' can share one WITH. The
+// event is inserted only if it is new and passes `guard` (a WHERE over CTEs that come
+// before these); everything else is written only for an inserted event (`FROM e{s}`).
+// With `claimed`, the runs are written as a claim leaves them: running, their items
+// leased (epoch 1).
+std::string event_ctes(Params& param, const NewEvent& event, const std::string& event_id,
+                       std::span<const NewRun> runs, std::span<const std::string> run_ids,
+                       std::int64_t now, std::string_view guard, const ClaimedBy* claimed,
+                       std::string_view s) {
     const std::string e = fmt::format(
-        "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+        "e{} AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
         "SELECT {}, {}, {}, CAST({} AS BIGINT), {}, CAST({} AS BIGINT) {} "
         "ON CONFLICT DO NOTHING RETURNING id)",
-        param(event_id), param(event.name), param(event.data), param(event.ts.value_or(now)),
+        s, param(event_id), param(event.name), param(event.data), param(event.ts.value_or(now)),
         param(event.idempotency_key), param(now), guard);
     std::string rows;
     for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -358,17 +359,17 @@ std::string event_statement(Params& param, const NewEvent& event, const std::str
         lease = fmt::format("{}, CAST({} AS BIGINT), 1", owner, until);
     }
     return fmt::format(
-        "WITH {0}{1}, v (id, workflow_id, version, priority, parent_run_id, parent_step_key) AS "
-        "(VALUES {2}), "
-        "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+        "{0}, v{8} (id, workflow_id, version, priority, parent_run_id, parent_step_key) AS "
+        "(VALUES {1}), "
+        "r{8} AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
         "created_at, updated_at, started_at, worker, parent_run_id, parent_step_key) "
-        "SELECT v.id, v.workflow_id, v.version, e.id, {5}, 0, CAST({3} AS BIGINT), "
-        "CAST({3} AS BIGINT), {6}, {7}, v.parent_run_id, v.parent_step_key FROM v, e "
+        "SELECT v{8}.id, v{8}.workflow_id, v{8}.version, e{8}.id, {3}, 0, CAST({2} AS BIGINT), "
+        "CAST({2} AS BIGINT), {4}, {5}, v{8}.parent_run_id, v{8}.parent_step_key FROM v{8}, e{8} "
         "RETURNING id), "
-        "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
-        "lease_epoch) SELECT r.id, CAST({8} AS BIGINT), v.priority, {9} FROM r JOIN v ON "
-        "v.id = r.id){4} ",
-        head, e, rows, at, extra, status, started, worker, due, lease);
+        "q{8} AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
+        "lease_epoch) SELECT r{8}.id, CAST({6} AS BIGINT), v{8}.priority, {7} FROM r{8} JOIN "
+        "v{8} ON v{8}.id = r{8}.id)",
+        e, rows, at, status, started, worker, due, lease, s);
 }
 
 // A Postgres array literal ({"a","b",NULL}) of `values`, for a parameter the statement
@@ -480,8 +481,8 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
         // the runs exist only if the event was new.
         Params param;
         const std::string sql =
-            event_statement(param, event, out.event_id, runs, run_ids, now, "", "", "", claimed) +
-            "SELECT e.id FROM e";
+            "WITH " + event_ctes(param, event, out.event_id, runs, run_ids, now, "", claimed, "") +
+            " SELECT e.id FROM e";
         inserted = tx.exec_values(sql, param.values);
         if (!inserted.empty()) {
             out.run_ids = std::move(run_ids);
@@ -556,35 +557,61 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
                                                           std::int64_t now, const Riders& riders,
                                                           const OnlyIf& only_if,
                                                           ClaimedBy* claimed) {
-    if (event.name.empty()) throw std::invalid_argument("event name must not be empty");
-    if (db_.backend() != Backend::postgres || runs.empty()) return std::nullopt;
-    InsertedEvent out;
-    out.event_id = event.id.value_or(new_id_at(now));
-    for (std::size_t i = 0; i < runs.size(); ++i) out.run_ids.push_back(new_id_at(now));
+    AloneWrite w{
+        &event,  runs,        now, riders ? &riders : nullptr, only_if ? &only_if : nullptr,
+        claimed, std::nullopt};
+    AloneWrite* const one[] = {&w};
+    insert_events_alone(one);
+    return std::move(w.inserted);
+}
+
+void RunStore::insert_events_alone(std::span<AloneWrite* const> writes) {
+    for (AloneWrite* w : writes) {
+        if (w->event->name.empty()) throw std::invalid_argument("event name must not be empty");
+        w->inserted.reset();
+    }
+    if (db_.backend() != Backend::postgres) return;
+    // Each write's CTEs, numbered k: w{k} (a run waits for its name), g{k} (its condition),
+    // then the event's (event_ctes) and its riders', each rider inserted only with its
+    // event (`FROM e{k}`). Postgres takes the type of each parameter from its column.
     Params param;
-    std::string head = fmt::format("w AS (SELECT 1 FROM waits WHERE event_name = {} LIMIT 1), ",
-                                   param(event.name));
-    std::string guard = "WHERE NOT EXISTS (SELECT 1 FROM w)";
-    if (only_if) {
-        // Read in the statement's snapshot, as the waits are.
-        head += fmt::format("g AS ({}), ", only_if(param));
-        guard += " AND EXISTS (SELECT 1 FROM g)";
+    std::string ctes, written;
+    std::vector<std::pair<AloneWrite*, InsertedEvent>> sent;
+    for (AloneWrite* w : writes) {
+        if (w->runs.empty()) continue;
+        const std::size_t k = sent.size();
+        InsertedEvent ids;
+        ids.event_id = w->event->id.value_or(new_id_at(w->now));
+        for (std::size_t i = 0; i < w->runs.size(); ++i) ids.run_ids.push_back(new_id_at(w->now));
+        if (!ctes.empty()) ctes += ", ";
+        ctes += fmt::format("w{} AS (SELECT 1 FROM waits WHERE event_name = {} LIMIT 1), ", k,
+                            param(w->event->name));
+        std::string guard = fmt::format("WHERE NOT EXISTS (SELECT 1 FROM w{})", k);
+        if (w->only_if != nullptr) {
+            // Read in the statement's snapshot, as the waits are.
+            ctes += fmt::format("g{} AS ({}), ", k, (*w->only_if)(param));
+            guard += fmt::format(" AND EXISTS (SELECT 1 FROM g{})", k);
+        }
+        ctes += event_ctes(param, *w->event, ids.event_id, w->runs, ids.run_ids, w->now, guard,
+                           w->claimed, std::to_string(k));
+        const std::vector<RowInsert> rows =
+            w->riders != nullptr ? (*w->riders)(ids) : std::vector<RowInsert>{};
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            const auto [names, values] = insert_lists(rows[i], param);
+            ctes += fmt::format(", x{}_{} AS (INSERT INTO {} ({}) SELECT {} FROM e{})", k, i,
+                                rows[i].table, names, values, k);
+        }
+        written += fmt::format("{}SELECT CAST({} AS BIGINT) FROM e{}",
+                               written.empty() ? "" : " UNION ALL ", k, k);
+        sent.emplace_back(w, std::move(ids));
     }
-    // Each rider is inserted only with the event (`FROM e`); Postgres takes the type of
-    // each parameter from its column.
-    std::string extra;
-    const std::vector<RowInsert> rows = riders ? riders(out) : std::vector<RowInsert>{};
-    for (std::size_t i = 0; i < rows.size(); ++i) {
-        const auto [names, values] = insert_lists(rows[i], param);
-        extra += fmt::format(", x{} AS (INSERT INTO {} ({}) SELECT {} FROM e)", i, rows[i].table,
-                             names, values);
+    if (sent.empty()) return;
+    const std::string sql = "WITH " + ctes + " " + written;
+    for (auto row : db_.exec_once(Access::read_write, sql, param.values)) {
+        auto& [w, ids] = sent.at(static_cast<std::size_t>(row.get<std::int64_t>(0)));
+        add_claims(w->claimed, *w->event, ids, w->runs, w->now);
+        w->inserted = std::move(ids);
     }
-    const std::string sql = event_statement(param, event, out.event_id, runs, out.run_ids, now,
-                                            head, guard, extra, claimed) +
-                            "SELECT e.id FROM e";
-    if (db_.exec_once(Access::read_write, sql, param.values).empty()) return std::nullopt;
-    add_claims(claimed, event, out, runs, now);
-    return out;
 }
 
 void RunStore::insert_events(std::span<EventWrite* const> events) {

@@ -246,6 +246,22 @@ class RunStore {
                                                     const Riders& riders,
                                                     const OnlyIf& only_if = {},
                                                     ClaimedBy* claimed = nullptr);
+    // One write for insert_events_alone: insert_event_alone's arguments, and its result.
+    struct AloneWrite {
+        const NewEvent* event = nullptr;
+        std::span<const NewRun> runs;
+        std::int64_t now = 0;
+        const Riders* riders = nullptr;         // null: none
+        const OnlyIf* only_if = nullptr;        // null: unconditional
+        ClaimedBy* claimed = nullptr;           // null: the runs are queued
+        std::optional<InsertedEvent> inserted;  // set when written
+    };
+    // Several insert_event_alone writes in one statement and one commit (on Postgres;
+    // SQLite writes none): each is written or not exactly as it would be alone. Sends made
+    // at once share it (Engine::send), as plain events share insert_events'. A write given
+    // an id or idempotency key another in the same call has is not for this: that is the
+    // caller's to keep apart. A failure of the statement writes none of them.
+    void insert_events_alone(std::span<AloneWrite* const> writes);
     // Postgres only: several events, their runs and queue items in one statement on its
     // own, however many (one round trip and one commit; Engine::send batches concurrent
     // sends this way). Each event is written only if insert_event_alone would write it
