@@ -324,7 +324,7 @@ Component run_store_component() {
 namespace {
 
 // Postgres: the CTEs that insert the event, its runs and their queue items, named with
-// `s` appended (e{s}, v{s}, r{s}, q{s}), so that several events' can share one WITH. The
+// `s` appended (e{s}, v{s}, r{s}, q{s}), so that several events' CTEs can share a WITH. The
 // event is inserted only if it is new and passes `guard` (a WHERE over CTEs that come
 // before these); everything else is written only for an inserted event (`FROM e{s}`).
 // With `claimed`, the runs are written as a claim leaves them: running, their items

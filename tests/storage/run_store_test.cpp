@@ -145,6 +145,10 @@ TEST_CASE("insert_event_alone writes a plain new event with its rows in one stat
                 {"notes", {{"id", id}, {"run_id", ins.run_ids.at(0)}, {"n", std::int64_t{7}}}}};
         };
     };
+    auto note_run = [&db](const std::string& id) {
+        auto r = db.exec("SELECT run_id FROM notes WHERE id = $1", id);
+        return r.empty() ? std::string() : r.front().get<std::string>(0);
+    };
     auto ins = f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("a"));
     if (db.backend() != Backend::postgres) {
         // SQLite has no such path: the caller's transaction costs no round trips there.
@@ -201,6 +205,35 @@ TEST_CASE("insert_event_alone writes a plain new event with its rows in one stat
     SUBCASE("a row that cannot be inserted leaves nothing of the event") {
         CHECK_THROWS_AS(f.store.insert_event_alone(event("ticket/created"), runs, kT0, note("a")),
                         UniqueViolation);
+    }
+    SUBCASE("several in one statement: each written or not as it would be alone") {
+        const OnlyIf never = [](Params& param) {
+            return "SELECT 1 FROM notes WHERE id = " + param("none");
+        };
+        const RunStore::Riders b = note("b"), c = note("c"), d = note("d");
+        const NewEvent eb = event("ticket/created"), ec = event("ticket/created"),
+                       ed = event("ticket/created");
+        RunStore::AloneWrite wb{&eb, runs, kT0, &b, nullptr, nullptr, std::nullopt};
+        RunStore::AloneWrite wc{&ec, runs, kT0, &c, &never, nullptr, std::nullopt};
+        RunStore::AloneWrite wn{&ed, {}, kT0, &d, nullptr, nullptr, std::nullopt};  // no runs
+        RunStore::AloneWrite wd{&ed, runs, kT0, &d, nullptr, nullptr, std::nullopt};
+        RunStore::AloneWrite* const all[] = {&wb, &wc, &wn, &wd};
+        f.store.insert_events_alone(all);
+        REQUIRE(wb.inserted);
+        CHECK_FALSE(wc.inserted);
+        CHECK_FALSE(wn.inserted);
+        REQUIRE(wd.inserted);
+        CHECK(note_run("b") == wb.inserted->run_ids.at(0));
+        CHECK(note_run("c").empty());
+        CHECK(note_run("d") == wd.inserted->run_ids.at(0));
+        CHECK(f.store.get_run(wd.inserted->run_ids.at(0))->event_id == wd.inserted->event_id);
+        // A rider that cannot be inserted fails the statement: none of it is written.
+        const RunStore::Riders again = note("b"), e = note("e");
+        RunStore::AloneWrite we{&eb, runs, kT0, &e, nullptr, nullptr, std::nullopt};
+        RunStore::AloneWrite wa{&ec, runs, kT0, &again, nullptr, nullptr, std::nullopt};
+        RunStore::AloneWrite* const failing[] = {&we, &wa};
+        CHECK_THROWS_AS(f.store.insert_events_alone(failing), UniqueViolation);
+        CHECK(note_run("e").empty());
     }
     // Every note came with its event and run, and nothing else was written.
     CHECK(count(db, "events") == count(db, "notes"));
