@@ -582,6 +582,9 @@ struct Engine::Impl {
         const std::vector<storage::NewRun> runs = triggered(in.name);
         const bool live = batching();
         if (!riders && !only_if && live) return send_batched(in, e, runs);
+        // The one statement is for an event that starts runs (insert_events_alone): one
+        // that starts none need not wait for a shared statement only to be left out of it.
+        if (runs.empty()) return std::nullopt;
         // Claiming its runs, as send_batched does, while idle threads can take them.
         Promise promise(*this, live ? static_cast<int>(runs.size()) : 0);
         std::optional<storage::ClaimedBy> claimed;
