@@ -1,7 +1,9 @@
 #include "storage/run_store.hpp"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <memory>
@@ -565,12 +567,246 @@ std::optional<InsertedEvent> RunStore::insert_event_alone(const NewEvent& event,
     return std::move(w.inserted);
 }
 
+namespace {
+
+// The columns of a batch of events and of their runs, one array each, unnested into rows
+// by kEventRowsSql and kRunRowsSql ($1-$6 the events', $7-$15 the runs').
+struct EventColumns {
+    std::array<std::vector<Value>, 6> ev;   // id, name, data, ts, idempotency_key, received_at
+    std::array<std::vector<Value>, 9> run;  // id, event_id, workflow_id, version, priority,
+                                            // parent_run_id, parent_step_key, lease_owner,
+                                            // lease_until
+    void add(const NewEvent& e, const InsertedEvent& ids, std::span<const NewRun> runs,
+             std::int64_t now, const ClaimedBy* claimed) {
+        std::array<Value, 6> row{to_value(ids.event_id),
+                                 to_value(e.name),
+                                 to_value(e.data),
+                                 to_value(e.ts.value_or(now)),
+                                 to_value(e.idempotency_key),
+                                 to_value(now)};
+        for (std::size_t i = 0; i < row.size(); ++i) ev[i].push_back(std::move(row[i]));
+        for (std::size_t r = 0; r < runs.size(); ++r) {
+            std::array<Value, 9> rrow{to_value(ids.run_ids.at(r)),
+                                      to_value(ids.event_id),
+                                      to_value(runs[r].workflow_id),
+                                      to_value(runs[r].version),
+                                      to_value(runs[r].priority),
+                                      to_value(runs[r].parent_run_id),
+                                      to_value(runs[r].parent_step_key),
+                                      claimed ? to_value(claimed->owner) : Value{},
+                                      claimed ? to_value(claimed->until) : Value{}};
+            for (std::size_t i = 0; i < rrow.size(); ++i) run[i].push_back(std::move(rrow[i]));
+        }
+    }
+    std::vector<Value> params() const {
+        std::vector<Value> out;
+        for (const auto& col : ev) out.emplace_back(pg_array(col));
+        for (const auto& col : run) out.emplace_back(pg_array(col));
+        return out;
+    }
+};
+
+// The event rows ($1-$6, and what the caller adds) as `ve`, and the first part of the
+// event insert `e`: the caller ends it (more of its WHERE, then kEventInsertEnd).
+constexpr std::string_view kEventRowsSql =
+    "ve AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), CAST($3 AS TEXT[]), "
+    "CAST($4 AS BIGINT[]), CAST($5 AS TEXT[]), CAST($6 AS BIGINT[]){}) AS ve (id, name, data, "
+    "ts, idempotency_key, received_at{})), "
+    "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+    "SELECT id, name, data, ts, idempotency_key, received_at FROM ve "
+    "WHERE NOT EXISTS (SELECT 1 FROM waits WHERE waits.event_name = ve.name)";
+// ON CONFLICT DO NOTHING also skips a row that conflicts with one inserted earlier by the
+// same statement; the runs and queue items follow the events actually inserted.
+constexpr std::string_view kEventInsertEnd = " ON CONFLICT DO NOTHING RETURNING id, received_at)";
+// The runs ($7-$15) of the events `e` inserted, and their queue items.
+constexpr std::string_view kRunRowsSql =
+    "vr AS (SELECT * FROM unnest(CAST($7 AS TEXT[]), CAST($8 AS TEXT[]), "
+    "CAST($9 AS TEXT[]), CAST($10 AS TEXT[]), CAST($11 AS BIGINT[]), CAST($12 AS TEXT[]), "
+    "CAST($13 AS TEXT[]), CAST($14 AS TEXT[]), CAST($15 AS BIGINT[])) AS vr (id, "
+    "event_id, workflow_id, version, priority, parent_run_id, parent_step_key, "
+    "lease_owner, lease_until)), "
+    // A claimed run starts as a claim leaves it: running, its item leased (epoch 1).
+    "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
+    "created_at, updated_at, started_at, worker, parent_run_id, parent_step_key) "
+    "SELECT vr.id, vr.workflow_id, vr.version, e.id, CASE WHEN vr.lease_owner IS NULL "
+    "THEN 'queued' ELSE 'running' END, 0, e.received_at, e.received_at, CASE WHEN "
+    "vr.lease_owner IS NULL THEN NULL ELSE e.received_at END, vr.lease_owner, "
+    "vr.parent_run_id, vr.parent_step_key FROM vr JOIN e ON e.id = vr.event_id "
+    "RETURNING id, created_at), "
+    "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
+    "lease_epoch) SELECT r.id, COALESCE(vr.lease_until, r.created_at), vr.priority, "
+    "vr.lease_owner, vr.lease_until, CASE WHEN vr.lease_owner IS NULL THEN 0 ELSE 1 END "
+    "FROM r JOIN vr ON vr.id = r.id)";
+
+// The array type of a value's kind (NULL has none), for a condition's arguments.
+std::optional<std::string_view> array_type(const Value& v) {
+    if (std::holds_alternative<std::int64_t>(v)) return "BIGINT[]";
+    if (std::holds_alternative<double>(v)) return "DOUBLE PRECISION[]";
+    if (std::holds_alternative<bool>(v)) return "BOOLEAN[]";
+    if (std::holds_alternative<std::string>(v)) return "TEXT[]";
+    return std::nullopt;
+}
+
+}  // namespace
+
+struct RunStore::ColumnTypes {
+    std::mutex mu;
+    std::unordered_map<std::string,
+                       std::shared_ptr<const std::unordered_map<std::string, std::string>>>
+        tables;
+};
+
+RunStore::RunStore(Database& db) : db_(db), types_(std::make_shared<ColumnTypes>()) {}
+
+std::shared_ptr<const std::unordered_map<std::string, std::string>> RunStore::column_types(
+    const std::string& table) {
+    {
+        std::lock_guard lock(types_->mu);
+        if (auto it = types_->tables.find(table); it != types_->tables.end()) return it->second;
+    }
+    auto types = std::make_shared<std::unordered_map<std::string, std::string>>();
+    for (auto row : db_.read("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                             "WHERE attrelid = CAST($1 AS regclass) AND attnum > 0 "
+                             "AND NOT attisdropped",
+                             table))
+        (*types)[row.get<std::string>(0)] = row.get<std::string>(1);
+    std::lock_guard lock(types_->mu);
+    return types_->tables.emplace(table, std::move(types)).first->second;
+}
+
+// Every write's event and runs go in the arrays of insert_events' statement, numbered k
+// (the last column of `ve`); the writes' condition, read once per write from arrays of
+// its arguments (`cairn_if`), keeps out the events of those it yields no row for; each
+// table the riders write is one insert more, from arrays, of the rows whose event went
+// in. The text depends on the condition's and the riders' shapes only, so it is one
+// prepared statement for every batch size, and Postgres's work grows with the rows alone
+// (a CTE per write costs an executor node each, more than linearly in their number:
+// docs/performance.md, section 28).
+bool RunStore::insert_events_alone_rows(std::span<AloneWrite* const> writes) {
+    struct Sent {
+        AloneWrite* write;
+        InsertedEvent ids;
+    };
+    struct Table {  // one table's rider rows: k, then each column
+        std::string name;
+        std::vector<std::string> columns;
+        std::vector<std::vector<Value>> values;
+    };
+    std::vector<Sent> sent;
+    EventColumns cols;
+    std::vector<Value> ks;
+    std::optional<bool> conditioned;
+    std::string condition;
+    std::vector<std::vector<Value>> arguments;  // the condition's, each across the writes
+    std::vector<Table> tables;
+    for (AloneWrite* w : writes) {
+        if (w->runs.empty()) continue;
+        const auto k = static_cast<std::int64_t>(sent.size());
+        const bool has_condition = w->only_if != nullptr;
+        if (conditioned.value_or(has_condition) != has_condition) return false;
+        conditioned = has_condition;
+        if (has_condition) {
+            Params args;
+            args.columns = "cairn_if.a";
+            std::string text = (*w->only_if)(args);
+            if (k == 0) {
+                condition = std::move(text);
+                arguments.resize(args.values.size());
+            } else if (text != condition || args.values.size() != arguments.size()) {
+                return false;
+            }
+            for (std::size_t i = 0; i < arguments.size(); ++i)
+                arguments[i].push_back(std::move(args.values[i]));
+        }
+        InsertedEvent ids;
+        ids.event_id = w->event->id.value_or(new_id_at(w->now));
+        for (std::size_t i = 0; i < w->runs.size(); ++i) ids.run_ids.push_back(new_id_at(w->now));
+        cols.add(*w->event, ids, w->runs, w->now, w->claimed);
+        ks.emplace_back(k);
+        const std::vector<RowInsert> rows =
+            w->riders != nullptr ? (*w->riders)(ids) : std::vector<RowInsert>{};
+        for (const RowInsert& row : rows) {
+            auto table = std::find_if(tables.begin(), tables.end(), [&row](const Table& t) {
+                return t.name == row.table &&
+                       std::equal(t.columns.begin(), t.columns.end(), row.columns.begin(),
+                                  row.columns.end(), [](const std::string& name, const auto& c) {
+                                      return name == c.first;
+                                  });
+            });
+            if (table == tables.end()) {
+                table = tables.insert(tables.end(), Table{row.table, {}, {}});
+                for (const auto& column : row.columns) table->columns.push_back(column.first);
+                table->values.resize(row.columns.size() + 1);
+            }
+            table->values[0].emplace_back(k);
+            for (std::size_t i = 0; i < row.columns.size(); ++i)
+                table->values[i + 1].push_back(row.columns[i].second);
+        }
+        sent.push_back({w, std::move(ids)});
+    }
+    if (sent.empty()) return true;
+
+    std::vector<Value> params = cols.params();
+    params.emplace_back(pg_array(ks));  // $16
+    const auto array = [&params](const std::vector<Value>& values, std::string_view type) {
+        params.emplace_back(pg_array(values));
+        return fmt::format("CAST(${} AS {})", params.size(), type);
+    };
+    std::string sql = "WITH " + fmt::format(kEventRowsSql, ", CAST($16 AS BIGINT[])", ", k");
+    if (*conditioned) {
+        // An argument's array type is its values' (NULL is of any); values of two kinds in
+        // one argument are not for this form.
+        std::string unnest = "unnest(CAST($16 AS BIGINT[])", names = "k";
+        for (std::size_t i = 0; i < arguments.size(); ++i) {
+            std::optional<std::string_view> type;
+            for (const Value& v : arguments[i]) {
+                const auto kind = array_type(v);
+                if (kind && type && *kind != *type) return false;
+                if (kind) type = kind;
+            }
+            unnest += ", " + array(arguments[i], type.value_or("TEXT[]"));
+            names += fmt::format(", a{}", i);
+        }
+        sql += fmt::format(
+            " AND ve.k IN (SELECT cairn_if.k FROM {}) AS cairn_if ({}) "
+            "WHERE EXISTS ({}))",
+            unnest, names, condition);
+    }
+    sql += fmt::format("{}, {}, ek AS (SELECT ve.k FROM ve JOIN e ON e.id = ve.id)",
+                       kEventInsertEnd, kRunRowsSql);
+    for (std::size_t t = 0; t < tables.size(); ++t) {
+        const Table& table = tables[t];
+        // Each column's array of the column's own type, as a row's parameters take theirs.
+        const auto types = column_types(table.name);
+        std::string unnest = "unnest(" + array(table.values[0], "BIGINT[]"), names = "k", selected;
+        for (std::size_t i = 0; i < table.columns.size(); ++i) {
+            const auto type = types->find(table.columns[i]);
+            if (type == types->end()) return false;  // not a plain column name: the other form
+            unnest += ", " + array(table.values[i + 1], type->second + "[]");
+            names += fmt::format(", c{}", i);
+            selected += fmt::format("{}x.c{}", i == 0 ? "" : ", ", i);
+        }
+        sql += fmt::format(
+            ", x{} AS (INSERT INTO {} ({}) SELECT {} FROM {}) AS x ({}) "
+            "JOIN ek ON ek.k = x.k)",
+            t, table.name, fmt::join(table.columns, ", "), selected, unnest, names);
+    }
+    sql += " SELECT k FROM ek";
+    for (auto row : db_.exec_once(Access::read_write, sql, params)) {
+        auto& [w, ids] = sent.at(static_cast<std::size_t>(row.get<std::int64_t>(0)));
+        add_claims(w->claimed, *w->event, ids, w->runs, w->now);
+        w->inserted = std::move(ids);
+    }
+    return true;
+}
+
 void RunStore::insert_events_alone(std::span<AloneWrite* const> writes) {
     for (AloneWrite* w : writes) {
         if (w->event->name.empty()) throw std::invalid_argument("event name must not be empty");
         w->inserted.reset();
     }
     if (db_.backend() != Backend::postgres) return;
+    if (writes.size() > 1 && insert_events_alone_rows(writes)) return;
     // Each write's CTEs, numbered k: w{k} (a run waits for its name), g{k} (its condition),
     // then the event's (event_ctes) and its riders', each rider inserted only with its
     // event (`FROM e{k}`). Postgres takes the type of each parameter from its column.
@@ -620,10 +856,7 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
         throw std::logic_error("RunStore::insert_events is for Postgres only");
     // One array per column, unnested into rows, so the text is the same for every batch
     // (prepared once per connection, as run_writes_postgres's).
-    std::array<std::vector<Value>, 6> ev;   // id, name, data, ts, idempotency_key, received_at
-    std::array<std::vector<Value>, 9> run;  // id, event_id, workflow_id, version, priority,
-                                            // parent_run_id, parent_step_key, lease_owner,
-                                            // lease_until
+    EventColumns cols;
     // An id or idempotency key given twice: only its first event goes in the statement
     // (the runs follow their event by id, so a second event of one id must not be there).
     std::unordered_set<std::string> ids, keys;
@@ -638,58 +871,14 @@ void RunStore::insert_events(std::span<EventWrite* const> events) {
             (e.idempotency_key && !keys.insert(*e.idempotency_key).second))
             continue;
         sent.push_back(w);
-        std::array<Value, 6> row{to_value(w->inserted.event_id),
-                                 to_value(e.name),
-                                 to_value(e.data),
-                                 to_value(e.ts.value_or(w->now)),
-                                 to_value(e.idempotency_key),
-                                 to_value(w->now)};
-        for (std::size_t i = 0; i < row.size(); ++i) ev[i].push_back(std::move(row[i]));
-        for (const NewRun& r : w->runs) {
+        for (std::size_t r = 0; r < w->runs.size(); ++r)
             w->inserted.run_ids.push_back(new_id_at(w->now));
-            std::array<Value, 9> rrow{to_value(w->inserted.run_ids.back()),
-                                      to_value(w->inserted.event_id),
-                                      to_value(r.workflow_id),
-                                      to_value(r.version),
-                                      to_value(r.priority),
-                                      to_value(r.parent_run_id),
-                                      to_value(r.parent_step_key),
-                                      w->claimed ? to_value(w->claimed->owner) : Value{},
-                                      w->claimed ? to_value(w->claimed->until) : Value{}};
-            for (std::size_t i = 0; i < rrow.size(); ++i) run[i].push_back(std::move(rrow[i]));
-        }
+        cols.add(e, w->inserted, w->runs, w->now, w->claimed ? &*w->claimed : nullptr);
     }
-    std::vector<Value> params;
-    for (const auto& col : ev) params.emplace_back(pg_array(col));
-    for (const auto& col : run) params.emplace_back(pg_array(col));
-    // ON CONFLICT DO NOTHING also skips a row that conflicts with one inserted earlier by
-    // the same statement; the runs and queue items follow the events actually inserted.
+    const std::vector<Value> params = cols.params();
     static const std::string kSql =
-        "WITH ve AS (SELECT * FROM unnest(CAST($1 AS TEXT[]), CAST($2 AS TEXT[]), "
-        "CAST($3 AS TEXT[]), CAST($4 AS BIGINT[]), CAST($5 AS TEXT[]), CAST($6 AS BIGINT[])) "
-        "AS ve (id, name, data, ts, idempotency_key, received_at)), "
-        "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
-        "SELECT id, name, data, ts, idempotency_key, received_at FROM ve "
-        "WHERE NOT EXISTS (SELECT 1 FROM waits WHERE waits.event_name = ve.name) "
-        "ON CONFLICT DO NOTHING RETURNING id, received_at), "
-        "vr AS (SELECT * FROM unnest(CAST($7 AS TEXT[]), CAST($8 AS TEXT[]), "
-        "CAST($9 AS TEXT[]), CAST($10 AS TEXT[]), CAST($11 AS BIGINT[]), CAST($12 AS TEXT[]), "
-        "CAST($13 AS TEXT[]), CAST($14 AS TEXT[]), CAST($15 AS BIGINT[])) AS vr (id, "
-        "event_id, workflow_id, version, priority, parent_run_id, parent_step_key, "
-        "lease_owner, lease_until)), "
-        // A claimed run starts as a claim leaves it: running, its item leased (epoch 1).
-        "r AS (INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, "
-        "created_at, updated_at, started_at, worker, parent_run_id, parent_step_key) "
-        "SELECT vr.id, vr.workflow_id, vr.version, e.id, CASE WHEN vr.lease_owner IS NULL "
-        "THEN 'queued' ELSE 'running' END, 0, e.received_at, e.received_at, CASE WHEN "
-        "vr.lease_owner IS NULL THEN NULL ELSE e.received_at END, vr.lease_owner, "
-        "vr.parent_run_id, vr.parent_step_key FROM vr JOIN e ON e.id = vr.event_id "
-        "RETURNING id, created_at), "
-        "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
-        "lease_epoch) SELECT r.id, COALESCE(vr.lease_until, r.created_at), vr.priority, "
-        "vr.lease_owner, vr.lease_until, CASE WHEN vr.lease_owner IS NULL THEN 0 ELSE 1 END "
-        "FROM r JOIN vr ON vr.id = r.id) "
-        "SELECT id FROM e";
+        fmt::format("WITH {}{}, {} SELECT id FROM e", fmt::format(kEventRowsSql, "", ""),
+                    kEventInsertEnd, kRunRowsSql);
     std::unordered_set<std::string> written;
     for (auto row : db_.exec_once(Access::read_write, kSql, params))
         written.insert(row.get<std::string>(0));

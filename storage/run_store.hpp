@@ -2,10 +2,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -217,7 +219,7 @@ struct RunWrite {
 
 class RunStore {
   public:
-    explicit RunStore(Database& db) : db_(db) {}
+    explicit RunStore(Database& db);
 
     // Writes the event, one run per entry of `runs` and their queue items (due at `now`)
     // in `tx`, the caller's transaction: a domain row and its event commit together.
@@ -426,7 +428,16 @@ class RunStore {
     static void notify(Transaction& tx);
 
   private:
+    // The batch form of insert_events_alone (one statement of one text however many
+    // writes); false, writing nothing, when the writes' conditions differ in shape.
+    bool insert_events_alone_rows(std::span<AloneWrite* const> writes);
+    // The type of each column of `table` (format_type), read once.
+    std::shared_ptr<const std::unordered_map<std::string, std::string>> column_types(
+        const std::string& table);
+
     Database& db_;
+    struct ColumnTypes;
+    std::shared_ptr<ColumnTypes> types_;
 };
 
 }  // namespace cairn::storage

@@ -40,12 +40,16 @@ Value to_value(T&& v) {
 }
 
 // The parameters of a statement written piece by piece: `param(v)` appends v and returns
-// its placeholder ("$3").
+// its placeholder ("$3"). With `columns` set it returns a column's name instead, that
+// name followed by v's index ("c.a0"): the text is then one row's of many, its values read
+// from arrays (RunStore::insert_events_alone).
 struct Params {
     std::vector<Value> values;
+    std::string columns;
     template <class T>
     std::string operator()(T&& v) {
         values.push_back(to_value(std::forward<T>(v)));
+        if (!columns.empty()) return columns + std::to_string(values.size() - 1);
         std::string placeholder(1, '$');  // appended, not `"$" + ...`: GCC 12 -O3 -Wrestrict
         placeholder += std::to_string(values.size());
         return placeholder;

@@ -235,6 +235,85 @@ TEST_CASE("insert_event_alone writes a plain new event with its rows in one stat
         CHECK_THROWS_AS(f.store.insert_events_alone(failing), UniqueViolation);
         CHECK(note_run("e").empty());
     }
+    SUBCASE("several of one condition's text: one statement from arrays, each as alone") {
+        // Every write has the same condition, so the rows go in as arrays (the form whose
+        // text does not grow with the batch): arguments of each kind and NULL, riders of
+        // two column lists for one table and a second table, a run written claimed, an
+        // event some run waits for, and a write with no runs between the others.
+        db.transact([](Transaction& tx) {
+            tx.exec_script("CREATE TABLE tags (note_id TEXT NOT NULL, tag TEXT, at BIGINT)");
+        });
+        const auto note_n = [](std::int64_t n, std::optional<std::string> id) {
+            return [n, id](Params& param) {
+                return "SELECT 1 FROM notes WHERE n = " + param(n) + " AND (" + param(id) +
+                       " IS NULL OR id = " + param(id) + ")";
+            };
+        };
+        const OnlyIf yes = note_n(7, std::nullopt), also = note_n(7, "a"), no = note_n(8, "a");
+        const auto rows = [](std::string id, bool tagged) {
+            return [id, tagged](const InsertedEvent& made) {
+                std::vector<RowInsert> out{
+                    {"notes",
+                     {{"id", id}, {"run_id", made.run_ids.at(0)}, {"n", std::int64_t{1}}}}};
+                if (!tagged) {
+                    out.push_back({"notes", {{"id", id + "-bare"}, {"n", std::int64_t{2}}}});
+                } else {
+                    out.push_back({"tags",
+                                   {{"note_id", id},
+                                    {"tag", std::string("it's \"quoted\" \\")},
+                                    {"at", Value{}}}});
+                }
+                return out;
+            };
+        };
+        const RunStore::Riders p = rows("p", true), q = rows("q", false), r = rows("r", true),
+                               s = rows("s", true), t = rows("t", false);
+        db.transact([&](Transaction& tx) {
+            f.store.add_wait(tx, WaitRecord{ins->run_ids[0], "approved", "ticket/approved",
+                                            "data.id", "1", kT0 + 60'000});
+        });
+        const NewEvent ep = event("ticket/created"), eq = event("ticket/created"),
+                       er = event("ticket/created"), es = event("ticket/approved"),
+                       et = event("ticket/created");
+        ClaimedBy claimed{"worker-1", kT0 + 30'000, {}};
+        RunStore::AloneWrite wp{&ep, runs, kT0, &p, &yes, nullptr, std::nullopt};
+        RunStore::AloneWrite wq{&eq, runs, kT0 + 1, &q, &also, &claimed, std::nullopt};
+        RunStore::AloneWrite wr{&er, runs, kT0, &r, &no, nullptr, std::nullopt};
+        RunStore::AloneWrite wn{&er, {}, kT0, &r, &no, nullptr, std::nullopt};  // no runs
+        RunStore::AloneWrite ws{&es, runs, kT0, &s, &yes, nullptr, std::nullopt};
+        RunStore::AloneWrite wt{&et, runs, kT0, &t, &also, nullptr, std::nullopt};
+        RunStore::AloneWrite* const all[] = {&wp, &wq, &wr, &wn, &ws, &wt};
+        f.store.insert_events_alone(all);
+        REQUIRE(wp.inserted);
+        REQUIRE(wq.inserted);
+        CHECK_FALSE(wr.inserted);  // its condition yields no row
+        CHECK_FALSE(wn.inserted);  // no runs: the transactional path's
+        CHECK_FALSE(ws.inserted);  // a run waits for its name
+        REQUIRE(wt.inserted);
+        CHECK(note_run("p") == wp.inserted->run_ids.at(0));
+        CHECK(note_run("q") == wq.inserted->run_ids.at(0));
+        CHECK(note_run("t") == wt.inserted->run_ids.at(0));
+        CHECK(note_run("r").empty());
+        CHECK(note_run("s").empty());
+        CHECK(count(db, "notes") == 1 + 3 + 2);  // "a", p q t, the bare rows of q and t
+        auto tags = db.exec("SELECT note_id, tag, at FROM tags ORDER BY note_id");
+        REQUIRE(tags.size() == 1);
+        CHECK(tags.front().get<std::string>(0) == "p");
+        CHECK(tags.front().get<std::string>(1) == "it's \"quoted\" \\");
+        CHECK(tags.front().is_null(2));
+        // The claimed run is written as a claim leaves it; the others are queued.
+        REQUIRE(claimed.claims.size() == 1);
+        CHECK(claimed.claims.front().lease.run_id == wq.inserted->run_ids.at(0));
+        const auto q_run = f.store.get_run(wq.inserted->run_ids.at(0));
+        CHECK(q_run->status == "running");
+        CHECK(q_run->created_at == kT0 + 1);
+        CHECK(f.store.get_run(wt.inserted->run_ids.at(0))->status == "queued");
+        CHECK(f.store.get_event(wt.inserted->event_id)->name == "ticket/created");
+        // The notes of p, q and t have their own event's run; "a" is the first test's.
+        CHECK(count(db, "runs") == 4);
+        db.exec("DELETE FROM notes WHERE id LIKE '%-bare'");
+        db.exec("DELETE FROM tags");
+    }
     // Every note came with its event and run, and nothing else was written.
     CHECK(count(db, "events") == count(db, "notes"));
     CHECK(count(db, "runs") == count(db, "notes"));
