@@ -615,19 +615,24 @@ struct Engine::Impl {
     // and its commit (RunStore::insert_events_alone), as the storage layer's group commit
     // shares transactions: the first to find none being written writes every send waiting
     // then (at most kAloneBatch), the others wait for it, and one of those left writes
-    // the next. A shared statement that fails writes nothing, and its sends are written
-    // one by one, so each sender gets its own outcome. A send with an event id or
-    // idempotency key goes alone: two of one key in a statement are not kept apart.
+    // the next. While one is in flight, a second may be written once kAloneSecond sends
+    // wait: one statement held up (a slow commit, a busy core) then holds up only its
+    // own sends (docs/performance.md, section 28). A shared statement that fails writes
+    // nothing, and its sends are written one by one, so each sender gets its own outcome.
+    // A send with an event id or idempotency key goes alone: two of one key in a
+    // statement are not kept apart.
     static constexpr std::size_t kAloneBatch = 32;
+    static constexpr std::size_t kAloneSecond = 8;
     struct AloneSend {
         storage::RunStore::AloneWrite* write;
-        bool done = false;  // guarded by alone_mu
+        bool taken = false;  // in a batch being written; guarded by alone_mu
+        bool done = false;   // guarded by alone_mu
         std::exception_ptr error;
     };
     std::mutex alone_mu;
     std::condition_variable alone_cv;
     std::deque<AloneSend*> alone_queue;  // guarded by alone_mu
-    bool alone_writing = false;          // guarded by alone_mu
+    int alone_writing = 0;               // statements in flight; guarded by alone_mu
 
     void write_alone(storage::RunStore::AloneWrite& w) {
         if (w.event->id || w.event->idempotency_key) {
@@ -638,20 +643,26 @@ struct Engine::Impl {
         std::unique_lock lock(alone_mu);
         alone_queue.push_back(&mine);
         while (!mine.done) {
-            if (alone_writing) {
+            const bool may_write =
+                !mine.taken &&
+                (alone_writing == 0 || (alone_writing == 1 && alone_queue.size() >= kAloneSecond));
+            if (!may_write) {
                 alone_cv.wait(lock);
                 continue;
             }
-            alone_writing = true;
+            ++alone_writing;
             std::vector<AloneSend*> batch;
             while (!alone_queue.empty() && batch.size() < kAloneBatch) {
                 batch.push_back(alone_queue.front());
+                batch.back()->taken = true;
                 alone_queue.pop_front();
             }
+            // Enough left behind for a second statement: one of them writes it.
+            if (alone_writing == 1 && alone_queue.size() >= kAloneSecond) alone_cv.notify_all();
             lock.unlock();
             write_alone_batch(batch);
             lock.lock();
-            alone_writing = false;
+            --alone_writing;
             for (AloneSend* p : batch) p->done = true;
             alone_cv.notify_all();
         }

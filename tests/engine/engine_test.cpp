@@ -730,9 +730,11 @@ TEST_CASE("sends with riders made at once: each lands with its own rows, or fail
             return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
         };
     };
-    // On Postgres these share statements (RunStore::insert_events_alone); a condition that
-    // fails or a rider that cannot be inserted must fail its own send and no other.
-    constexpr int kThreads = 8, kEach = 30;
+    // On Postgres these share statements (RunStore::insert_events_alone), two in flight at
+    // times (48 senders leave more than kAloneSecond waiting beside a batch of 32); a
+    // condition that fails or a rider that cannot be inserted must fail its own send and
+    // no other.
+    constexpr int kThreads = 48, kEach = 30;
     std::atomic<int> sent{0}, unmet{0}, refused{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; ++t) {
