@@ -657,8 +657,6 @@ struct Engine::Impl {
                 batch.back()->taken = true;
                 alone_queue.pop_front();
             }
-            // Enough left behind for a second statement: one of them writes it.
-            if (alone_writing == 1 && alone_queue.size() >= kAloneSecond) alone_cv.notify_all();
             lock.unlock();
             write_alone_batch(batch);
             lock.lock();
