@@ -780,8 +780,10 @@ bool RunStore::insert_events_alone_rows(std::span<AloneWrite* const> writes) {
         const auto types = column_types(table.name);
         std::string unnest = "unnest(" + array(table.values[0], "BIGINT[]"), names = "k", selected;
         for (std::size_t i = 0; i < table.columns.size(); ++i) {
+            // Not a plain column name, or an array column (unnest would flatten it): the
+            // other form.
             const auto type = types->find(table.columns[i]);
-            if (type == types->end()) return false;  // not a plain column name: the other form
+            if (type == types->end() || type->second.ends_with("]")) return false;
             unnest += ", " + array(table.values[i + 1], type->second + "[]");
             names += fmt::format(", c{}", i);
             selected += fmt::format("{}x.c{}", i == 0 ? "" : ", ", i);

@@ -314,6 +314,33 @@ TEST_CASE("insert_event_alone writes a plain new event with its rows in one stat
         db.exec("DELETE FROM notes WHERE id LIKE '%-bare'");
         db.exec("DELETE FROM tags");
     }
+    SUBCASE("several with a rider of an array column: written as alone") {
+        db.transact([](Transaction& tx) {
+            tx.exec_script("CREATE TABLE labels (note_id TEXT NOT NULL, names TEXT[])");
+        });
+        const auto labelled = [](std::string id, std::string names) {
+            return [id, names](const InsertedEvent& made) {
+                return std::vector<RowInsert>{
+                    {"notes", {{"id", id}, {"run_id", made.run_ids.at(0)}}},
+                    {"labels", {{"note_id", id}, {"names", names}}}};
+            };
+        };
+        const RunStore::Riders x = labelled("x", "{a,b}"), y = labelled("y", "{\"c d\"}");
+        const NewEvent ex = event("ticket/created"), ey = event("ticket/created");
+        RunStore::AloneWrite wx{&ex, runs, kT0, &x, nullptr, nullptr, std::nullopt};
+        RunStore::AloneWrite wy{&ey, runs, kT0, &y, nullptr, nullptr, std::nullopt};
+        RunStore::AloneWrite* const both[] = {&wx, &wy};
+        f.store.insert_events_alone(both);
+        REQUIRE(wx.inserted);
+        REQUIRE(wy.inserted);
+        auto labels = db.exec(
+            "SELECT note_id, array_length(names, 1), names[1] FROM labels ORDER BY note_id");
+        REQUIRE(labels.size() == 2);
+        CHECK(labels[0].get<std::int64_t>(1) == 2);
+        CHECK(labels[0].get<std::string>(2) == "a");
+        CHECK(labels[1].get<std::int64_t>(1) == 1);
+        CHECK(labels[1].get<std::string>(2) == "c d");
+    }
     // Every note came with its event and run, and nothing else was written.
     CHECK(count(db, "events") == count(db, "notes"));
     CHECK(count(db, "runs") == count(db, "notes"));
