@@ -429,7 +429,9 @@ class RunStore {
 
   private:
     // The batch form of insert_events_alone (one statement of one text however many
-    // writes); false, writing nothing, when the writes' conditions differ in shape.
+    // writes); false, writing nothing, when it does not fit them: conditions of different
+    // texts, an argument of values of two kinds, a rider's column that is not a plain
+    // column of its table or holds arrays.
     bool insert_events_alone_rows(std::span<AloneWrite* const> writes);
     // The type of each column of `table` (format_type), read once.
     std::shared_ptr<const std::unordered_map<std::string, std::string>> column_types(
