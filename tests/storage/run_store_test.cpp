@@ -314,6 +314,24 @@ TEST_CASE("insert_event_alone writes a plain new event with its rows in one stat
         db.exec("DELETE FROM notes WHERE id LIKE '%-bare'");
         db.exec("DELETE FROM tags");
     }
+    SUBCASE("several whose condition takes values of two kinds: written as alone") {
+        const auto n_is = [](Value v) {
+            return [v](Params& param) {
+                return "SELECT 1 FROM notes WHERE CAST(n AS TEXT) = CAST(" + param(v) + " AS TEXT)";
+            };
+        };
+        const OnlyIf seven = n_is(std::int64_t{7}), word = n_is(std::string("seven"));
+        const RunStore::Riders u = note("u"), v = note("v");
+        const NewEvent eu = event("ticket/created"), ev = event("ticket/created");
+        RunStore::AloneWrite wu{&eu, runs, kT0, &u, &seven, nullptr, std::nullopt};
+        RunStore::AloneWrite wv{&ev, runs, kT0, &v, &word, nullptr, std::nullopt};
+        RunStore::AloneWrite* const both[] = {&wv, &wu};  // text, then a number
+        f.store.insert_events_alone(both);
+        REQUIRE(wu.inserted);
+        CHECK_FALSE(wv.inserted);
+        CHECK(note_run("u") == wu.inserted->run_ids.at(0));
+        CHECK(note_run("v").empty());
+    }
     SUBCASE("several with a rider of an array column: written as alone") {
         db.transact([](Transaction& tx) {
             tx.exec_script("CREATE TABLE labels (note_id TEXT NOT NULL, names TEXT[])");
