@@ -622,7 +622,7 @@ struct Engine::Impl {
     // A send with an event id or idempotency key goes alone: two of one key in a
     // statement are not kept apart.
     static constexpr std::size_t kAloneBatch = 32;
-    static constexpr std::size_t kAloneSecond = 8;
+    static constexpr std::size_t kAloneSecond = 4;
     struct AloneSend {
         storage::RunStore::AloneWrite* write;
         bool taken = false;  // in a batch being written; guarded by alone_mu
