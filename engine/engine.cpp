@@ -572,125 +572,6 @@ struct Engine::Impl {
         return e;
     }
 
-    // Engine::send on Postgres: a path of one statement, if it applies (announcing the
-    // runs it makes due); nullopt leaves the event to the transactional path.
-    std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders,
-                                         const storage::OnlyIf& only_if) {
-        // Only Postgres has the path: elsewhere, do not build the event twice.
-        if (db.backend() != storage::Backend::postgres) return std::nullopt;
-        const storage::NewEvent e = new_event(in);
-        const std::vector<storage::NewRun> runs = triggered(in.name);
-        const bool live = batching();
-        if (!riders && !only_if && live) return send_batched(in, e, runs);
-        // The one statement is for an event that starts runs (insert_events_alone): one
-        // that starts none need not wait for a shared statement only to be left out of it.
-        if (runs.empty()) return std::nullopt;
-        // Claiming its runs, as send_batched does, while idle threads can take them.
-        Promise promise(*this, live ? static_cast<int>(runs.size()) : 0);
-        std::optional<storage::ClaimedBy> claimed;
-        if (promise) claimed = promise.claimed_by();
-        const storage::RunStore::Riders rows = [&](const storage::InsertedEvent& ids) {
-            return riders ? riders(SendResult{ids.event_id, ids.run_ids, false, 0})
-                          : std::vector<storage::RowInsert>{};
-        };
-        storage::RunStore::AloneWrite w{&e,
-                                        runs,
-                                        now(),
-                                        &rows,
-                                        only_if ? &only_if : nullptr,
-                                        claimed ? &*claimed : nullptr,
-                                        std::nullopt};
-        write_alone(w);
-        const auto& ins = w.inserted;
-        if (!ins) return std::nullopt;
-        if (claimed) {
-            promise.keep(std::move(claimed->claims));
-        } else {
-            announce();
-        }
-        return SendResult{ins->event_id, ins->run_ids, false, 0};
-    }
-
-    // A one-statement send (send_alone) on Postgres. Sends made at once share a statement
-    // and its commit (RunStore::insert_events_alone), as the storage layer's group commit
-    // shares transactions: the first to find none being written writes every send waiting
-    // then (at most kAloneBatch), the others wait for it, and one of those left writes
-    // the next. While one is in flight, a second may be written once kAloneSecond sends
-    // wait: one statement held up (a slow commit, a busy core) then holds up only its
-    // own sends (docs/performance.md, section 28). A shared statement that fails writes
-    // nothing, and its sends are written one by one, so each sender gets its own outcome.
-    // A send with an event id or idempotency key goes alone: two of one key in a
-    // statement are not kept apart.
-    static constexpr std::size_t kAloneBatch = 32;
-    static constexpr std::size_t kAloneSecond = 4;
-    struct AloneSend {
-        storage::RunStore::AloneWrite* write;
-        bool taken = false;  // in a batch being written; guarded by alone_mu
-        bool done = false;   // guarded by alone_mu
-        std::exception_ptr error;
-    };
-    std::mutex alone_mu;
-    std::condition_variable alone_cv;
-    std::deque<AloneSend*> alone_queue;  // guarded by alone_mu
-    int alone_writing = 0;               // statements in flight; guarded by alone_mu
-
-    void write_alone(storage::RunStore::AloneWrite& w) {
-        if (w.event->id || w.event->idempotency_key) {
-            storage::RunStore::AloneWrite* const one[] = {&w};
-            return store.insert_events_alone(one);
-        }
-        AloneSend mine{&w};
-        std::unique_lock lock(alone_mu);
-        alone_queue.push_back(&mine);
-        while (!mine.done) {
-            const bool may_write =
-                !mine.taken &&
-                (alone_writing == 0 || (alone_writing == 1 && alone_queue.size() >= kAloneSecond));
-            if (!may_write) {
-                alone_cv.wait(lock);
-                continue;
-            }
-            ++alone_writing;
-            std::vector<AloneSend*> batch;
-            while (!alone_queue.empty() && batch.size() < kAloneBatch) {
-                batch.push_back(alone_queue.front());
-                batch.back()->taken = true;
-                alone_queue.pop_front();
-            }
-            lock.unlock();
-            write_alone_batch(batch);
-            lock.lock();
-            --alone_writing;
-            for (AloneSend* p : batch) p->done = true;
-            alone_cv.notify_all();
-        }
-        if (mine.error) std::rethrow_exception(mine.error);
-    }
-
-    // Never throws: what a send's write threw is in its `error`.
-    void write_alone_batch(std::span<AloneSend* const> batch) {
-        if (batch.size() > 1) {
-            std::vector<storage::RunStore::AloneWrite*> writes;
-            for (AloneSend* p : batch) writes.push_back(p->write);
-            try {
-                store.insert_events_alone(writes);
-                count_batch(batch.size());
-                return;
-            } catch (const std::exception& e) {
-                spdlog::debug("a statement of {} sends failed ({}); writing them one by one",
-                              batch.size(), e.what());
-            }
-        }
-        for (AloneSend* p : batch) {
-            try {
-                storage::RunStore::AloneWrite* const one[] = {p->write};
-                store.insert_events_alone(one);
-            } catch (...) {
-                p->error = std::current_exception();
-            }
-        }
-    }
-
     // Engine::send without riders on Postgres while the workers run: the event is one more
     // write in the writer threads' next batch, where concurrent sends share one statement
     // and commit (RunStore::insert_events) instead of a commit each. One the statement
@@ -756,6 +637,260 @@ struct Engine::Impl {
         Impl& im_;
         int n_;
     };
+
+    // Engine::send on Postgres: a path of one statement, if it applies (announcing the
+    // runs it makes due); nullopt leaves the event to the transactional path. The write
+    // is one of the shared statements of write_alone, waited for here.
+    std::optional<SendResult> send_alone(const EventInput& in, const Engine::Riders& riders,
+                                         const storage::OnlyIf& only_if) {
+        // Only Postgres has the path: elsewhere, do not build the event twice.
+        if (db.backend() != storage::Backend::postgres) return std::nullopt;
+        if (!riders && !only_if && batching())
+            return send_batched(in, new_event(in), triggered(in.name));
+        // The one statement is for an event that starts runs (insert_events_alone): one
+        // that starts none need not wait for a shared statement only to be left out of it.
+        if (triggered_count(in.name) == 0) return std::nullopt;
+        const auto st = alone_state(in, riders, only_if);
+        if (in.id ||
+            in.idempotency_key) {  // alone: two of one key in a statement are not kept apart
+            storage::RunStore::AloneWrite* const one[] = {&st->write};
+            store.insert_events_alone(one);
+            return finish_alone(*st);
+        }
+        struct Wait {
+            std::condition_variable cv;
+            bool done = false;  // guarded by alone_mu
+            std::exception_ptr error;
+        } wait;
+        write_alone({&st->write, [this, &wait](std::exception_ptr error) {
+                         std::lock_guard lock(alone_mu);
+                         wait.error = std::move(error);
+                         wait.done = true;
+                         wait.cv.notify_one();
+                     }});
+        {
+            std::unique_lock lock(alone_mu);
+            wait.cv.wait(lock, [&wait] { return wait.done; });
+        }
+        if (wait.error) std::rethrow_exception(wait.error);
+        return finish_alone(*st);
+    }
+
+    // Engine::send with `done`: a send_alone that does not wait for its statement.
+    void send_later(EventInput in, Engine::Riders riders, storage::OnlyIf only_if,
+                    const Engine::SendDone& done) {
+        const bool shares = db.backend() == storage::Backend::postgres &&
+                            (riders || only_if || !batching()) && !in.id && !in.idempotency_key &&
+                            triggered_count(in.name) > 0;
+        if (!shares) {
+            SendOutcome out;
+            out.rest = [this, in = std::move(in), riders = std::move(riders),
+                        only_if = std::move(only_if)] {
+                return send_blocking(in, riders, only_if);
+            };
+            done(std::move(out));
+            return;
+        }
+        auto st = alone_state(std::move(in), std::move(riders), std::move(only_if));
+        storage::RunStore::AloneWrite* const write = &st->write;
+        write_alone({write, [this, st = std::move(st), done](std::exception_ptr error) {
+                         SendOutcome out;
+                         if (error) {
+                             st->promise.keep({});
+                             out.error = std::move(error);
+                         } else if (auto sent = finish_alone(*st)) {
+                             out.result = std::move(*sent);
+                         } else {
+                             out.rest = [this, st] {
+                                 return send_transacted(st->in, st->riders, st->only_if);
+                             };
+                         }
+                         done(std::move(out));
+                     }});
+    }
+
+    SendResult send_blocking(const EventInput& in, const Engine::Riders& riders,
+                             const storage::OnlyIf& only_if) {
+        if (auto out = send_alone(in, riders, only_if)) return *out;
+        return send_transacted(in, riders, only_if);
+    }
+
+    // One send_alone's write and what it keeps until the write is done.
+    struct AloneState {
+        AloneState(Impl& im, EventInput input, Engine::Riders r, storage::OnlyIf c, int claims)
+            : in(std::move(input)),
+              riders(std::move(r)),
+              only_if(std::move(c)),
+              promise(im, claims) {}
+        EventInput in;
+        Engine::Riders riders;
+        storage::OnlyIf only_if;
+        storage::NewEvent event;
+        std::vector<storage::NewRun> runs;
+        Promise promise;
+        std::optional<storage::ClaimedBy> claimed;
+        storage::RunStore::Riders rows;
+        storage::RunStore::AloneWrite write;
+    };
+
+    // Claiming its runs, as send_batched does, while idle threads can take them.
+    std::shared_ptr<AloneState> alone_state(EventInput in, Engine::Riders riders,
+                                            storage::OnlyIf only_if) {
+        std::vector<storage::NewRun> runs = triggered(in.name);
+        const int claims = batching() ? static_cast<int>(runs.size()) : 0;
+        auto st = std::make_shared<AloneState>(*this, std::move(in), std::move(riders),
+                                               std::move(only_if), claims);
+        st->event = new_event(st->in);
+        st->runs = std::move(runs);
+        if (st->promise) st->claimed = st->promise.claimed_by();
+        st->rows = [raw = st.get()](const storage::InsertedEvent& ids) {
+            return raw->riders ? raw->riders(SendResult{ids.event_id, ids.run_ids, false, 0})
+                               : std::vector<storage::RowInsert>{};
+        };
+        st->write = {&st->event,
+                     st->runs,
+                     now(),
+                     &st->rows,
+                     st->only_if ? &st->only_if : nullptr,
+                     st->claimed ? &*st->claimed : nullptr,
+                     std::nullopt};
+        return st;
+    }
+
+    // After the write: the runs go to the promised threads, or are announced. Nullopt
+    // when the statement left the send out (its condition failed, or a run waits for the
+    // event's name): the transactional path is to send it.
+    std::optional<SendResult> finish_alone(AloneState& st) {
+        const auto& ins = st.write.inserted;
+        if (!ins) {
+            st.promise.keep({});
+            return std::nullopt;
+        }
+        if (st.claimed) {
+            st.promise.keep(std::move(st.claimed->claims));
+        } else {
+            announce();
+        }
+        return SendResult{ins->event_id, ins->run_ids, false, 0};
+    }
+
+    // The one-statement sends of send_alone. Sends made at once share a statement and its
+    // commit (RunStore::insert_events_alone), as the storage layer's group commit shares
+    // transactions. A send that finds nothing queued or in flight is written at once by
+    // its own thread (no hand-off); otherwise it is queued, and two writer threads write
+    // the queue (at most kAloneBatch a statement), so no sender's thread waits for the
+    // statements of others and a send that answers later holds no thread meanwhile. While
+    // one statement is in flight, the second writer starts once kAloneSecond sends wait:
+    // one statement held up (a slow commit, a busy core) then holds up only its own sends
+    // (docs/performance.md, sections 28 and 29). A shared statement that fails writes
+    // nothing, and its sends are written one by one, so each gets its own outcome.
+    // Callers keep an event with an id or idempotency key out: two of one key in a
+    // statement are not kept apart.
+    static constexpr std::size_t kAloneBatch = 32;
+    static constexpr std::size_t kAloneSecond = 4;
+    static constexpr int kAloneWriters = 2;
+    struct AloneSend {
+        storage::RunStore::AloneWrite* write;
+        // Called once written (or failed, with the error), on the thread that wrote.
+        std::function<void(std::exception_ptr)> written;
+    };
+    std::mutex alone_mu;
+    std::condition_variable alone_cv;        // the writer threads wait on it
+    std::deque<AloneSend> alone_queue;       // guarded by alone_mu
+    int alone_writing = 0;                   // statements in flight; guarded by alone_mu
+    bool alone_stopping = false;             // guarded by alone_mu
+    std::vector<std::thread> alone_writers;  // started with the first send queued
+
+    // Called with alone_mu held.
+    bool alone_due() const {
+        return !alone_queue.empty() &&
+               (alone_writing == 0 || (alone_writing == 1 && alone_queue.size() >= kAloneSecond));
+    }
+
+    void write_alone(AloneSend send) {
+        std::unique_lock lock(alone_mu);
+        if ((alone_writing == 0 && alone_queue.empty()) || alone_stopping) {
+            ++alone_writing;
+            lock.unlock();
+            write_alone_batch(std::span(&send, 1));
+            lock.lock();
+            --alone_writing;
+        } else {
+            alone_queue.push_back(std::move(send));
+            while (alone_writers.size() < kAloneWriters) {
+                alone_writers.emplace_back([this] {
+                    name_this_thread("cairn-sends");
+                    set_batch_scheduling(false);  // not its creator's policy
+                    alone_writer_loop();
+                });
+            }
+        }
+        if (alone_due()) alone_cv.notify_one();
+    }
+
+    void alone_writer_loop() {
+        std::unique_lock lock(alone_mu);
+        for (;;) {
+            alone_cv.wait(
+                lock, [this] { return alone_due() || (alone_stopping && alone_queue.empty()); });
+            if (alone_queue.empty()) return;  // stopping, and every send is written
+            ++alone_writing;
+            std::vector<AloneSend> batch;
+            while (!alone_queue.empty() && batch.size() < kAloneBatch) {
+                batch.push_back(std::move(alone_queue.front()));
+                alone_queue.pop_front();
+            }
+            if (alone_due()) alone_cv.notify_one();  // enough left for the second statement
+            lock.unlock();
+            write_alone_batch(batch);
+            batch.clear();  // what the sends kept, freed outside the lock
+            lock.lock();
+            --alone_writing;
+        }
+    }
+
+    // Writes what is queued when the engine goes, then ends the writer threads.
+    void stop_alone_writers() {
+        {
+            std::lock_guard lock(alone_mu);
+            alone_stopping = true;
+        }
+        alone_cv.notify_all();
+        for (auto& t : alone_writers) t.join();
+    }
+
+    // Never throws: each send's `written` gets what its write threw.
+    void write_alone_batch(std::span<AloneSend> batch) {
+        std::vector<std::exception_ptr> errors(batch.size());
+        bool shared = false;
+        if (batch.size() > 1) {
+            std::vector<storage::RunStore::AloneWrite*> writes;
+            for (const AloneSend& s : batch) writes.push_back(s.write);
+            try {
+                store.insert_events_alone(writes);
+                count_batch(batch.size());
+                shared = true;
+            } catch (const std::exception& e) {
+                spdlog::debug("a statement of {} sends failed ({}); writing them one by one",
+                              batch.size(), e.what());
+            }
+        }
+        for (std::size_t i = 0; !shared && i < batch.size(); ++i) {
+            try {
+                storage::RunStore::AloneWrite* const one[] = {batch[i].write};
+                store.insert_events_alone(one);
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        }
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            try {
+                batch[i].written(errors[i]);
+            } catch (const std::exception& e) {
+                spdlog::error("a send's completion failed: {}", e.what());
+            }
+        }
+    }
 
     // Engine::send's transactional path (every send on SQLite; on Postgres a send that
     // send_alone leaves). While the workers run and have idle threads for all of the
@@ -1476,6 +1611,7 @@ Engine::Engine(storage::Database& db, const Clock& clock)
 
 Engine::~Engine() {
     stop();
+    impl_->stop_alone_writers();
 }
 
 void Engine::add(Workflow w) {
@@ -1522,8 +1658,11 @@ SendResult Engine::send(const EventInput& event, const Riders& riders) {
 
 SendResult Engine::send(const EventInput& event, const Riders& riders,
                         const storage::OnlyIf& only_if) {
-    if (auto out = impl_->send_alone(event, riders, only_if)) return *out;
-    return impl_->send_transacted(event, riders, only_if);
+    return impl_->send_blocking(event, riders, only_if);
+}
+
+void Engine::send(EventInput event, Riders riders, storage::OnlyIf only_if, SendDone done) {
+    impl_->send_later(std::move(event), std::move(riders), std::move(only_if), done);
 }
 
 void Engine::wake() {

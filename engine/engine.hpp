@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -66,6 +67,16 @@ struct EngineStats {
     std::int64_t writer_cpu_ns = 0;
 };
 
+// What a send that answers later (Engine::send with `done`) reports, exactly one of:
+// its result; the error it threw; or `rest`, the remainder of a send the shared statement
+// could not take, which may block and is to be called on a thread that may (it returns or
+// throws as the blocking send() does).
+struct SendOutcome {
+    std::optional<SendResult> result;
+    std::exception_ptr error;
+    std::function<SendResult()> rest;
+};
+
 // Engine::send's condition did not hold: nothing was written.
 class PreconditionFailed : public std::runtime_error {
   public:
@@ -104,6 +115,14 @@ class Engine {
     // the one statement when it applies); otherwise nothing is written and it throws
     // PreconditionFailed.
     SendResult send(const EventInput& event, const Riders& riders, const storage::OnlyIf& only_if);
+    // The same without blocking the calling thread for the write: on Postgres a send that
+    // shares a statement is queued and this returns at once; `done` gets the outcome
+    // once, on the thread that wrote the statement, and must not block (what blocks goes
+    // to SendOutcome::rest or to another thread). Any other send is not started here:
+    // `done` is called before this returns, with the whole send as `rest`. `riders` and
+    // `only_if` are kept, and called on the writing thread, until then.
+    using SendDone = std::function<void(SendOutcome)>;
+    void send(EventInput event, Riders riders, storage::OnlyIf only_if, SendDone done);
 
     // Wakes idle workers, this process's at once and other processes' by a NOTIFY sent
     // from a background thread; call it after send(tx, ...) committed.
