@@ -15,7 +15,9 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 #include <csignal>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "common/ids.hpp"
 #include "common/version.hpp"
@@ -101,6 +103,91 @@ std::string percent_decode(std::string_view in) {
     }
     return out;
 }
+
+// What a deferred answer (Later) and the session waiting for it share.
+struct Answer {
+    std::mutex mu;
+    bool given = false;                    // guarded by mu
+    int status = 0;                        // guarded by mu, once given
+    std::optional<Response> response;      // given, the session not yet waiting; guarded by mu
+    std::function<void(Response)> waiter;  // the session's, once it waits; guarded by mu
+    std::vector<std::function<void(int)>> observers;  // guarded by mu
+
+    void give(Response r) {
+        std::vector<std::function<void(int)>> to_tell;
+        {
+            std::lock_guard lock(mu);
+            if (given) return;
+            given = true;
+            status = r.status;
+            to_tell.swap(observers);
+        }
+        for (const auto& fn : to_tell) fn(r.status);
+        std::function<void(Response)> w;
+        {
+            std::lock_guard lock(mu);
+            if (!waiter) {
+                response = std::move(r);
+                return;
+            }
+            w = std::move(waiter);
+        }
+        w(std::move(r));
+    }
+};
+
+class LaterAnswer final : public Later, public std::enable_shared_from_this<LaterAnswer> {
+  public:
+    LaterAnswer(std::shared_ptr<Answer> answer, asio::thread_pool& pool)
+        : answer_(std::move(answer)), pool_(pool), handler_thread_(std::this_thread::get_id()) {}
+    ~LaterAnswer() override {
+        answer_->give(Response{500, "application/json", json_error_body(500)});
+    }
+    LaterAnswer(const LaterAnswer&) = delete;
+    LaterAnswer& operator=(const LaterAnswer&) = delete;
+
+    void answer(Response response) override { answer_->give(std::move(response)); }
+
+    void then(std::function<Response()> fn) override {
+        if (std::this_thread::get_id() == handler_thread_ && handler_running_) {
+            answer(run(fn));
+            return;
+        }
+        asio::post(pool_,
+                   [self = shared_from_this(), fn = std::move(fn)] { self->answer(run(fn)); });
+    }
+
+    void on_answer(std::function<void(int)> fn) override {
+        std::unique_lock lock(answer_->mu);
+        if (!answer_->given) {
+            answer_->observers.push_back(std::move(fn));
+            return;
+        }
+        const int status = answer_->status;
+        lock.unlock();
+        fn(status);
+    }
+
+    // Read and written on the handler's thread only.
+    void handler_returned() { handler_running_ = false; }
+
+  private:
+    static Response run(const std::function<Response()>& fn) {
+        try {
+            return fn();
+        } catch (const std::exception& e) {
+            spdlog::error("a deferred answer failed: {}", e.what());
+        } catch (...) {
+            spdlog::error("a deferred answer failed with an unknown exception");
+        }
+        return Response{500, "application/json", json_error_body(500)};
+    }
+
+    std::shared_ptr<Answer> answer_;
+    asio::thread_pool& pool_;
+    const std::thread::id handler_thread_;
+    bool handler_running_ = true;
+};
 
 }  // namespace
 
@@ -201,6 +288,29 @@ struct HttpServer::Impl {
         s.stream.expires_after(options.read_timeout);
         auto [wec, n] = co_await asio::async_write(s.stream, asio::buffer(wire), kTuple);
         ok = !wec;
+    }
+
+    // The answer a handler gives later (LaterAnswer), resumed on the I/O thread.
+    // The caller keeps `answer` until this returns. No shared_ptr is copied here: GCC 12
+    // destroys a temporary made in a co_await expression twice.
+    static asio::awaitable<Response> wait(Answer* answer) {
+        co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(Response)>(
+            [answer](auto handler) {
+                auto h = std::make_shared<decltype(handler)>(std::move(handler));
+                auto resume = [h](Response r) {
+                    auto ex = asio::get_associated_executor(*h);
+                    asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
+                };
+                std::unique_lock lock(answer->mu);
+                if (answer->response) {
+                    Response r = std::move(*answer->response);
+                    lock.unlock();
+                    resume(std::move(r));
+                    return;
+                }
+                answer->waiter = std::move(resume);
+            },
+            asio::use_awaitable);
     }
 
     static void log_access(const Request& request, int status,
@@ -387,10 +497,29 @@ struct HttpServer::Impl {
                 request.headers[std::move(name)] = std::string(field.value());
             }
             s.busy = true;
-            auto handle = [this, &request]() -> asio::awaitable<Response> {
-                co_return call_handler(request);
+            std::shared_ptr<Answer> answer;  // set on the pool; read here after the handler
+            std::weak_ptr<LaterAnswer> later;
+            request.make_later = [this, &answer, &later]() -> std::shared_ptr<Later> {
+                if (answer) throw std::logic_error("Request::later called twice");
+                answer = std::make_shared<Answer>();
+                auto made = std::make_shared<LaterAnswer>(answer, pool);
+                later = made;
+                return made;
+            };
+            auto handle = [this, &request, &later]() -> asio::awaitable<Response> {
+                Response r = call_handler(request);
+                if (auto l = later.lock()) l->handler_returned();
+                co_return r;
             };
             Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
+            if (res.later) {  // a Later of another request is answered with a 500
+                const bool mine = answer && res.later.get() == later.lock().get();
+                res.later.reset();  // the handler's copies alone keep it
+                if (mine)
+                    res = co_await wait(answer.get());
+                else
+                    res = Response{500, "application/json", json_error_body(500)};
+            }
             s.busy = false;
 
             if (res.websocket && request.websocket_upgrade) {

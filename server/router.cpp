@@ -145,9 +145,16 @@ Response Router::dispatch(const Request& request) const {
         }
     }
     if (metrics_ != nullptr) {
-        metrics_->observe_http(
-            label, request.method, res.status,
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        auto observe = [metrics = metrics_, label, method = request.method, started](int status) {
+            metrics->observe_http(
+                label, method, status,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+        };
+        if (res.later) {
+            res.later->on_answer(std::move(observe));
+        } else {
+            observe(res.status);
+        }
     }
     return res;
 }

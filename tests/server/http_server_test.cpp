@@ -1,6 +1,7 @@
 // The HTTP server's threading: a handler blocked on the pool holds up only its own
-// connection, one pool thread serves connections one after another, and shutdown lets a
-// busy request finish while it closes idle connections. Real sockets on 127.0.0.1; no
+// connection, one pool thread serves connections one after another, an answer given
+// later holds no pool thread, and shutdown lets a busy request finish while it closes
+// idle connections. Real sockets on 127.0.0.1; no
 // database.
 
 #include "server/http_server.hpp"
@@ -15,8 +16,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 
 using namespace cairn;
 
@@ -72,6 +75,7 @@ struct Gate {
     std::condition_variable cv;
     bool entered = false;
     bool open = false;
+    std::shared_ptr<server::Later> parked;  // the Later of the last /later request
 
     server::Response handle(const server::Request& req) {
         if (req.path() == "/slow") {
@@ -80,6 +84,20 @@ struct Gate {
             cv.notify_all();
             cv.wait_for(lock, std::chrono::seconds(10), [this] { return open; });
             return {200, "text/plain", open ? "slow done" : "never released"};
+        }
+        if (req.path() == "/later") {  // answered by the test, through `parked`
+            auto later = req.later();
+            std::lock_guard lock(mu);
+            parked = later;
+            entered = true;
+            cv.notify_all();
+            return server::Response::deferred(later);
+        }
+        if (req.path() == "/dropped") return server::Response::deferred(req.later());
+        if (req.path() == "/then-throws") {  // then() on the handler's thread: at once
+            auto later = req.later();
+            later->then([]() -> server::Response { throw std::runtime_error("refused"); });
+            return server::Response::deferred(later);
         }
         if (req.path() == "/remote") return {200, "text/plain", "from " + req.remote};
         if (req.path() == "/none") {
@@ -96,6 +114,11 @@ struct Gate {
     bool is_open() {
         std::lock_guard lock(mu);
         return open;
+    }
+    std::shared_ptr<server::Later> take_parked() {
+        std::lock_guard lock(mu);
+        entered = false;
+        return std::exchange(parked, nullptr);
     }
     void release() {
         {
@@ -161,6 +184,82 @@ TEST_CASE("a handler that blocks holds up only its own connection") {
     slow.join();
     CHECK(slow_reply.starts_with("HTTP/1.1 200"));
     CHECK(slow_reply.ends_with("slow done"));
+}
+
+TEST_CASE("an answer given later holds no pool thread, and arrives on its connection") {
+    Gate gate;
+    Running r(1, gate);
+    const std::string address = r.server.local_address();
+    Client c(address);
+    c.send("GET /later HTTP/1.1\r\nHost: test\r\n\r\n");  // keep-alive
+    gate.wait_entered();
+    for (int i = 0; i < 3; ++i) {  // the one pool thread is free meanwhile
+        Client other(address);
+        other.send(get("/fast" + std::to_string(i)));
+        CHECK(other.read_to_end().ends_with("fast /fast" + std::to_string(i)));
+    }
+    // Answered from this thread; the connection then serves its next request.
+    gate.take_parked()->answer({201, "text/plain", "answered later"});
+    c.send(get("/after"));
+    const std::string replies = c.read_to_end();
+    CHECK(replies.starts_with("HTTP/1.1 201"));
+    const auto second = replies.find("HTTP/1.1 200");
+    REQUIRE(second != std::string::npos);
+    CHECK(replies.substr(0, second).ends_with("answered later"));
+    CHECK(replies.ends_with("fast /after"));
+
+    // then(): the function runs on the pool, not on the thread that calls then().
+    std::string reply;
+    std::thread t = fetch_in_background(address, "/later", reply);
+    gate.wait_entered();
+    std::atomic<bool> on_pool{false};
+    const auto caller = std::this_thread::get_id();
+    gate.take_parked()->then([&on_pool, caller] {
+        on_pool = std::this_thread::get_id() != caller;
+        return server::Response{200, "text/plain", "from then"};
+    });
+    t.join();
+    CHECK(reply.ends_with("from then"));
+    CHECK(on_pool.load());
+}
+
+TEST_CASE("a Later dropped unanswered, or whose then() throws, answers 500") {
+    Gate gate;
+    Running r(1, gate);
+    for (const std::string path : {"/dropped", "/then-throws"}) {
+        CAPTURE(path);
+        Client c(r.server.local_address());
+        c.send(get(path));
+        const std::string reply = c.read_to_end();
+        CHECK(reply.starts_with("HTTP/1.1 500"));
+        CHECK(reply.find(R"("code":"internal")") != std::string::npos);
+    }
+    // Answering twice: the first answer stands.
+    std::string reply;
+    std::thread t = fetch_in_background(r.server.local_address(), "/later", reply);
+    gate.wait_entered();
+    auto later = gate.take_parked();
+    later->answer({200, "text/plain", "first"});
+    later->answer({500, "text/plain", "second"});
+    t.join();
+    CHECK(reply.starts_with("HTTP/1.1 200"));
+    CHECK(reply.ends_with("first"));
+}
+
+TEST_CASE("stop waits for an answer given later") {
+    Gate gate;
+    Running r(1, gate);
+    std::string reply;
+    std::thread t = fetch_in_background(r.server.local_address(), "/later", reply);
+    gate.wait_entered();
+    r.server.stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK_FALSE(r.returned.load());
+    gate.take_parked()->answer({200, "text/plain", "done at last"});
+    t.join();
+    CHECK(reply.ends_with("done at last"));
+    r.thread.join();
+    CHECK(r.returned.load());
 }
 
 TEST_CASE("one thread serves one connection after another") {
