@@ -470,11 +470,11 @@ VerifiedTokens::Claims AuthService::verify_token(std::string_view authorization)
 }
 
 storage::OnlyIf AuthService::session_live(const VerifiedTokens::Claims& token) {
-    return [&token](storage::Params& param) {
+    return [user = token.user_id, session = token.session_id](storage::Params& param) {
         return fmt::format(
             "SELECT 1 FROM users u JOIN auth_sessions s ON s.user_id = u.id "
             "WHERE u.id = {} AND s.id = {} AND u.active <> 0 AND s.revoked_at IS NULL",
-            param(token.user_id), param(token.session_id));
+            param(user), param(session));
     };
 }
 

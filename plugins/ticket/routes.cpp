@@ -296,28 +296,57 @@ void add_ticket_routes(server::Router& router, Services& s) {
     // The session check rides in the ticket's own write (docs/tickets.md): one database
     // read less. A request refused for its body or by that check first gets
     // authenticate()'s answer, so a revoked session still learns 401, never 400.
-    router.add(
-        "POST", "/api/v1/tickets", Auth::none, [&s, authed](const Request& req, const Params&) {
+    //
+    // Answered later (server::Later) where the server allows: the handler's thread is
+    // not held while the shared statement is written (docs/performance.md, section 29).
+    router.add("POST", "/api/v1/tickets", Auth::none, [&s](const Request& req, const Params&) {
+        // The answer for a ticket `make` returns, or for what it throws.
+        auto answer = [&s, authorization = req.header("authorization")](const auto& make) {
             return respond([&] {
-                const auto token = s.auth.verify_token(req.header("authorization"));
-                Principal who;
-                who.user_id = token.user_id;
-                who.session_id = token.session_id;
                 try {
-                    const Ticket t =
-                        s.tickets.create(who, body_of(req), AuthService::session_live(token));
-                    return json_response(201, to_json(t));
+                    return json_response(201, to_json(make()));
                 } catch (const ApiError&) {
-                    authed(req);
+                    s.auth.authenticate(authorization);
                     throw;
                 } catch (const engine::PreconditionFailed&) {
-                    authed(req);  // says why: the session ended, the account is deactivated
+                    s.auth.authenticate(authorization);  // says why: the session ended, ...
                     // It passes only if the account was reactivated meanwhile; the write
                     // was refused all the same.
                     throw ApiError(ErrorCode::unauthorized, "the session has ended; log in again");
                 }
             });
+        };
+        return respond([&] {
+            const auto token = s.auth.verify_token(req.header("authorization"));
+            Principal who;
+            who.user_id = token.user_id;
+            who.session_id = token.session_id;
+            auto later = req.later();
+            if (!later) {
+                return answer([&] {
+                    return s.tickets.create(who, body_of(req), AuthService::session_live(token));
+                });
+            }
+            try {
+                s.tickets.create(
+                    who, body_of(req), AuthService::session_live(token),
+                    [later, answer](TicketService::Created c) {
+                        if (c.ticket) return later->answer(json_response(201, to_json(*c.ticket)));
+                        later->then([answer, c = std::move(c)] {
+                            return answer([&c]() -> Ticket {
+                                if (c.rest) return c.rest();
+                                std::rethrow_exception(c.error);
+                            });
+                        });
+                    });
+            } catch (...) {
+                return answer([error = std::current_exception()]() -> Ticket {
+                    std::rethrow_exception(error);
+                });
+            }
+            return Response::deferred(std::move(later));
         });
+    });
     router.add("GET", "/api/v1/tickets", Auth::none, [&s, authed](const Request& req, const Params&) {
         return respond([&] {
             const auto who = authed(req);

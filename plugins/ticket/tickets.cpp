@@ -165,8 +165,10 @@ Ticket TicketService::visible(storage::Transaction& tx, const Principal& who,
     return t;
 }
 
-Ticket TicketService::create(const Principal& who, const json& raw,
-                             const storage::OnlyIf& only_if) {
+namespace {
+
+// A new ticket from a create's body (ApiError for a bad one), and the event it starts.
+Ticket new_ticket(const Principal& who, const json& raw, engine::EventInput& event) {
     const json body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
@@ -180,34 +182,63 @@ Ticket TicketService::create(const Principal& who, const json& raw,
     if (in.deadline) t.deadline = *in.deadline;
     t.created_by = who.user_id;
     t.created_at = t.updated_at = now;
-    // The ticket and its change record ride in the commit of the event that starts its
-    // workflow (on Postgres usually one statement); the run starts only after it.
-    engine::EventInput event;
     event.name = "ticket/created";
     event.data = {{"ticket_id", t.id}, {"title", t.title}, {"created_by", t.created_by}};
-    engine_.send(
-        event,
-        [&](const engine::SendResult& sent) {
-            using storage::to_value;
-            t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
-            const std::vector<storage::RowInsert> rows{
-                {"tickets",
-                 {{"id", to_value(t.id)},
-                  {"title", to_value(t.title)},
-                  {"description", to_value(t.description)},
-                  {"tags", to_value(string_array(t.tags).dump())},
-                  {"status", to_value("open")},
-                  {"deadline", to_value(t.deadline)},
-                  {"created_by", to_value(t.created_by)},
-                  {"related_skills", to_value("[]")},
-                  {"run_id", to_value(t.run_id)},
-                  {"created_at", to_value(now)},
-                  {"updated_at", to_value(now)}}},
-                change_row(t, "created", now)};
-            return rows;
-        },
-        only_if);
     return t;
+}
+
+// The ticket and its change record, riding in the commit of the event that starts its
+// workflow (on Postgres usually one statement); the run starts only after it.
+std::vector<storage::RowInsert> created_rows(Ticket& t, const engine::SendResult& sent) {
+    using storage::to_value;
+    t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
+    return {{"tickets",
+             {{"id", to_value(t.id)},
+              {"title", to_value(t.title)},
+              {"description", to_value(t.description)},
+              {"tags", to_value(string_array(t.tags).dump())},
+              {"status", to_value("open")},
+              {"deadline", to_value(t.deadline)},
+              {"created_by", to_value(t.created_by)},
+              {"related_skills", to_value("[]")},
+              {"run_id", to_value(t.run_id)},
+              {"created_at", to_value(t.created_at)},
+              {"updated_at", to_value(t.updated_at)}}},
+            change_row(t, "created", t.created_at)};
+}
+
+}  // namespace
+
+Ticket TicketService::create(const Principal& who, const json& raw,
+                             const storage::OnlyIf& only_if) {
+    engine::EventInput event;
+    Ticket t = new_ticket(who, raw, event);
+    engine_.send(
+        event, [&t](const engine::SendResult& sent) { return created_rows(t, sent); }, only_if);
+    return t;
+}
+
+void TicketService::create(const Principal& who, const json& raw, storage::OnlyIf only_if,
+                           std::function<void(Created)> done) {
+    engine::EventInput event;
+    auto t = std::make_shared<Ticket>(new_ticket(who, raw, event));
+    engine_.send(
+        std::move(event), [t](const engine::SendResult& sent) { return created_rows(*t, sent); },
+        std::move(only_if),
+        [t, done = std::move(done)](engine::SendOutcome out) {
+            Created c;
+            if (out.result) {
+                c.ticket = *t;
+            } else if (out.error) {
+                c.error = std::move(out.error);
+            } else {
+                c.rest = [t, rest = std::move(out.rest)] {
+                    rest();
+                    return *t;
+                };
+            }
+            done(std::move(c));
+        });
 }
 
 TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const {

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +61,17 @@ class TicketService {
     // together; the ticket carries the id of the run that event started. With `only_if`,
     // they are written only if it holds (else engine::PreconditionFailed, nothing written).
     Ticket create(const Principal& who, const json& body, const storage::OnlyIf& only_if = {});
+    // The same without holding the calling thread for the write (engine::Engine::send with
+    // `done`): a bad body throws ApiError here; the outcome goes to `done`, once, on the
+    // thread that wrote, which it must not block: the ticket, or the error, or `rest`,
+    // which may block and returns the ticket or throws as create() does.
+    struct Created {
+        std::optional<Ticket> ticket;
+        std::exception_ptr error;
+        std::function<Ticket()> rest;
+    };
+    void create(const Principal& who, const json& body, storage::OnlyIf only_if,
+                std::function<void(Created)> done);
     TicketPage list(const Principal& who, const TicketQuery& query) const;
     Ticket get(const Principal& who, const std::string& id) const;
     // Owner (while open): title, description, tags, deadline. Staff: status, priority.
