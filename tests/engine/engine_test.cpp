@@ -65,6 +65,29 @@ struct Fixture {
     }
 };
 
+// The notes table and the "noted" workflow the tests of sends with riders share.
+void add_notes(Fixture& f) {
+    f.t.db().transact([](storage::Transaction& tx) {
+        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
+    });
+    f.engine.add(workflow("noted").on_event("note/added").run([](Context&) { return 1; }));
+}
+
+// A rider writing note `id`, naming the event's first run.
+Engine::Riders note(std::string id) {
+    return [id](const engine::SendResult& sent) {
+        return std::vector<storage::RowInsert>{
+            {"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}}};
+    };
+}
+
+// The condition "no note `id` yet".
+storage::OnlyIf absent(std::string id) {
+    return [id](storage::Params& param) {
+        return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
+    };
+}
+
 }  // namespace
 
 TEST_CASE("stored steps never run again on replay; several new steps run in one execution") {
@@ -659,20 +682,8 @@ TEST_CASE(
         ctx.step("a", [] { return 1; });
         return ctx.step("b", [] { return 2; });
     }));
-    auto note = [](std::string id) {
-        return [id](const engine::SendResult& sent) {
-            return std::vector<storage::RowInsert>{
-                {"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}}};
-        };
-    };
     auto count = [&](const std::string& sql) {
         return t.db().exec(sql).front().get<std::int64_t>(0);
-    };
-    // The condition "no note of this id yet".
-    auto absent = [](std::string id) {
-        return [id](storage::Params& param) {
-            return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
-        };
     };
     // On SQLite these sends share the commits of the runs' step records (the engine's
     // writer thread); a rider that fails must still reach its caller as thrown, and a
@@ -716,21 +727,7 @@ TEST_CASE(
 
 TEST_CASE("sends with riders made at once: each lands with its own rows, or fails alone") {
     Fixture f;
-    f.t.db().transact([](storage::Transaction& tx) {
-        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
-    });
-    f.engine.add(workflow("noted").on_event("note/added").run([](Context&) { return 1; }));
-    auto note = [](std::string id) {
-        return [id](const engine::SendResult& sent) {
-            return std::vector<storage::RowInsert>{
-                {"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}}};
-        };
-    };
-    auto absent = [](std::string id) {
-        return [id](storage::Params& param) {
-            return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
-        };
-    };
+    add_notes(f);
     // On Postgres these share statements (RunStore::insert_events_alone), two in flight at
     // times (48 senders leave more than kAloneSecond waiting beside a batch of 32); a
     // condition that fails or a rider that cannot be inserted must fail its own send and
@@ -782,21 +779,7 @@ TEST_CASE("sends with riders made at once: each lands with its own rows, or fail
 
 TEST_CASE("sends that answer later: each outcome reaches its own done, once") {
     Fixture f;
-    f.t.db().transact([](storage::Transaction& tx) {
-        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
-    });
-    f.engine.add(workflow("noted").on_event("note/added").run([](Context&) { return 1; }));
-    auto note = [](std::string id) {
-        return [id](const engine::SendResult& sent) {
-            return std::vector<storage::RowInsert>{
-                {"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}}};
-        };
-    };
-    auto absent = [](std::string id) {
-        return [id](storage::Params& param) {
-            return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
-        };
-    };
+    add_notes(f);
     std::mutex mu;
     std::condition_variable cv;
     std::vector<engine::SendOutcome> outcomes;  // guarded by mu
