@@ -497,26 +497,30 @@ struct HttpServer::Impl {
                 request.headers[std::move(name)] = std::string(field.value());
             }
             s.busy = true;
-            std::shared_ptr<Answer> answer;  // set on the pool; read here after the handler
-            std::weak_ptr<LaterAnswer> later;
-            request.make_later = [this, &answer, &later]() -> std::shared_ptr<Later> {
-                if (answer) throw std::logic_error("Request::later called twice");
-                answer = std::make_shared<Answer>();
-                auto made = std::make_shared<LaterAnswer>(answer, pool);
-                later = made;
+            // Set on the pool if the handler asks for a Later; read here after it returns.
+            struct {
+                std::shared_ptr<Answer> answer;
+                std::weak_ptr<LaterAnswer> later;
+            } deferral;
+            // Two pointers: std::function keeps them without an allocation per request.
+            request.make_later = [this, &deferral]() -> std::shared_ptr<Later> {
+                if (deferral.answer) throw std::logic_error("Request::later called twice");
+                deferral.answer = std::make_shared<Answer>();
+                auto made = std::make_shared<LaterAnswer>(deferral.answer, pool);
+                deferral.later = made;
                 return made;
             };
-            auto handle = [this, &request, &later]() -> asio::awaitable<Response> {
+            auto handle = [this, &request, &deferral]() -> asio::awaitable<Response> {
                 Response r = call_handler(request);
-                if (auto l = later.lock()) l->handler_returned();
+                if (auto l = deferral.later.lock()) l->handler_returned();
                 co_return r;
             };
             Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
             if (res.later) {  // a Later of another request is answered with a 500
-                const bool mine = answer && res.later.get() == later.lock().get();
+                const bool mine = deferral.answer && res.later.get() == deferral.later.lock().get();
                 res.later.reset();  // the handler's copies alone keep it
                 if (mine)
-                    res = co_await wait(answer.get());
+                    res = co_await wait(deferral.answer.get());
                 else
                     res = Response{500, "application/json", json_error_body(500)};
             }
