@@ -309,9 +309,10 @@ void add_ticket_routes(server::Router& router, Services& s) {
                     s.auth.authenticate(authorization);
                     throw;
                 } catch (const engine::PreconditionFailed&) {
-                    s.auth.authenticate(authorization);  // says why: the session ended, ...
-                    // It passes only if the account was reactivated meanwhile; the write
-                    // was refused all the same.
+                    // Says why: the session ended, the account is deactivated. It passes
+                    // only if the account was reactivated meanwhile; the write was refused
+                    // all the same.
+                    s.auth.authenticate(authorization);
                     throw ApiError(ErrorCode::unauthorized, "the session has ended; log in again");
                 }
             });
