@@ -647,12 +647,10 @@ struct Engine::Impl {
         if (db.backend() != storage::Backend::postgres) return std::nullopt;
         if (!riders && !only_if && batching())
             return send_batched(in, new_event(in), triggered(in.name));
-        // The one statement is for an event that starts runs (insert_events_alone): one
-        // that starts none need not wait for a shared statement only to be left out of it.
-        if (triggered_count(in.name) == 0) return std::nullopt;
+        if (!alone_applies(in, riders, only_if)) return std::nullopt;
         const auto st = alone_state(in, riders, only_if);
-        if (in.id ||
-            in.idempotency_key) {  // alone: two of one key in a statement are not kept apart
+        // Alone: two of one key in a statement are not kept apart.
+        if (in.id || in.idempotency_key) {
             storage::RunStore::AloneWrite* const one[] = {&st->write};
             store.insert_events_alone(one);
             return finish_alone(*st);
@@ -679,10 +677,7 @@ struct Engine::Impl {
     // Engine::send with `done`: a send_alone that does not wait for its statement.
     void send_later(EventInput in, Engine::Riders riders, storage::OnlyIf only_if,
                     const Engine::SendDone& done) {
-        const bool shares = db.backend() == storage::Backend::postgres &&
-                            (riders || only_if || !batching()) && !in.id && !in.idempotency_key &&
-                            triggered_count(in.name) > 0;
-        if (!shares) {
+        if (!alone_applies(in, riders, only_if) || in.id || in.idempotency_key) {
             SendOutcome out;
             out.rest = [this, in = std::move(in), riders = std::move(riders),
                         only_if = std::move(only_if)] {
@@ -707,6 +702,16 @@ struct Engine::Impl {
                          }
                          done(std::move(out));
                      }});
+    }
+
+    // Whether a send takes send_alone's one statement: on Postgres, unless it is plain
+    // while the workers run (send_batched's), and for an event that starts runs
+    // (insert_events_alone): one that starts none need not wait for a shared statement
+    // only to be left out of it.
+    bool alone_applies(const EventInput& in, const Engine::Riders& riders,
+                       const storage::OnlyIf& only_if) {
+        return db.backend() == storage::Backend::postgres && (riders || only_if || !batching()) &&
+               triggered_count(in.name) > 0;
     }
 
     SendResult send_blocking(const EventInput& in, const Engine::Riders& riders,
