@@ -276,6 +276,11 @@ expect_eq "a deactivated user's token stops working at once" "$code" 401
 req POST /tickets "$bob" '{"title":"t","description":"d","tags":["a"]}'
 expect_eq "a deactivated user cannot create a ticket (401)" "$code" 401
 check "…and is told why" jqc '.error.message | test("deactivated")' "$work/body.json"
+# The post is answered later on Postgres (by the thread that wrote it): its metrics count
+# the status it was answered with, success and refusal alike.
+metrics=$(curl -s "$base/metrics")
+check "/metrics counts ticket posts answered 201" grep -Eq '^cairn_http_requests_total\{route="/api/v1/tickets",method="POST",status="201"\} [1-9]' <<<"$metrics"
+check "/metrics counts ticket posts refused 401" grep -Eq '^cairn_http_requests_total\{route="/api/v1/tickets",method="POST",status="401"\} [1-9]' <<<"$metrics"
 req POST /auth/login "" '{"email":"bob@example.test","password":"bob-pass-1"}'
 expect_eq "a deactivated user cannot log in (403)" "$code" 403
 req POST "/users/$bob_id/reactivate" "$admin"

@@ -94,6 +94,10 @@ struct Gate {
             return server::Response::deferred(later);
         }
         if (req.path() == "/dropped") return server::Response::deferred(req.later());
+        if (req.path() == "/twice") {  // one Later a request: the second call throws
+            auto later = req.later();
+            return server::Response::deferred(req.later());
+        }
         if (req.path() == "/then-throws") {  // then() on the handler's thread: at once
             auto later = req.later();
             later->then([]() -> server::Response { throw std::runtime_error("refused"); });
@@ -223,10 +227,10 @@ TEST_CASE("an answer given later holds no pool thread, and arrives on its connec
     CHECK(on_pool.load());
 }
 
-TEST_CASE("a Later dropped unanswered, or whose then() throws, answers 500") {
+TEST_CASE("a Later dropped unanswered, whose then() throws, or asked for twice answers 500") {
     Gate gate;
     Running r(1, gate);
-    for (const std::string path : {"/dropped", "/then-throws"}) {
+    for (const std::string path : {"/dropped", "/then-throws", "/twice"}) {
         CAPTURE(path);
         Client c(r.server.local_address());
         c.send(get(path));
