@@ -9,10 +9,12 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "storage/errors.hpp"
 #include "storage/result.hpp"
 #include "storage/value.hpp"
+#include "storage/write_batcher.hpp"
 
 namespace cairn::storage {
 
@@ -20,6 +22,7 @@ namespace detail {
 class Connection;
 class Pool;
 class PooledConnection;
+class StatisticsKeeper;
 }  // namespace detail
 
 enum class Backend { sqlite, postgres };
@@ -103,21 +106,50 @@ class Transaction {
     void commit();
     void rollback() noexcept;
 
+    // Calls `fn(committed)` once this transaction's writes are durable (true) or rolled
+    // back (false). In a commit shared with other writers (Database::transact on SQLite)
+    // that is when the shared commit is durable, or when this writer's part is rolled back.
+    // `fn` runs on the thread that ends the transaction (maybe a writer thread): it must
+    // be quick and must not throw. For work that belongs after a commit, such as waking
+    // whoever waits for the rows.
+    void on_end(std::function<void(bool committed)> fn);
+
     const Dialect& dialect() const { return *dialect_; }
     Backend backend() const { return dialect_->backend(); }
 
   private:
     friend class Database;
+    friend class TransactionKind;
     Transaction(std::unique_ptr<detail::PooledConnection> conn, const Dialect* dialect);
     detail::Connection& connection();
     // Makes the transaction usable again after a failed statement, once the caller has
     // rolled back to a savepoint taken before it (group commit).
     void recover() { failed_ = false; }
     void check_usable(std::string_view sql) const;
+    // Ends the on_end callbacks from index `from` on, with `committed`.
+    void end_callbacks(std::size_t from, bool committed) noexcept;
 
     std::unique_ptr<detail::PooledConnection> conn_;
     const Dialect* dialect_;
     bool failed_ = false;
+    std::vector<std::function<void(bool)>> on_end_;
+};
+
+// A transaction's function waiting in a WriteBatcher: what Database::transact queues on
+// SQLite, and what the engine queues for writes that are no record (a fenced release).
+// In a shared batch it runs inside a savepoint of its own, so what it throws rolls back
+// its writes alone and reaches its own writer (`error`).
+class TransactionKind final : public WriteKind {
+  public:
+    static const TransactionKind& instance();
+    void write(Transaction& tx, std::span<BatchedWrite* const> writes,
+               std::size_t batch_size) const override;
+};
+
+struct TransactionWrite final : BatchedWrite {
+    explicit TransactionWrite(const std::function<void(Transaction&)>& f)
+        : BatchedWrite(TransactionKind::instance()), fn(&f) {}
+    const std::function<void(Transaction&)>* fn;
 };
 
 // A subscription to notifications; stops (and joins its thread) when destroyed.
@@ -162,15 +194,15 @@ class Database {
     // Runs `fn(tx)` in a transaction and commits when it returns; an exception rolls
     // back and propagates. Returns what `fn` returns.
     //
-    // On SQLite, read-write transactions from concurrent threads share one commit (group
-    // commit): one thread runs a batch of them, each inside its own savepoint, and commits
-    // once. Each caller returns only after that commit, with its own result or exception:
-    // an exception rolls back to the caller's savepoint and leaves the rest of the batch
-    // alone. Only if the shared transaction itself fails (an I/O error, a full disk, a
-    // failed COMMIT) do all its callers get that error. So `fn` may run on another thread,
-    // must neither commit nor roll back `tx` itself nor start a read-write transaction of
-    // its own (it would wait for itself), and sees the uncommitted writes of the batch's
-    // earlier callers, which commit with it.
+    // On SQLite, which has one writer, read-write transactions go through the
+    // WriteBatcher (writes()): concurrent ones share one commit, each inside its own
+    // savepoint. Each caller returns only after that commit, with its own result or
+    // exception: an exception rolls back to the caller's savepoint and leaves the rest of
+    // the batch alone. So `fn` may run on another thread and more than once (a batch that
+    // fails as a whole is run again a caller at a time), must neither commit nor roll back
+    // `tx` itself nor start a read-write transaction of its own (it would wait for
+    // itself), and sees the uncommitted writes of the batch's earlier callers, which commit
+    // with it. On Postgres each call is a transaction of its own on its own connection.
     template <class Fn>
     auto transact(Fn&& fn, Access access = Access::read_write) {
         using Out = std::invoke_result_t<Fn, Transaction&>;
@@ -213,31 +245,12 @@ class Database {
     }
     Result exec_once(Access access, std::string_view sql, std::span<const Value> params);
 
-    // Postgres: ANALYZE every table of the current schema owned by the connecting role
-    // that has at least 1,000 rows and four times as many as its planner statistics say
-    // (or none yet), as long as those statistics saw fewer than 100,000; returns their
-    // names. A prepared statement's generic plan is made from those statistics and kept
-    // until they change, so a plan made while the tables were nearly empty (scanning them
-    // whole) would stay while they grow, until autovacuum's next ANALYZE, a minute or more
-    // later. The engine calls this every second (docs/performance.md, section 15).
-    // Nothing on SQLite, whose planner prefers an index without statistics.
-    std::vector<std::string> analyze_grown_tables();
-
-    // Group commit on SQLite (see transact): commits made and write transactions they
-    // carried since the database was opened, and transactions waiting for a batch now.
-    // All zero on Postgres.
-    struct GroupCommitStats {
-        std::uint64_t batches = 0;
-        std::uint64_t transactions = 0;
-        std::size_t waiting = 0;
-    };
-    GroupCommitStats group_commit_stats() const;
+    // The group commit that concurrent writers share (WriteBatcher): every read-write
+    // transact() on SQLite, and the engine's records and events on both backends.
+    WriteBatcher& writes() { return *writes_; }
 
   private:
-    struct GroupCommit;
-    struct GroupWork;
     void run(Access access, const std::function<void(Transaction&)>& fn);
-    void commit_batch(std::span<GroupWork* const> batch);
 
     template <class... Args>
     Result once(Access access, std::string_view sql, Args&&... args) {
@@ -256,7 +269,9 @@ class Database {
     Dialect dialect_;
     std::unique_ptr<detail::Pool> writers_;
     std::unique_ptr<detail::Pool> readers_;  // null when readers share the writer pool
-    std::unique_ptr<GroupCommit> group_;     // SQLite only
+    // Destroyed before the pools: they write (or read) through them.
+    std::unique_ptr<detail::StatisticsKeeper> statistics_;  // Postgres only
+    std::unique_ptr<WriteBatcher> writes_;
 };
 
 }  // namespace cairn::storage

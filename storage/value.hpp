@@ -1,7 +1,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,30 +37,5 @@ Value to_value(T&& v) {
         return to_value(*std::forward<T>(v));
     }
 }
-
-// The parameters of a statement written piece by piece: `param(v)` appends v and returns
-// its placeholder ("$3"). With `columns` set it returns a column's name instead, that
-// name followed by v's index ("c.a0"): the text is then one row's of many, its values read
-// from arrays (RunStore::insert_events_alone).
-struct Params {
-    std::vector<Value> values;
-    std::string columns;
-    template <class T>
-    std::string operator()(T&& v) {
-        values.push_back(to_value(std::forward<T>(v)));
-        if (!columns.empty()) return columns + std::to_string(values.size() - 1);
-        std::string placeholder(1, '$');  // appended, not `"$" + ...`: GCC 12 -O3 -Wrestrict
-        placeholder += std::to_string(values.size());
-        return placeholder;
-    }
-};
-
-// A condition a write is made on, checked in the write's own transaction (on Postgres
-// inside its one statement), so nothing that commits before the write can come between
-// the check and it: such as "the session of the request that writes is still live". It
-// returns the text of a query, its parameters appended through `param`, that yields a row
-// exactly when the write may go ahead. The text is the caller's constant; input goes in
-// the parameters only.
-using OnlyIf = std::function<std::string(Params& param)>;
 
 }  // namespace cairn::storage

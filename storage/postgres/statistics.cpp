@@ -1,0 +1,60 @@
+#include "storage/postgres/statistics.hpp"
+
+#include <chrono>
+#include <memory>
+
+#include "common/threads.hpp"
+#include "storage/detail/connection.hpp"
+
+namespace cairn::storage::detail {
+
+std::vector<std::string> analyze_grown_tables(Connection& conn) {
+    // reltuples is -1 for a table never analysed. n_live_tup comes from the statistics
+    // the backends report, at most a second behind.
+    std::vector<std::string> grown;
+    std::string names;
+    const auto rows = conn.query_once(
+        "SELECT s.relname, quote_ident(s.relname) FROM pg_stat_user_tables s "
+        "JOIN pg_class c ON c.oid = s.relid WHERE s.schemaname = current_schema() AND "
+        "c.relowner = CAST(current_user AS regrole) AND s.n_live_tup >= 1000 AND "
+        "s.n_live_tup >= 4 * c.reltuples AND c.reltuples < 100000 ORDER BY s.relname",
+        {}, Access::read_only);
+    for (auto row : rows) {
+        grown.push_back(row.get<std::string>(0));
+        names += (names.empty() ? "" : ", ") + row.get<std::string>(1);
+    }
+    if (!grown.empty()) conn.query_once("ANALYZE " + names, {}, Access::read_write);
+    return grown;
+}
+
+StatisticsKeeper::StatisticsKeeper(DatabaseUrl url) : url_(std::move(url)) {
+    thread_ = std::thread([this] { loop(); });
+}
+
+StatisticsKeeper::~StatisticsKeeper() {
+    {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+}
+
+void StatisticsKeeper::loop() {
+    name_this_thread("cairn-stats");
+    constexpr auto kEvery = std::chrono::seconds(1);
+    std::unique_ptr<Connection> conn;
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, kEvery, [this] { return stop_; })) {
+        lock.unlock();
+        try {
+            if (!conn || !conn->healthy()) conn = connect_postgres(url_);
+            analyze_grown_tables(*conn);
+        } catch (const std::exception&) {
+            conn.reset();  // the database is away: try again at the next check
+        }
+        lock.lock();
+    }
+}
+
+}  // namespace cairn::storage::detail

@@ -1,0 +1,81 @@
+// Operating runs: cancel, retry and replay, as the API, the CLI and the inspector ask.
+
+#include "common/ids.hpp"
+#include "storage/run_store.hpp"
+
+namespace cairn::storage {
+
+bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
+    return db_.transact([&](Transaction& tx) {
+        auto r = tx.exec(
+            "UPDATE runs SET status = 'cancelled', ended_at = $2, updated_at = $2 "
+            "WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+            run_id, now);
+        if (r.affected() != 1) return false;
+        tx.exec("DELETE FROM waits WHERE run_id = $1", run_id);
+        tx.exec("UPDATE queue SET due_at = NULL WHERE run_id = $1 AND lease_owner IS NULL", run_id);
+        return true;
+    });
+}
+
+RunStore::RetryResult RunStore::retry_run(std::string_view run_id, std::int64_t now) {
+    return db_.transact([&](Transaction& tx) {
+        auto r = tx.exec(
+            "UPDATE runs SET status = 'queued', output = NULL, error = NULL, ended_at = NULL, "
+            "attempt = attempt + 1, updated_at = $2 WHERE id = $1 AND status IN ('failed', "
+            "'cancelled')",
+            run_id, now);
+        if (r.affected() != 1) {
+            return tx.exec("SELECT 1 FROM runs WHERE id = $1", run_id).empty()
+                       ? RetryResult::not_found
+                       : RetryResult::not_ended;
+        }
+        // Completed steps stay; the rest run again with a fresh retry budget (the attempt
+        // history keeps the old ones under the previous generation).
+        tx.exec("DELETE FROM steps WHERE run_id = $1 AND status <> 'completed'", run_id);
+        tx.exec("DELETE FROM waits WHERE run_id = $1", run_id);
+        tx.exec(
+            "UPDATE queue SET due_at = $2, lease_owner = NULL, lease_until = NULL WHERE run_id = "
+            "$1",
+            run_id, now);
+        notify(tx);
+        return RetryResult::ok;
+    });
+}
+
+std::variant<std::string, RunStore::ReplayError> RunStore::replay_run(
+    std::string_view run_id, std::string_view version, const std::optional<std::string>& from_step,
+    std::int64_t now) {
+    return db_.transact([&](Transaction& tx) -> std::variant<std::string, ReplayError> {
+        auto src = tx.exec("SELECT workflow_id, event_id FROM runs WHERE id = $1", run_id);
+        if (src.empty()) return ReplayError::not_found;
+        std::int64_t until_seq = 0;
+        if (from_step) {
+            auto step = tx.exec("SELECT seq FROM steps WHERE run_id = $1 AND step_key = $2", run_id,
+                                *from_step);
+            if (step.empty()) return ReplayError::unknown_step;
+            until_seq = step.front().get<std::int64_t>(0);
+        }
+        std::string new_id = new_id_at(now);
+        tx.exec(
+            "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, created_at, "
+            "updated_at, "
+            "replay_of) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $6)",
+            new_id, src.front().get<std::string>(0), version, src.front().get<std::string>(1), now,
+            run_id);
+        tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, 0)", new_id, now);
+        if (from_step) {
+            tx.exec(
+                "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "
+                "started_at, "
+                "ended_at, wake_at) SELECT $1, step_key, seq, kind, status, output, error, "
+                "attempts, "
+                "started_at, ended_at, wake_at FROM steps WHERE run_id = $2 AND seq < $3",
+                new_id, run_id, until_seq);
+        }
+        notify(tx);
+        return new_id;
+    });
+}
+
+}  // namespace cairn::storage
