@@ -93,14 +93,14 @@ bool group_commit = true;
 int throughput(storage::Database& db, int runs, int concurrency, bool send_while_running) {
     engine::SystemClock clock;
     engine::Engine e(db, clock);
-    e.set_group_commit(group_commit);
+    if (!group_commit) db.writes().set_max_batch(1);
     register_bench(e);
     const auto fill0 = Clock::now();
     for (int sent = 0; !send_while_running && sent < runs;) {
         const int batch = std::min(500, runs - sent);
-        db.transact([&](storage::Transaction& tx) {
-            for (int i = 0; i < batch; ++i) e.send(tx, {.name = "bench/go", .data = {{"i", sent + i}}});
-        });
+        std::vector<engine::EventInput> events;
+        for (int i = 0; i < batch; ++i) events.push_back({.name = "bench/go", .data = {{"i", sent + i}}});
+        db.transact([&](storage::Transaction& tx) { e.send(tx, events); });
         sent += batch;
     }
     const double fill_ms = ms_since(fill0);
@@ -145,8 +145,7 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
     while (completed(db) < runs) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     const double seconds = ms_since(t0) / 1000.0;
     const MachineCpu cpu1 = machine_cpu();
-    const auto stats = e.stats();
-    const auto db_stats = db.group_commit_stats();
+    const auto writes = db.writes().stats();
     const auto wal1 = storage::sqlite::wal_vfs_counts();
     e.stop();
     in_flight = nullptr;
@@ -164,11 +163,11 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
                       {"machine_cpu_us_per_run", (cpu1.busy_ms - cpu0.busy_ms) * 1000.0 / runs},
                       {"machine_steal_ms", cpu1.steal_ms - cpu0.steal_ms},
                       {"group_commit", group_commit},
-                      {"group_commits", stats.group_commits},
-                      {"grouped_writes", stats.grouped_writes},
-                      {"writer_cpu_us_per_run", stats.writer_cpu_ns / 1000.0 / runs},
-                      {"db_transactions", db_stats.transactions},
-                      {"db_batches", db_stats.batches},
+                      {"batches", writes.batches},
+                      {"batched_writes", writes.writes},
+                      {"shared_batches", writes.shared_batches},
+                      {"shared_writes", writes.shared_writes},
+                      {"writer_cpu_us_per_run", static_cast<double>(writes.writer_cpu_ns) / 1000.0 / runs},
                       {"wal_frames", wal1.frames - wal0.frames},
                       {"wal_writes", wal1.writes - wal0.writes}}
                      .dump()
@@ -187,9 +186,9 @@ int enqueue(storage::Database& db, int runs, const std::string& event, const std
     const auto t0 = Clock::now();
     for (int sent = 0; sent < runs;) {
         const int batch = std::min(500, runs - sent);
-        db.transact([&](storage::Transaction& tx) {
-            for (int i = 0; i < batch; ++i) e.send(tx, {.name = event, .data = payload});
-        });
+        std::vector<engine::EventInput> events(static_cast<std::size_t>(batch),
+                                               {.name = event, .data = payload});
+        db.transact([&](storage::Transaction& tx) { e.send(tx, events); });
         sent += batch;
     }
     std::cout << json{{"workload", "enqueue"}, {"runs", runs}, {"ms", ms_since(t0)}}.dump() << std::endl;
@@ -199,7 +198,7 @@ int enqueue(storage::Database& db, int runs, const std::string& event, const std
 int latency(storage::Database& db, int runs, bool served) {
     engine::SystemClock clock;
     engine::Engine e(db, clock);
-    e.set_group_commit(group_commit);
+    if (!group_commit) db.writes().set_max_batch(1);
     register_bench(e);
     if (served) {
         engine::WorkerOptions o;  // as `cairn serve` starts them

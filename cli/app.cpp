@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +24,7 @@
 #include "server/api_keys.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
-#include "server/router.hpp"
+#include "server/engine_api.hpp"
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
@@ -109,6 +110,20 @@ int migrate_apply(storage::Database& db, const Plugins& plugins) {
     return n;
 }
 
+// The crash tests' seam (tests/e2e/crash_test.cpp): with CAIRN_CRASH_AFTER_STEPS=N, the
+// process ends abruptly, as if killed, once N step records have committed.
+void crash_after_steps(engine::Engine& engine) {
+    const char* text = std::getenv("CAIRN_CRASH_AFTER_STEPS");  // NOLINT(concurrency-mt-unsafe)
+    if (text == nullptr || std::atoll(text) <= 0) return;
+    const std::int64_t limit = std::atoll(text);
+    engine.on_step_recorded([limit, seen = std::make_shared<std::atomic<std::int64_t>>(0)] {
+        if (++*seen >= limit) {
+            spdlog::warn("CAIRN_CRASH_AFTER_STEPS={} reached: exiting abruptly", limit);
+            std::_Exit(137);
+        }
+    });
+}
+
 // The database, migrated, with the engine and started plugins whose workflows are
 // registered. Members are destroyed bottom-up: the engine (and its workers) before the
 // plugins whose services the workflows use.
@@ -125,6 +140,7 @@ std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examp
     rt->plugins = make_plugins(with_examples);
     migrate_apply(*rt->db, rt->plugins);
     rt->engine = std::make_unique<engine::Engine>(*rt->db, rt->clock);
+    crash_after_steps(*rt->engine);
     for (auto& p : rt->plugins) {
         try {
             p->start({*rt->db, *rt->engine});

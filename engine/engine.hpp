@@ -2,12 +2,11 @@
 
 #include <chrono>
 #include <cstdint>
-#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
-#include <stdexcept>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -22,8 +21,9 @@
 namespace cairn::engine {
 
 namespace detail {
-class Execution;
-}
+struct Runtime;
+class LeaseKeeper;
+}  // namespace detail
 
 // An event to send. `data` is any JSON value (an object by convention).
 struct EventInput {
@@ -48,7 +48,8 @@ struct WorkerOptions {
     std::string worker_id;                    // generated when empty: host:pid:random
 };
 
-// Stats of this process since start, for logs, tests and /metrics.
+// Stats of this process since start, for logs, tests and /metrics. Group commit's own
+// counters are the database's (storage::WriteBatcher::stats).
 struct EngineStats {
     std::int64_t executions = 0;   // claims executed
     std::int64_t steps_run = 0;    // step attempts executed
@@ -58,29 +59,6 @@ struct EngineStats {
                                    // cancelled), each counted once the end committed
     // Step attempt durations by workflow id.
     std::map<std::string, Histogram::Snapshot> step_seconds;
-    std::int64_t group_commits = 0;   // transactions that carried writes of several runs
-                                      // (or, on Postgres, several sends with riders)
-    std::int64_t grouped_writes = 0;  // fenced writes those transactions carried
-    // CPU time of the writer threads that commit the batches while workers run, counted
-    // after each batch's commit (the wake-ups that follow count with the next batch): on
-    // SQLite their one thread is the serial path of a drain.
-    std::int64_t writer_cpu_ns = 0;
-};
-
-// What a send that answers later (Engine::send with `done`) reports, exactly one of:
-// its result; the error it threw; or `rest`, the remainder of a send the shared statement
-// could not take, which may block and is to be called on a thread that may (it returns or
-// throws as the blocking send() does).
-struct SendOutcome {
-    std::optional<SendResult> result;
-    std::exception_ptr error;
-    std::function<SendResult()> rest;
-};
-
-// Engine::send's condition did not hold: nothing was written.
-class PreconditionFailed : public std::runtime_error {
-  public:
-    PreconditionFailed() : std::runtime_error("the write's precondition did not hold") {}
 };
 
 // The durable execution engine: the workflow registry, event intake, and the workers
@@ -100,33 +78,16 @@ class Engine {
     std::vector<const Workflow*> workflows() const;
 
     // Writes the event, starts a run of every workflow it triggers, and resumes runs
-    // waiting for it — all in one transaction (the caller's `tx`, for a domain write and
-    // its event to commit together). A repeated id or idempotency key changes nothing.
+    // waiting for it, in the caller's transaction `tx`: a domain write and its event
+    // commit together or not at all (the outbox rule). Idle workers (this process's, and
+    // on Postgres other processes' by a NOTIFY) are woken once `tx` commits. A repeated id
+    // or idempotency key changes nothing and returns the first delivery's runs.
     SendResult send(storage::Transaction& tx, const EventInput& event);
-    // The same in a transaction of its own; on Postgres a plain new event that no run
-    // waits for is written in one statement instead (one round trip, one commit).
+    // Several events in `tx`, one result each: on Postgres the new events that no run
+    // waits for go in one statement.
+    std::vector<SendResult> send(storage::Transaction& tx, std::span<const EventInput> events);
+    // The same on its own: sends made at once share a commit (on Postgres, one statement).
     SendResult send(const EventInput& event);
-    // The same, also inserting the rows `riders` returns given the event's and runs' ids
-    // (for a duplicate, those of the first delivery): the rows and the event commit
-    // together, in the one statement when it applies.
-    using Riders = std::function<std::vector<storage::RowInsert>(const SendResult&)>;
-    SendResult send(const EventInput& event, const Riders& riders);
-    // The same, written only if `only_if` holds in the same transaction (on Postgres, in
-    // the one statement when it applies); otherwise nothing is written and it throws
-    // PreconditionFailed.
-    SendResult send(const EventInput& event, const Riders& riders, const storage::OnlyIf& only_if);
-    // The same without blocking the calling thread for the write: on Postgres a send that
-    // shares a statement is queued and this returns at once; `done` gets the outcome
-    // once, on the thread that wrote the statement, and must not block (what blocks goes
-    // to SendOutcome::rest or to another thread). Any other send is not started here:
-    // `done` is called before this returns, with the whole send as `rest`. `riders` and
-    // `only_if` are kept, and called on the writing thread, until then.
-    using SendDone = std::function<void(SendOutcome)>;
-    void send(EventInput event, Riders riders, storage::OnlyIf only_if, SendDone done);
-
-    // Wakes idle workers, this process's at once and other processes' by a NOTIFY sent
-    // from a background thread; call it after send(tx, ...) committed.
-    void wake();
 
     // Cancels a run: it stops at its next step boundary. False if it had already ended.
     bool cancel(std::string_view run_id);
@@ -158,19 +119,13 @@ class Engine {
     const Clock& clock() const;
     const std::string& worker_id() const;
 
-    // Group commit (on by default): concurrent executions' writes share transactions.
-    // Off, every write is a transaction of its own — for measuring what batching buys (on
-    // SQLite the storage layer's group commit still lets those transactions share commits).
-    void set_group_commit(bool on);
-
-    // Debug knob for crash tests: when set (> 0), the process exits abruptly (as if
-    // killed) right after recording this many steps in total. Read from CAIRN_CRASH_AFTER_STEPS.
-    void set_crash_after_steps(std::int64_t n);
+    // Calls `fn` after each step record commits, on the executing thread; set before
+    // start(). A test seam: `cairn` sets one that ends the process abruptly after N steps.
+    void on_step_recorded(std::function<void()> fn);
 
   private:
-    friend class detail::Execution;
-    struct Impl;
-    std::unique_ptr<Impl> impl_;
+    std::unique_ptr<detail::Runtime> rt_;
+    std::unique_ptr<detail::LeaseKeeper> keeper_;
 };
 
 }  // namespace cairn::engine

@@ -65,7 +65,7 @@ struct Fixture {
     }
 };
 
-// The notes table and the "noted" workflow the tests of sends with riders share.
+// The notes table and the "noted" workflow the tests of sends in a transaction share.
 void add_notes(Fixture& f) {
     f.t.db().transact([](storage::Transaction& tx) {
         tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
@@ -73,19 +73,24 @@ void add_notes(Fixture& f) {
     f.engine.add(workflow("noted").on_event("note/added").run([](Context&) { return 1; }));
 }
 
-// A rider writing note `id`, naming the event's first run.
-Engine::Riders note(std::string id) {
-    return [id](const engine::SendResult& sent) {
-        return std::vector<storage::RowInsert>{
-            {"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}}};
-    };
-}
+// The caller's check before writing: a note is to be written only if absent.
+struct NoteTaken : std::runtime_error {
+    NoteTaken() : std::runtime_error("the note exists") {}
+};
 
-// The condition "no note `id` yet".
-storage::OnlyIf absent(std::string id) {
-    return [id](storage::Params& param) {
-        return "SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM notes WHERE id = " + param(id) + ")";
-    };
+// Sends `in` in a transaction that also writes note `id` naming the event's first run
+// (unless the send is a repeat); with `only_if_absent`, throws NoteTaken first when the
+// note exists, writing nothing.
+engine::SendResult send_noted(storage::Database& db, Engine& e, const EventInput& in,
+                              const std::string& id, bool only_if_absent = false) {
+    return db.transact([&](storage::Transaction& tx) {
+        if (only_if_absent && !tx.exec("SELECT 1 FROM notes WHERE id = $1", id).empty())
+            throw NoteTaken();
+        auto sent = e.send(tx, in);
+        if (!sent.duplicate)
+            tx.exec("INSERT INTO notes (id, run_id) VALUES ($1, $2)", id, sent.run_ids.at(0));
+        return sent;
+    });
 }
 
 }  // namespace
@@ -577,33 +582,20 @@ TEST_CASE("a repeated event id or idempotency key starts nothing new") {
     CHECK(f.count("SELECT count(*) FROM runs") == 1);
 }
 
-TEST_CASE("send with riders commits the rows with the event, on every path") {
+TEST_CASE("a send in the caller's transaction commits with its rows, on every path") {
     Fixture f;
-    f.t.db().transact([](storage::Transaction& tx) {
-        tx.exec_script("CREATE TABLE notes (id TEXT PRIMARY KEY, run_id TEXT)");
-    });
-    f.engine.add(workflow("noted").on_event("note/added").run([](Context&) { return 1; }));
+    add_notes(f);
     f.engine.add(workflow("approval").on_event("ticket/created").run([](Context& ctx) {
         return ctx.wait_for_event("approved", "note/added", "data.ticket", 1h).has_value();
     }));
-    // A note per delivery that started runs, naming the first run.
-    std::vector<engine::SendResult> seen;
-    auto note = [&](std::string id) {
-        return [&seen, id](const engine::SendResult& sent) {
-            seen.push_back(sent);
-            std::vector<storage::RowInsert> rows;
-            if (!sent.duplicate)
-                rows.push_back({"notes", {{"id", id}, {"run_id", sent.run_ids.at(0)}}});
-            return rows;
-        };
-    };
     auto note_run = [&](const std::string& id) {
         auto r = f.t.db().exec("SELECT run_id FROM notes WHERE id = $1", id);
         return r.empty() ? std::string() : r.front().get<std::string>(0);
     };
+    storage::Database& db = f.t.db();
 
-    // A plain event (on Postgres the one-statement path).
-    auto a = f.engine.send(EventInput{"note/added", {{"ticket", 1}}}, note("a"));
+    // A plain event.
+    auto a = send_noted(db, f.engine, EventInput{"note/added", {{"ticket", 1}}}, "a");
     REQUIRE(a.run_ids.size() == 1);
     CHECK(note_run("a") == a.run_ids[0]);
     CHECK(f.idle() == 1);
@@ -613,64 +605,70 @@ TEST_CASE("send with riders commits the rows with the event, on every path") {
     const auto waiting = f.start("ticket/created", {{"ticket", 2}});
     f.idle();
     REQUIRE(f.run(waiting).status == "waiting");
-    auto b = f.engine.send(EventInput{"note/added", {{"ticket", 2}}}, note("b"));
+    auto b = send_noted(db, f.engine, EventInput{"note/added", {{"ticket", 2}}}, "b");
     CHECK(b.waits_resumed == 1);
     CHECK(note_run("b") == b.run_ids.at(0));
     CHECK(f.idle() == 2);
     CHECK(f.run(waiting).status == "completed");
 
-    // A repeat: the riders see the first delivery's runs and write nothing.
+    // A repeat: the caller sees the first delivery's runs.
     EventInput keyed{"note/added", {{"ticket", 3}}};
     keyed.idempotency_key = "note-3";
-    auto c = f.engine.send(keyed, note("c"));
-    auto again = f.engine.send(keyed, note("c-again"));
+    auto c = send_noted(db, f.engine, keyed, "c");
+    auto again = send_noted(db, f.engine, keyed, "c-again");
     CHECK(again.duplicate);
     CHECK(again.run_ids == c.run_ids);
-    CHECK(seen.back().duplicate);
     CHECK(note_run("c-again").empty());
 
     // A row that cannot be inserted: neither it nor the event is written.
     const auto events = f.count("SELECT count(*) FROM events");
-    CHECK_THROWS_AS(f.engine.send(EventInput{"note/added", {{"ticket", 4}}}, note("a")),
+    CHECK_THROWS_AS(send_noted(db, f.engine, EventInput{"note/added", {{"ticket", 4}}}, "a"),
                     storage::UniqueViolation);
     CHECK(f.count("SELECT count(*) FROM events") == events);
     CHECK(f.count("SELECT count(*) FROM notes") == 3);
-
     f.idle();
-    // A condition: read in the same commit; when it does not hold nothing is written and
-    // the caller learns it, for a plain event and for one a run waits for alike.
-    auto note_exists = [](std::string id) {
-        return
-            [id](storage::Params& param) { return "SELECT 1 FROM notes WHERE id = " + param(id); };
-    };
-    CHECK_THROWS_AS(
-        f.engine.send(EventInput{"note/added", {{"ticket", 5}}}, note("d"), note_exists("x")),
-        engine::PreconditionFailed);
-    CHECK(f.count("SELECT count(*) FROM events") == events);
-    auto d = f.engine.send(EventInput{"note/added", {{"ticket", 5}}}, note("d"), note_exists("a"));
-    CHECK(note_run("d") == d.run_ids.at(0));
-    CHECK(f.idle() == 1);
+
+    // The caller's own check refuses the write: nothing is written, for a plain event and
+    // for one a run waits for alike, and the waiting run stays waiting.
     const auto waits = f.start("ticket/created", {{"ticket", 6}});
     f.idle();
     REQUIRE(f.run(waits).status == "waiting");
     const auto before = f.count("SELECT count(*) FROM events");
-    CHECK_THROWS_AS(
-        f.engine.send(EventInput{"note/added", {{"ticket", 6}}}, note("e"), note_exists("x")),
-        engine::PreconditionFailed);
+    CHECK_THROWS_AS(send_noted(db, f.engine, EventInput{"note/added", {{"ticket", 5}}}, "a", true),
+                    NoteTaken);
+    CHECK_THROWS_AS(send_noted(db, f.engine, EventInput{"note/added", {{"ticket", 6}}}, "b", true),
+                    NoteTaken);
     CHECK(f.count("SELECT count(*) FROM events") == before);
-    CHECK(note_run("e").empty());
     CHECK(f.idle() == 0);
     CHECK(f.run(waits).status == "waiting");
-    auto e = f.engine.send(EventInput{"note/added", {{"ticket", 6}}}, note("e"), note_exists("d"));
+    auto e = send_noted(db, f.engine, EventInput{"note/added", {{"ticket", 6}}}, "e", true);
     CHECK(e.waits_resumed == 1);
     CHECK(note_run("e") == e.run_ids.at(0));
     CHECK(f.idle() == 2);
     CHECK(f.run(waits).status == "completed");
+
+    // Several events in one transaction: one result each, in order; a repeat among them
+    // names the first delivery, an awaited one resumes its run.
+    const auto waits2 = f.start("ticket/created", {{"ticket", 8}});
+    f.idle();
+    std::vector<EventInput> several{EventInput{"note/added", {{"ticket", 7}}},
+                                    EventInput{"note/added", {{"ticket", 8}}}, keyed,
+                                    EventInput{"other/name"}};
+    const auto sent = db.transact(
+        [&](storage::Transaction& tx) { return f.engine.send(tx, several); });
+    REQUIRE(sent.size() == 4);
+    CHECK(sent[0].run_ids.size() == 1);
+    CHECK_FALSE(sent[0].duplicate);
+    CHECK(sent[1].waits_resumed == 1);
+    CHECK(sent[2].duplicate);
+    CHECK(sent[2].run_ids == c.run_ids);
+    CHECK(sent[3].run_ids.empty());
+    CHECK(f.engine.store().get_event(sent[3].event_id)->name == "other/name");
+    CHECK(f.idle() == 3);
+    CHECK(f.run(waits2).status == "completed");
 }
 
-TEST_CASE(
-    "sends while workers run: every rider lands with its event, a failing rider or condition "
-    "throws") {
+TEST_CASE("sends in transactions while workers run: each lands with its rows, or fails alone") {
     TestDb t;
     storage::Migrator(t.db(), {storage::run_store_component()}).apply();
     t.db().transact([](storage::Transaction& tx) {
@@ -685,25 +683,25 @@ TEST_CASE(
     auto count = [&](const std::string& sql) {
         return t.db().exec(sql).front().get<std::int64_t>(0);
     };
-    // On SQLite these sends share the commits of the runs' step records (the engine's
-    // writer thread); a rider that fails must still reach its caller as thrown, and a
-    // condition that fails must fail only its own send.
+    // On SQLite these transactions share the commits of the runs' step records (the
+    // database's WriteBatcher); a transaction that fails must fail alone and reach its own
+    // caller as thrown. The runs are handed to this process's idle workers or queued.
     e.start({.threads = 4, .lease = 5s, .poll = 20ms});
-    constexpr int kSenders = 4, kEach = 25;
+    constexpr int kSenders = 8, kEach = 25;
     std::atomic<int> refused{0}, unmet{0};
     std::vector<std::thread> senders;
     for (int s = 0; s < kSenders; ++s) {
         senders.emplace_back([&, s] {
             for (int i = 0; i < kEach; ++i) {
                 const std::string id = "n-" + std::to_string(s) + "-" + std::to_string(i);
-                e.send(EventInput{"note/added", {{"id", id}}}, note(id), absent(id));
-                try {  // the same note id again, on its condition: not sent
-                    e.send(EventInput{"note/added", {{"again", id}}}, note(id), absent(id));
-                } catch (const engine::PreconditionFailed&) {
+                send_noted(t.db(), e, EventInput{"note/added", {{"id", id}}}, id, true);
+                try {  // the same note id again, on the caller's check: not sent
+                    send_noted(t.db(), e, EventInput{"note/added", {{"again", id}}}, id, true);
+                } catch (const NoteTaken&) {
                     ++unmet;
                 }
                 try {  // the same note id again: refused, with its event
-                    e.send(EventInput{"note/added", {{"again", id}}}, note(id));
+                    send_noted(t.db(), e, EventInput{"note/added", {{"again", id}}}, id);
                 } catch (const storage::UniqueViolation&) {
                     ++refused;
                 }
@@ -720,190 +718,16 @@ TEST_CASE(
     CHECK(refused == kRuns);
     CHECK(count("SELECT count(*) FROM events") == kRuns);
     CHECK(count("SELECT count(*) FROM notes") == kRuns);
-    CHECK(count("SELECT count(*) FROM notes n JOIN runs r ON r.id = n.run_id") == kRuns);
+    // Each note names the run of its own event: no rows crossed between shared commits.
+    CHECK(count("SELECT count(*) FROM notes n JOIN runs r ON r.id = n.run_id "
+                "JOIN events ev ON ev.id = r.event_id "
+                "WHERE ev.data LIKE '%\"' || n.id || '\"%'") == kRuns);
     CHECK(count("SELECT count(*) FROM runs WHERE status = 'completed'") == kRuns);
     CHECK(count("SELECT count(*) FROM steps") == 2 * kRuns);
-}
-
-TEST_CASE("sends with riders made at once: each lands with its own rows, or fails alone") {
-    Fixture f;
-    add_notes(f);
-    // On Postgres these share statements (RunStore::insert_events_alone), two in flight at
-    // times (48 senders leave more than kAloneSecond waiting beside a batch of 32); a
-    // condition that fails or a rider that cannot be inserted must fail its own send and
-    // no other.
-    constexpr int kThreads = 48, kEach = 30;
-    std::atomic<int> sent{0}, unmet{0}, refused{0};
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-        threads.emplace_back([&, t] {
-            for (int i = 0; i < kEach; ++i) {
-                const std::string id = "n-" + std::to_string(t) + "-" + std::to_string(i);
-                try {
-                    if (i % 5 == 4) {  // a condition that does not hold
-                        f.engine.send(EventInput{"note/added", {{"id", id}}}, note(id),
-                                      absent("n-" + std::to_string(t) + "-0"));
-                    } else if (i % 7 == 6) {  // a note id taken before: the rider fails
-                        f.engine.send(EventInput{"note/added", {{"id", id}}},
-                                      note("n-" + std::to_string(t) + "-0"));
-                    } else {
-                        f.engine.send(EventInput{"note/added", {{"id", id}}}, note(id), absent(id));
-                    }
-                    ++sent;
-                } catch (const engine::PreconditionFailed&) {
-                    ++unmet;
-                } catch (const storage::UniqueViolation&) {
-                    ++refused;
-                }
-            }
-        });
+    if (t.db().backend() == storage::Backend::sqlite) {
+        const auto stats = t.db().writes().stats();
+        CHECK(stats.shared_writes > stats.shared_batches);  // some commits were shared
     }
-    for (auto& th : threads) th.join();
-    // Per thread: i = 4, 9, ..., 29 unmet (6); i = 6, 13, 20, 27 refused (4); 20 sent.
-    CHECK(unmet == kThreads * 6);
-    CHECK(refused == kThreads * 4);
-    CHECK(sent == kThreads * 20);
-    CHECK(f.count("SELECT count(*) FROM events") == sent);
-    CHECK(f.count("SELECT count(*) FROM runs") == sent);
-    CHECK(f.count("SELECT count(*) FROM notes") == sent);
-    // Each note names the run of its own event: no rows crossed between shared sends.
-    CHECK(f.count("SELECT count(*) FROM notes n JOIN runs r ON r.id = n.run_id "
-                  "JOIN events e ON e.id = r.event_id "
-                  "WHERE e.data LIKE '%\"' || n.id || '\"%'") == sent);
-    if (f.t.db().backend() == storage::Backend::postgres) {
-        const auto stats = f.engine.stats();
-        CHECK(stats.grouped_writes > stats.group_commits);  // some statements were shared
-    }
-    CHECK(f.idle() == sent);
-}
-
-TEST_CASE("sends that answer later: each outcome reaches its own done, once") {
-    Fixture f;
-    add_notes(f);
-    std::mutex mu;
-    std::condition_variable cv;
-    std::vector<engine::SendOutcome> outcomes;  // guarded by mu
-    std::atomic<int> before_return{0};          // done called before its send returned
-    auto send = [&](const std::string& id, engine::Engine::Riders riders, storage::OnlyIf only_if) {
-        auto returned = std::make_shared<std::atomic<bool>>(false);
-        f.engine.send(EventInput{"note/added", {{"id", id}}}, std::move(riders), std::move(only_if),
-                      [&, returned](engine::SendOutcome out) {
-                          if (!returned->load()) ++before_return;
-                          std::lock_guard lock(mu);
-                          outcomes.push_back(std::move(out));
-                          cv.notify_all();
-                      });
-        returned->store(true);
-    };
-    auto await_outcomes = [&](std::size_t n) {
-        std::unique_lock lock(mu);
-        return cv.wait_for(lock, 30s, [&] { return outcomes.size() >= n; });
-    };
-    if (f.t.db().backend() == storage::Backend::postgres) {
-        // While the table is locked the statements cannot finish: one send on its own is
-        // written by its own thread (it blocks), but sends made beside it return at once.
-        std::latch locked(1);
-        std::atomic<bool> release{false};
-        std::thread holder([&] {
-            f.t.db().transact([&](storage::Transaction& tx) {
-                tx.exec_script("LOCK TABLE notes IN EXCLUSIVE MODE");
-                locked.count_down();
-                while (!release) std::this_thread::sleep_for(5ms);
-            });
-        });
-        locked.wait();
-        std::thread lone([&] { send("held-0", note("held-0"), {}); });
-        while (f.count("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") < 1)
-            std::this_thread::sleep_for(5ms);
-        for (int i = 1; i <= 6; ++i) {
-            const std::string id = "held-" + std::to_string(i);
-            send(id, note(id), {});  // returns: nothing here waits for the lock
-        }
-        {
-            std::lock_guard lock(mu);
-            CHECK(outcomes.empty());
-        }
-        release = true;
-        holder.join();
-        lone.join();
-        REQUIRE(await_outcomes(7));
-        std::lock_guard lock(mu);
-        for (const auto& out : outcomes) CHECK(out.result.has_value());
-        outcomes.clear();
-        f.t.db().exec("DELETE FROM notes");
-        f.t.db().exec("DELETE FROM queue");
-        f.t.db().exec("DELETE FROM runs");
-        f.t.db().exec("DELETE FROM events");
-    }
-    // Each thread's first note is written before the rest, which refer to it; the rest
-    // are sent without waiting, so on Postgres they queue for the writer threads.
-    constexpr int kThreads = 8, kEach = 40;
-    for (int t = 0; t < kThreads; ++t) {
-        const std::string id = "n-" + std::to_string(t) + "-0";
-        send(id, note(id), absent(id));
-        REQUIRE(await_outcomes(static_cast<std::size_t>(t) + 1));
-    }
-    std::vector<std::thread> threads;
-    for (int t = 0; t < kThreads; ++t) {
-        threads.emplace_back([&, t] {
-            const std::string first = "n-" + std::to_string(t) + "-0";
-            for (int i = 1; i < kEach; ++i) {
-                const std::string id = "n-" + std::to_string(t) + "-" + std::to_string(i);
-                if (i % 5 == 4) {  // a condition that does not hold
-                    send(id, note(id), absent(first));
-                } else if (i % 7 == 6) {  // a note id taken before: the rider fails
-                    send(id, note(first), {});
-                } else {
-                    send(id, note(id), absent(id));
-                }
-            }
-        });
-    }
-    for (auto& th : threads) th.join();
-    REQUIRE(await_outcomes(kThreads * kEach));
-    // A `rest` is finished on a thread that may block, as a caller must.
-    int ok = 0, results = 0, unmet = 0, refused = 0, rests = 0;
-    {
-        std::lock_guard lock(mu);
-        CHECK(outcomes.size() == kThreads * kEach);  // each done exactly once
-        for (auto& out : outcomes) {
-            CHECK(int(out.result.has_value()) + int(bool(out.error)) + int(bool(out.rest)) == 1);
-            try {
-                if (out.error) std::rethrow_exception(out.error);
-                if (out.rest) {
-                    ++rests;
-                    const auto sent = out.rest();  // throws what the send threw
-                    CHECK(sent.run_ids.size() == 1);
-                } else {
-                    CHECK(out.result->run_ids.size() == 1);
-                    ++results;
-                }
-                ++ok;
-            } catch (const engine::PreconditionFailed&) {
-                ++unmet;
-            } catch (const storage::UniqueViolation&) {
-                ++refused;
-            }
-        }
-    }
-    // Per thread: i = 4, 9, ..., 39 unmet (8); i = 6, 13, 20, 27 refused (4); 28 sent.
-    CHECK(unmet == kThreads * 8);
-    CHECK(refused == kThreads * 4);
-    CHECK(ok == kThreads * 28);
-    if (f.t.db().backend() == storage::Backend::postgres) {
-        CHECK(results == ok);   // written by the shared statements, none left to `rest`
-        CHECK(rests == unmet);  // the statement leaves a failed condition to the
-                                // transactional path, which says so
-    } else {
-        CHECK(rests == kThreads * kEach);  // not started: the whole send is `rest`
-        CHECK(before_return == kThreads * kEach);
-    }
-    CHECK(f.count("SELECT count(*) FROM events") == ok);
-    CHECK(f.count("SELECT count(*) FROM notes") == ok);
-    CHECK(f.count("SELECT count(*) FROM notes n JOIN runs r ON r.id = n.run_id "
-                  "JOIN events e ON e.id = r.event_id "
-                  "WHERE e.data LIKE '%\"' || n.id || '\"%'") == ok);
-    CHECK(f.idle() == ok);
 }
 
 TEST_CASE("plain sends while workers run: each lands once, repeats and awaited events too") {
@@ -924,9 +748,9 @@ TEST_CASE("plain sends while workers run: each lands once, repeats and awaited e
         for (int i = 0; i < 400 && count(sql) < n; ++i) std::this_thread::sleep_for(25ms);
         return count(sql);
     };
-    // On Postgres concurrent sends share one statement (the writer threads' batches); an
-    // event that statement leaves out, a repeat or one a run waits for, takes the
-    // transactional path, and the caller cannot tell the two apart.
+    // On Postgres concurrent sends share one statement (the WriteBatcher's batches); an
+    // event that statement leaves out, a repeat or one a run waits for, is written on its
+    // own in a transaction, and the caller cannot tell the two apart.
     e.start({.threads = 4, .lease = 5s, .poll = 20ms});
     const auto order = e.send(EventInput{"order/placed", {{"order", 7}}});
     REQUIRE(order.run_ids.size() == 1);
@@ -1210,10 +1034,10 @@ TEST_CASE("step writes that arrive together all land, and a stopped engine start
     wait_for(kThreads);
     e.stop();
     CHECK(completed() == kThreads);
-    // While workers run, only a writer thread commits a batch of several writes, and its
-    // CPU time is counted after each batch.
-    const auto stats = e.stats();
-    if (stats.group_commits > 0) CHECK(stats.writer_cpu_ns > 0);
+    // Only a writer thread commits a batch of several writes, and its CPU time is
+    // counted after each batch.
+    const auto stats = t.db().writes().stats();
+    if (stats.shared_batches > 0) CHECK(stats.writer_cpu_ns > 0);
 
     first_round = false;
     e.start({.threads = 2, .lease = 5s, .poll = 50ms});
@@ -1244,7 +1068,7 @@ static std::map<std::string, std::set<int>> policies_by_thread_name() {
     return out;
 }
 
-TEST_CASE("worker threads run under SCHED_BATCH, the writer thread under the normal policy") {
+TEST_CASE("worker threads run under SCHED_BATCH, the dispatcher under the normal policy") {
     Fixture f;
     std::map<std::string, std::set<int>> seen;
     std::atomic<int> step_policy{-1};  // set after `seen`
@@ -1261,13 +1085,12 @@ TEST_CASE("worker threads run under SCHED_BATCH, the writer thread under the nor
     // only during stop() would no longer see the dispatcher, which stops first.
     for (int i = 0; i < 3000 && step_policy == -1; ++i) std::this_thread::sleep_for(10ms);
     REQUIRE(step_policy != -1);  // `seen` is the step's from here on, not written again
-    // A lone write is committed by its own thread, so under load the writer thread may not
-    // have run yet (nor named itself) when the step looked; and one listing of
-    // /proc/self/task is not a snapshot, so a thread can be missing from it. Look again
-    // while the engine runs until every kind of thread has been seen.
+    // One listing of /proc/self/task is not a snapshot, so a thread can be missing from
+    // it. Look again while the engine runs until every kind of thread has been seen. (The
+    // database's writer threads, which the workers' commits wake, run under the normal
+    // policy: write_batcher_test.)
     const auto seen_all = [&] {
-        return seen.contains("cairn-writer") && seen.contains("cairn-dispatch") &&
-               seen.contains("cairn-worker");
+        return seen.contains("cairn-dispatch") && seen.contains("cairn-worker");
     };
     for (int i = 0; i < 500 && !seen_all(); ++i) {
         std::this_thread::sleep_for(10ms);
@@ -1280,7 +1103,6 @@ TEST_CASE("worker threads run under SCHED_BATCH, the writer thread under the nor
     // A woken worker does not preempt the writer thread whose commit woke it.
     CHECK(step_policy == SCHED_BATCH);
     CHECK(seen["cairn-worker"] == std::set<int>{SCHED_BATCH});
-    CHECK(seen["cairn-writer"] == std::set<int>{SCHED_OTHER});
     CHECK(seen["cairn-dispatch"] == std::set<int>{SCHED_OTHER});
 }
 
@@ -1385,10 +1207,8 @@ TEST_CASE(
         return status;
     };
     CHECK(wait_completed(sender.send(EventInput{"ping"}).run_ids.at(0)) == "completed");
-    CHECK(wait_completed(sender.send(EventInput{"ping"}, {}).run_ids.at(0)) == "completed");
     const auto in_tx = other_db->transact(
         [&](storage::Transaction& tx) { return sender.send(tx, EventInput{"ping"}); });
-    sender.wake();
     CHECK(wait_completed(in_tx.run_ids.at(0)) == "completed");
     worker.stop();
 }

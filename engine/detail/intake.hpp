@@ -1,0 +1,69 @@
+#pragma once
+
+#include <memory>
+#include <span>
+#include <optional>
+#include <vector>
+
+#include "engine/clock.hpp"
+#include "engine/detail/registry.hpp"
+#include "engine/detail/worker_pool.hpp"
+#include "engine/engine.hpp"
+#include "storage/database.hpp"
+#include "storage/run_store.hpp"
+
+namespace cairn::engine::detail {
+
+// Event intake (Engine::send): writes an event with a run of every workflow it starts
+// and resumes the runs that wait for it, then wakes whoever is to run them once the write
+// is durable. While this process's worker threads are idle enough for all of an event's
+// runs, the runs are written already claimed by it and handed to those threads after
+// the commit: no claim, no state read, no wake-up of the dispatcher. Thread-safe.
+class Intake {
+  public:
+    Intake(storage::Database& db, storage::RunStore& store, const Registry& registry,
+           WorkerPool& pool, const Clock& clock);
+    ~Intake();
+
+    // In the caller's transaction; the wake-up follows its commit (Transaction::on_end).
+    std::vector<SendResult> send(storage::Transaction& tx, std::span<const EventInput> in);
+    // On its own, through the database's WriteBatcher: sends made at once share a
+    // statement (Postgres) or a commit.
+    SendResult send(const EventInput& in);
+
+    // One event on its way in.
+    struct Sending {
+        const EventInput* in = nullptr;  // the caller's, until the send returns
+        storage::NewEvent event;
+        std::vector<storage::NewRun> runs;
+        WorkerPool::Promise promise;
+        std::optional<storage::ClaimedBy> claimed;
+        SendResult result;
+    };
+    // Writes `sends` in `tx`: those RunStore::insert_events takes together, each other one
+    // on its own (write_one).
+    void write(storage::Transaction& tx, std::span<Sending* const> sends);
+    // Writes `s` in `tx`: the event and its runs, and the waits it completes.
+    void write_one(storage::Transaction& tx, Sending& s);
+    // Sets the results of the sends insert_events wrote; true for each such one.
+    std::vector<bool> take_written(std::span<Sending* const> sends,
+                                   std::span<const storage::EventWrite> events);
+    // The sends as RunStore::insert_events takes them.
+    std::vector<storage::EventWrite> event_writes(std::span<Sending* const> sends) const;
+    // After the write's transaction ended.
+    void deliver(Sending& s, bool committed);
+    std::int64_t now() const { return clock_.now_ms(); }
+    storage::RunStore& store() { return store_; }
+
+  private:
+    std::unique_ptr<Sending> prepare(const EventInput& in);
+
+    storage::Database& db_;
+    storage::RunStore& store_;
+    const Registry& registry_;
+    WorkerPool& pool_;
+    const Clock& clock_;
+    std::unique_ptr<storage::WriteKind> events_;
+};
+
+}  // namespace cairn::engine::detail

@@ -1,0 +1,204 @@
+#include "engine/detail/intake.hpp"
+
+#include <stdexcept>
+
+#include "engine/detail/json_text.hpp"
+
+namespace cairn::engine::detail {
+
+namespace {
+
+struct EventWriteItem final : storage::BatchedWrite {
+    EventWriteItem(const storage::WriteKind& kind, Intake::Sending& s)
+        : BatchedWrite(kind), sending(&s) {}
+    Intake::Sending* sending;
+};
+
+std::vector<Intake::Sending*> sendings(std::span<storage::BatchedWrite* const> writes) {
+    std::vector<Intake::Sending*> out;
+    out.reserve(writes.size());
+    for (storage::BatchedWrite* w : writes) out.push_back(static_cast<EventWriteItem*>(w)->sending);
+    return out;
+}
+
+// Sends on their own, written together: on Postgres the events that no run waits for and
+// that repeat no id or key go in one statement (RunStore::insert_events) that commits on
+// its own; each other one is written on its own, as a send in a transaction is.
+class EventKind final : public storage::WriteKind {
+  public:
+    explicit EventKind(Intake& intake) : intake_(intake) {}
+
+    void write(storage::Transaction& tx, std::span<storage::BatchedWrite* const> writes,
+               std::size_t /*batch_size*/) const override {
+        const std::vector<Intake::Sending*> sends = sendings(writes);
+        intake_.write(tx, sends);
+        tx.on_end([this, sends](bool committed) {
+            for (Intake::Sending* s : sends) intake_.deliver(*s, committed);
+        });
+    }
+
+    bool commits_alone(const storage::Database& /*db*/) const override {
+        return intake_.store().writes_alone();
+    }
+
+    void write_alone(storage::Database& db,
+                     std::span<storage::BatchedWrite* const> writes) const override {
+        const std::vector<Intake::Sending*> sends = sendings(writes);
+        std::vector<storage::EventWrite> events = intake_.event_writes(sends);
+        std::vector<storage::EventWrite*> ptrs;
+        for (auto& e : events) ptrs.push_back(&e);
+        intake_.store().insert_events(ptrs);
+        const std::vector<bool> written = intake_.take_written(sends, events);
+        for (std::size_t i = 0; i < sends.size(); ++i) {
+            Intake::Sending& s = *sends[i];
+            if (written[i]) {
+                intake_.deliver(s, true);
+                continue;
+            }
+            try {
+                db.transact([&](storage::Transaction& tx) {
+                    intake_.write_one(tx, s);
+                    tx.on_end([this, &s](bool committed) { intake_.deliver(s, committed); });
+                });
+            } catch (...) {
+                writes[i]->error = std::current_exception();
+            }
+        }
+    }
+
+  private:
+    Intake& intake_;
+};
+
+}  // namespace
+
+Intake::Intake(storage::Database& db, storage::RunStore& store, const Registry& registry,
+               WorkerPool& pool, const Clock& clock)
+    : db_(db),
+      store_(store),
+      registry_(registry),
+      pool_(pool),
+      clock_(clock),
+      events_(std::make_unique<EventKind>(*this)) {}
+
+Intake::~Intake() = default;
+
+std::unique_ptr<Intake::Sending> Intake::prepare(const EventInput& in) {
+    if (in.name.empty()) throw std::invalid_argument("event name must not be empty");
+    auto s = std::make_unique<Sending>();
+    s->in = &in;
+    s->event.name = in.name;
+    s->event.data = dump(in.data);
+    s->event.id = in.id;
+    s->event.idempotency_key = in.idempotency_key;
+    s->event.ts = in.ts;
+    s->runs = registry_.triggered(in.name);
+    if (!s->runs.empty()) {
+        WorkerPool::Promise promise(pool_, static_cast<int>(s->runs.size()));
+        if (promise) s->claimed = promise.claimed_by();
+        s->promise = std::move(promise);
+    }
+    return s;
+}
+
+std::vector<SendResult> Intake::send(storage::Transaction& tx, std::span<const EventInput> in) {
+    // Kept until the transaction ends, for deliver().
+    auto held = std::make_shared<std::vector<std::unique_ptr<Sending>>>();
+    std::vector<Sending*> sends;
+    for (const EventInput& e : in) {
+        held->push_back(prepare(e));
+        sends.push_back(held->back().get());
+    }
+    write(tx, sends);
+    std::vector<SendResult> out;
+    for (Sending* s : sends) out.push_back(s->result);
+    tx.on_end([this, held](bool committed) {
+        for (auto& s : *held) deliver(*s, committed);
+    });
+    return out;
+}
+
+SendResult Intake::send(const EventInput& in) {
+    const std::unique_ptr<Sending> s = prepare(in);
+    EventWriteItem item(*events_, *s);
+    db_.writes().write(item);
+    if (item.error) std::rethrow_exception(item.error);
+    return s->result;
+}
+
+std::vector<storage::EventWrite> Intake::event_writes(std::span<Sending* const> sends) const {
+    std::vector<storage::EventWrite> events(sends.size());
+    const std::int64_t t = clock_.now_ms();
+    for (std::size_t i = 0; i < sends.size(); ++i) {
+        events[i].event = &sends[i]->event;
+        events[i].runs = sends[i]->runs;
+        events[i].now = t;
+        events[i].claimed = sends[i]->claimed ? &*sends[i]->claimed : nullptr;
+    }
+    return events;
+}
+
+std::vector<bool> Intake::take_written(std::span<Sending* const> sends,
+                                       std::span<const storage::EventWrite> events) {
+    std::vector<bool> written(sends.size());
+    for (std::size_t i = 0; i < sends.size(); ++i) {
+        if (!events[i].written) continue;
+        written[i] = true;
+        sends[i]->result =
+            SendResult{events[i].inserted.event_id, events[i].inserted.run_ids, false, 0};
+    }
+    return written;
+}
+
+void Intake::write(storage::Transaction& tx, std::span<Sending* const> sends) {
+    std::vector<storage::EventWrite> events = event_writes(sends);
+    std::vector<storage::EventWrite*> ptrs;
+    for (auto& e : events) ptrs.push_back(&e);
+    store_.insert_events(tx, ptrs);
+    const std::vector<bool> written = take_written(sends, events);
+    for (std::size_t i = 0; i < sends.size(); ++i) {
+        if (!written[i]) write_one(tx, *sends[i]);
+    }
+}
+
+void Intake::write_one(storage::Transaction& tx, Sending& s) {
+    const std::int64_t t = now();
+    if (s.claimed) s.claimed->claims.clear();  // a batch run again writes them again
+    auto ins = store_.insert_event(tx, s.event, s.runs, t, s.claimed ? &*s.claimed : nullptr);
+    s.result = SendResult{ins.event_id, ins.run_ids, ins.duplicate, 0};
+    if (ins.duplicate) return;
+
+    // Most events resume nothing: build the event as a waiting step sees it only if some
+    // run waits on this name.
+    const auto waits = store_.waits_for(tx, s.event.name);
+    if (waits.empty()) return;
+    const json ev = json{{"id", ins.event_id},
+                         {"name", s.event.name},
+                         {"data", s.in->data},
+                         {"ts", s.event.ts.value_or(t)}};
+    const std::string ev_text = dump(ev);
+    for (const auto& w : waits) {
+        if (!w.match_value) continue;  // the waiting run's own event lacked the field
+        const json want = json::parse(*w.match_value, nullptr, false);
+        if (want.is_discarded() || lookup(ev, w.match_field) != want) continue;
+        if (store_.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt, t))
+            ++s.result.waits_resumed;
+    }
+}
+
+void Intake::deliver(Sending& s, bool committed) {
+    if (!committed) {
+        // Rolled back: what was claimed was not written. The promise stays until the send
+        // is written again (a shared batch runs its writes again one by one) or ends.
+        if (s.claimed) s.claimed->claims.clear();
+        return;
+    }
+    std::vector<storage::Claim> claims;
+    if (s.claimed) claims = std::move(s.claimed->claims);
+    const bool handed = !claims.empty();
+    s.promise.keep(std::move(claims));
+    const bool queued = !handed && !s.result.duplicate && !s.result.run_ids.empty();
+    if (queued || s.result.waits_resumed > 0) pool_.announce();
+}
+
+}  // namespace cairn::engine::detail

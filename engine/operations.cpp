@@ -1,0 +1,304 @@
+// The durable operations a workflow calls through its Context: steps (with retries and
+// timeouts), steps in a transaction, sleeps, waits for events, sent events and invoked
+// child runs. Each returns its recorded result on replay.
+
+#include <fmt/format.h>
+
+#include "engine/detail/execution.hpp"
+#include "engine/detail/json_text.hpp"
+
+namespace cairn::engine::detail {
+
+namespace run_status = storage::run_status;
+using std::chrono::milliseconds;
+using storage::Transaction;
+
+namespace {
+
+// How long an invoke waits for its child when nothing else wakes it: the child's end
+// completes the waiting step long before.
+constexpr std::int64_t kInvokeSafetyNetMs = std::int64_t{365} * 24 * 3600 * 1000;
+
+}  // namespace
+
+// Runs `fn(tx)` in a transaction of its own that also writes the step's record (and the
+// record of the step before it, if unwritten) behind the lease's fence: the writes and the
+// records commit together or not at all. What `fn` throws rolls it all back and reaches
+// the caller, as does TimedOut, or LeaseLost when the fence fails. The fence is checked
+// with the records, after `fn`: a lost lease is rare, and a rollback undoes `fn`'s writes
+// as well as checking first would have prevented them.
+json Execution::commit_step(const Slot& slot, const std::function<json(Transaction&)>& fn,
+                            int attempt, std::int64_t first_started, std::int64_t started,
+                            std::optional<milliseconds> timeout) {
+    json out;
+    std::string status;
+    const bool carried = unwritten_.has_value();
+    rt_.db.transact([&](Transaction& tx) {
+        out = fn(tx);
+        const std::int64_t ended = now();
+        if (timeout && ended - started > timeout->count()) throw TimedOut{};
+        auto [rec, att] = step_written(slot, attempt, first_started, started, ended, "completed");
+        rec.output = dump(out);
+        rec.ended_at = ended;
+        auto write_one = [&](const storage::StepRecord& r, const storage::AttemptRecord& a) {
+            storage::RunWrite w{&held_.lease, &r, &a};
+            storage::RunWrite* const one[] = {&w};
+            rt_.store.write_runs(tx, one);
+            if (!w.held) {
+                ++rt_.counters.leases_lost;
+                throw LeaseLost{};
+            }
+            status = w.run_status;
+        };
+        if (unwritten_) write_one(unwritten_->step, unwritten_->attempt);
+        write_one(rec, att);
+    });
+    status_ = status;
+    unwritten_.reset();
+    if (carried) recorded();  // two records committed: count both
+    return out;
+}
+
+// A step (Context::step), or with `in_tx` a step in a transaction (Context::transaction):
+// `in_tx(tx)`'s writes, the step's record and the record of the step before it commit
+// together (commit_step), so the step before's record is not written first.
+json Execution::run_step(std::string_view name, const std::function<json()>& fn,
+                         const std::function<json(Transaction&)>* in_tx,
+                         const StepOptions& options) {
+    const Slot slot = next(name, "step", in_tx == nullptr);
+    const RetryPolicy policy = options.retry.value_or(wf_.retry);
+    const auto timeout = options.timeout ? options.timeout : wf_.step_timeout;
+    int prior = 0;
+    std::optional<std::int64_t> first_started;
+    if (slot.stored) {
+        flush();
+        const storage::StepRecord& s = *slot.stored;
+        if (s.status == "completed") return parse_or_null(s.output);
+        if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
+        if (s.wake_at && now() < *s.wake_at) suspend_until(*s.wake_at);
+        prior = static_cast<int>(s.attempts);
+        first_started = s.started_at;
+    }
+    boundary();
+
+    const int attempt = prior + 1;
+    const std::int64_t started = now();
+    current_attempt_ = attempt;
+    logs_ = json::array();
+    json out;
+    std::optional<json> error;
+    std::optional<milliseconds> retry_after;
+    bool retriable = true;
+    bool timed_out = false;
+    try {
+        if (in_tx) {
+            out = commit_step(slot, *in_tx, attempt, first_started.value_or(started), started,
+                              timeout);
+            current_attempt_ = 0;
+            ++rt_.counters.steps_run;
+            rt_.counters.observe_step(wf_.id, now() - started);
+            recorded();
+            return out;
+        }
+        out = fn();
+    } catch (const Signal&) {
+        current_attempt_ = 0;
+        throw;
+    } catch (const TimedOut&) {
+        timed_out = true;
+    } catch (const NonRetriableError& e) {
+        error = error_json("non_retriable", e.what());
+        retriable = false;
+    } catch (const RetryAfterError& e) {
+        error = error_json("retry_after", e.what());
+        retry_after = e.delay();
+    } catch (const std::exception& e) {
+        error = error_json("error", e.what());
+    } catch (...) {
+        error = error_json("error", "unknown exception");
+    }
+    current_attempt_ = 0;
+    ++rt_.counters.steps_run;
+    const std::int64_t ended = now();
+    rt_.counters.observe_step(wf_.id, ended - started);
+    std::string outcome = error ? "failed" : "completed";
+    if (!error && (timed_out || (timeout && ended - started > timeout->count()))) {
+        error = error_json("timeout", fmt::format("step ran {} ms, over its {} ms timeout",
+                                                  ended - started, timeout->count()));
+        outcome = "timed_out";
+    }
+    auto [rec, att] =
+        step_written(slot, attempt, first_started.value_or(started), started, ended, outcome);
+    if (!error) {
+        rec.output = dump(out);
+        rec.ended_at = ended;
+        unwritten_.emplace(Unwritten{std::move(rec), std::move(att)});
+        return out;
+    }
+    flush();  // a step in a transaction left it: its commit did not happen
+    fail_or_retry(slot, policy, std::move(rec), std::move(att), std::move(*error), retriable,
+                  retry_after);
+}
+
+// A failed attempt: the step fails for good (StepFailed) when it may not be retried or
+// has no attempts left; otherwise the run is suspended until its retry is due.
+void Execution::fail_or_retry(const Slot& slot, const RetryPolicy& policy, storage::StepRecord rec,
+                              storage::AttemptRecord att, json error, bool retriable,
+                              std::optional<milliseconds> after) {
+    const int attempt = att.attempt;
+    error["attempt"] = attempt;
+    rec.error = dump(error);
+    att.error = rec.error;
+    const std::int64_t ended = att.ended_at;
+    if (!retriable || attempt >= policy.max_attempts) {
+        rec.status = "failed";
+        rec.ended_at = ended;
+        write(rec, &att);
+        throw StepFailed(slot.key, error);
+    }
+    const std::int64_t wake = ended + (after ? *after : rt_.retry_delay(policy, attempt)).count();
+    rec.status = "retrying";
+    rec.wake_at = wake;
+    ++rt_.counters.retries;
+    suspend(wake, [&](Transaction& tx) {
+        rt_.store.write_step(tx, rec);
+        rt_.store.write_attempt(tx, att);
+        rt_.store.set_run_status(tx, run_id(), run_status::kQueued, ended);
+    });
+}
+
+void Execution::sleep_until(std::string_view name, std::int64_t until) {
+    const Slot slot = next(name, "sleep");
+    if (slot.stored) {
+        storage::StepRecord s = *slot.stored;
+        if (s.status == "completed") return;
+        const std::int64_t wake = s.wake_at.value_or(0);
+        if (now() < wake) suspend_until(wake);
+        s.status = "completed";
+        s.ended_at = now();
+        write(s);
+        return;
+    }
+    boundary();
+    storage::StepRecord rec = record(slot, "sleep", "sleeping");
+    rec.output = dump(json{{"until", until}});
+    if (until <= now()) {
+        rec.status = "completed";
+        rec.ended_at = now();
+        write(rec);
+        return;
+    }
+    rec.wake_at = until;
+    suspend(until, [&](Transaction& tx) {
+        rt_.store.write_step(tx, rec);
+        rt_.store.set_run_status(tx, run_id(), run_status::kSleeping, now());
+    });
+}
+
+std::optional<json> Execution::wait_for_event(std::string_view name, std::string_view event_name,
+                                              std::string_view match_field, milliseconds timeout) {
+    const Slot slot = next(name, "wait");
+    auto result = [](const std::optional<std::string>& output) -> std::optional<json> {
+        json j = parse_or_null(output);
+        if (j.is_null()) return std::nullopt;
+        return j;
+    };
+    if (slot.stored) {
+        const storage::StepRecord& s = *slot.stored;
+        if (s.status == "completed") return result(s.output);
+        if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
+        const std::int64_t expires = s.wake_at.value_or(0);
+        if (now() < expires) suspend_until(expires);
+        bool timed_out = false;
+        fenced([&](Transaction& tx) {
+            timed_out = rt_.store.complete_waiting_step(tx, run_id(), slot.key, "null",
+                                                        std::nullopt, now());
+        });
+        if (timed_out) return std::nullopt;
+        // The event arrived just before the timeout was recorded: use it.
+        for (const auto& step : rt_.store.steps(run_id())) {
+            if (step.key == slot.key) return result(step.output);
+        }
+        return std::nullopt;
+    }
+    boundary();
+    const json field = lookup(event_, match_field);
+    storage::StepRecord rec = record(slot, "wait", "waiting");
+    rec.wake_at = now() + timeout.count();
+    const storage::WaitRecord w{
+        run_id(),
+        slot.key,
+        std::string(event_name),
+        std::string(match_field),
+        field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
+        *rec.wake_at};
+    suspend(*rec.wake_at, [&](Transaction& tx) {
+        rt_.store.write_step(tx, rec);
+        rt_.store.add_wait(tx, w);
+        rt_.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
+    });
+}
+
+std::string Execution::send_event(std::string_view name, const json& ev) {
+    const Slot slot = next(name, "send");
+    if (slot.stored && slot.stored->status == "completed") {
+        return parse_or_null(slot.stored->output).value("event_id", std::string());
+    }
+    boundary();
+    if (!ev.is_object() || !ev.contains("name") || !ev["name"].is_string()) {
+        throw std::invalid_argument(
+            fmt::format("send_event '{}': the event needs a string \"name\"", name));
+    }
+    EventInput in;
+    in.name = ev["name"].get<std::string>();
+    in.data = ev.value("data", json::object());
+    in.idempotency_key = fmt::format("{}/{}", run_id(), slot.key);
+    storage::StepRecord rec = record(slot, "send", "completed");
+    rec.ended_at = now();
+    SendResult sent;
+    fenced([&](Transaction& tx) {
+        sent = rt_.intake.send(tx, std::span(&in, 1)).front();  // wakes its runs' workers
+        rec.output = dump(json{{"event_id", sent.event_id}, {"run_ids", sent.run_ids}});
+        rt_.store.write_step(tx, rec);
+    });
+    return sent.event_id;
+}
+
+json Execution::invoke(std::string_view name, std::string_view workflow_id, const json& data) {
+    const Slot slot = next(name, "invoke");
+    if (slot.stored) {
+        const storage::StepRecord& s = *slot.stored;
+        if (s.status == "completed") return parse_or_null(s.output);
+        if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
+        suspend_until(s.wake_at.value_or(now() + kInvokeSafetyNetMs));
+    }
+    boundary();
+    storage::StepRecord rec = record(slot, "invoke", "waiting");
+    const Workflow* child = rt_.registry.find(workflow_id);
+    if (child == nullptr) {
+        const json error = error_json("unknown_workflow",
+                                      fmt::format("no workflow '{}' is registered", workflow_id));
+        rec.status = "failed";
+        rec.error = dump(error);
+        rec.ended_at = now();
+        write(rec);
+        throw StepFailed(slot.key, error);
+    }
+    rec.wake_at = now() + kInvokeSafetyNetMs;
+    fenced([&](Transaction& tx) {
+        storage::NewEvent e;
+        e.name = "cairn/invoke";
+        e.data = dump(data);
+        e.idempotency_key = fmt::format("{}/{}", run_id(), slot.key);
+        const storage::NewRun run{child->id, child->version, 0, run_id(), slot.key};
+        auto ins = rt_.store.insert_event(tx, e, std::span(&run, 1), now());
+        rec.output = dump(json{{"child_run_id", ins.run_ids.empty() ? "" : ins.run_ids[0]}});
+        rt_.store.write_step(tx, rec);
+        rt_.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
+        rt_.store.release(tx, held_.lease, *rec.wake_at);
+    });
+    rt_.pool.announce();
+    throw Suspend{};
+}
+
+}  // namespace cairn::engine::detail
