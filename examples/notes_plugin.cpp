@@ -4,7 +4,7 @@
 
 #include "common/ids.hpp"
 #include "engine/engine.hpp"
-#include "server/router.hpp"
+#include "server/http/router.hpp"
 #include "storage/database.hpp"
 
 namespace cairn::examples {
@@ -65,8 +65,7 @@ class NotesPlugin final : public plugins::Plugin {
                                    id, body["text"].get<std::string>(), engine_->clock().now_ms());
                            engine_->send(tx, {.name = "example/note", .data = {{"note_id", id}}});
                        });
-                       engine_->wake();
-                       server::Response r;
+                       server::Reply r;
                        r.status = 201;
                        r.body = json{{"id", id}}.dump();
                        return r;
@@ -80,7 +79,7 @@ class NotesPlugin final : public plugins::Plugin {
                                             {"text", row.get<std::string>(1)},
                                             {"words", row.is_null(2) ? json(nullptr)
                                                                      : json(row.get<std::int64_t>(2))}});
-                       server::Response r;
+                       server::Reply r;
                        r.body = json{{"notes", notes}}.dump();
                        return r;
                    });

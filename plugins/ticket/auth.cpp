@@ -349,7 +349,6 @@ Session AuthService::register_user(const json& body, const std::string& ip) {
             create_user(tx, engine_, *email, *name, password, Role::user, skills.value_or(std::vector<std::string>{}), now);
         return start_session(tx, u);
     });
-    engine_.wake();
     return s;
 }
 
@@ -467,15 +466,6 @@ VerifiedTokens::Claims AuthService::verify_token(std::string_view authorization)
                                     (*claims)["exp"].get<std::int64_t>()};
     verified_.add(token, verified, now_s);
     return verified;
-}
-
-storage::OnlyIf AuthService::session_live(const VerifiedTokens::Claims& token) {
-    return [user = token.user_id, session = token.session_id](storage::Params& param) {
-        return fmt::format(
-            "SELECT 1 FROM users u JOIN auth_sessions s ON s.user_id = u.id "
-            "WHERE u.id = {} AND s.id = {} AND u.active <> 0 AND s.revoked_at IS NULL",
-            param(user), param(session));
-    };
 }
 
 Principal AuthService::authenticate(std::string_view authorization) const {

@@ -149,12 +149,8 @@ class AuthService {
     Principal authenticate(std::string_view authorization) const;
     // The token's part of authenticate() alone, without the database: its user and
     // session. A write that trusts them must make the database's check in its own
-    // transaction, with session_live(); throws ApiError unauthorized.
+    // transaction (as TicketPosts does); throws ApiError unauthorized.
     VerifiedTokens::Claims verify_token(std::string_view authorization) const;
-    // The condition (for Engine::send) that `token`'s user is active and its session
-    // live: the check authenticate() reads, made in the write's own transaction. It keeps
-    // copies of the token's ids, so it may outlive `token`.
-    static storage::OnlyIf session_live(const VerifiedTokens::Claims& token);
     // {current_password, new_password}: every other session of the user is revoked.
     void change_password(const Principal& who, const json& body);
 

@@ -181,10 +181,10 @@ PageRows fetch_page(storage::Transaction& tx, std::string_view table, std::strin
                     const Where& where, std::string_view order, int page, int limit) {
     PageRows out;
     out.total = tx.exec_values(fmt::format("SELECT COUNT(*) FROM {} {}", table, where.sql),
-                               where.args.values)
+                               where.values)
                     .front()
                     .get<std::int64_t>(0);
-    auto args = where.args.values;
+    auto args = where.values;
     args.emplace_back(std::int64_t{limit});
     args.emplace_back(std::int64_t{(page - 1) * limit});
     out.rows = tx.exec_values(fmt::format("SELECT {} FROM {} {} ORDER BY {} LIMIT ${} OFFSET ${}",

@@ -103,9 +103,12 @@ std::string like_escape(std::string_view text);
 // A WHERE clause grown from optional filters, with numbered placeholders for its values.
 struct Where {
     std::string sql = "WHERE 1 = 1";
-    storage::Params args;
+    std::vector<storage::Value> values;
     // Appends `value` and returns its placeholder ("$3").
-    std::string arg(storage::Value value) { return args(std::move(value)); }
+    std::string arg(storage::Value value) {
+        values.push_back(std::move(value));
+        return "$" + std::to_string(values.size());
+    }
 };
 
 // One page of `columns` from `table` under `where` in `order`, and the count of all rows

@@ -10,31 +10,32 @@
 
 #include "engine/engine.hpp"
 #include "plugins/ticket/ticket_plugin.hpp"
-#include "server/router.hpp"
+#include "server/http/router.hpp"
 
 namespace cairn::ticket {
 namespace {
 
 using server::Params;
+using server::Reply;
 using server::Request;
 using server::Response;
 
-Response json_response(int status, const json& body) {
-    Response r;
+Reply json_response(int status, const json& body) {
+    Reply r;
     r.status = status;
     r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
     return r;
 }
 
-Response no_content() {
-    Response r;
+Reply no_content() {
+    Reply r;
     r.status = 204;
     r.content_type = "application/json";
     return r;
 }
 
-Response error(const ApiError& e) {
-    Response r = server::error_response(http_status(e.code()), to_string(e.code()), e.what(),
+Reply error(const ApiError& e) {
+    Reply r = server::error_response(http_status(e.code()), to_string(e.code()), e.what(),
                                         e.details().dump());
     if (e.code() == ErrorCode::rate_limited)
         r.headers.emplace_back("Retry-After", std::to_string(std::max(1, e.retry_after_s())));
@@ -45,7 +46,7 @@ Response error(const ApiError& e) {
 // Runs a handler body, mapping ApiError to its status; anything else propagates to the
 // server, which answers a generic 500 and logs the text.
 template <class Fn>
-Response respond(Fn&& fn) {
+auto respond(Fn&& fn) -> decltype(fn()) {
     try {
         return fn();
     } catch (const ApiError& e) {
@@ -150,8 +151,7 @@ Response websocket(Services& s, const Request& req) {
     sock->checked_at = s.engine.clock().now_ms();
     sock->outbox.push_back(
         json{{"type", "hello"}, {"user_id", who.user_id}, {"role", to_string(who.role)}}.dump());
-    Response r;
-    r.websocket = true;
+    server::WebSocket r;
     r.on_message = [sock](const std::string& text) {
         const json j = json::parse(text, nullptr, false);
         std::lock_guard lock(sock->mutex);
@@ -293,12 +293,12 @@ void add_ticket_routes(server::Router& router, Services& s) {
     });
 
     // ---- tickets ----
-    // The session check rides in the ticket's own write (docs/tickets.md): one database
-    // read less. A request refused for its body or by that check first gets
-    // authenticate()'s answer, so a revoked session still learns 401, never 400.
+    // The session check rides in the ticket's own write (TicketPosts): one database read
+    // less. A request refused for its body or by that check first gets authenticate()'s
+    // answer, so a revoked session still learns 401 with its reason, never 400.
     //
     // Answered later (server::Later) where the server allows: the handler's thread is
-    // not held while the shared statement is written (docs/performance.md, section 29).
+    // not held while the posts made at once are written together.
     router.add("POST", "/api/v1/tickets", Auth::none, [&s](const Request& req, const Params&) {
         // The answer for a ticket `make` returns, or for what it throws.
         auto answer = [&s, authorization = req.header("authorization")](const auto& make) {
@@ -306,40 +306,29 @@ void add_ticket_routes(server::Router& router, Services& s) {
                 try {
                     return json_response(201, to_json(make()));
                 } catch (const ApiError&) {
-                    s.auth.authenticate(authorization);
+                    s.auth.authenticate(authorization);  // throws the reason, if there is one
                     throw;
-                } catch (const engine::PreconditionFailed&) {
-                    // Says why: the session ended, the account is deactivated. It passes
-                    // only if the account was reactivated meanwhile; the write was refused
-                    // all the same.
-                    s.auth.authenticate(authorization);
-                    throw ApiError(ErrorCode::unauthorized, "the session has ended; log in again");
                 }
             });
         };
-        return respond([&] {
+        return respond([&]() -> Response {
             const auto token = s.auth.verify_token(req.header("authorization"));
             Principal who;
             who.user_id = token.user_id;
             who.session_id = token.session_id;
             auto later = req.later();
-            if (!later) {
-                return answer([&] {
-                    return s.tickets.create(who, body_of(req), AuthService::session_live(token));
-                });
-            }
+            if (!later) return answer([&] { return s.tickets.create(who, body_of(req)); });
             try {
-                s.tickets.create(
-                    who, body_of(req), AuthService::session_live(token),
-                    [later, answer](TicketService::Created c) {
-                        if (c.ticket) return later->answer(json_response(201, to_json(*c.ticket)));
-                        later->then([answer, c = std::move(c)] {
-                            return answer([&c]() -> Ticket {
-                                if (c.rest) return c.rest();
-                                std::rethrow_exception(c.error);
-                            });
+                // Answered on the handler pool: the thread that wrote the batch (on SQLite
+                // the one writer) goes on to the next one, and authenticate() may read.
+                s.tickets.create(who, body_of(req), [later, answer](TicketService::Created c) {
+                    later->then([answer, c = std::move(c)] {
+                        return answer([&c]() -> Ticket {
+                            if (c.ticket) return *c.ticket;
+                            std::rethrow_exception(c.error);
                         });
                     });
+                });
             } catch (...) {
                 return answer([error = std::current_exception()]() -> Ticket {
                     std::rethrow_exception(error);

@@ -130,26 +130,18 @@ json to_json(const Reply& r) {
             {"created_at", format_rfc3339(r.created_at)}};
 }
 
-namespace {
-
-// The change feed's record of `kind` happening to `t`.
-storage::RowInsert change_row(const Ticket& t, std::string_view kind, std::int64_t now) {
-    using storage::to_value;
-    return {"ticket_changes",
-            {{"id", to_value(new_id_at(now))},
-             {"ticket_id", to_value(t.id)},
-             {"owner_id", to_value(t.created_by)},
-             {"assigned_to", to_value(t.assigned_to)},
-             {"kind", to_value(kind)},
-             {"at", to_value(now)}}};
-}
-
-}  // namespace
-
 void record_change(storage::Transaction& tx, const Ticket& t, std::string_view kind,
                    std::int64_t now) {
-    storage::RunStore::insert_rows(tx, {{change_row(t, kind, now)}});
+    tx.exec(
+        "INSERT INTO ticket_changes (id, ticket_id, owner_id, assigned_to, kind, at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        new_id_at(now), t.id, t.created_by, t.assigned_to, kind, now);
 }
+
+TicketService::TicketService(storage::Database& db, engine::Engine& engine)
+    : db_(db), engine_(engine), posts_(db, engine) {}
+
+TicketService::~TicketService() = default;
 
 std::int64_t TicketService::now_ms() const {
     return engine_.clock().now_ms();
@@ -167,8 +159,8 @@ Ticket TicketService::visible(storage::Transaction& tx, const Principal& who,
 
 namespace {
 
-// A new ticket from a create's body (ApiError for a bad one), and the event it starts.
-Ticket new_ticket(const Principal& who, const json& raw, engine::EventInput& event) {
+// A new ticket from a create's body (ApiError for a bad one).
+Ticket new_ticket(const Principal& who, const json& raw) {
     const json body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
@@ -182,63 +174,20 @@ Ticket new_ticket(const Principal& who, const json& raw, engine::EventInput& eve
     if (in.deadline) t.deadline = *in.deadline;
     t.created_by = who.user_id;
     t.created_at = t.updated_at = now;
-    event.name = "ticket/created";
-    event.data = {{"ticket_id", t.id}, {"title", t.title}, {"created_by", t.created_by}};
     return t;
-}
-
-// The ticket and its change record, riding in the commit of the event that starts its
-// workflow (on Postgres usually one statement); the run starts only after it.
-std::vector<storage::RowInsert> created_rows(Ticket& t, const engine::SendResult& sent) {
-    using storage::to_value;
-    t.run_id = sent.run_ids.empty() ? std::nullopt : std::optional(sent.run_ids.front());
-    return {{"tickets",
-             {{"id", to_value(t.id)},
-              {"title", to_value(t.title)},
-              {"description", to_value(t.description)},
-              {"tags", to_value(string_array(t.tags).dump())},
-              {"status", to_value("open")},
-              {"deadline", to_value(t.deadline)},
-              {"created_by", to_value(t.created_by)},
-              {"related_skills", to_value("[]")},
-              {"run_id", to_value(t.run_id)},
-              {"created_at", to_value(t.created_at)},
-              {"updated_at", to_value(t.updated_at)}}},
-            change_row(t, "created", t.created_at)};
 }
 
 }  // namespace
 
-Ticket TicketService::create(const Principal& who, const json& raw,
-                             const storage::OnlyIf& only_if) {
-    engine::EventInput event;
-    Ticket t = new_ticket(who, raw, event);
-    engine_.send(
-        event, [&t](const engine::SendResult& sent) { return created_rows(t, sent); }, only_if);
-    return t;
+Ticket TicketService::create(const Principal& who, const json& raw) {
+    auto out = posts_.write(who, new_ticket(who, raw));
+    if (out.error) std::rethrow_exception(out.error);
+    return std::move(*out.ticket);
 }
 
-void TicketService::create(const Principal& who, const json& raw, storage::OnlyIf only_if,
+void TicketService::create(const Principal& who, const json& raw,
                            std::function<void(Created)> done) {
-    engine::EventInput event;
-    auto t = std::make_shared<Ticket>(new_ticket(who, raw, event));
-    engine_.send(
-        std::move(event), [t](const engine::SendResult& sent) { return created_rows(*t, sent); },
-        std::move(only_if),
-        [t, done = std::move(done)](engine::SendOutcome out) {
-            Created c;
-            if (out.result) {
-                c.ticket = *t;
-            } else if (out.error) {
-                c.error = std::move(out.error);
-            } else {
-                c.rest = [t, rest = std::move(out.rest)] {
-                    rest();
-                    return *t;
-                };
-            }
-            done(std::move(c));
-        });
+    posts_.submit(who, new_ticket(who, raw), std::move(done));
 }
 
 TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const {
@@ -430,7 +379,6 @@ Reply TicketService::add_reply(const Principal& who, const std::string& id, cons
         }
         record_change(tx, t, "replied", now);
     });
-    engine_.wake();
     return reply;
 }
 
@@ -556,9 +504,10 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
                 }
                 if (top.empty()) return std::nullopt;
                 if (top.size() == 1) return top.front()->user;
-                storage::Params ids;
+                Where ids;
                 std::string list;
-                for (const Candidate* c : top) list += (list.empty() ? "" : ", ") + ids(c->user.id);
+                for (const Candidate* c : top)
+                    list += (list.empty() ? "" : ", ") + ids.arg(c->user.id);
                 std::map<std::string, std::int64_t, std::less<>> load;
                 for (const auto& r : tx.exec_values(
                          fmt::format("SELECT assigned_to, COUNT(*) FROM tickets WHERE assigned_to "

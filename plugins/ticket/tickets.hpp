@@ -9,6 +9,7 @@
 
 #include "plugins/ticket/auth.hpp"
 #include "plugins/ticket/model.hpp"
+#include "plugins/ticket/ticket_posts.hpp"
 
 namespace cairn::storage {
 class Database;
@@ -55,23 +56,19 @@ json to_json(const Reply& reply);
 // leak. Every change also writes a row to ticket_changes, which the WebSocket feed reads.
 class TicketService {
   public:
-    TicketService(storage::Database& db, engine::Engine& engine) : db_(db), engine_(engine) {}
+    TicketService(storage::Database& db, engine::Engine& engine);
+    ~TicketService();
 
     // {title, description, tags (1-4), deadline?}: the ticket and `ticket/created` commit
-    // together; the ticket carries the id of the run that event started. With `only_if`,
-    // they are written only if it holds (else engine::PreconditionFailed, nothing written).
-    Ticket create(const Principal& who, const json& body, const storage::OnlyIf& only_if = {});
-    // The same without holding the calling thread for the write (engine::Engine::send with
-    // `done`): a bad body throws ApiError here; the outcome goes to `done`, once, on the
-    // thread that wrote, which it must not block: the ticket, or the error, or `rest`,
-    // which may block and returns the ticket or throws as create() does.
-    struct Created {
-        std::optional<Ticket> ticket;
-        std::exception_ptr error;
-        std::function<Ticket()> rest;
-    };
-    void create(const Principal& who, const json& body, storage::OnlyIf only_if,
-                std::function<void(Created)> done);
+    // together (TicketPosts), only while `who`'s session is live (who.user_id and
+    // who.session_id; else ApiError unauthorized and nothing written); the ticket carries
+    // the id of the run that event started. A bad body throws ApiError at once.
+    Ticket create(const Principal& who, const json& body);
+    // The same without holding the calling thread for the write: a bad body throws here;
+    // `done` gets the ticket or the error once, on the thread that wrote (maybe this one,
+    // before this returns), and must not block.
+    using Created = TicketPosts::Outcome;
+    void create(const Principal& who, const json& body, std::function<void(Created)> done);
     TicketPage list(const Principal& who, const TicketQuery& query) const;
     Ticket get(const Principal& who, const std::string& id) const;
     // Owner (while open): title, description, tags, deadline. Staff: status, priority.
@@ -110,6 +107,7 @@ class TicketService {
 
     storage::Database& db_;
     engine::Engine& engine_;
+    TicketPosts posts_;
 };
 
 // Records a change of `ticket` for the live feed, in the transaction that made it.

@@ -3,8 +3,12 @@
 // wire formats — including slow answers, 429s, 500s and garbage.
 
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -20,6 +24,7 @@
 using namespace cairn;
 using namespace cairn::ticket;
 using engine::ManualClock;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -49,11 +54,11 @@ class FakeModel {
                 if (script_.size() > 1) script_.pop_front();
             }
             std::this_thread::sleep_for(r.delay);
-            server::Response res;
+            server::Reply res;
             res.status = r.status;
             res.body = r.body;
             res.headers = r.headers;
-            return res;
+            return server::Response(std::move(res));
         });
         thread_ = std::thread([this] { server_->run(); });
     }
@@ -138,7 +143,11 @@ struct Fixture {
                                             "password-123", role, skills, clock.now_ms());
         });
     }
-    Principal as(const User& u) { return {u.id, "", u.role, u.email, u.name}; }
+    // `u` signed in: a principal with a live session, as a request carries.
+    Principal as(const User& u) {
+        const Session s = this->s().auth.login({{"email", u.email}, {"password", "password-123"}}, "ip");
+        return this->s().auth.authenticate("Bearer " + s.access_token);
+    }
     // Runs everything due, moving the clock past retry backoffs, until nothing is left.
     void drain() {
         for (int i = 0; i < 50; ++i) {
@@ -391,7 +400,7 @@ TEST_CASE("a ticket is written only while its author's session is live, checked 
         return who;
     };
     const json body = {{"title", "t"}, {"description", "d"}, {"tags", {"x"}}};
-    const Ticket t = f.s().tickets.create(as(token), body, AuthService::session_live(token));
+    const Ticket t = f.s().tickets.create(as(token), body);
     CHECK(f.s().tickets.load(t.id));
     const auto tickets = [&] {
         return f.tdb.db().exec("SELECT count(*) FROM tickets").front().get<std::int64_t>(0);
@@ -403,20 +412,105 @@ TEST_CASE("a ticket is written only while its author's session is live, checked 
     };
     // Logged out: refused in the write, and nothing of it is written.
     auth.logout(auth.authenticate(s.access_token));
-    CHECK_THROWS_AS(f.s().tickets.create(as(token), body, AuthService::session_live(token)),
-                    engine::PreconditionFailed);
+    const auto refused = [&](const Principal& who) {
+        try {
+            f.s().tickets.create(who, body);
+        } catch (const ApiError& e) {
+            return e.code() == ErrorCode::unauthorized;
+        }
+        return false;
+    };
+    CHECK(refused(as(token)));
     // Deactivated: the same, though the session itself was not revoked.
     const auto other_token = auth.verify_token(other.access_token);
     f.tdb.db().exec("UPDATE users SET active = 0 WHERE id = $1", other.user.id);
-    CHECK_THROWS_AS(
-        f.s().tickets.create(as(other_token), body, AuthService::session_live(other_token)),
-        engine::PreconditionFailed);
+    CHECK(refused(as(other_token)));
+    // Another user's session for this user: refused too.
+    Principal mixed = as(other_token);
+    mixed.user_id = s.user.id;
+    f.tdb.db().exec("UPDATE users SET active = 1 WHERE id = $1", other.user.id);
+    CHECK(refused(mixed));
     CHECK(tickets() == 1);
     CHECK(created() == 1);
-    f.tdb.db().exec("UPDATE users SET active = 1 WHERE id = $1", other.user.id);
-    f.s().tickets.create(as(other_token), body, AuthService::session_live(other_token));
+    f.s().tickets.create(as(other_token), body);
     CHECK(tickets() == 2);
     CHECK(created() == 2);
+}
+
+TEST_CASE("ticket posts made at once share batches, and each gets its own outcome once") {
+    Fixture f;
+    auto& auth = f.s().auth;
+    constexpr int kUsers = 8, kEach = 30;
+    std::vector<Principal> users;
+    for (int u = 0; u < kUsers; ++u) {
+        const Session s = auth.register_user(
+            {{"email", fmt::format("u{}@example.test", u)}, {"password", "password-123"}}, "ip");
+        const auto token = auth.verify_token(s.access_token);
+        Principal who;
+        who.user_id = token.user_id;
+        who.session_id = token.session_id;
+        users.push_back(who);
+    }
+    // Every third user's session ends before the posts: theirs are refused, the rest land.
+    for (int u = 0; u < kUsers; u += 3) {
+        f.tdb.db().exec("UPDATE auth_sessions SET revoked_at = 1 WHERE id = $1",
+                        users[static_cast<std::size_t>(u)].session_id);
+    }
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<std::string, int> outcomes;  // ticket title -> times done; guarded by mu
+    std::atomic<int> landed{0}, refused{0}, wrong{0};
+    std::vector<std::thread> threads;
+    for (int u = 0; u < kUsers; ++u) {
+        threads.emplace_back([&, u] {
+            const Principal& who = users[static_cast<std::size_t>(u)];
+            const bool live = u % 3 != 0;
+            for (int i = 0; i < kEach; ++i) {
+                const std::string title = fmt::format("t-{}-{}", u, i);
+                const json body = {{"title", title}, {"description", "d"}, {"tags", {"x"}}};
+                f.s().tickets.create(who, body, [&, title, live](TicketService::Created c) {
+                    if (c.ticket) {
+                        ++landed;
+                        if (!live || c.ticket->title != title || !c.ticket->run_id) ++wrong;
+                    } else {
+                        try {
+                            std::rethrow_exception(c.error);
+                        } catch (const ApiError& e) {
+                            if (e.code() != ErrorCode::unauthorized || live) ++wrong;
+                            ++refused;
+                        } catch (...) {
+                            ++wrong;
+                        }
+                    }
+                    std::lock_guard lock(mu);
+                    ++outcomes[title];
+                    cv.notify_all();
+                });
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    {
+        std::unique_lock lock(mu);
+        CHECK(cv.wait_for(lock, 60s, [&] { return outcomes.size() == kUsers * kEach; }));
+        for (const auto& [title, n] : outcomes) CHECK(n == 1);
+    }
+    const int dead = (kUsers + 2) / 3;
+    CHECK(wrong == 0);
+    CHECK(refused == dead * kEach);
+    CHECK(landed == (kUsers - dead) * kEach);
+    const auto count = [&](const std::string& sql) {
+        return f.tdb.db().exec(sql).front().get<std::int64_t>(0);
+    };
+    // Each ticket with its own event's run, its change row, and nothing of a refused post.
+    CHECK(count("SELECT count(*) FROM tickets") == landed);
+    CHECK(count("SELECT count(*) FROM ticket_changes WHERE kind = 'created'") == landed);
+    CHECK(count("SELECT count(*) FROM events WHERE name = 'ticket/created'") == landed);
+    CHECK(count("SELECT count(*) FROM tickets t JOIN runs r ON r.id = t.run_id "
+                "JOIN events e ON e.id = r.event_id "
+                "WHERE e.data LIKE '%' || t.id || '%'") == landed);
+    const auto stats = f.tdb.db().writes().stats();
+    CHECK(stats.shared_writes > stats.shared_batches);  // some posts shared a batch
 }
 
 TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cuts access") {
