@@ -2,6 +2,7 @@
 // Handlers parse and validate, call the engine or the run store, and format JSON.
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <charconv>
@@ -11,12 +12,14 @@
 
 #include "common/ids.hpp"
 #include "common/time.hpp"
+#include "common/version.hpp"
 #include "engine/engine.hpp"
 #include "server/api_keys.hpp"
 #include "server/metrics.hpp"
-#include "server/router.hpp"
+#include "server/engine_api.hpp"
 #include "server/ui_assets.hpp"
 #include "server/views.hpp"
+#include "storage/database.hpp"
 #include "storage/run_store.hpp"
 
 namespace cairn::server {
@@ -31,19 +34,19 @@ constexpr std::int64_t kStreamOverlapMs = 2000;  // changes may commit up to thi
 constexpr std::int64_t kKeepaliveMs = 15'000;
 constexpr int kStreamPage = 500;  // changes read per poll
 
-Response json_response(int status, const json& body) {
-    Response r;
+Reply json_response(int status, const json& body) {
+    Reply r;
     r.status = status;
     r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
     return r;
 }
 
 // A bad-input error with one detail per field.
-Response invalid(std::string_view message, const json& details = json::array()) {
+Reply invalid(std::string_view message, const json& details = json::array()) {
     return error_response(400, "validation_failed", message, details.dump());
 }
 
-std::optional<json> parse_body(const Request& req, Response& error) {
+std::optional<json> parse_body(const Request& req, Reply& error) {
     json body = json::parse(req.body, nullptr, false);
     if (body.is_discarded()) {
         error = error_response(400, "invalid_json", "the request body is not valid JSON");
@@ -61,7 +64,7 @@ std::optional<std::int64_t> parse_time(std::string_view text) {
 }
 
 // Reads ?limit= (1..1000, default 50).
-std::optional<int> parse_limit(const Request& req, Response& error) {
+std::optional<int> parse_limit(const Request& req, Reply& error) {
     const auto text = req.query("limit");
     if (!text) return kDefaultLimit;
     int n = 0;
@@ -145,9 +148,34 @@ struct StreamState {
 
 }  // namespace
 
+Reply health(storage::Database& db) {
+    json body = {{"backend", storage::to_string(db.backend())}, {"version", kVersion}};
+    Reply r;
+    try {
+        db.read("SELECT 1");
+        body["status"] = "ok";
+        body["database"] = "ok";
+    } catch (const std::exception& e) {
+        spdlog::warn("health check: database did not answer: {}", e.what());
+        body["status"] = "unavailable";
+        body["database"] = "unreachable";
+        r.status = 503;
+    }
+    r.body = body.dump();
+    return r;
+}
+
 std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, ApiKeys& keys,
                                     Metrics& metrics) {
-    auto router = std::make_unique<Router>(&keys, &metrics);
+    auto router = std::make_unique<Router>(
+        [&keys](std::string_view secret) -> std::optional<Auth> {
+            const auto key = keys.verify(secret);
+            if (!key) return std::nullopt;
+            return key->scope == KeyScope::admin ? Auth::admin : Auth::events;
+        },
+        [&metrics](const std::string& route, const std::string& method, int status, double s) {
+            metrics.observe_http(route, method, status, s);
+        });
     storage::RunStore& store = eng.store();
     // Captured by value in routes: this function's locals are gone when they run.
     auto now = [&eng] { return eng.clock().now_ms(); };
@@ -156,14 +184,14 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
                 [&db](const Request&, const Params&) { return health(db); });
 
     router->add("GET", "/metrics", Auth::none, [&, now](const Request&, const Params&) {
-        Response r;
+        Reply r;
         r.content_type = "text/plain; version=0.0.4";
         r.body = metrics.render(store, eng.stats(), now());
         return r;
     });
 
     router->add("GET", "/api/engine/openapi.json", Auth::none, [](const Request&, const Params&) {
-        Response r;
+        Reply r;
         r.body = std::string(openapi_json());
         return r;
     });
@@ -173,7 +201,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     auto ui_file = [](std::string_view name) {
         for (const auto& asset : ui_assets()) {
             if (asset.name != name) continue;
-            Response r;
+            Reply r;
             r.content_type = std::string(asset.content_type);
             r.body = std::string(asset.body);
             r.headers = {
@@ -188,7 +216,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
         return error_response(404, "not_found", "no such file");
     };
     router->add("GET", "/inspector", Auth::none, [](const Request&, const Params&) {
-        Response r = error_response(301, "moved", "see /inspector/");
+        Reply r = error_response(301, "moved", "see /inspector/");
         r.headers.emplace_back("Location", "/inspector/");
         return r;
     });
@@ -200,7 +228,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     // ---- events ----
 
     router->add("POST", "/api/engine/events", Auth::events, [&](const Request& req, const Params&) {
-        Response error;
+        Reply error;
         auto body = parse_body(req, error);
         if (!body) return error;
         const bool batch = body->is_array();
@@ -218,17 +246,12 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             events.push_back(std::move(*e));
         }
         if (!details.empty()) return invalid("the event is not valid", details);
-        // A batch is all or nothing; a single event may take the one-statement path.
+        // A batch is all or nothing; a single event shares a commit with other sends.
         std::vector<engine::SendResult> results;
         if (events.size() == 1) {
             results.push_back(eng.send(events[0]));
         } else {
-            results = db.transact([&](storage::Transaction& tx) {
-                std::vector<engine::SendResult> out;
-                for (const auto& e : events) out.push_back(eng.send(tx, e));
-                return out;
-            });
-            eng.wake();  // committed: idle workers may have work
+            results = db.transact([&](storage::Transaction& tx) { return eng.send(tx, events); });
         }
         if (!batch) return json_response(results[0].duplicate ? 200 : 201, sent_json(results[0]));
         json out = json::array();
@@ -237,7 +260,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     });
 
     router->add("GET", "/api/engine/events", Auth::admin, [&](const Request& req, const Params&) {
-        Response error;
+        Reply error;
         const auto limit = parse_limit(req, error);
         if (!limit) return error;
         auto page = store.list_events(req.query("name"), req.query("cursor"), *limit);
@@ -255,7 +278,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     // ---- runs ----
 
     router->add("GET", "/api/engine/runs", Auth::admin, [&](const Request& req, const Params&) {
-        Response error;
+        Reply error;
         const auto limit = parse_limit(req, error);
         if (!limit) return error;
         storage::RunFilter f;
@@ -328,7 +351,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
         [&](const Request& req, const Params& p) {
             std::optional<std::string> from_step;
             if (!req.body.empty()) {
-                Response error;
+                Reply error;
                 auto body = parse_body(req, error);
                 if (!body) return error;
                 if (!body->is_object()) return invalid("the body must be an object");
@@ -418,7 +441,8 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     // ---- live stream ----
 
     router->add(
-        "GET", "/api/engine/stream", Auth::admin, [&, now](const Request& req, const Params&) {
+        "GET", "/api/engine/stream", Auth::admin,
+        [&, now](const Request& req, const Params&) -> Response {
             auto state = std::make_shared<StreamState>();
             std::string resume = req.header("last-event-id");
             if (resume.empty()) resume = req.query("last_event_id").value_or("");
@@ -432,9 +456,9 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             }
             state->floor = from;
             state->last_write = now();
-            Response r;
-            r.content_type = "text/event-stream";
-            r.body = "retry: 2000\n: connected\n\n";
+            EventStream r;
+            r.head.content_type = "text/event-stream";
+            r.head.body = "retry: 2000\n: connected\n\n";
             r.next = [state, &store, now]() -> std::optional<std::string> {
                 std::string out;
                 std::int64_t newest = state->floor;

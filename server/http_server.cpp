@@ -71,6 +71,8 @@ const std::string& json_error_body(int status) {
         R"({"error":{"code":"payload_too_large","message":"request body exceeds the size limit","details":[]}})";
     static const std::string k431 =
         R"({"error":{"code":"headers_too_large","message":"request headers exceed the size limit","details":[]}})";
+    static const std::string k426 =
+        R"({"error":{"code":"upgrade_required","message":"this route speaks WebSocket: send an Upgrade request","details":[]}})";
     static const std::string k500 =
         R"({"error":{"code":"internal","message":"internal server error","details":[]}})";
     switch (status) {
@@ -78,6 +80,8 @@ const std::string& json_error_body(int status) {
             return k400;
         case 413:
             return k413;
+        case 426:
+            return k426;
         case 431:
             return k431;
         default:
@@ -85,35 +89,16 @@ const std::string& json_error_body(int status) {
     }
 }
 
-std::string percent_decode(std::string_view in) {
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        if (in[i] == '+') {
-            out.push_back(' ');
-        } else if (in[i] == '%' && i + 2 < in.size() &&
-                   std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
-                   std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
-            out.push_back(
-                static_cast<char>(std::stoi(std::string(in.substr(i + 1, 2)), nullptr, 16)));
-            i += 2;
-        } else {
-            out.push_back(in[i]);
-        }
-    }
-    return out;
-}
-
 // What a deferred answer (Later) and the session waiting for it share.
 struct Answer {
     std::mutex mu;
     bool given = false;                    // guarded by mu
     int status = 0;                        // guarded by mu, once given
-    std::optional<Response> response;      // given, the session not yet waiting; guarded by mu
-    std::function<void(Response)> waiter;  // the session's, once it waits; guarded by mu
+    std::optional<Reply> response;      // given, the session not yet waiting; guarded by mu
+    std::function<void(Reply)> waiter;  // the session's, once it waits; guarded by mu
     std::vector<std::function<void(int)>> observers;  // guarded by mu
 
-    void give(Response r) {
+    void give(Reply r) {
         std::vector<std::function<void(int)>> to_tell;
         {
             std::lock_guard lock(mu);
@@ -123,7 +108,7 @@ struct Answer {
             to_tell.swap(observers);
         }
         for (const auto& fn : to_tell) fn(r.status);
-        std::function<void(Response)> w;
+        std::function<void(Reply)> w;
         {
             std::lock_guard lock(mu);
             if (!waiter) {
@@ -140,15 +125,13 @@ class LaterAnswer final : public Later, public std::enable_shared_from_this<Late
   public:
     LaterAnswer(std::shared_ptr<Answer> answer, asio::thread_pool& pool)
         : answer_(std::move(answer)), pool_(pool), handler_thread_(std::this_thread::get_id()) {}
-    ~LaterAnswer() override {
-        answer_->give(Response{500, "application/json", json_error_body(500)});
-    }
+    ~LaterAnswer() override { answer_->give(Reply{500, "application/json", json_error_body(500)}); }
     LaterAnswer(const LaterAnswer&) = delete;
     LaterAnswer& operator=(const LaterAnswer&) = delete;
 
-    void answer(Response response) override { answer_->give(std::move(response)); }
+    void answer(Reply reply) override { answer_->give(std::move(reply)); }
 
-    void then(std::function<Response()> fn) override {
+    void then(std::function<Reply()> fn) override {
         if (std::this_thread::get_id() == handler_thread_ && handler_running_) {
             answer(run(fn));
             return;
@@ -172,7 +155,7 @@ class LaterAnswer final : public Later, public std::enable_shared_from_this<Late
     void handler_returned() { handler_running_ = false; }
 
   private:
-    static Response run(const std::function<Response()>& fn) {
+    static Reply run(const std::function<Reply()>& fn) {
         try {
             return fn();
         } catch (const std::exception& e) {
@@ -180,7 +163,7 @@ class LaterAnswer final : public Later, public std::enable_shared_from_this<Late
         } catch (...) {
             spdlog::error("a deferred answer failed with an unknown exception");
         }
-        return Response{500, "application/json", json_error_body(500)};
+        return Reply{500, "application/json", json_error_body(500)};
     }
 
     std::shared_ptr<Answer> answer_;
@@ -190,33 +173,6 @@ class LaterAnswer final : public Later, public std::enable_shared_from_this<Late
 };
 
 }  // namespace
-
-std::string_view Request::path() const {
-    std::string_view t = target;
-    return t.substr(0, t.find('?'));
-}
-
-std::optional<std::string> Request::query(std::string_view name) const {
-    const auto q = target.find('?');
-    if (q == std::string::npos) return std::nullopt;
-    std::string_view rest = std::string_view(target).substr(q + 1);
-    while (!rest.empty()) {
-        const auto amp = rest.find('&');
-        const std::string_view pair = rest.substr(0, amp);
-        rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
-        const auto eq = pair.find('=');
-        if (percent_decode(pair.substr(0, eq)) == name) {
-            return eq == std::string_view::npos ? std::string()
-                                                : percent_decode(pair.substr(eq + 1));
-        }
-    }
-    return std::nullopt;
-}
-
-std::string Request::header(std::string_view lower_name) const {
-    auto it = headers.find(std::string(lower_name));
-    return it == headers.end() ? std::string() : it->second;
-}
 
 struct HttpServer::Impl {
     struct Session {
@@ -247,10 +203,10 @@ struct HttpServer::Impl {
             spdlog::error("request {} {} {} failed with an unknown exception", request.request_id,
                           request.method, request.target);
         }
-        return Response{500, "application/json", json_error_body(500)};
+        return Reply{500, "application/json", json_error_body(500)};
     }
 
-    asio::awaitable<void> write(Session& s, const Response& res, unsigned version, bool keep_alive,
+    asio::awaitable<void> write(Session& s, const Reply& res, unsigned version, bool keep_alive,
                                 const std::string& request_id, bool& ok) {
         http::response<http::string_body> msg{static_cast<http::status>(res.status), version};
         msg.set(http::field::server, fmt::format("cairn/{}", kVersion));
@@ -293,17 +249,17 @@ struct HttpServer::Impl {
     // The answer a handler gives later (LaterAnswer), resumed on the I/O thread.
     // The caller keeps `answer` until this returns. No shared_ptr is copied here: GCC 12
     // destroys a temporary made in a co_await expression twice.
-    static asio::awaitable<Response> wait(Answer* answer) {
-        co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(Response)>(
+    static asio::awaitable<Reply> wait(Answer* answer) {
+        co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(Reply)>(
             [answer](auto handler) {
                 auto h = std::make_shared<decltype(handler)>(std::move(handler));
-                auto resume = [h](Response r) {
+                auto resume = [h](Reply r) {
                     auto ex = asio::get_associated_executor(*h);
                     asio::post(ex, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
                 };
                 std::unique_lock lock(answer->mu);
                 if (answer->response) {
-                    Response r = std::move(*answer->response);
+                    Reply r = std::move(*answer->response);
                     lock.unlock();
                     resume(std::move(r));
                     return;
@@ -323,20 +279,20 @@ struct HttpServer::Impl {
 
     // Writes a streaming response: headers without a length (the body ends when the
     // connection closes), then every chunk `next` produces, on the pool, until it ends.
-    asio::awaitable<void> stream(Session& s, const Response& res, unsigned version,
+    asio::awaitable<void> stream(Session& s, const EventStream& res, unsigned version,
                                  const std::string& request_id) {
-        http::response<http::empty_body> head{static_cast<http::status>(res.status), version};
+        http::response<http::empty_body> head{static_cast<http::status>(res.head.status), version};
         head.set(http::field::server, fmt::format("cairn/{}", kVersion));
-        head.set(http::field::content_type, res.content_type);
+        head.set(http::field::content_type, res.head.content_type);
         head.set(http::field::cache_control, "no-store");
         head.set("X-Request-Id", request_id);
-        for (const auto& [name, value] : res.headers) head.set(name, value);
+        for (const auto& [name, value] : res.head.headers) head.set(name, value);
         head.keep_alive(false);
         http::response_serializer<http::empty_body> serializer{head};
         s.stream.expires_never();
         auto [hec, hn] = co_await http::async_write_header(s.stream, serializer, kTuple);
         if (hec) co_return;
-        std::string chunk = res.body;
+        std::string chunk = res.head.body;
         asio::steady_timer pause(ioc);
         while (!stopping) {
             if (!chunk.empty()) {
@@ -370,7 +326,7 @@ struct HttpServer::Impl {
     // the peer closes or the server stops. A reader coroutine runs beside the writer so
     // pings and the close handshake are answered and client messages delivered.
     asio::awaitable<void> websocket(Session& s, http::request<http::string_body> req,
-                                    Response res, const std::string& request_id) {
+                                    WebSocket res, const std::string& request_id) {
         namespace ws = beast::websocket;
         struct State {
             explicit State(beast::tcp_stream&& stream, asio::io_context& ioc)
@@ -474,7 +430,7 @@ struct HttpServer::Impl {
                 if (status != 0) {
                     // Named, not temporaries: GCC 12 destroys temporaries inside a co_await
                     // expression twice.
-                    const Response refusal{status, "application/json", json_error_body(status)};
+                    const Reply refusal{status, "application/json", json_error_body(status)};
                     const std::string no_id;
                     co_await write(s, refusal, 11, false, no_id, ok);
                 }
@@ -516,31 +472,38 @@ struct HttpServer::Impl {
                 co_return r;
             };
             Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
-            if (res.later) {  // a Later of another request is answered with a 500
-                const bool mine = deferral.answer && res.later.get() == deferral.later.lock().get();
-                res.later.reset();  // the handler's copies alone keep it
+            if (auto* d = std::get_if<Deferred>(&res.kind)) {
+                // A Later of another request (or none) is answered with a 500.
+                const bool mine = deferral.answer && d->later &&
+                                  d->later.get() == deferral.later.lock().get();
+                d->later.reset();  // the handler's copies alone keep it
                 if (mine)
                     res = co_await wait(deferral.answer.get());
                 else
-                    res = Response{500, "application/json", json_error_body(500)};
+                    res = Reply{500, "application/json", json_error_body(500)};
             }
             s.busy = false;
 
-            if (res.websocket && request.websocket_upgrade) {
-                s.busy = true;  // ends on its own within one interval of stopping
-                log_access(request, 101, started);
-                co_await websocket(s, std::move(req), std::move(res), request.request_id);
-                upgraded = true;  // the WebSocket took the stream; nothing left to shut down
+            if (auto* ws = std::get_if<WebSocket>(&res.kind)) {
+                if (!request.websocket_upgrade) {
+                    res = Reply{426, "application/json", json_error_body(426)};
+                } else {
+                    s.busy = true;  // ends on its own within one interval of stopping
+                    log_access(request, 101, started);
+                    co_await websocket(s, std::move(req), std::move(*ws), request.request_id);
+                    upgraded = true;  // the WebSocket took the stream; nothing left to shut down
+                    break;
+                }
+            }
+            if (const auto* es = std::get_if<EventStream>(&res.kind)) {
+                co_await stream(s, *es, req.version(), request.request_id);
+                log_access(request, es->head.status, started);
                 break;
             }
-            if (res.next) {
-                co_await stream(s, res, req.version(), request.request_id);
-                log_access(request, res.status, started);
-                break;
-            }
+            const Reply& reply = std::get<Reply>(res.kind);
             const bool keep_alive = req.keep_alive() && !stopping;
-            co_await write(s, res, req.version(), keep_alive, request.request_id, ok);
-            log_access(request, res.status, started);
+            co_await write(s, reply, req.version(), keep_alive, request.request_id, ok);
+            log_access(request, reply.status, started);
             if (!keep_alive) break;
         }
         if (!upgraded) {

@@ -83,7 +83,7 @@ struct Gate {
             entered = true;
             cv.notify_all();
             cv.wait_for(lock, std::chrono::seconds(10), [this] { return open; });
-            return {200, "text/plain", open ? "slow done" : "never released"};
+            return server::Reply{200, "text/plain", open ? "slow done" : "never released"};
         }
         if (req.path() == "/later") {  // answered by the test, through `parked`
             auto later = req.later();
@@ -100,16 +100,16 @@ struct Gate {
         }
         if (req.path() == "/then-throws") {  // then() on the handler's thread: at once
             auto later = req.later();
-            later->then([]() -> server::Response { throw std::runtime_error("refused"); });
+            later->then([]() -> server::Reply { throw std::runtime_error("refused"); });
             return server::Response::deferred(later);
         }
-        if (req.path() == "/remote") return {200, "text/plain", "from " + req.remote};
+        if (req.path() == "/remote") return server::Reply{200, "text/plain", "from " + req.remote};
         if (req.path() == "/none") {
-            server::Response none{204, "text/plain", ""};
+            server::Reply none{204, "text/plain", ""};
             none.headers.emplace_back("X-Extra", "yes");
             return none;
         }
-        return {200, "text/plain", "fast " + std::string(req.path())};
+        return server::Reply{200, "text/plain", "fast " + std::string(req.path())};
     }
     void wait_entered() {
         std::unique_lock lock(mu);
@@ -220,7 +220,7 @@ TEST_CASE("an answer given later holds no pool thread, and arrives on its connec
     const auto caller = std::this_thread::get_id();
     gate.take_parked()->then([&on_pool, caller] {
         on_pool = std::this_thread::get_id() != caller;
-        return server::Response{200, "text/plain", "from then"};
+        return server::Reply{200, "text/plain", "from then"};
     });
     t.join();
     CHECK(reply.ends_with("from then"));

@@ -6,7 +6,7 @@
 #include "engine/engine.hpp"
 #include "server/api_keys.hpp"
 #include "server/metrics.hpp"
-#include "server/router.hpp"
+#include "server/engine_api.hpp"
 #include "storage/database.hpp"
 
 using namespace cairn;

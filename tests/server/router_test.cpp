@@ -1,5 +1,5 @@
 // Route matching: literal segments, {parameters}, the trailing slash, 404 and 405.
-#include "server/router.hpp"
+#include "server/http/router.hpp"
 
 #include <doctest/doctest.h>
 
@@ -9,8 +9,8 @@ using namespace cairn::server;
 
 namespace {
 
-Response echo(const Params& params, std::string what) {
-    Response r;
+Reply echo(const Params& params, std::string what) {
+    Reply r;
     r.body = what;
     for (const auto& [k, v] : params) r.body += " " + k + "=" + v;
     return r;
@@ -38,24 +38,25 @@ TEST_CASE("the router matches literal segments and parameters, and tells 404 fro
     router.add("GET", "/inspector/", Auth::none,
                [](const Request&, const Params& p) { return echo(p, "ui"); });
 
-    CHECK(get(router, "GET", "/api/runs").body == "list");
-    CHECK(get(router, "GET", "/api/runs?limit=5").body == "list");
-    CHECK(get(router, "GET", "/api/runs/r1").body == "one id=r1");
-    CHECK(get(router, "HEAD", "/api/runs/r1").body == "one id=r1");
-    CHECK(get(router, "POST", "/api/runs/r2/retry").body == "retry id=r2");
-    CHECK(get(router, "GET", "/api/runs/r3/steps/charge").body == "step id=r3 name=charge");
-    CHECK(get(router, "GET", "/inspector/").body == "ui");
+    CHECK(get(router, "GET", "/api/runs").reply()->body == "list");
+    CHECK(get(router, "GET", "/api/runs?limit=5").reply()->body == "list");
+    CHECK(get(router, "GET", "/api/runs/r1").reply()->body == "one id=r1");
+    CHECK(get(router, "HEAD", "/api/runs/r1").reply()->body == "one id=r1");
+    CHECK(get(router, "POST", "/api/runs/r2/retry").reply()->body == "retry id=r2");
+    CHECK(get(router, "GET", "/api/runs/r3/steps/charge").reply()->body == "step id=r3 name=charge");
+    CHECK(get(router, "GET", "/inspector/").reply()->body == "ui");
 
     // A parameter does not match a literal, nor a literal another literal.
-    CHECK(get(router, "GET", "/api/runs/r1/steps").status == 404);
-    CHECK(get(router, "GET", "/api/jobs/r1").status == 404);
-    CHECK(get(router, "GET", "/api").status == 404);
+    CHECK(get(router, "GET", "/api/runs/r1/steps").status() == 404);
+    CHECK(get(router, "GET", "/api/jobs/r1").status() == 404);
+    CHECK(get(router, "GET", "/api").status() == 404);
     // The trailing slash is significant both ways.
-    CHECK(get(router, "GET", "/api/runs/").status == 404);
-    CHECK(get(router, "GET", "/inspector").status == 404);
+    CHECK(get(router, "GET", "/api/runs/").status() == 404);
+    CHECK(get(router, "GET", "/inspector").status() == 404);
 
     const auto wrong = get(router, "DELETE", "/api/runs/r1/retry");
-    CHECK(wrong.status == 405);
-    REQUIRE(wrong.headers.size() == 1);
-    CHECK(wrong.headers[0] == std::pair<std::string, std::string>{"Allow", "POST"});
+    CHECK(wrong.status() == 405);
+    REQUIRE(wrong.reply());
+    REQUIRE(wrong.reply()->headers.size() == 1);
+    CHECK(wrong.reply()->headers[0] == std::pair<std::string, std::string>{"Allow", "POST"});
 }

@@ -1,0 +1,61 @@
+#include "server/http/request.hpp"
+
+#include <cctype>
+
+namespace cairn::server {
+
+namespace {
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    return std::tolower(static_cast<unsigned char>(c)) - 'a' + 10;
+}
+
+}  // namespace
+
+std::string percent_decode(std::string_view in) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] == '+') {
+            out.push_back(' ');
+        } else if (in[i] == '%' && i + 2 < in.size() &&
+                   std::isxdigit(static_cast<unsigned char>(in[i + 1])) &&
+                   std::isxdigit(static_cast<unsigned char>(in[i + 2]))) {
+            out.push_back(static_cast<char>(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2])));
+            i += 2;
+        } else {
+            out.push_back(in[i]);
+        }
+    }
+    return out;
+}
+
+std::string_view Request::path() const {
+    std::string_view t = target;
+    return t.substr(0, t.find('?'));
+}
+
+std::optional<std::string> Request::query(std::string_view name) const {
+    const auto q = target.find('?');
+    if (q == std::string::npos) return std::nullopt;
+    std::string_view rest = std::string_view(target).substr(q + 1);
+    while (!rest.empty()) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+        const auto eq = pair.find('=');
+        if (percent_decode(pair.substr(0, eq)) == name) {
+            return eq == std::string_view::npos ? std::string()
+                                                : percent_decode(pair.substr(eq + 1));
+        }
+    }
+    return std::nullopt;
+}
+
+std::string Request::header(std::string_view lower_name) const {
+    auto it = headers.find(std::string(lower_name));
+    return it == headers.end() ? std::string() : it->second;
+}
+
+}  // namespace cairn::server
