@@ -107,7 +107,9 @@ struct Where {
     // Appends `value` and returns its placeholder ("$3").
     std::string arg(storage::Value value) {
         values.push_back(std::move(value));
-        return "$" + std::to_string(values.size());
+        std::string placeholder(1, '$');  // appended, not `"$" + ...`: GCC 12 -O3 -Wrestrict
+        placeholder += std::to_string(values.size());
+        return placeholder;
     }
 };
 
