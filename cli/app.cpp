@@ -264,181 +264,262 @@ int cmd_migrate(const std::string& db_url, bool status_only, bool as_json, bool 
     return kExitOk;
 }
 
+// What the command line asked for, filled in by CLI11 as it parses; the chosen
+// subcommand's callback sets `action`, which run() calls once parsing succeeded.
+struct Args {
+    std::string db_url = kDefaultDb;
+    bool as_json = false;
+    bool examples = false;
+    int limit = 50;
+    std::function<int()> action;
+};
+
+void add_db(CLI::App* cmd, Args& a) {
+    cmd->add_option("--db", a.db_url, "Database URL: sqlite://PATH, sqlite::memory: or postgres://...")
+        ->envname("CAIRN_DB")
+        ->capture_default_str();
+}
+
+// --db and --json, and with `with_engine` --examples: the flags of the operating verbs.
+void add_common(CLI::App* cmd, Args& a, bool with_engine) {
+    add_db(cmd, a);
+    cmd->add_flag("--json", a.as_json, "Print JSON instead of a table");
+    if (with_engine) {
+        cmd->add_flag("--examples", a.examples, "Include the example workflows in the registry")
+            ->envname("CAIRN_EXAMPLES");
+    }
+}
+
+void add_limit(CLI::App* cmd, Args& a, const std::string& what) {
+    cmd->add_option("--limit", a.limit, what)->check(CLI::Range(1, 1000))->capture_default_str();
+}
+
+// The subcommand's action, run with the database, engine and plugins open.
+template <class Fn>
+void with_runtime(CLI::App* cmd, Args& a, Fn fn) {
+    cmd->callback([&a, fn] {
+        a.action = [&a, fn] {
+            auto rt = open_runtime(a.db_url, a.examples);
+            return fn(*rt);
+        };
+    });
+}
+
+std::optional<std::string> opt(const std::string& v) {
+    return v.empty() ? std::nullopt : std::optional<std::string>(v);
+}
+
+// serve, worker and migrate.
+void add_process_commands(CLI::App& app, Args& a) {
+    struct Serve {
+        std::string listen = kDefaultListen;
+        std::size_t threads = 4;
+        int read_timeout_ms = 30'000;
+        WorkerFlags flags;
+    };
+    auto sv = std::make_shared<Serve>();
+    auto* serve =
+        app.add_subcommand("serve", "Run the HTTP server on the database (migrating it first)");
+    add_db(serve, a);
+    serve->add_option("--listen", sv->listen, "HOST:PORT to listen on (port 0 picks a free one)")
+        ->envname("CAIRN_LISTEN")
+        ->capture_default_str();
+    serve->add_option("--threads", sv->threads, "Threads for request handlers")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    serve
+        ->add_option("--read-timeout-ms", sv->read_timeout_ms,
+                     "Time allowed to receive a whole request, and to idle between requests")
+        ->check(CLI::Range(100, 3'600'000))
+        ->capture_default_str();
+    add_worker_flags(serve, sv->flags, 0);
+    serve->callback([&a, sv] {
+        a.action = [&a, sv] {
+            return cmd_serve(a.db_url, sv->listen, sv->threads, sv->read_timeout_ms, sv->flags);
+        };
+    });
+
+    auto flags = std::make_shared<WorkerFlags>();
+    auto* worker =
+        app.add_subcommand("worker", "Run workers only (no HTTP): claim and execute runs");
+    add_db(worker, a);
+    add_worker_flags(worker, *flags, 1);
+    worker->callback([&a, flags] { a.action = [&a, flags] { return cmd_worker(a.db_url, *flags); }; });
+
+    auto status_only = std::make_shared<bool>(false);
+    auto* migrate = app.add_subcommand("migrate", "Apply pending schema migrations and list them");
+    add_db(migrate, a);
+    migrate->add_flag("--status", *status_only,
+                      "Only list applied and pending migrations; change nothing");
+    migrate->add_flag("--json", a.as_json, "Print JSON instead of a table");
+    migrate->add_flag("--examples", a.examples, "Include the example plugin's migrations")
+        ->envname("CAIRN_EXAMPLES");
+    migrate->callback([&a, status_only] {
+        a.action = [&a, status_only] {
+            return cmd_migrate(a.db_url, *status_only, a.as_json, a.examples);
+        };
+    });
+}
+
+// keys create|list|revoke.
+void add_key_commands(CLI::App& app, Args& a) {
+    struct Key {
+        std::string name, scope = "admin", id;
+    };
+    auto k = std::make_shared<Key>();
+    auto* keys = app.add_subcommand("keys", "Manage API keys for the engine's HTTP API")
+                     ->require_subcommand(1);
+    auto* create = keys->add_subcommand("create", "Create a key; prints the secret once");
+    add_common(create, a, false);
+    create->add_option("--name", k->name, "What the key is for")->required();
+    create->add_option("--scope", k->scope, "admin (every route) or events (sending events only)")
+        ->capture_default_str();
+    with_runtime(create, a, [&a, k](Runtime& rt) { return keys_create(*rt.db, k->name, k->scope, a.as_json); });
+    auto* list = keys->add_subcommand("list", "List keys (never their secrets)");
+    add_common(list, a, false);
+    with_runtime(list, a, [&a](Runtime& rt) { return keys_list(*rt.db, a.as_json); });
+    auto* revoke = keys->add_subcommand("revoke", "Revoke a key at once");
+    add_common(revoke, a, false);
+    revoke->add_option("id", k->id, "Key id (see keys list)")->required();
+    with_runtime(revoke, a, [k](Runtime& rt) { return keys_revoke(*rt.db, k->id); });
+}
+
+// The filters of runs list and runs retry, with --since resolved against the clock.
+struct RunArgs {
+    storage::RunFilter filter;
+    std::string since, cursor, id, from_step;
+    bool yes = false;
+    storage::RunFilter resolved(const engine::Clock& clock) const {
+        storage::RunFilter f = filter;
+        if (since.empty()) return f;
+        const auto ms = parse_duration_ms(since);
+        if (!ms)
+            throw Exit{kExitUsage, fmt::format("--since {}: expected a number and s, m, h or d", since)};
+        f.created_from = clock.now_ms() - *ms;
+        return f;
+    }
+};
+
+void add_run_filters(CLI::App* cmd, RunArgs& r) {
+    cmd->add_option("--workflow", r.filter.workflow_id, "Only runs of this workflow");
+    cmd->add_option("--status", r.filter.status,
+                    "queued, running, sleeping, waiting, completed, failed, cancelled");
+    cmd->add_option("--event", r.filter.event_name, "Only runs started by events of this name");
+    cmd->add_option("--since", r.since, "Only runs created within this long, e.g. 90s, 15m, 1h, 2d");
+}
+
+// runs list|show|cancel|retry|replay.
+void add_run_commands(CLI::App& app, Args& a) {
+    auto r = std::make_shared<RunArgs>();
+    auto* runs = app.add_subcommand("runs", "Inspect and operate workflow runs")->require_subcommand(1);
+    auto* list = runs->add_subcommand("list", "List runs, newest first");
+    add_common(list, a, true);
+    add_run_filters(list, *r);
+    list->add_option("--search", r->filter.search, "A run id or event id, or a prefix of one");
+    list->add_option("--cursor", r->cursor, "Continue after this run id (printed when there are more)");
+    add_limit(list, a, "Runs per page");
+    with_runtime(list, a, [&a, r](Runtime& rt) {
+        return runs_list(*rt.engine, r->resolved(rt.clock), opt(r->cursor), a.limit, a.as_json);
+    });
+    auto* show = runs->add_subcommand("show", "Show a run, its event and the timeline of its steps");
+    add_common(show, a, true);
+    show->add_option("id", r->id, "Run id")->required();
+    with_runtime(show, a, [&a, r](Runtime& rt) { return runs_show(*rt.engine, r->id, a.as_json); });
+    auto* cancel = runs->add_subcommand("cancel", "Cancel a run (it stops at its next step boundary)");
+    add_common(cancel, a, true);
+    cancel->add_option("id", r->id, "Run id")->required();
+    with_runtime(cancel, a, [&a, r](Runtime& rt) { return runs_cancel(*rt.engine, r->id, a.as_json); });
+    auto* retry = runs->add_subcommand(
+        "retry", "Re-queue a failed run keeping its completed steps; or, with filters, every matching failed run");
+    add_common(retry, a, true);
+    retry->add_option("id", r->id, "Run id (omit to retry by filters)");
+    add_run_filters(retry, *r);
+    retry->add_flag("--yes,-y", r->yes, "Do not ask before a bulk retry");
+    with_runtime(retry, a, [&a, r](Runtime& rt) {
+        if (!r->id.empty()) return runs_retry(*rt.engine, r->id, a.as_json);
+        storage::RunFilter f = r->resolved(rt.clock);
+        if (!f.workflow_id && !f.status && !f.event_name && !f.created_from)
+            throw Exit{kExitUsage, "runs retry needs a run id, or filters (--status, --workflow, --event, --since)"};
+        if (!f.status) f.status = "failed";
+        return runs_retry_bulk(*rt.engine, f, r->yes, a.as_json);
+    });
+    auto* replay = runs->add_subcommand("replay", "Start a new run on the same event");
+    add_common(replay, a, true);
+    replay->add_option("id", r->id, "Run id")->required();
+    replay->add_option("--from-step", r->from_step, "Copy the steps before this one; run it and the rest again");
+    with_runtime(replay, a, [&a, r](Runtime& rt) {
+        return runs_replay(*rt.engine, r->id, opt(r->from_step), a.as_json);
+    });
+}
+
+// events send|list, workflows list.
+void add_event_commands(CLI::App& app, Args& a) {
+    struct Event {
+        std::string name, data = "{}", key;
+    };
+    auto e = std::make_shared<Event>();
+    auto* events = app.add_subcommand("events", "Send and list events")->require_subcommand(1);
+    auto* send = events->add_subcommand("send", "Send an event (starts the workflows it triggers)");
+    add_common(send, a, true);
+    send->add_option("name", e->name, "Event name, e.g. example/hello")->required();
+    send->add_option("--data", e->data, "Event data as JSON")->capture_default_str();
+    send->add_option("--idempotency-key", e->key, "A second event with this key starts nothing");
+    with_runtime(send, a, [&a, e](Runtime& rt) {
+        return events_send(*rt.engine, e->name, e->data, opt(e->key), a.as_json);
+    });
+    auto* list = events->add_subcommand("list", "List recent events and the runs they started");
+    add_common(list, a, true);
+    list->add_option("--name", e->name, "Only events of this name");
+    add_limit(list, a, "How many");
+    with_runtime(list, a, [&a, e](Runtime& rt) {
+        return events_list(*rt.engine, opt(e->name), a.limit, a.as_json);
+    });
+
+    auto* workflows = app.add_subcommand("workflows", "List registered workflows")->require_subcommand(1);
+    auto* wf_list = workflows->add_subcommand("list", "Registered workflows with run counts by status");
+    add_common(wf_list, a, true);
+    with_runtime(wf_list, a, [&a](Runtime& rt) { return workflows_list(*rt.engine, a.as_json); });
+}
+
+// The ticket plugin's users create and mail list (docs/tickets.md).
+void add_ticket_commands(CLI::App& app, Args& a) {
+    auto u = std::make_shared<NewUser>();
+    auto* users = app.add_subcommand("users", "Manage ticket-system users")->require_subcommand(1);
+    auto* create = users->add_subcommand("create", "Create a user, e.g. the first admin: --role admin");
+    add_common(create, a, false);
+    create->add_option("--email", u->email, "Email address (the login)")->required();
+    create->add_option("--name", u->name, "Display name (default: from the email)");
+    create->add_option("--role", u->role, "user, moderator or admin")
+        ->check(CLI::IsMember({"user", "moderator", "admin"}))
+        ->capture_default_str();
+    create->add_option("--skills", u->skills, "Comma-separated skills, e.g. react,postgresql");
+    create->add_option("--password", u->password,
+                       "Password (8-128 characters; generated and printed when omitted)");
+    create->add_flag("--password-stdin", u->password_stdin,
+                     "Read the password from the first line of standard input");
+    with_runtime(create, a, [&a, u](Runtime& rt) { return users_create(*rt.db, *rt.engine, *u, a.as_json); });
+
+    auto to = std::make_shared<std::string>();
+    auto* mail = app.add_subcommand("mail", "Mail the system has sent")->require_subcommand(1);
+    auto* list = mail->add_subcommand("list", "Recorded mails, newest first");
+    add_common(list, a, false);
+    list->add_option("--to", *to, "Only mails to this address");
+    add_limit(list, a, "How many");
+    with_runtime(list, a, [&a, to](Runtime& rt) { return mail_list(*rt.db, opt(*to), a.limit, a.as_json); });
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
     CLI::App app{"Cairn: a durable workflow engine with a support-ticket plugin", "cairn"};
     app.set_version_flag("--version", std::string(kVersion));
     app.require_subcommand(1);
-
-    std::string db_url = kDefaultDb;
-    auto add_db = [&db_url](CLI::App* cmd) {
-        cmd->add_option("--db", db_url,
-                        "Database URL: sqlite://PATH, sqlite::memory: or postgres://...")
-            ->envname("CAIRN_DB")
-            ->capture_default_str();
-    };
-
-    auto* serve =
-        app.add_subcommand("serve", "Run the HTTP server on the database (migrating it first)");
-    std::string listen = kDefaultListen;
-    std::size_t threads = 4;
-    add_db(serve);
-    serve->add_option("--listen", listen, "HOST:PORT to listen on (port 0 picks a free one)")
-        ->envname("CAIRN_LISTEN")
-        ->capture_default_str();
-    serve->add_option("--threads", threads, "Threads for request handlers")
-        ->check(CLI::Range(1, 256))
-        ->capture_default_str();
-
-    int read_timeout_ms = 30'000;
-    serve
-        ->add_option("--read-timeout-ms", read_timeout_ms,
-                     "Time allowed to receive a whole request, and to idle between requests")
-        ->check(CLI::Range(100, 3'600'000))
-        ->capture_default_str();
-    WorkerFlags serve_flags;
-    add_worker_flags(serve, serve_flags, 0);
-
-    auto* worker =
-        app.add_subcommand("worker", "Run workers only (no HTTP): claim and execute runs");
-    WorkerFlags worker_flags;
-    add_db(worker);
-    add_worker_flags(worker, worker_flags, 1);
-
-    auto* migrate = app.add_subcommand("migrate", "Apply pending schema migrations and list them");
-    bool status_only = false;
-    bool as_json = false;
-    add_db(migrate);
-    migrate->add_flag("--status", status_only,
-                      "Only list applied and pending migrations; change nothing");
-    migrate->add_flag("--json", as_json, "Print JSON instead of a table");
-    bool examples = false;
-    migrate->add_flag("--examples", examples, "Include the example plugin's migrations")
-        ->envname("CAIRN_EXAMPLES");
-
-    // ---- operating runs: keys, runs, events, workflows (docs/cli.md) ----
-    auto common = [&](CLI::App* cmd, bool with_engine) {
-        add_db(cmd);
-        cmd->add_flag("--json", as_json, "Print JSON instead of a table");
-        if (with_engine) {
-            cmd->add_flag("--examples", examples, "Include the example workflows in the registry")
-                ->envname("CAIRN_EXAMPLES");
-        }
-    };
-    std::function<int()> action;
-
-    auto* keys = app.add_subcommand("keys", "Manage API keys for the engine's HTTP API")
-                     ->require_subcommand(1);
-    std::string key_name, key_scope = "admin", key_id;
-    auto* keys_create_cmd = keys->add_subcommand("create", "Create a key; prints the secret once");
-    common(keys_create_cmd, false);
-    keys_create_cmd->add_option("--name", key_name, "What the key is for")->required();
-    keys_create_cmd
-        ->add_option("--scope", key_scope, "admin (every route) or events (sending events only)")
-        ->capture_default_str();
-    auto* keys_list_cmd = keys->add_subcommand("list", "List keys (never their secrets)");
-    common(keys_list_cmd, false);
-    auto* keys_revoke_cmd = keys->add_subcommand("revoke", "Revoke a key at once");
-    common(keys_revoke_cmd, false);
-    keys_revoke_cmd->add_option("id", key_id, "Key id (see keys list)")->required();
-
-    auto* runs =
-        app.add_subcommand("runs", "Inspect and operate workflow runs")->require_subcommand(1);
-    storage::RunFilter filter;
-    std::string since, cursor, run_id, from_step;
-    int limit = 50;
-    bool yes = false;
-    auto add_filters = [&](CLI::App* cmd) {
-        cmd->add_option("--workflow", filter.workflow_id, "Only runs of this workflow");
-        cmd->add_option("--status", filter.status,
-                        "queued, running, sleeping, waiting, completed, failed, cancelled");
-        cmd->add_option("--event", filter.event_name, "Only runs started by events of this name");
-        cmd->add_option("--since", since,
-                        "Only runs created within this long, e.g. 90s, 15m, 1h, 2d");
-    };
-    auto* runs_list_cmd = runs->add_subcommand("list", "List runs, newest first");
-    common(runs_list_cmd, true);
-    add_filters(runs_list_cmd);
-    runs_list_cmd->add_option("--search", filter.search,
-                              "A run id or event id, or a prefix of one");
-    runs_list_cmd->add_option("--cursor", cursor,
-                              "Continue after this run id (printed when there are more)");
-    runs_list_cmd->add_option("--limit", limit, "Runs per page")
-        ->check(CLI::Range(1, 1000))
-        ->capture_default_str();
-    auto* runs_show_cmd =
-        runs->add_subcommand("show", "Show a run, its event and the timeline of its steps");
-    common(runs_show_cmd, true);
-    runs_show_cmd->add_option("id", run_id, "Run id")->required();
-    auto* runs_cancel_cmd =
-        runs->add_subcommand("cancel", "Cancel a run (it stops at its next step boundary)");
-    common(runs_cancel_cmd, true);
-    runs_cancel_cmd->add_option("id", run_id, "Run id")->required();
-    auto* runs_retry_cmd =
-        runs->add_subcommand("retry",
-                             "Re-queue a failed run keeping its completed steps; or, with filters, "
-                             "every matching failed run");
-    common(runs_retry_cmd, true);
-    runs_retry_cmd->add_option("id", run_id, "Run id (omit to retry by filters)");
-    add_filters(runs_retry_cmd);
-    runs_retry_cmd->add_flag("--yes,-y", yes, "Do not ask before a bulk retry");
-    auto* runs_replay_cmd = runs->add_subcommand("replay", "Start a new run on the same event");
-    common(runs_replay_cmd, true);
-    runs_replay_cmd->add_option("id", run_id, "Run id")->required();
-    runs_replay_cmd->add_option("--from-step", from_step,
-                                "Copy the steps before this one; run it and the rest again");
-
-    auto* events = app.add_subcommand("events", "Send and list events")->require_subcommand(1);
-    std::string event_name, event_data = "{}", idempotency_key;
-    auto* events_send_cmd =
-        events->add_subcommand("send", "Send an event (starts the workflows it triggers)");
-    common(events_send_cmd, true);
-    events_send_cmd->add_option("name", event_name, "Event name, e.g. example/hello")->required();
-    events_send_cmd->add_option("--data", event_data, "Event data as JSON")->capture_default_str();
-    events_send_cmd->add_option("--idempotency-key", idempotency_key,
-                                "A second event with this key starts nothing");
-    auto* events_list_cmd =
-        events->add_subcommand("list", "List recent events and the runs they started");
-    common(events_list_cmd, true);
-    events_list_cmd->add_option("--name", event_name, "Only events of this name");
-    events_list_cmd->add_option("--limit", limit, "How many")
-        ->check(CLI::Range(1, 1000))
-        ->capture_default_str();
-
-    auto* workflows =
-        app.add_subcommand("workflows", "List registered workflows")->require_subcommand(1);
-    auto* workflows_list_cmd =
-        workflows->add_subcommand("list", "Registered workflows with run counts by status");
-    common(workflows_list_cmd, true);
-
-    // ---- the ticket plugin: users and mail (docs/tickets.md) ----
-    auto* users = app.add_subcommand("users", "Manage ticket-system users")->require_subcommand(1);
-    NewUser new_user;
-    auto* users_create_cmd =
-        users->add_subcommand("create", "Create a user, e.g. the first admin: --role admin");
-    common(users_create_cmd, false);
-    users_create_cmd->add_option("--email", new_user.email, "Email address (the login)")->required();
-    users_create_cmd->add_option("--name", new_user.name, "Display name (default: from the email)");
-    users_create_cmd->add_option("--role", new_user.role, "user, moderator or admin")
-        ->check(CLI::IsMember({"user", "moderator", "admin"}))
-        ->capture_default_str();
-    users_create_cmd->add_option("--skills", new_user.skills,
-                                 "Comma-separated skills, e.g. react,postgresql");
-    users_create_cmd->add_option("--password", new_user.password,
-                                 "Password (8-128 characters; generated and printed when omitted)");
-    users_create_cmd->add_flag("--password-stdin", new_user.password_stdin,
-                               "Read the password from the first line of standard input");
-
-    auto* mail = app.add_subcommand("mail", "Mail the system has sent")->require_subcommand(1);
-    std::string mail_to;
-    auto* mail_list_cmd = mail->add_subcommand("list", "Recorded mails, newest first");
-    common(mail_list_cmd, false);
-    mail_list_cmd->add_option("--to", mail_to, "Only mails to this address");
-    mail_list_cmd->add_option("--limit", limit, "How many")
-        ->check(CLI::Range(1, 1000))
-        ->capture_default_str();
-
+    Args a;
+    add_process_commands(app, a);
+    add_key_commands(app, a);
+    add_run_commands(app, a);
+    add_event_commands(app, a);
+    add_ticket_commands(app, a);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -451,52 +532,10 @@ int run(int argc, char** argv) {
         std::cerr << "cairn: " << e.what() << " (see cairn --help)\n";
         return kExitUsage;
     }
-
+    if (!a.action) return kExitUsage;
     setup_logging();
-    auto opt = [](const std::string& v) {
-        return v.empty() ? std::nullopt : std::optional<std::string>(v);
-    };
     try {
-        if (serve->parsed())
-            return cmd_serve(db_url, listen, threads, read_timeout_ms, serve_flags);
-        if (worker->parsed()) return cmd_worker(db_url, worker_flags);
-        if (migrate->parsed()) return cmd_migrate(db_url, status_only, as_json, examples);
-
-        auto rt = open_runtime(db_url, examples);
-        auto& db = rt->db;
-        auto& engine = *rt->engine;
-        const auto& clock = rt->clock;
-        if (keys_create_cmd->parsed()) return keys_create(*db, key_name, key_scope, as_json);
-        if (keys_list_cmd->parsed()) return keys_list(*db, as_json);
-        if (keys_revoke_cmd->parsed()) return keys_revoke(*db, key_id);
-        if (users_create_cmd->parsed()) return users_create(*db, engine, new_user, as_json);
-        if (mail_list_cmd->parsed()) return mail_list(*db, opt(mail_to), limit, as_json);
-        if (!since.empty()) {
-            auto ms = parse_duration_ms(since);
-            if (!ms)
-                throw Exit{kExitUsage,
-                           fmt::format("--since {}: expected a number and s, m, h or d", since)};
-            filter.created_from = clock.now_ms() - *ms;
-        }
-        if (runs_list_cmd->parsed()) return runs_list(engine, filter, opt(cursor), limit, as_json);
-        if (runs_show_cmd->parsed()) return runs_show(engine, run_id, as_json);
-        if (runs_cancel_cmd->parsed()) return runs_cancel(engine, run_id, as_json);
-        if (runs_retry_cmd->parsed()) {
-            if (!run_id.empty()) return runs_retry(engine, run_id, as_json);
-            if (!filter.workflow_id && !filter.status && !filter.event_name &&
-                !filter.created_from) {
-                throw Exit{kExitUsage,
-                           "runs retry needs a run id, or filters (--status, --workflow, --event, "
-                           "--since)"};
-            }
-            if (!filter.status) filter.status = "failed";
-            return runs_retry_bulk(engine, filter, yes, as_json);
-        }
-        if (runs_replay_cmd->parsed()) return runs_replay(engine, run_id, opt(from_step), as_json);
-        if (events_send_cmd->parsed())
-            return events_send(engine, event_name, event_data, opt(idempotency_key), as_json);
-        if (events_list_cmd->parsed()) return events_list(engine, opt(event_name), limit, as_json);
-        if (workflows_list_cmd->parsed()) return workflows_list(engine, as_json);
+        return a.action();
     } catch (const Exit& e) {
         std::cerr << "cairn: error: " << e.message << '\n';
         return e.code;
@@ -507,7 +546,6 @@ int run(int argc, char** argv) {
         std::cerr << "cairn: error: " << e.what() << '\n';
         return kExitFailed;
     }
-    return kExitUsage;
 }
 
 }  // namespace cairn::cli

@@ -59,6 +59,41 @@ json Execution::commit_step(const Slot& slot, const std::function<json(Transacti
     return out;
 }
 
+// Runs one attempt of a step: `fn`, or `in_tx` in a transaction that also writes the
+// step's record (commit_step). What the attempt throws becomes its error, but the
+// engine's signals, which unwind the execution.
+Execution::Attempt Execution::try_step(const Slot& slot, const std::function<json()>& fn,
+                                       const std::function<json(Transaction&)>* in_tx,
+                                       Attempt a, std::optional<milliseconds> timeout) {
+    current_attempt_ = a.number;
+    logs_ = json::array();
+    try {
+        if (in_tx) {
+            a.out = commit_step(slot, *in_tx, a.number, a.first_started, a.started, timeout);
+            a.committed = true;
+        } else {
+            a.out = fn();
+        }
+    } catch (const Signal&) {
+        current_attempt_ = 0;
+        throw;
+    } catch (const TimedOut&) {
+        a.timed_out = true;
+    } catch (const NonRetriableError& e) {
+        a.error = error_json("non_retriable", e.what());
+        a.retriable = false;
+    } catch (const RetryAfterError& e) {
+        a.error = error_json("retry_after", e.what());
+        a.retry_after = e.delay();
+    } catch (const std::exception& e) {
+        a.error = error_json("error", e.what());
+    } catch (...) {
+        a.error = error_json("error", "unknown exception");
+    }
+    current_attempt_ = 0;
+    return a;
+}
+
 // A step (Context::step), or with `in_tx` a step in a transaction (Context::transaction):
 // `in_tx(tx)`'s writes, the step's record and the record of the step before it commit
 // together (commit_step), so the step before's record is not written first.
@@ -68,7 +103,7 @@ json Execution::run_step(std::string_view name, const std::function<json()>& fn,
     const Slot slot = next(name, "step", in_tx == nullptr);
     const RetryPolicy policy = options.retry.value_or(wf_.retry);
     const auto timeout = options.timeout ? options.timeout : wf_.step_timeout;
-    int prior = 0;
+    Attempt a;
     std::optional<std::int64_t> first_started;
     if (slot.stored) {
         flush();
@@ -76,68 +111,36 @@ json Execution::run_step(std::string_view name, const std::function<json()>& fn,
         if (s.status == "completed") return parse_or_null(s.output);
         if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
         if (s.wake_at && now() < *s.wake_at) suspend_until(*s.wake_at);
-        prior = static_cast<int>(s.attempts);
+        a.number = static_cast<int>(s.attempts) + 1;
         first_started = s.started_at;
     }
     boundary();
-
-    const int attempt = prior + 1;
-    const std::int64_t started = now();
-    current_attempt_ = attempt;
-    logs_ = json::array();
-    json out;
-    std::optional<json> error;
-    std::optional<milliseconds> retry_after;
-    bool retriable = true;
-    bool timed_out = false;
-    try {
-        if (in_tx) {
-            out = commit_step(slot, *in_tx, attempt, first_started.value_or(started), started,
-                              timeout);
-            current_attempt_ = 0;
-            ++rt_.counters.steps_run;
-            rt_.counters.observe_step(wf_.id, now() - started);
-            recorded();
-            return out;
-        }
-        out = fn();
-    } catch (const Signal&) {
-        current_attempt_ = 0;
-        throw;
-    } catch (const TimedOut&) {
-        timed_out = true;
-    } catch (const NonRetriableError& e) {
-        error = error_json("non_retriable", e.what());
-        retriable = false;
-    } catch (const RetryAfterError& e) {
-        error = error_json("retry_after", e.what());
-        retry_after = e.delay();
-    } catch (const std::exception& e) {
-        error = error_json("error", e.what());
-    } catch (...) {
-        error = error_json("error", "unknown exception");
-    }
-    current_attempt_ = 0;
+    a.started = now();
+    a.first_started = first_started.value_or(a.started);
+    a = try_step(slot, fn, in_tx, std::move(a), timeout);
     ++rt_.counters.steps_run;
     const std::int64_t ended = now();
-    rt_.counters.observe_step(wf_.id, ended - started);
-    std::string outcome = error ? "failed" : "completed";
-    if (!error && (timed_out || (timeout && ended - started > timeout->count()))) {
-        error = error_json("timeout", fmt::format("step ran {} ms, over its {} ms timeout",
-                                                  ended - started, timeout->count()));
+    rt_.counters.observe_step(wf_.id, ended - a.started);
+    if (a.committed) {
+        recorded();
+        return a.out;
+    }
+    std::string outcome = a.error ? "failed" : "completed";
+    if (!a.error && (a.timed_out || (timeout && ended - a.started > timeout->count()))) {
+        a.error = error_json("timeout", fmt::format("step ran {} ms, over its {} ms timeout",
+                                                    ended - a.started, timeout->count()));
         outcome = "timed_out";
     }
-    auto [rec, att] =
-        step_written(slot, attempt, first_started.value_or(started), started, ended, outcome);
-    if (!error) {
-        rec.output = dump(out);
+    auto [rec, att] = step_written(slot, a.number, a.first_started, a.started, ended, outcome);
+    if (!a.error) {
+        rec.output = dump(a.out);
         rec.ended_at = ended;
         unwritten_.emplace(Unwritten{std::move(rec), std::move(att)});
-        return out;
+        return a.out;
     }
     flush();  // a step in a transaction left it: its commit did not happen
-    fail_or_retry(slot, policy, std::move(rec), std::move(att), std::move(*error), retriable,
-                  retry_after);
+    fail_or_retry(slot, policy, std::move(rec), std::move(att), std::move(*a.error), a.retriable,
+                  a.retry_after);
 }
 
 // A failed attempt: the step fails for good (StepFailed) when it may not be retried or

@@ -165,39 +165,32 @@ Reply health(storage::Database& db) {
     return r;
 }
 
-std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, ApiKeys& keys,
-                                    Metrics& metrics) {
-    auto router = std::make_unique<Router>(
-        [&keys](std::string_view secret) -> std::optional<Auth> {
-            const auto key = keys.verify(secret);
-            if (!key) return std::nullopt;
-            return key->scope == KeyScope::admin ? Auth::admin : Auth::events;
-        },
-        [&metrics](const std::string& route, const std::string& method, int status, double s) {
-            metrics.observe_http(route, method, status, s);
-        });
-    storage::RunStore& store = eng.store();
-    // Captured by value in routes: this function's locals are gone when they run.
-    auto now = [&eng] { return eng.clock().now_ms(); };
+namespace {
 
-    router->add("GET", "/health", Auth::none,
+// /health, /metrics and the OpenAPI document.
+void add_service_routes(Router& router, storage::Database& db, engine::Engine& eng,
+                        Metrics& metrics) {
+    storage::RunStore& store = eng.store();
+    auto now = [&eng] { return eng.clock().now_ms(); };
+    router.add("GET", "/health", Auth::none,
                 [&db](const Request&, const Params&) { return health(db); });
 
-    router->add("GET", "/metrics", Auth::none, [&, now](const Request&, const Params&) {
+    router.add("GET", "/metrics", Auth::none, [&, now](const Request&, const Params&) {
         Reply r;
         r.content_type = "text/plain; version=0.0.4";
         r.body = metrics.render(store, eng.stats(), now());
         return r;
     });
 
-    router->add("GET", "/api/engine/openapi.json", Auth::none, [](const Request&, const Params&) {
+    router.add("GET", "/api/engine/openapi.json", Auth::none, [](const Request&, const Params&) {
         Reply r;
         r.body = std::string(openapi_json());
         return r;
     });
+}
 
-    // ---- inspector UI (static, public: it asks for a key and calls the API with it) ----
-
+// The inspector UI: static and public (it asks for a key and calls the API with it).
+void add_inspector_routes(Router& router) {
     auto ui_file = [](std::string_view name) {
         for (const auto& asset : ui_assets()) {
             if (asset.name != name) continue;
@@ -215,19 +208,21 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
         }
         return error_response(404, "not_found", "no such file");
     };
-    router->add("GET", "/inspector", Auth::none, [](const Request&, const Params&) {
+    router.add("GET", "/inspector", Auth::none, [](const Request&, const Params&) {
         Reply r = error_response(301, "moved", "see /inspector/");
         r.headers.emplace_back("Location", "/inspector/");
         return r;
     });
-    router->add("GET", "/inspector/", Auth::none,
+    router.add("GET", "/inspector/", Auth::none,
                 [ui_file](const Request&, const Params&) { return ui_file("index.html"); });
-    router->add("GET", "/inspector/{file}", Auth::none,
+    router.add("GET", "/inspector/{file}", Auth::none,
                 [ui_file](const Request&, const Params& p) { return ui_file(p.at("file")); });
+}
 
-    // ---- events ----
-
-    router->add("POST", "/api/engine/events", Auth::events, [&](const Request& req, const Params&) {
+// Sending and listing events.
+void add_event_routes(Router& router, storage::Database& db, engine::Engine& eng) {
+    storage::RunStore& store = eng.store();
+    router.add("POST", "/api/engine/events", Auth::events, [&](const Request& req, const Params&) {
         Reply error;
         auto body = parse_body(req, error);
         if (!body) return error;
@@ -259,7 +254,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
         return json_response(200, json{{"events", out}});
     });
 
-    router->add("GET", "/api/engine/events", Auth::admin, [&](const Request& req, const Params&) {
+    router.add("GET", "/api/engine/events", Auth::admin, [&](const Request& req, const Params&) {
         Reply error;
         const auto limit = parse_limit(req, error);
         if (!limit) return error;
@@ -274,10 +269,12 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             200, json{{"events", events},
                       {"next_cursor", page.next_cursor ? json(*page.next_cursor) : json(nullptr)}});
     });
+}
 
-    // ---- runs ----
-
-    router->add("GET", "/api/engine/runs", Auth::admin, [&](const Request& req, const Params&) {
+// Listing, showing and operating runs.
+void add_run_routes(Router& router, engine::Engine& eng) {
+    storage::RunStore& store = eng.store();
+    router.add("GET", "/api/engine/runs", Auth::admin, [&](const Request& req, const Params&) {
         Reply error;
         const auto limit = parse_limit(req, error);
         if (!limit) return error;
@@ -312,18 +309,22 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
                       {"next_cursor", page.next_cursor ? json(*page.next_cursor) : json(nullptr)}});
     });
 
-    router->add("GET", "/api/engine/runs/{id}", Auth::admin, [&](const Request&, const Params& p) {
+    router.add("GET", "/api/engine/runs/{id}", Auth::admin, [&](const Request&, const Params& p) {
         auto state = store.load(p.at("id"));
         if (!state) return error_response(404, "run_not_found", "no run with this id");
         const json j = run_detail_json(*state, store.attempts(state->run.id));
         return json_response(200, j);
     });
+}
 
-    auto current = [&](const std::string& id) {
+// Cancel, retry and replay of one run.
+void add_run_operation_routes(Router& router, engine::Engine& eng) {
+    storage::RunStore& store = eng.store();
+    auto current = [&store](const std::string& id) {
         return json_response(200, run_json(*store.get_run(id)));
     };
 
-    router->add("POST", "/api/engine/runs/{id}/cancel", Auth::admin,
+    router.add("POST", "/api/engine/runs/{id}/cancel", Auth::admin,
                 [&, current](const Request&, const Params& p) {
                     const auto& id = p.at("id");
                     if (eng.cancel(id)) return current(id);
@@ -332,7 +333,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
                     return error_response(409, "run_ended", "the run has already ended");
                 });
 
-    router->add("POST", "/api/engine/runs/{id}/retry", Auth::admin,
+    router.add("POST", "/api/engine/runs/{id}/retry", Auth::admin,
                 [&, current](const Request&, const Params& p) {
                     const auto& id = p.at("id");
                     switch (eng.retry(id)) {
@@ -346,7 +347,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
                     }
                 });
 
-    router->add(
+    router.add(
         "POST", "/api/engine/runs/{id}/replay", Auth::admin,
         [&](const Request& req, const Params& p) {
             std::optional<std::string> from_step;
@@ -377,10 +378,13 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
                 422, "unknown_step", "the run has no step with this key",
                 json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
         });
+}
 
-    // ---- workflows ----
-
-    router->add(
+// The registered workflows with their recent counts.
+void add_workflow_routes(Router& router, engine::Engine& eng) {
+    storage::RunStore& store = eng.store();
+    auto now = [&eng] { return eng.clock().now_ms(); };
+    router.add(
         "GET", "/api/engine/workflows", Auth::admin, [&, now](const Request&, const Params&) {
             std::map<std::string, json> counts;
             for (const auto& c : store.counts_by_workflow_and_status())
@@ -437,10 +441,13 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             }
             return json_response(200, json{{"workflows", out}});
         });
+}
 
-    // ---- live stream ----
-
-    router->add(
+// Server-sent events of run changes.
+void add_stream_route(Router& router, engine::Engine& eng) {
+    storage::RunStore& store = eng.store();
+    auto now = [&eng] { return eng.clock().now_ms(); };
+    router.add(
         "GET", "/api/engine/stream", Auth::admin,
         [&, now](const Request& req, const Params&) -> Response {
             auto state = std::make_shared<StreamState>();
@@ -490,8 +497,30 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
             };
             return r;
         });
+}
 
+}  // namespace
+
+std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, ApiKeys& keys,
+                                    Metrics& metrics) {
+    auto router = std::make_unique<Router>(
+        [&keys](std::string_view secret) -> std::optional<Auth> {
+            const auto key = keys.verify(secret);
+            if (!key) return std::nullopt;
+            return key->scope == KeyScope::admin ? Auth::admin : Auth::events;
+        },
+        [&metrics](const std::string& route, const std::string& method, int status, double s) {
+            metrics.observe_http(route, method, status, s);
+        });
+    add_service_routes(*router, db, eng, metrics);
+    add_inspector_routes(*router);
+    add_event_routes(*router, db, eng);
+    add_run_routes(*router, eng);
+    add_run_operation_routes(*router, eng);
+    add_workflow_routes(*router, eng);
+    add_stream_route(*router, eng);
     return router;
 }
+
 
 }  // namespace cairn::server

@@ -223,8 +223,7 @@ struct HttpServer::Impl {
         }
         // Beast's serializer formats the response into one buffer here, and one plain
         // write sends it: its composed asynchronous write walked the same buffers through
-        // several layers of views on every step, half of the I/O thread's instructions
-        // (docs/performance.md, section 26).
+        // several layers of views on every step, half of the I/O thread's instructions.
         std::string wire;
         wire.reserve(256 + res.body.size());
         http::response_serializer<http::string_body> serializer{msg};
@@ -401,6 +400,67 @@ struct HttpServer::Impl {
         }
     }
 
+    // The status a request that could not be read is refused with; 0 when the client
+    // just went away.
+    static int refusal_status(const beast::error_code& ec) {
+        if (ec == http::error::body_limit) return 413;
+        if (ec == http::error::header_limit) return 431;
+        if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+            ec != http::error::end_of_stream && ec != http::error::partial_message)
+            return 400;
+        return 0;
+    }
+
+    // The handlers' view of a request read by Beast (its body moved out).
+    static Request to_request(http::request<http::string_body>& req, const std::string& remote) {
+        Request request{std::string(req.method_string()), std::string(req.target()),
+                        std::move(req.body()), new_id(), {}};
+        request.remote = remote;
+        request.websocket_upgrade = beast::websocket::is_upgrade(req);
+        for (const auto& field : req) {
+            std::string name(field.name_string());
+            for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            request.headers[std::move(name)] = std::string(field.value());
+        }
+        return request;
+    }
+
+    // Runs the handler on the pool and, for an answer given later, waits for it here on
+    // the I/O thread, holding no pool thread.
+    asio::awaitable<Response> handle(Request& request) {
+        // Set on the pool if the handler asks for a Later; read here after it returns.
+        struct {
+            std::shared_ptr<Answer> answer;
+            std::weak_ptr<LaterAnswer> later;
+        } deferral;
+        // Two pointers: std::function keeps them without an allocation per request.
+        request.make_later = [this, &deferral]() -> std::shared_ptr<Later> {
+            if (deferral.answer) throw std::logic_error("Request::later called twice");
+            deferral.answer = std::make_shared<Answer>();
+            auto made = std::make_shared<LaterAnswer>(deferral.answer, pool);
+            deferral.later = made;
+            return made;
+        };
+        auto run = [this, &request, &deferral]() -> asio::awaitable<Response> {
+            Response r = call_handler(request);
+            if (auto l = deferral.later.lock()) l->handler_returned();
+            co_return r;
+        };
+        Response res = co_await asio::co_spawn(pool, std::move(run), asio::use_awaitable);
+        request.make_later = nullptr;  // `deferral` ends here
+        if (auto* d = std::get_if<Deferred>(&res.kind)) {
+            // A Later of another request (or none) is answered with a 500.
+            const bool mine =
+                deferral.answer && d->later && d->later.get() == deferral.later.lock().get();
+            d->later.reset();  // the handler's copies alone keep it
+            if (mine)
+                res = co_await wait(deferral.answer.get());
+            else
+                res = Reply{500, "application/json", json_error_body(500)};
+        }
+        co_return res;
+    }
+
     asio::awaitable<void> serve(tcp::socket socket) {
         Session s{beast::tcp_stream(std::move(socket))};
         sessions.insert(&s);
@@ -418,16 +478,7 @@ struct HttpServer::Impl {
             s.stream.expires_after(options.read_timeout);
             auto [ec, n] = co_await http::async_read(s.stream, buffer, parser, kTuple);
             if (ec) {
-                int status = 0;
-                if (ec == http::error::body_limit)
-                    status = 413;
-                else if (ec == http::error::header_limit)
-                    status = 431;
-                else if (ec.category() ==
-                             http::make_error_code(http::error::bad_method).category() &&
-                         ec != http::error::end_of_stream && ec != http::error::partial_message)
-                    status = 400;
-                if (status != 0) {
+                if (const int status = refusal_status(ec); status != 0) {
                     // Named, not temporaries: GCC 12 destroys temporaries inside a co_await
                     // expression twice.
                     const Reply refusal{status, "application/json", json_error_body(status)};
@@ -439,49 +490,9 @@ struct HttpServer::Impl {
 
             const auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
-            Request request{std::string(req.method_string()),
-                            std::string(req.target()),
-                            std::move(req.body()),
-                            new_id(),
-                            {}};
-            request.remote = remote;
-            request.websocket_upgrade = beast::websocket::is_upgrade(req);
-            for (const auto& field : req) {
-                std::string name(field.name_string());
-                for (char& c : name)
-                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-                request.headers[std::move(name)] = std::string(field.value());
-            }
+            Request request = to_request(req, remote);
             s.busy = true;
-            // Set on the pool if the handler asks for a Later; read here after it returns.
-            struct {
-                std::shared_ptr<Answer> answer;
-                std::weak_ptr<LaterAnswer> later;
-            } deferral;
-            // Two pointers: std::function keeps them without an allocation per request.
-            request.make_later = [this, &deferral]() -> std::shared_ptr<Later> {
-                if (deferral.answer) throw std::logic_error("Request::later called twice");
-                deferral.answer = std::make_shared<Answer>();
-                auto made = std::make_shared<LaterAnswer>(deferral.answer, pool);
-                deferral.later = made;
-                return made;
-            };
-            auto handle = [this, &request, &deferral]() -> asio::awaitable<Response> {
-                Response r = call_handler(request);
-                if (auto l = deferral.later.lock()) l->handler_returned();
-                co_return r;
-            };
-            Response res = co_await asio::co_spawn(pool, std::move(handle), asio::use_awaitable);
-            if (auto* d = std::get_if<Deferred>(&res.kind)) {
-                // A Later of another request (or none) is answered with a 500.
-                const bool mine = deferral.answer && d->later &&
-                                  d->later.get() == deferral.later.lock().get();
-                d->later.reset();  // the handler's copies alone keep it
-                if (mine)
-                    res = co_await wait(deferral.answer.get());
-                else
-                    res = Reply{500, "application/json", json_error_body(500)};
-            }
+            Response res = co_await handle(request);
             s.busy = false;
 
             if (auto* ws = std::get_if<WebSocket>(&res.kind)) {

@@ -57,6 +57,43 @@ std::string lower(std::string_view s) {
     return out;
 }
 
+// Applies option `key`=`value` of a database URL to `out`; options Cairn does not know
+// are passed on to libpq (Postgres) or refused (SQLite).
+void apply_option(DatabaseUrl& out, std::string_view key, std::string_view value,
+                  std::string& passthrough, std::string_view pair) {
+    if (key == "pool") {
+        out.pool_size = parse_positive(key, value, 256);
+    } else if (out.backend == Backend::sqlite && key == "synchronous") {
+        std::string v = lower(value);
+        if (v != "normal" && v != "full") {
+            throw ConfigError(fmt::format(
+                "database URL option synchronous={} must be normal or full", value));
+        }
+        out.synchronous = v == "full" ? "FULL" : "NORMAL";
+    } else if (out.backend == Backend::sqlite && key == "busy_timeout_ms") {
+        out.busy_timeout_ms = parse_positive(key, value, 600000);
+    } else if (out.backend == Backend::postgres && key == "idle_tx_timeout_ms") {
+        out.idle_tx_timeout_ms = parse_positive(key, value, 86'400'000);
+    } else if (out.backend == Backend::postgres && key == "random_page_cost") {
+        double cost = 0;
+        auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), cost);
+        if (ec != std::errc{} || end != value.data() + value.size() || !(cost > 0) ||
+            cost > 1000) {
+            throw ConfigError(fmt::format(
+                "database URL option random_page_cost={} must be a number above 0, at most "
+                "1000",
+                value));
+        }
+        out.random_page_cost = std::string(value);
+    } else if (out.backend == Backend::sqlite) {
+        throw ConfigError(fmt::format(
+            "unknown SQLite URL option '{}' (known: pool, synchronous, busy_timeout_ms)", key));
+    } else {
+        if (!passthrough.empty()) passthrough += '&';
+        passthrough += pair;
+    }
+}
+
 }  // namespace
 
 DatabaseUrl parse_database_url(std::string_view url) {
@@ -99,39 +136,7 @@ DatabaseUrl parse_database_url(std::string_view url) {
             throw ConfigError(
                 fmt::format("database URL option '{}' is not of the form key=value", pair));
         }
-        std::string_view key = pair.substr(0, eq);
-        std::string_view value = pair.substr(eq + 1);
-        if (key == "pool") {
-            out.pool_size = parse_positive(key, value, 256);
-        } else if (out.backend == Backend::sqlite && key == "synchronous") {
-            std::string v = lower(value);
-            if (v != "normal" && v != "full") {
-                throw ConfigError(fmt::format(
-                    "database URL option synchronous={} must be normal or full", value));
-            }
-            out.synchronous = v == "full" ? "FULL" : "NORMAL";
-        } else if (out.backend == Backend::sqlite && key == "busy_timeout_ms") {
-            out.busy_timeout_ms = parse_positive(key, value, 600000);
-        } else if (out.backend == Backend::postgres && key == "idle_tx_timeout_ms") {
-            out.idle_tx_timeout_ms = parse_positive(key, value, 86'400'000);
-        } else if (out.backend == Backend::postgres && key == "random_page_cost") {
-            double cost = 0;
-            auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), cost);
-            if (ec != std::errc{} || end != value.data() + value.size() || !(cost > 0) ||
-                cost > 1000) {
-                throw ConfigError(fmt::format(
-                    "database URL option random_page_cost={} must be a number above 0, at most "
-                    "1000",
-                    value));
-            }
-            out.random_page_cost = std::string(value);
-        } else if (out.backend == Backend::sqlite) {
-            throw ConfigError(fmt::format(
-                "unknown SQLite URL option '{}' (known: pool, synchronous, busy_timeout_ms)", key));
-        } else {
-            if (!passthrough.empty()) passthrough += '&';
-            passthrough += pair;
-        }
+        apply_option(out, pair.substr(0, eq), pair.substr(eq + 1), passthrough, pair);
     }
 
     if (out.backend == Backend::sqlite) {

@@ -156,7 +156,7 @@ void WriteBatcher::commit(std::span<BatchedWrite* const> batch) {
 }
 
 // Writes one write on its own, as a batch of one would be.
-void WriteBatcher::commit_alone(std::span<BatchedWrite* const> one) {
+void WriteBatcher::write_one(std::span<BatchedWrite* const> one) {
     const WriteKind& kind = one.front()->kind();
     try {
         if (kind.commits_alone(db_)) {
@@ -186,7 +186,7 @@ void WriteBatcher::write_or_split(
         for (BatchedWrite* w : writes) {
             BatchedWrite* const one[] = {w};
             w->error = nullptr;
-            commit_alone(one);
+            write_one(one);
         }
     }
 }

@@ -117,7 +117,7 @@ class WriteBatcher {
     void start_writers();
     void writer_loop();
     void commit(std::span<BatchedWrite* const> batch);
-    void commit_alone(std::span<BatchedWrite* const> writes);
+    void write_one(std::span<BatchedWrite* const> writes);
     void write_or_split(std::span<BatchedWrite* const> writes,
                         const std::function<void(std::span<BatchedWrite* const>)>& fn);
     void publish(std::span<BatchedWrite* const> writes);

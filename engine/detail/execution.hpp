@@ -57,6 +57,18 @@ class Execution {
     };
     // A step in a transaction that ran past its timeout: its writes are rolled back.
     struct TimedOut {};
+    // One attempt of a step and how it went.
+    struct Attempt {
+        int number = 1;
+        std::int64_t first_started = 0;  // when the step's first attempt started
+        std::int64_t started = 0;
+        json out;
+        std::optional<json> error;  // failed: {type, message}
+        std::optional<std::chrono::milliseconds> retry_after;
+        bool retriable = true;
+        bool timed_out = false;  // a step in a transaction, past its timeout
+        bool committed = false;  // a step in a transaction, written with its record
+    };
 
     // The next operation's slot; throws when replay diverges. The last step's record is
     // written first, unless the operation carries it (a transaction).
@@ -82,6 +94,9 @@ class Execution {
     std::pair<storage::StepRecord, storage::AttemptRecord> step_written(
         const Slot& slot, int attempt, std::int64_t first_started, std::int64_t started,
         std::int64_t ended, const std::string& outcome) const;
+    Attempt try_step(const Slot& slot, const std::function<json()>& fn,
+                     const std::function<json(storage::Transaction&)>* in_tx, Attempt a,
+                     std::optional<std::chrono::milliseconds> timeout);
     json commit_step(const Slot& slot, const std::function<json(storage::Transaction&)>& fn,
                      int attempt, std::int64_t first_started, std::int64_t started,
                      std::optional<std::chrono::milliseconds> timeout);

@@ -193,13 +193,10 @@ Response websocket(Services& s, const Request& req) {
     return r;
 }
 
-}  // namespace
-
-void add_ticket_routes(server::Router& router, Services& s) {
+// Register, log in, refresh, log out, passwords, and the caller's own profile.
+void add_auth_routes(server::Router& router, Services& s) {
     using server::Auth;
     auto authed = [&s](const Request& req) { return s.auth.authenticate(req.header("authorization")); };
-
-    // ---- auth ----
     router.add("POST", "/api/v1/auth/register", Auth::none, [&s](const Request& req, const Params&) {
         return respond([&] { return json_response(201, s.auth.register_user(body_of(req), req.remote).to_json()); });
     });
@@ -235,8 +232,12 @@ void add_ticket_routes(server::Router& router, Services& s) {
         router.add("GET", path, Auth::none, get_me);
         router.add("PATCH", path, Auth::none, patch_me);
     }
+}
 
-    // ---- admin: users ----
+// Admin: users, their roles, skills and state.
+void add_user_routes(server::Router& router, Services& s) {
+    using server::Auth;
+    auto authed = [&s](const Request& req) { return s.auth.authenticate(req.header("authorization")); };
     router.add("GET", "/api/v1/users", Auth::none, [&s, authed](const Request& req, const Params&) {
         return respond([&] {
             require_admin(authed(req));
@@ -291,8 +292,11 @@ void add_ticket_routes(server::Router& router, Services& s) {
             return no_content();
         });
     });
+}
 
-    // ---- tickets ----
+// POST /api/v1/tickets.
+void add_ticket_post_route(server::Router& router, Services& s) {
+    using server::Auth;
     // The session check rides in the ticket's own write (TicketPosts): one database read
     // less. A request refused for its body or by that check first gets authenticate()'s
     // answer, so a revoked session still learns 401 with its reason, never 400.
@@ -336,6 +340,12 @@ void add_ticket_routes(server::Router& router, Services& s) {
             return Response::deferred(std::move(later));
         });
     });
+}
+
+// Listing, reading, editing, assigning and replying to tickets, and the live feed.
+void add_ticket_work_routes(server::Router& router, Services& s) {
+    using server::Auth;
+    auto authed = [&s](const Request& req) { return s.auth.authenticate(req.header("authorization")); };
     router.add("GET", "/api/v1/tickets", Auth::none, [&s, authed](const Request& req, const Params&) {
         return respond([&] {
             const auto who = authed(req);
@@ -416,6 +426,15 @@ void add_ticket_routes(server::Router& router, Services& s) {
     router.add("GET", "/api/v1/ws", Auth::none, [&s](const Request& req, const Params&) {
         return respond([&] { return websocket(s, req); });
     });
+}
+
+}  // namespace
+
+void add_ticket_routes(server::Router& router, Services& s) {
+    add_auth_routes(router, s);
+    add_user_routes(router, s);
+    add_ticket_post_route(router, s);
+    add_ticket_work_routes(router, s);
 }
 
 }  // namespace cairn::ticket
