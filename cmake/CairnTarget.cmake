@@ -11,6 +11,10 @@ function(cairn_target_options target)
                                              -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
     target_link_options(${target} PUBLIC -fsanitize=address,undefined)
   endif()
+  if(CAIRN_TSAN)
+    target_compile_options(${target} PRIVATE -fsanitize=thread -fno-omit-frame-pointer)
+    target_link_options(${target} PUBLIC -fsanitize=thread)
+  endif()
 endfunction()
 
 # An executable's allocator: tcmalloc when CAIRN_TCMALLOC found it. Nothing calls into the

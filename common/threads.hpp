@@ -13,7 +13,7 @@ void name_this_thread(std::string_view name);
 // (false), keeping its nice value; unprivileged. A SCHED_BATCH thread that wakes up does
 // not preempt the thread running on its CPU: the engine's many worker threads use it so
 // that the one thread writing their batches, whose commit wakes them, is not preempted by
-// each of them in turn (docs/performance.md, section 13). The threads that serve a
+// each of them in turn. The threads that serve a
 // serial resource set the normal policy explicitly, since a new thread inherits its
 // creator's. Best effort: a failure is ignored.
 void set_batch_scheduling(bool batch);

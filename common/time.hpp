@@ -8,7 +8,7 @@
 namespace cairn {
 
 // Milliseconds since the Unix epoch from the system clock. Stored times are always
-// epoch milliseconds (DESIGN.md §2); code that must be testable takes `now` as a
+// epoch milliseconds; code that must be testable takes `now` as a
 // parameter or reads an injectable clock (engine/clock.hpp) instead of calling this.
 std::int64_t now_ms();
 

@@ -65,7 +65,7 @@ struct DatabaseUrl {
     // Postgres: the planner's cost of a random page read, set on each connection. Cairn's
     // statements look rows up by key in tables that stay in memory; at the server's default
     // (4, for disks that seek) a generic plan scanned a young `queue` whole for each batch
-    // of step records (docs/performance.md, section 17).
+    // of step records.
     std::string random_page_cost = "1.1";
     std::string redacted;  // the URL with any password replaced by "***", for logs
 };

@@ -49,7 +49,7 @@ std::string load_jwt_secret(storage::Database& db, const std::optional<std::stri
 
 // Access tokens already verified, so that a client presenting its token again is not
 // verified again: the token's decoding, its HMAC and its claims' JSON were a fifth of a
-// ticket post's handler time (docs/performance.md, section 25). An entry is keyed by a
+// ticket post's handler time. An entry is keyed by a
 // BLAKE2b digest of the token's exact text under a key drawn at random per process (the
 // token itself is not kept, and one that differs in any byte misses), holds the claims
 // the caller read from it, and is not returned at or after its expiry. At most

@@ -252,8 +252,7 @@ class PostgresListener final : public Listener {
 class PostgresNotifier final : public Notifier {
   public:
     // Each notification is a transaction, and every listener's backend and process wake
-    // for it; under a stream of sends, one per event cost about a tenth of the machine
-    // (docs/performance.md, section 15).
+    // for it; under a stream of sends, one per event cost about a tenth of the machine.
     static constexpr auto kGap = std::chrono::milliseconds(10);
 
     PostgresNotifier(const DatabaseUrl& url, std::string channel, std::string payload)

@@ -41,7 +41,7 @@ bool is_blank(const char* p) {
 // Process-wide settings, made before the first connection initialises the library (later
 // they would be refused, harmlessly). Without memory statistics SQLite's allocations take no
 // global mutex: with the writer and every reader connection allocating at once, that mutex
-// was contended (docs/performance.md, section 10).
+// was contended.
 void configure_library() {
     static std::once_flag once;
     std::call_once(once, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });

@@ -7,8 +7,7 @@
 // page), about 35 system calls for a batch of the engine's records; this VFS collects the
 // frames a transaction appends and writes them with one call when the commit frame is
 // complete, before SQLite publishes the commit to other connections. Everything else is
-// the default VFS's. docs/storage.md ("One write per commit") and docs/performance.md,
-// section 22.
+// the default VFS's. docs/storage.md ("One write per commit").
 namespace cairn::storage::sqlite {
 
 // The name to open connections with (sqlite3_open_v2's zVfs); registered on first call.
