@@ -68,7 +68,9 @@ double ms_since(Clock::time_point t0) {
 }
 
 std::int64_t completed(storage::Database& db) {
-    return db.read("SELECT COUNT(*) FROM runs WHERE status = 'completed'").front().get<std::int64_t>(0);
+    return db.read("SELECT COUNT(*) FROM runs WHERE status = 'completed'")
+        .front()
+        .get<std::int64_t>(0);
 }
 
 // Busy and stolen CPU time of the whole machine so far (Linux /proc/stat, all CPUs), in
@@ -99,7 +101,8 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
     for (int sent = 0; !send_while_running && sent < runs;) {
         const int batch = std::min(500, runs - sent);
         std::vector<engine::EventInput> events;
-        for (int i = 0; i < batch; ++i) events.push_back({.name = "bench/go", .data = {{"i", sent + i}}});
+        for (int i = 0; i < batch; ++i)
+            events.push_back({.name = "bench/go", .data = {{"i", sent + i}}});
         db.transact([&](storage::Transaction& tx) { e.send(tx, events); });
         sent += batch;
     }
@@ -167,13 +170,16 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
                       {"batched_writes", writes.writes},
                       {"shared_batches", writes.shared_batches},
                       {"shared_writes", writes.shared_writes},
-                      {"writer_cpu_us_per_run", static_cast<double>(writes.writer_cpu_ns) / 1000.0 / runs},
+                      {"writer_cpu_us_per_run",
+                       static_cast<double>(writes.writer_cpu_ns) / 1000.0 / runs},
                       {"wal_frames", wal1.frames - wal0.frames},
                       {"wal_writes", wal1.writes - wal0.writes}}
                      .dump()
               << std::endl;
-    std::cerr << fmt::format("throughput: {} runs x {} steps, {} workers on {}: {:.2f} s, {:.0f} runs/s, {:.0f} steps/s\n",
-                             runs, kSteps, concurrency, storage::to_string(db.backend()), seconds, rps, rps * kSteps);
+    std::cerr << fmt::format(
+        "throughput: {} runs x {} steps, {} workers on {}: {:.2f} s, {:.0f} runs/s, {:.0f} "
+        "steps/s\n",
+        runs, kSteps, concurrency, storage::to_string(db.backend()), seconds, rps, rps * kSteps);
     return 0;
 }
 
@@ -191,7 +197,8 @@ int enqueue(storage::Database& db, int runs, const std::string& event, const std
         db.transact([&](storage::Transaction& tx) { e.send(tx, events); });
         sent += batch;
     }
-    std::cout << json{{"workload", "enqueue"}, {"runs", runs}, {"ms", ms_since(t0)}}.dump() << std::endl;
+    std::cout << json{{"workload", "enqueue"}, {"runs", runs}, {"ms", ms_since(t0)}}.dump()
+              << std::endl;
     return 0;
 }
 
@@ -224,21 +231,21 @@ int latency(storage::Database& db, int runs, bool served) {
     }
     e.stop();
     std::sort(ms.begin(), ms.end());
-    auto pct = [&](double p) { return ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))]; };
-    std::cout << json{{"workload", "latency"},
-                      {"backend", storage::to_string(db.backend())},
-                      {"runs", runs},
-                      {"steps_per_run", kSteps},
-                      {"p50_ms", pct(0.50)},
-                      {"p90_ms", pct(0.90)},
-                      {"p99_ms", pct(0.99)},
-                      {"max_ms", ms.back()},
+    auto pct = [&](double p) {
+        return ms[std::min(ms.size() - 1, static_cast<std::size_t>(p * ms.size()))];
+    };
+    std::cout << json{{"workload", "latency"}, {"backend", storage::to_string(db.backend())},
+                      {"runs", runs},          {"steps_per_run", kSteps},
+                      {"p50_ms", pct(0.50)},   {"p90_ms", pct(0.90)},
+                      {"p99_ms", pct(0.99)},   {"max_ms", ms.back()},
                       {"served", served}}
                      .dump()
               << std::endl;
-    std::cerr << fmt::format("latency: {} runs x {} steps on {}, one at a time{}: p50 {:.2f} ms, p90 {:.2f} ms, p99 {:.2f} ms\n",
-                             runs, kSteps, storage::to_string(db.backend()),
-                             served ? " by worker threads" : "", pct(0.5), pct(0.9), pct(0.99));
+    std::cerr << fmt::format(
+        "latency: {} runs x {} steps on {}, one at a time{}: p50 {:.2f} ms, p90 {:.2f} ms, p99 "
+        "{:.2f} ms\n",
+        runs, kSteps, storage::to_string(db.backend()), served ? " by worker threads" : "",
+        pct(0.5), pct(0.9), pct(0.99));
     return 0;
 }
 

@@ -22,9 +22,9 @@
 #include "examples/notes_plugin.hpp"
 #include "plugins/ticket/ticket_plugin.hpp"
 #include "server/api_keys.hpp"
+#include "server/engine_api.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
-#include "server/engine_api.hpp"
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
@@ -160,7 +160,6 @@ engine::WorkerOptions worker_options(const WorkerFlags& flags) {
     return o;
 }
 
-
 int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t threads,
               int read_timeout_ms, const WorkerFlags& flags) {
     // Check the URL and bind the port before touching the database, so a typo or a busy
@@ -275,7 +274,8 @@ struct Args {
 };
 
 void add_db(CLI::App* cmd, Args& a) {
-    cmd->add_option("--db", a.db_url, "Database URL: sqlite://PATH, sqlite::memory: or postgres://...")
+    cmd->add_option("--db", a.db_url,
+                    "Database URL: sqlite://PATH, sqlite::memory: or postgres://...")
         ->envname("CAIRN_DB")
         ->capture_default_str();
 }
@@ -344,7 +344,8 @@ void add_process_commands(CLI::App& app, Args& a) {
         app.add_subcommand("worker", "Run workers only (no HTTP): claim and execute runs");
     add_db(worker, a);
     add_worker_flags(worker, *flags, 1);
-    worker->callback([&a, flags] { a.action = [&a, flags] { return cmd_worker(a.db_url, *flags); }; });
+    worker->callback(
+        [&a, flags] { a.action = [&a, flags] { return cmd_worker(a.db_url, *flags); }; });
 
     auto status_only = std::make_shared<bool>(false);
     auto* migrate = app.add_subcommand("migrate", "Apply pending schema migrations and list them");
@@ -374,7 +375,9 @@ void add_key_commands(CLI::App& app, Args& a) {
     create->add_option("--name", k->name, "What the key is for")->required();
     create->add_option("--scope", k->scope, "admin (every route) or events (sending events only)")
         ->capture_default_str();
-    with_runtime(create, a, [&a, k](Runtime& rt) { return keys_create(*rt.db, k->name, k->scope, a.as_json); });
+    with_runtime(create, a, [&a, k](Runtime& rt) {
+        return keys_create(*rt.db, k->name, k->scope, a.as_json);
+    });
     auto* list = keys->add_subcommand("list", "List keys (never their secrets)");
     add_common(list, a, false);
     with_runtime(list, a, [&a](Runtime& rt) { return keys_list(*rt.db, a.as_json); });
@@ -394,7 +397,8 @@ struct RunArgs {
         if (since.empty()) return f;
         const auto ms = parse_duration_ms(since);
         if (!ms)
-            throw Exit{kExitUsage, fmt::format("--since {}: expected a number and s, m, h or d", since)};
+            throw Exit{kExitUsage,
+                       fmt::format("--since {}: expected a number and s, m, h or d", since)};
         f.created_from = clock.now_ms() - *ms;
         return f;
     }
@@ -405,32 +409,39 @@ void add_run_filters(CLI::App* cmd, RunArgs& r) {
     cmd->add_option("--status", r.filter.status,
                     "queued, running, sleeping, waiting, completed, failed, cancelled");
     cmd->add_option("--event", r.filter.event_name, "Only runs started by events of this name");
-    cmd->add_option("--since", r.since, "Only runs created within this long, e.g. 90s, 15m, 1h, 2d");
+    cmd->add_option("--since", r.since,
+                    "Only runs created within this long, e.g. 90s, 15m, 1h, 2d");
 }
 
 // runs list|show|cancel|retry|replay.
 void add_run_commands(CLI::App& app, Args& a) {
     auto r = std::make_shared<RunArgs>();
-    auto* runs = app.add_subcommand("runs", "Inspect and operate workflow runs")->require_subcommand(1);
+    auto* runs =
+        app.add_subcommand("runs", "Inspect and operate workflow runs")->require_subcommand(1);
     auto* list = runs->add_subcommand("list", "List runs, newest first");
     add_common(list, a, true);
     add_run_filters(list, *r);
     list->add_option("--search", r->filter.search, "A run id or event id, or a prefix of one");
-    list->add_option("--cursor", r->cursor, "Continue after this run id (printed when there are more)");
+    list->add_option("--cursor", r->cursor,
+                     "Continue after this run id (printed when there are more)");
     add_limit(list, a, "Runs per page");
     with_runtime(list, a, [&a, r](Runtime& rt) {
         return runs_list(*rt.engine, r->resolved(rt.clock), opt(r->cursor), a.limit, a.as_json);
     });
-    auto* show = runs->add_subcommand("show", "Show a run, its event and the timeline of its steps");
+    auto* show =
+        runs->add_subcommand("show", "Show a run, its event and the timeline of its steps");
     add_common(show, a, true);
     show->add_option("id", r->id, "Run id")->required();
     with_runtime(show, a, [&a, r](Runtime& rt) { return runs_show(*rt.engine, r->id, a.as_json); });
-    auto* cancel = runs->add_subcommand("cancel", "Cancel a run (it stops at its next step boundary)");
+    auto* cancel =
+        runs->add_subcommand("cancel", "Cancel a run (it stops at its next step boundary)");
     add_common(cancel, a, true);
     cancel->add_option("id", r->id, "Run id")->required();
-    with_runtime(cancel, a, [&a, r](Runtime& rt) { return runs_cancel(*rt.engine, r->id, a.as_json); });
-    auto* retry = runs->add_subcommand(
-        "retry", "Re-queue a failed run keeping its completed steps; or, with filters, every matching failed run");
+    with_runtime(cancel, a,
+                 [&a, r](Runtime& rt) { return runs_cancel(*rt.engine, r->id, a.as_json); });
+    auto* retry = runs->add_subcommand("retry",
+                                       "Re-queue a failed run keeping its completed steps; or, "
+                                       "with filters, every matching failed run");
     add_common(retry, a, true);
     retry->add_option("id", r->id, "Run id (omit to retry by filters)");
     add_run_filters(retry, *r);
@@ -439,14 +450,17 @@ void add_run_commands(CLI::App& app, Args& a) {
         if (!r->id.empty()) return runs_retry(*rt.engine, r->id, a.as_json);
         storage::RunFilter f = r->resolved(rt.clock);
         if (!f.workflow_id && !f.status && !f.event_name && !f.created_from)
-            throw Exit{kExitUsage, "runs retry needs a run id, or filters (--status, --workflow, --event, --since)"};
+            throw Exit{
+                kExitUsage,
+                "runs retry needs a run id, or filters (--status, --workflow, --event, --since)"};
         if (!f.status) f.status = "failed";
         return runs_retry_bulk(*rt.engine, f, r->yes, a.as_json);
     });
     auto* replay = runs->add_subcommand("replay", "Start a new run on the same event");
     add_common(replay, a, true);
     replay->add_option("id", r->id, "Run id")->required();
-    replay->add_option("--from-step", r->from_step, "Copy the steps before this one; run it and the rest again");
+    replay->add_option("--from-step", r->from_step,
+                       "Copy the steps before this one; run it and the rest again");
     with_runtime(replay, a, [&a, r](Runtime& rt) {
         return runs_replay(*rt.engine, r->id, opt(r->from_step), a.as_json);
     });
@@ -475,8 +489,10 @@ void add_event_commands(CLI::App& app, Args& a) {
         return events_list(*rt.engine, opt(e->name), a.limit, a.as_json);
     });
 
-    auto* workflows = app.add_subcommand("workflows", "List registered workflows")->require_subcommand(1);
-    auto* wf_list = workflows->add_subcommand("list", "Registered workflows with run counts by status");
+    auto* workflows =
+        app.add_subcommand("workflows", "List registered workflows")->require_subcommand(1);
+    auto* wf_list =
+        workflows->add_subcommand("list", "Registered workflows with run counts by status");
     add_common(wf_list, a, true);
     with_runtime(wf_list, a, [&a](Runtime& rt) { return workflows_list(*rt.engine, a.as_json); });
 }
@@ -485,7 +501,8 @@ void add_event_commands(CLI::App& app, Args& a) {
 void add_ticket_commands(CLI::App& app, Args& a) {
     auto u = std::make_shared<NewUser>();
     auto* users = app.add_subcommand("users", "Manage ticket-system users")->require_subcommand(1);
-    auto* create = users->add_subcommand("create", "Create a user, e.g. the first admin: --role admin");
+    auto* create =
+        users->add_subcommand("create", "Create a user, e.g. the first admin: --role admin");
     add_common(create, a, false);
     create->add_option("--email", u->email, "Email address (the login)")->required();
     create->add_option("--name", u->name, "Display name (default: from the email)");
@@ -497,7 +514,8 @@ void add_ticket_commands(CLI::App& app, Args& a) {
                        "Password (8-128 characters; generated and printed when omitted)");
     create->add_flag("--password-stdin", u->password_stdin,
                      "Read the password from the first line of standard input");
-    with_runtime(create, a, [&a, u](Runtime& rt) { return users_create(*rt.db, *rt.engine, *u, a.as_json); });
+    with_runtime(create, a,
+                 [&a, u](Runtime& rt) { return users_create(*rt.db, *rt.engine, *u, a.as_json); });
 
     auto to = std::make_shared<std::string>();
     auto* mail = app.add_subcommand("mail", "Mail the system has sent")->require_subcommand(1);
@@ -505,7 +523,8 @@ void add_ticket_commands(CLI::App& app, Args& a) {
     add_common(list, a, false);
     list->add_option("--to", *to, "Only mails to this address");
     add_limit(list, a, "How many");
-    with_runtime(list, a, [&a, to](Runtime& rt) { return mail_list(*rt.db, opt(*to), a.limit, a.as_json); });
+    with_runtime(list, a,
+                 [&a, to](Runtime& rt) { return mail_list(*rt.db, opt(*to), a.limit, a.as_json); });
 }
 
 }  // namespace

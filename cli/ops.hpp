@@ -10,23 +10,26 @@ namespace cairn::cli {
 
 // The verbs that inspect and operate runs, on the database directly. Each prints a table
 // (or JSON with as_json) and returns an exit code (app.hpp).
-int keys_create(storage::Database& db, const std::string& name, const std::string& scope, bool as_json);
+int keys_create(storage::Database& db, const std::string& name, const std::string& scope,
+                bool as_json);
 int keys_list(storage::Database& db, bool as_json);
 int keys_revoke(storage::Database& db, const std::string& id);
 
-int runs_list(engine::Engine& engine, const storage::RunFilter& filter, const std::optional<std::string>& cursor,
-              int limit, bool as_json);
+int runs_list(engine::Engine& engine, const storage::RunFilter& filter,
+              const std::optional<std::string>& cursor, int limit, bool as_json);
 int runs_show(engine::Engine& engine, const std::string& id, bool as_json);
 int runs_cancel(engine::Engine& engine, const std::string& id, bool as_json);
 int runs_retry(engine::Engine& engine, const std::string& id, bool as_json);
 // Retries every failed run matching `filter` after printing the count and asking (unless yes).
-int runs_retry_bulk(engine::Engine& engine, const storage::RunFilter& filter, bool yes, bool as_json);
-int runs_replay(engine::Engine& engine, const std::string& id, const std::optional<std::string>& from_step,
-                bool as_json);
+int runs_retry_bulk(engine::Engine& engine, const storage::RunFilter& filter, bool yes,
+                    bool as_json);
+int runs_replay(engine::Engine& engine, const std::string& id,
+                const std::optional<std::string>& from_step, bool as_json);
 
 int events_send(engine::Engine& engine, const std::string& name, const std::string& data,
                 const std::optional<std::string>& idempotency_key, bool as_json);
-int events_list(engine::Engine& engine, const std::optional<std::string>& name, int limit, bool as_json);
+int events_list(engine::Engine& engine, const std::optional<std::string>& name, int limit,
+                bool as_json);
 int workflows_list(engine::Engine& engine, bool as_json);
 
 // "90s", "15m", "1h", "2d" -> milliseconds; nullopt when malformed.

@@ -42,7 +42,8 @@ int users_create(storage::Database& db, engine::Engine& engine, const NewUser& i
         password = generate_password();
         generated = true;
     }
-    if (password.size() < AuthService::kMinPassword || password.size() > AuthService::kMaxPassword) {
+    if (password.size() < AuthService::kMinPassword ||
+        password.size() > AuthService::kMaxPassword) {
         std::cerr << fmt::format("cairn: error: the password must be {} to {} characters\n",
                                  AuthService::kMinPassword, AuthService::kMaxPassword);
         return kExitUsage;
@@ -51,7 +52,8 @@ int users_create(storage::Database& db, engine::Engine& engine, const NewUser& i
     for (std::size_t start = 0; start <= in.skills.size();) {
         auto comma = in.skills.find(',', start);
         if (comma == std::string::npos) comma = in.skills.size();
-        auto skill = ticket::normalize_skill(std::string_view(in.skills).substr(start, comma - start));
+        auto skill =
+            ticket::normalize_skill(std::string_view(in.skills).substr(start, comma - start));
         if (!skill.empty() && std::find(skills.begin(), skills.end(), skill) == skills.end())
             skills.push_back(std::move(skill));
         start = comma + 1;
@@ -61,9 +63,10 @@ int users_create(storage::Database& db, engine::Engine& engine, const NewUser& i
     ticket::User user;
     try {
         user = db.transact([&](storage::Transaction& tx) {
-            return AuthService::create_user(tx, engine, *email, name, password,
-                                            ticket::parse_role(in.role).value_or(ticket::Role::user),
-                                            skills, engine.clock().now_ms());
+            return AuthService::create_user(
+                tx, engine, *email, name, password,
+                ticket::parse_role(in.role).value_or(ticket::Role::user), skills,
+                engine.clock().now_ms());
         });
     } catch (const ticket::ApiError& e) {
         std::cerr << "cairn: error: " << e.what() << '\n';
@@ -74,14 +77,16 @@ int users_create(storage::Database& db, engine::Engine& engine, const NewUser& i
         if (generated) j["password"] = password;
         std::cout << j.dump(2) << '\n';
     } else {
-        std::cout << fmt::format("created {} {} <{}> (id {})\n", ticket::to_string(user.role), user.name,
-                                 user.email, user.id);
-        if (generated) std::cout << "password: " << password << "  (shown once; change it after logging in)\n";
+        std::cout << fmt::format("created {} {} <{}> (id {})\n", ticket::to_string(user.role),
+                                 user.name, user.email, user.id);
+        if (generated)
+            std::cout << "password: " << password << "  (shown once; change it after logging in)\n";
     }
     return kExitOk;
 }
 
-int mail_list(storage::Database& db, const std::optional<std::string>& to, int limit, bool as_json) {
+int mail_list(storage::Database& db, const std::optional<std::string>& to, int limit,
+              bool as_json) {
     const auto mails = ticket::list_outbox(db, to, limit);
     if (as_json) {
         nlohmann::json out = nlohmann::json::array();

@@ -8,8 +8,8 @@ namespace cairn {
 
 // A Prometheus-style histogram of durations in seconds with fixed buckets. Thread-safe.
 class Histogram {
-public:
-    static constexpr std::array<double, 14> kBounds = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+  public:
+    static constexpr std::array<double, 14> kBounds = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,  0.25,
                                                        0.5,   1.0,   2.5,  5.0,   10.0, 30.0, 60.0};
     struct Snapshot {
         std::array<std::uint64_t, kBounds.size()> cumulative{};  // count <= each bound
@@ -30,7 +30,7 @@ public:
         return s_;
     }
 
-private:
+  private:
     mutable std::mutex mu_;
     Snapshot s_;  // guarded by mu_
 };

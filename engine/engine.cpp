@@ -96,7 +96,8 @@ void Engine::start(WorkerOptions options) {
                                               std::optional<storage::RunState> state) {
         rt->execute(held, std::move(state));
     });
-    keeper_ = std::make_unique<detail::LeaseKeeper>(rt_->pool, rt_->store, rt_->clock, options.lease);
+    keeper_ =
+        std::make_unique<detail::LeaseKeeper>(rt_->pool, rt_->store, rt_->clock, options.lease);
     spdlog::info("worker {} started: {} threads, lease {} ms", rt_->pool.worker_id(),
                  options.threads, options.lease.count());
 }

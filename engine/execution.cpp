@@ -212,9 +212,10 @@ std::pair<storage::StepRecord, storage::AttemptRecord> Execution::step_written(
     storage::StepRecord rec = record(slot, "step", "completed");
     rec.attempts = attempt;
     rec.started_at = first_started;
-    storage::AttemptRecord att{run_id(), slot.key,     attempt,     started,
-                               ended,    outcome,      std::nullopt, dump(logs_),
-                               rt_.pool.worker_id(),   state_.run.attempt};
+    storage::AttemptRecord att{run_id(),          slot.key,    attempt,
+                               started,           ended,       outcome,
+                               std::nullopt,      dump(logs_), rt_.pool.worker_id(),
+                               state_.run.attempt};
     return {std::move(rec), std::move(att)};
 }
 
@@ -272,8 +273,10 @@ void Execution::finish_failed(json error) {
             // The handler is a workflow of its own (Registry::add), started by this event.
             storage::NewEvent e;
             e.name = "cairn/run.failed";
-            e.data = dump(json{
-                {"run_id", run_id()}, {"workflow_id", wf_.id}, {"error", error}, {"event", event_}});
+            e.data = dump(json{{"run_id", run_id()},
+                               {"workflow_id", wf_.id},
+                               {"error", error},
+                               {"event", event_}});
             e.idempotency_key = fmt::format("{}/on-failure", run_id());
             storage::NewRun handler;
             handler.workflow_id = wf_.id + "/on-failure";

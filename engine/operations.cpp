@@ -63,8 +63,8 @@ json Execution::commit_step(const Slot& slot, const std::function<json(Transacti
 // step's record (commit_step). What the attempt throws becomes its error, but the
 // engine's signals, which unwind the execution.
 Execution::Attempt Execution::try_step(const Slot& slot, const std::function<json()>& fn,
-                                       const std::function<json(Transaction&)>* in_tx,
-                                       Attempt a, std::optional<milliseconds> timeout) {
+                                       const std::function<json(Transaction&)>* in_tx, Attempt a,
+                                       std::optional<milliseconds> timeout) {
     current_attempt_ = a.number;
     logs_ = json::array();
     try {

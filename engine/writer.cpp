@@ -80,11 +80,10 @@ std::string Writer::record(storage::RunWrite& w) {
 void Writer::fenced(const storage::Lease& lease,
                     const std::function<void(storage::Transaction&)>& fn) {
     bool held = false;
-    const std::function<void(storage::Transaction&)> behind_fence =
-        [&](storage::Transaction& tx) {
-            held = store_.hold_fence(tx, lease);
-            if (held) fn(tx);
-        };
+    const std::function<void(storage::Transaction&)> behind_fence = [&](storage::Transaction& tx) {
+        held = store_.hold_fence(tx, lease);
+        if (held) fn(tx);
+    };
     storage::TransactionWrite item(behind_fence);
     write(item);
     if (!held) {

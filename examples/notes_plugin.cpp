@@ -44,7 +44,8 @@ class NotesPlugin final : public plugins::Plugin {
                 return n;
             });
             ctx.step("save-count", [&] {
-                db_->exec("UPDATE example_notes SET words = $1 WHERE id = $2", words.get<int>(), id);
+                db_->exec("UPDATE example_notes SET words = $1 WHERE id = $2", words.get<int>(),
+                          id);
             });
             return json{{"note_id", id}, {"words", words}};
         }));
@@ -52,37 +53,39 @@ class NotesPlugin final : public plugins::Plugin {
     // [notes-workflow]
 
     void add_routes(server::Router& router) override {
-        router.add("POST", "/api/example/notes", server::Auth::admin,
-                   [this](const server::Request& req, const server::Params&) {
-                       const json body = json::parse(req.body, nullptr, false);
-                       if (!body.is_object() || !body.contains("text") || !body["text"].is_string())
-                           return server::error_response(400, "validation_failed",
-                                                         "text is required and must be a string");
-                       const std::string id = new_id();
-                       // The note and its event commit together: no note without its run.
-                       db_->transact([&](storage::Transaction& tx) {
-                           tx.exec("INSERT INTO example_notes (id, text, created_at) VALUES ($1, $2, $3)",
-                                   id, body["text"].get<std::string>(), engine_->clock().now_ms());
-                           engine_->send(tx, {.name = "example/note", .data = {{"note_id", id}}});
-                       });
-                       server::Reply r;
-                       r.status = 201;
-                       r.body = json{{"id", id}}.dump();
-                       return r;
-                   });
-        router.add("GET", "/api/example/notes", server::Auth::admin,
-                   [this](const server::Request&, const server::Params&) {
-                       json notes = json::array();
-                       for (const auto& row : db_->read(
-                                "SELECT id, text, words FROM example_notes ORDER BY created_at, id"))
-                           notes.push_back({{"id", row.get<std::string>(0)},
-                                            {"text", row.get<std::string>(1)},
-                                            {"words", row.is_null(2) ? json(nullptr)
-                                                                     : json(row.get<std::int64_t>(2))}});
-                       server::Reply r;
-                       r.body = json{{"notes", notes}}.dump();
-                       return r;
-                   });
+        router.add(
+            "POST", "/api/example/notes", server::Auth::admin,
+            [this](const server::Request& req, const server::Params&) {
+                const json body = json::parse(req.body, nullptr, false);
+                if (!body.is_object() || !body.contains("text") || !body["text"].is_string())
+                    return server::error_response(400, "validation_failed",
+                                                  "text is required and must be a string");
+                const std::string id = new_id();
+                // The note and its event commit together: no note without its run.
+                db_->transact([&](storage::Transaction& tx) {
+                    tx.exec("INSERT INTO example_notes (id, text, created_at) VALUES ($1, $2, $3)",
+                            id, body["text"].get<std::string>(), engine_->clock().now_ms());
+                    engine_->send(tx, {.name = "example/note", .data = {{"note_id", id}}});
+                });
+                server::Reply r;
+                r.status = 201;
+                r.body = json{{"id", id}}.dump();
+                return r;
+            });
+        router.add(
+            "GET", "/api/example/notes", server::Auth::admin,
+            [this](const server::Request&, const server::Params&) {
+                json notes = json::array();
+                for (const auto& row :
+                     db_->read("SELECT id, text, words FROM example_notes ORDER BY created_at, id"))
+                    notes.push_back({{"id", row.get<std::string>(0)},
+                                     {"text", row.get<std::string>(1)},
+                                     {"words", row.is_null(2) ? json(nullptr)
+                                                              : json(row.get<std::int64_t>(2))}});
+                server::Reply r;
+                r.body = json{{"notes", notes}}.dump();
+                return r;
+            });
     }
 
   private:

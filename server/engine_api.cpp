@@ -1,6 +1,8 @@
 // The engine's HTTP API under /api/engine/ (docs/api.md), /metrics and the route table.
 // Handlers parse and validate, call the engine or the run store, and format JSON.
 
+#include "server/engine_api.hpp"
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -16,7 +18,6 @@
 #include "engine/engine.hpp"
 #include "server/api_keys.hpp"
 #include "server/metrics.hpp"
-#include "server/engine_api.hpp"
 #include "server/ui_assets.hpp"
 #include "server/views.hpp"
 #include "storage/database.hpp"
@@ -173,7 +174,7 @@ void add_service_routes(Router& router, storage::Database& db, engine::Engine& e
     storage::RunStore& store = eng.store();
     auto now = [&eng] { return eng.clock().now_ms(); };
     router.add("GET", "/health", Auth::none,
-                [&db](const Request&, const Params&) { return health(db); });
+               [&db](const Request&, const Params&) { return health(db); });
 
     router.add("GET", "/metrics", Auth::none, [&, now](const Request&, const Params&) {
         Reply r;
@@ -214,9 +215,9 @@ void add_inspector_routes(Router& router) {
         return r;
     });
     router.add("GET", "/inspector/", Auth::none,
-                [ui_file](const Request&, const Params&) { return ui_file("index.html"); });
+               [ui_file](const Request&, const Params&) { return ui_file("index.html"); });
     router.add("GET", "/inspector/{file}", Auth::none,
-                [ui_file](const Request&, const Params& p) { return ui_file(p.at("file")); });
+               [ui_file](const Request&, const Params& p) { return ui_file(p.at("file")); });
 }
 
 // Sending and listing events.
@@ -325,59 +326,58 @@ void add_run_operation_routes(Router& router, engine::Engine& eng) {
     };
 
     router.add("POST", "/api/engine/runs/{id}/cancel", Auth::admin,
-                [&, current](const Request&, const Params& p) {
-                    const auto& id = p.at("id");
-                    if (eng.cancel(id)) return current(id);
-                    if (!store.get_run(id))
-                        return error_response(404, "run_not_found", "no run with this id");
-                    return error_response(409, "run_ended", "the run has already ended");
-                });
+               [&, current](const Request&, const Params& p) {
+                   const auto& id = p.at("id");
+                   if (eng.cancel(id)) return current(id);
+                   if (!store.get_run(id))
+                       return error_response(404, "run_not_found", "no run with this id");
+                   return error_response(409, "run_ended", "the run has already ended");
+               });
 
     router.add("POST", "/api/engine/runs/{id}/retry", Auth::admin,
-                [&, current](const Request&, const Params& p) {
-                    const auto& id = p.at("id");
-                    switch (eng.retry(id)) {
-                        case storage::RunStore::RetryResult::ok:
-                            return current(id);
-                        case storage::RunStore::RetryResult::not_found:
-                            return error_response(404, "run_not_found", "no run with this id");
-                        default:
-                            return error_response(409, "run_not_retryable",
-                                                  "only failed or cancelled runs can be retried");
-                    }
-                });
+               [&, current](const Request&, const Params& p) {
+                   const auto& id = p.at("id");
+                   switch (eng.retry(id)) {
+                       case storage::RunStore::RetryResult::ok:
+                           return current(id);
+                       case storage::RunStore::RetryResult::not_found:
+                           return error_response(404, "run_not_found", "no run with this id");
+                       default:
+                           return error_response(409, "run_not_retryable",
+                                                 "only failed or cancelled runs can be retried");
+                   }
+               });
 
-    router.add(
-        "POST", "/api/engine/runs/{id}/replay", Auth::admin,
-        [&](const Request& req, const Params& p) {
-            std::optional<std::string> from_step;
-            if (!req.body.empty()) {
-                Reply error;
-                auto body = parse_body(req, error);
-                if (!body) return error;
-                if (!body->is_object()) return invalid("the body must be an object");
-                if (body->contains("from_step")) {
-                    if (!(*body)["from_step"].is_string()) {
-                        return invalid("bad replay request",
-                                       json::array({{{"field", "from_step"},
-                                                     {"message", "must be a string"}}}));
-                    }
-                    from_step = (*body)["from_step"].get<std::string>();
-                }
-            }
-            auto r = eng.replay(p.at("id"), from_step);
-            if (auto* id = std::get_if<std::string>(&r)) {
-                json j = run_json(*store.get_run(*id));
-                return json_response(201, j);
-            }
-            if (std::get<storage::RunStore::ReplayError>(r) ==
-                storage::RunStore::ReplayError::not_found) {
-                return error_response(404, "run_not_found", "no run with this id");
-            }
-            return error_response(
-                422, "unknown_step", "the run has no step with this key",
-                json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
-        });
+    router.add("POST", "/api/engine/runs/{id}/replay", Auth::admin,
+               [&](const Request& req, const Params& p) {
+                   std::optional<std::string> from_step;
+                   if (!req.body.empty()) {
+                       Reply error;
+                       auto body = parse_body(req, error);
+                       if (!body) return error;
+                       if (!body->is_object()) return invalid("the body must be an object");
+                       if (body->contains("from_step")) {
+                           if (!(*body)["from_step"].is_string()) {
+                               return invalid("bad replay request",
+                                              json::array({{{"field", "from_step"},
+                                                            {"message", "must be a string"}}}));
+                           }
+                           from_step = (*body)["from_step"].get<std::string>();
+                       }
+                   }
+                   auto r = eng.replay(p.at("id"), from_step);
+                   if (auto* id = std::get_if<std::string>(&r)) {
+                       json j = run_json(*store.get_run(*id));
+                       return json_response(201, j);
+                   }
+                   if (std::get<storage::RunStore::ReplayError>(r) ==
+                       storage::RunStore::ReplayError::not_found) {
+                       return error_response(404, "run_not_found", "no run with this id");
+                   }
+                   return error_response(
+                       422, "unknown_step", "the run has no step with this key",
+                       json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
+               });
 }
 
 // The registered workflows with their recent counts.
@@ -521,6 +521,5 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     add_stream_route(*router, eng);
     return router;
 }
-
 
 }  // namespace cairn::server

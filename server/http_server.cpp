@@ -92,8 +92,8 @@ const std::string& json_error_body(int status) {
 // What a deferred answer (Later) and the session waiting for it share.
 struct Answer {
     std::mutex mu;
-    bool given = false;                    // guarded by mu
-    int status = 0;                        // guarded by mu, once given
+    bool given = false;                 // guarded by mu
+    int status = 0;                     // guarded by mu, once given
     std::optional<Reply> response;      // given, the session not yet waiting; guarded by mu
     std::function<void(Reply)> waiter;  // the session's, once it waits; guarded by mu
     std::vector<std::function<void(int)>> observers;  // guarded by mu
@@ -324,8 +324,8 @@ struct HttpServer::Impl {
     // Upgrades the connection to a WebSocket and pumps `res.next` into it until it ends,
     // the peer closes or the server stops. A reader coroutine runs beside the writer so
     // pings and the close handshake are answered and client messages delivered.
-    asio::awaitable<void> websocket(Session& s, http::request<http::string_body> req,
-                                    WebSocket res, const std::string& request_id) {
+    asio::awaitable<void> websocket(Session& s, http::request<http::string_body> req, WebSocket res,
+                                    const std::string& request_id) {
         namespace ws = beast::websocket;
         struct State {
             explicit State(beast::tcp_stream&& stream, asio::io_context& ioc)
@@ -413,8 +413,11 @@ struct HttpServer::Impl {
 
     // The handlers' view of a request read by Beast (its body moved out).
     static Request to_request(http::request<http::string_body>& req, const std::string& remote) {
-        Request request{std::string(req.method_string()), std::string(req.target()),
-                        std::move(req.body()), new_id(), {}};
+        Request request{std::string(req.method_string()),
+                        std::string(req.target()),
+                        std::move(req.body()),
+                        new_id(),
+                        {}};
         request.remote = remote;
         request.websocket_upgrade = beast::websocket::is_upgrade(req);
         for (const auto& field : req) {

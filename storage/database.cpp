@@ -88,9 +88,9 @@ void Transaction::on_end(std::function<void(bool committed)> fn) {
 
 void Transaction::end_callbacks(std::size_t from, bool committed) noexcept {
     if (from >= on_end_.size()) return;
-    std::vector<std::function<void(bool)>> ending(std::make_move_iterator(on_end_.begin() +
-                                                                          static_cast<long>(from)),
-                                                  std::make_move_iterator(on_end_.end()));
+    std::vector<std::function<void(bool)>> ending(
+        std::make_move_iterator(on_end_.begin() + static_cast<long>(from)),
+        std::make_move_iterator(on_end_.end()));
     on_end_.resize(from);
     for (auto& fn : ending) fn(committed);
 }

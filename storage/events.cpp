@@ -41,9 +41,10 @@ void add_claims(ClaimedBy* claimed, const NewEvent& event, const InsertedEvent& 
 
 bool insert_event_row(Transaction& tx, const NewEvent& e, const std::string& event_id,
                       std::int64_t now) {
-    return !tx.exec("INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
-                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
-                    event_id, e.name, e.data, e.ts.value_or(now), e.idempotency_key, now)
+    return !tx.exec(
+                  "INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+                  "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING id",
+                  event_id, e.name, e.data, e.ts.value_or(now), e.idempotency_key, now)
                 .empty();
 }
 
@@ -93,9 +94,9 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
         return out;
     }
     // Seen before: report what the first delivery started and write nothing.
-    auto first = tx.exec(
-        "SELECT id FROM events WHERE id = $1 OR idempotency_key = $2 ORDER BY id LIMIT 1",
-        out.event_id, event.idempotency_key);
+    auto first =
+        tx.exec("SELECT id FROM events WHERE id = $1 OR idempotency_key = $2 ORDER BY id LIMIT 1",
+                out.event_id, event.idempotency_key);
     if (first.empty()) {
         throw StorageError(to_string(tx.backend()),
                            "event insert conflicted but no earlier event was found");

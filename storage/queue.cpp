@@ -44,9 +44,8 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
                                         std::int64_t lease_ms) {
     if (limit <= 0) return {};
     if (!sql_->writes_alone())
-        return db_.transact([&](Transaction& tx) {
-            return claim_runs(tx, owner, limit, now, lease_ms);
-        });
+        return db_.transact(
+            [&](Transaction& tx) { return claim_runs(tx, owner, limit, now, lease_ms); });
     // The claim commits on its own; the read needs no transaction.
     auto on_its_own = [this](Access access) {
         return [this, access](std::string_view sql, std::span<const Value> params) {

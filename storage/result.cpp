@@ -1,5 +1,7 @@
 // Reading cells of a Result (Row::get) whatever type the backend returned them as.
 
+#include "storage/result.hpp"
+
 #include <fmt/format.h>
 
 #include <charconv>
@@ -7,7 +9,6 @@
 #include <cmath>
 
 #include "storage/errors.hpp"
-#include "storage/result.hpp"
 
 namespace cairn::storage {
 

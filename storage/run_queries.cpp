@@ -25,7 +25,8 @@ std::optional<RunState> RunStore::load(std::string_view run_id) {
     auto runs = db_.read(detail::run_state_sql(), run_id);
     if (runs.empty()) return std::nullopt;
     RunState state = read_state(runs.front());
-    for (auto step : db_.read(detail::steps_of_run_sql(), run_id)) state.steps.push_back(read_step(step));
+    for (auto step : db_.read(detail::steps_of_run_sql(), run_id))
+        state.steps.push_back(read_step(step));
     return state;
 }
 

@@ -66,8 +66,8 @@ void apply_option(DatabaseUrl& out, std::string_view key, std::string_view value
     } else if (out.backend == Backend::sqlite && key == "synchronous") {
         std::string v = lower(value);
         if (v != "normal" && v != "full") {
-            throw ConfigError(fmt::format(
-                "database URL option synchronous={} must be normal or full", value));
+            throw ConfigError(
+                fmt::format("database URL option synchronous={} must be normal or full", value));
         }
         out.synchronous = v == "full" ? "FULL" : "NORMAL";
     } else if (out.backend == Backend::sqlite && key == "busy_timeout_ms") {
@@ -77,8 +77,7 @@ void apply_option(DatabaseUrl& out, std::string_view key, std::string_view value
     } else if (out.backend == Backend::postgres && key == "random_page_cost") {
         double cost = 0;
         auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), cost);
-        if (ec != std::errc{} || end != value.data() + value.size() || !(cost > 0) ||
-            cost > 1000) {
+        if (ec != std::errc{} || end != value.data() + value.size() || !(cost > 0) || cost > 1000) {
             throw ConfigError(fmt::format(
                 "database URL option random_page_cost={} must be a number above 0, at most "
                 "1000",

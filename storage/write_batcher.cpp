@@ -119,9 +119,8 @@ void WriteBatcher::commit(std::span<BatchedWrite* const> batch) {
         if (it == groups.end()) it = groups.insert(groups.end(), {&w->kind(), {}});
         it->second.push_back(w);
     }
-    const bool alone = std::all_of(groups.begin(), groups.end(), [this](const auto& g) {
-        return g.first->commits_alone(db_);
-    });
+    const bool alone = std::all_of(groups.begin(), groups.end(),
+                                   [this](const auto& g) { return g.first->commits_alone(db_); });
     if (alone) {
         // A commit per kind: each kind's writers go as soon as theirs is durable.
         bool counted = false;
@@ -171,9 +170,8 @@ void WriteBatcher::write_one(std::span<BatchedWrite* const> one) {
     }
 }
 
-void WriteBatcher::write_or_split(
-    std::span<BatchedWrite* const> writes,
-    const std::function<void(std::span<BatchedWrite* const>)>& fn) {
+void WriteBatcher::write_or_split(std::span<BatchedWrite* const> writes,
+                                  const std::function<void(std::span<BatchedWrite* const>)>& fn) {
     try {
         fn(writes);
     } catch (...) {

@@ -38,9 +38,9 @@ class BatchedWrite {
   private:
     friend class WriteBatcher;
     const WriteKind* kind_;
-    bool done_ = false;                           // guarded by the batcher's mutex
-    std::condition_variable* waiter_ = nullptr;   // a blocked writer's (write)
-    std::function<void()> on_done_;               // an asynchronous writer's (submit)
+    bool done_ = false;                          // guarded by the batcher's mutex
+    std::condition_variable* waiter_ = nullptr;  // a blocked writer's (write)
+    std::function<void()> on_done_;              // an asynchronous writer's (submit)
 };
 
 // How the writes of one kind are written together. Implementations are stateless or

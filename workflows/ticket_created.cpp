@@ -56,7 +56,8 @@ json ticket_created(Context& ctx, ticket::Services& s) {
         // gets the ticket to a person.
         ctx.log(fmt::format("{} analysis failed for good ({}); using the heuristic analyser",
                             s.analyzer->name(), e.what()));
-        analysis = ctx.step("analyse-fallback", [&] { return ticket::to_json(s.fallback->analyse(text)); });
+        analysis = ctx.step("analyse-fallback",
+                            [&] { return ticket::to_json(s.fallback->analyse(text)); });
     }
 
     if (!ctx.transaction("save-analysis", [&](storage::Transaction& tx) {
@@ -65,9 +66,12 @@ json ticket_created(Context& ctx, ticket::Services& s) {
         return kDeleted;
 
     const json assignee = ctx.step("pick-assignee", [&]() -> json {
-        const auto user = s.tickets.pick_assignee(id, analysis["related_skills"].get<std::vector<std::string>>());
+        const auto user =
+            s.tickets.pick_assignee(id, analysis["related_skills"].get<std::vector<std::string>>());
         if (!user) return nullptr;
-        return {{"id", user->id}, {"email", user->email}, {"name", user->name},
+        return {{"id", user->id},
+                {"email", user->email},
+                {"name", user->name},
                 {"role", ticket::to_string(user->role)}};
     });
     if (assignee.is_null()) {
@@ -83,13 +87,14 @@ json ticket_created(Context& ctx, ticket::Services& s) {
 
     ctx.step("email-assignee", [&] {
         // Mail whoever holds the ticket now (staff may have assigned it meanwhile).
-        const auto rows = s.db.read("SELECT email, name FROM users WHERE id = $1",
-                                    assigned.get<std::string>());
+        const auto rows =
+            s.db.read("SELECT email, name FROM users WHERE id = $1", assigned.get<std::string>());
         if (rows.empty()) return false;
         ticket::Mail mail;
         mail.to = rows.front().get<std::string>(0);
-        mail.subject = fmt::format("[{}] Ticket assigned: {}", analysis["priority"].get<std::string>(),
-                                   t["title"].get<std::string>());
+        mail.subject =
+            fmt::format("[{}] Ticket assigned: {}", analysis["priority"].get<std::string>(),
+                        t["title"].get<std::string>());
         mail.body = fmt::format(
             "Hello {},\n\na ticket has been assigned to you.\n\nTitle: {}\nPriority: {}\n"
             "Summary: {}\nRelated skills: {}\n\nNotes:\n{}\n\nDescription:\n{}\n{}",
@@ -97,8 +102,9 @@ json ticket_created(Context& ctx, ticket::Services& s) {
             analysis["priority"].get<std::string>(), analysis["summary"].get<std::string>(),
             fmt::join(analysis["related_skills"].get<std::vector<std::string>>(), ", "),
             analysis["helpful_notes"].get<std::string>(), t["description"].get<std::string>(),
-            s.config.public_url.empty() ? ""
-                                        : fmt::format("\n{}/api/v1/tickets/{}\n", s.config.public_url, id));
+            s.config.public_url.empty()
+                ? ""
+                : fmt::format("\n{}/api/v1/tickets/{}\n", s.config.public_url, id));
         mail.idempotency_key = ctx.run_id() + ":assignee";
         return s.mailer->send(mail);
     });

@@ -15,7 +15,8 @@ json ticket_replied(Context& ctx, ticket::Services& s) {
         if (!reply) return nullptr;
         const auto ticket = s.tickets.load(reply->ticket_id);
         if (!ticket) return nullptr;
-        const auto owner = s.db.read("SELECT email, name FROM users WHERE id = $1", ticket->created_by);
+        const auto owner =
+            s.db.read("SELECT email, name FROM users WHERE id = $1", ticket->created_by);
         if (owner.empty()) return nullptr;
         return {{"to", owner.front().get<std::string>(0)},
                 {"name", owner.front().get<std::string>(1)},

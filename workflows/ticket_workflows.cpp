@@ -14,10 +14,14 @@ void register_ticket_workflows(engine::Engine& engine, ticket::Services& s) {
     policy.max_attempts = 6;
     policy.initial_delay = std::chrono::milliseconds(500);
     policy.max_delay = std::chrono::seconds(60);
-    engine.add(workflow("ticket-created").on_event("ticket/created").retry_policy(policy).run(
-        [&s](Context& ctx) { return ticket_created(ctx, s); }));
-    engine.add(workflow("ticket-replied").on_event("ticket/replied").retries(5).run(
-        [&s](Context& ctx) { return ticket_replied(ctx, s); }));
+    engine.add(workflow("ticket-created")
+                   .on_event("ticket/created")
+                   .retry_policy(policy)
+                   .run([&s](Context& ctx) { return ticket_created(ctx, s); }));
+    engine.add(
+        workflow("ticket-replied").on_event("ticket/replied").retries(5).run([&s](Context& ctx) {
+            return ticket_replied(ctx, s);
+        }));
 }
 
 }  // namespace cairn::workflows

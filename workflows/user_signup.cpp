@@ -13,7 +13,8 @@ json user_signup(Context& ctx, ticket::Services& s) {
     const json user = ctx.step("load-user", [&]() -> json {
         const auto rows = s.db.read("SELECT email, name FROM users WHERE id = $1", user_id);
         if (rows.empty()) return nullptr;
-        return {{"email", rows.front().get<std::string>(0)}, {"name", rows.front().get<std::string>(1)}};
+        return {{"email", rows.front().get<std::string>(0)},
+                {"name", rows.front().get<std::string>(1)}};
     });
     if (user.is_null()) return {{"outcome", "user no longer exists"}};
 

@@ -78,7 +78,8 @@ class Execution {
     [[noreturn]] void suspend_until(std::int64_t due);
     // Suspends the run: writes `fn`'s records behind the lease, gives the lease back due
     // at `due`, and unwinds.
-    [[noreturn]] void suspend(std::int64_t due, const std::function<void(storage::Transaction&)>& fn);
+    [[noreturn]] void suspend(std::int64_t due,
+                              const std::function<void(storage::Transaction&)>& fn);
 
     // Writes a step record while the lease holds and learns the run's status from it.
     void write(const storage::StepRecord& rec, const storage::AttemptRecord* attempt = nullptr);

@@ -76,8 +76,7 @@ class WorkerPool {
       public:
         Promise() = default;
         Promise(WorkerPool& pool, int runs);
-        Promise(Promise&& other) noexcept
-            : pool_(other.pool_), n_(std::exchange(other.n_, 0)) {}
+        Promise(Promise&& other) noexcept : pool_(other.pool_), n_(std::exchange(other.n_, 0)) {}
         Promise& operator=(Promise&& other) noexcept {
             if (this != &other) {
                 keep({});
@@ -131,7 +130,7 @@ class WorkerPool {
     bool more_due_ = true;  // guarded by mu_
     // The earliest time (ms) a run this process suspended is due again.
     std::int64_t next_due_ = std::numeric_limits<std::int64_t>::max();  // guarded by mu_
-    bool retimed_ = false;  // next_due_ moved earlier; guarded by mu_
+    bool retimed_ = false;                // next_due_ moved earlier; guarded by mu_
     std::deque<storage::Claim> ready_;    // claimed, not yet taken; guarded by mu_
     int free_slots_ = 0;                  // worker threads not executing; guarded by mu_
     int promised_ = 0;                    // idle threads promised to sends; guarded by mu_

@@ -29,7 +29,8 @@ int count_phrase(std::string_view text, std::string_view phrase) {
          pos = text.find(phrase, pos + 1)) {
         const bool start_ok = pos == 0 || !word_char(text[pos - 1]) || !word_char(phrase.front());
         const std::size_t end = pos + phrase.size();
-        const bool end_ok = end >= text.size() || !word_char(text[end]) || !word_char(phrase.back());
+        const bool end_ok =
+            end >= text.size() || !word_char(text[end]) || !word_char(phrase.back());
         if (start_ok && end_ok) ++n;
     }
     return n;
@@ -41,28 +42,50 @@ struct Rule {
 };
 
 constexpr std::array kHigh = {
-    Rule{"outage", "an outage"},           Rule{"is down", "a service down"},
-    Rule{"went down", "a service down"},   Rule{"site down", "a service down"},
+    Rule{"outage", "an outage"},
+    Rule{"is down", "a service down"},
+    Rule{"went down", "a service down"},
+    Rule{"site down", "a service down"},
     Rule{"down for everyone", "a service down"},
-    Rule{"production", "production"},      Rule{"prod", "production"},
-    Rule{"data loss", "data loss"},        Rule{"lost data", "data loss"},
-    Rule{"lost all", "data loss"},         Rule{"deleted all", "data loss"},
-    Rule{"corrupt", "corruption"},         Rule{"corrupted", "corruption"},
-    Rule{"security", "security"},          Rule{"breach", "a security breach"},
-    Rule{"hacked", "a compromised account"}, Rule{"vulnerability", "a vulnerability"},
-    Rule{"exploit", "a vulnerability"},    Rule{"leaked", "a leak"},
-    Rule{"payment", "payments"},           Rule{"charged twice", "a billing error"},
-    Rule{"double charged", "a billing error"}, Rule{"urgent", "urgency stated"},
-    Rule{"asap", "urgency stated"},        Rule{"critical", "urgency stated"},
-    Rule{"emergency", "urgency stated"},   Rule{"all users", "every user affected"},
-    Rule{"everyone", "every user affected"}, Rule{"crash", "crashes"},
-    Rule{"crashes", "crashes"},            Rule{"cannot log in", "users locked out"},
-    Rule{"can't log in", "users locked out"}, Rule{"locked out", "users locked out"},
+    Rule{"production", "production"},
+    Rule{"prod", "production"},
+    Rule{"data loss", "data loss"},
+    Rule{"lost data", "data loss"},
+    Rule{"lost all", "data loss"},
+    Rule{"deleted all", "data loss"},
+    Rule{"corrupt", "corruption"},
+    Rule{"corrupted", "corruption"},
+    Rule{"security", "security"},
+    Rule{"breach", "a security breach"},
+    Rule{"hacked", "a compromised account"},
+    Rule{"vulnerability", "a vulnerability"},
+    Rule{"exploit", "a vulnerability"},
+    Rule{"leaked", "a leak"},
+    Rule{"payment", "payments"},
+    Rule{"charged twice", "a billing error"},
+    Rule{"double charged", "a billing error"},
+    Rule{"urgent", "urgency stated"},
+    Rule{"asap", "urgency stated"},
+    Rule{"critical", "urgency stated"},
+    Rule{"emergency", "urgency stated"},
+    Rule{"all users", "every user affected"},
+    Rule{"everyone", "every user affected"},
+    Rule{"crash", "crashes"},
+    Rule{"crashes", "crashes"},
+    Rule{"cannot log in", "users locked out"},
+    Rule{"can't log in", "users locked out"},
+    Rule{"locked out", "users locked out"},
 };
 constexpr std::array kMedium = {
-    Rule{"error", "an error"},       Rule{"bug", "a bug"},          Rule{"broken", "something broken"},
-    Rule{"fails", "a failure"},      Rule{"failing", "a failure"},  Rule{"failed", "a failure"},
-    Rule{"not working", "something broken"}, Rule{"slow", "slowness"}, Rule{"timeout", "timeouts"},
+    Rule{"error", "an error"},
+    Rule{"bug", "a bug"},
+    Rule{"broken", "something broken"},
+    Rule{"fails", "a failure"},
+    Rule{"failing", "a failure"},
+    Rule{"failed", "a failure"},
+    Rule{"not working", "something broken"},
+    Rule{"slow", "slowness"},
+    Rule{"timeout", "timeouts"},
 };
 constexpr std::array kLow = {
     Rule{"typo", "a typo"},
@@ -161,22 +184,23 @@ class HeuristicAnalyzer final : public Analyzer {
         // ---- notes and summary ----
         std::string notes = fmt::format("Priority {}: {}.", a.priority, fmt::join(reasons, "; "));
         if (a.related_skills.empty()) {
-            notes += "\nNo known skill matched; ask the reporter for the product area, steps to "
-                     "reproduce and what they expected.";
+            notes +=
+                "\nNo known skill matched; ask the reporter for the product area, steps to "
+                "reproduce and what they expected.";
         } else {
             notes += fmt::format("\nRelated skills: {}.", fmt::join(a.related_skills, ", "));
             for (std::size_t k = 0; k < scored.size() && k < 5; ++k) {
                 const Skill& skill = taxonomy[scored[k].second];
-                for (auto item : skill.checklist) notes += fmt::format("\n- {}: {}", skill.name, item);
+                for (auto item : skill.checklist)
+                    notes += fmt::format("\n- {}: {}", skill.name, item);
             }
         }
         a.helpful_notes = notes;
         std::string head = trim(t.title);
         if (head.size() > 120) head = head.substr(0, 117) + "...";
-        a.summary = a.related_skills.empty()
-                        ? fmt::format("{} priority: {}", a.priority, head)
-                        : fmt::format("{} priority {} issue: {}", a.priority,
-                                      a.related_skills.front(), head);
+        a.summary = a.related_skills.empty() ? fmt::format("{} priority: {}", a.priority, head)
+                                             : fmt::format("{} priority {} issue: {}", a.priority,
+                                                           a.related_skills.front(), head);
         a.summary[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(a.summary[0])));
         return a;
     }

@@ -150,7 +150,8 @@ class OpenAiAnalyzer final : public Analyzer {
                               {"response_format", {{"type", "json_object"}}}};
         std::vector<std::pair<std::string, std::string>> headers;
         if (!c_.key.empty()) headers.emplace_back("Authorization", "Bearer " + c_.key);
-        const json j = parse_reply("openai", post_json(c_.url, headers, request.dump(), c_.timeout));
+        const json j =
+            parse_reply("openai", post_json(c_.url, headers, request.dump(), c_.timeout));
         if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty() ||
             !j["choices"][0].contains("message") ||
             !j["choices"][0]["message"].contains("content") ||

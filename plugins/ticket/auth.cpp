@@ -16,8 +16,8 @@ namespace cairn::ticket {
 namespace {
 
 std::string b64url(std::string_view bytes) {
-    std::string out(sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING),
-                    '\0');
+    std::string out(
+        sodium_base64_ENCODED_LEN(bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
     sodium_bin2base64(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
                       bytes.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     out.resize(std::strlen(out.c_str()));
@@ -59,7 +59,8 @@ std::string token_hash(std::string_view token) {
 std::string hmac(std::string_view key, std::string_view message) {
     std::array<unsigned char, crypto_auth_hmacsha256_BYTES> mac{};
     crypto_auth_hmacsha256_state st;
-    crypto_auth_hmacsha256_init(&st, reinterpret_cast<const unsigned char*>(key.data()), key.size());
+    crypto_auth_hmacsha256_init(&st, reinterpret_cast<const unsigned char*>(key.data()),
+                                key.size());
     crypto_auth_hmacsha256_update(&st, reinterpret_cast<const unsigned char*>(message.data()),
                                   message.size());
     crypto_auth_hmacsha256_final(&st, mac.data());
@@ -78,10 +79,9 @@ ApiError unauthorized(const std::string& message) {
 
 std::string hash_password(std::string_view password) {
     char out[crypto_pwhash_STRBYTES];
-    if (crypto_pwhash_str_alg(out, password.data(), password.size(),
-                              crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                              crypto_pwhash_MEMLIMIT_INTERACTIVE,
-                              crypto_pwhash_ALG_ARGON2ID13) != 0)
+    if (crypto_pwhash_str_alg(
+            out, password.data(), password.size(), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+            crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0)
         throw std::runtime_error("password hashing ran out of memory");
     return out;
 }
@@ -226,8 +226,8 @@ std::int64_t AuthService::now_ms() const {
 void AuthService::limit(const std::string& key, RateLimiter& limiter) {
     if (auto wait = limiter.take(key, now_ms())) {
         throw ApiError(ErrorCode::rate_limited,
-                       fmt::format("too many attempts; try again in {} s", *wait),
-                       json::array(), *wait);
+                       fmt::format("too many attempts; try again in {} s", *wait), json::array(),
+                       *wait);
     }
 }
 
@@ -235,7 +235,8 @@ std::optional<std::string> AuthService::normalize_email(std::string_view email) 
     std::string e = trim(email);
     for (char& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     const auto at = e.find('@');
-    if (e.size() > 254 || at == std::string::npos || at == 0 || e.find('@', at + 1) != std::string::npos)
+    if (e.size() > 254 || at == std::string::npos || at == 0 ||
+        e.find('@', at + 1) != std::string::npos)
         return std::nullopt;
     const auto dot = e.find('.', at);
     if (dot == std::string::npos || dot == at + 1 || dot + 1 == e.size()) return std::nullopt;
@@ -335,8 +336,8 @@ Session AuthService::register_user(const json& body, const std::string& ip) {
     } else {
         password = body["password"].get<std::string>();
         if (password.size() < kMinPassword || password.size() > kMaxPassword)
-            problems.add("password", fmt::format("must be {} to {} characters", kMinPassword,
-                                                 kMaxPassword));
+            problems.add("password",
+                         fmt::format("must be {} to {} characters", kMinPassword, kMaxPassword));
     }
     auto name = string_field(body, "name", 1, 100, false, problems);
     auto skills = skills_field(body, "skills", 30, problems);
@@ -345,8 +346,8 @@ Session AuthService::register_user(const json& body, const std::string& ip) {
     if (!name) name = email->substr(0, email->find('@'));
     const std::int64_t now = now_ms();
     Session s = db_.transact([&](storage::Transaction& tx) {
-        const User u =
-            create_user(tx, engine_, *email, *name, password, Role::user, skills.value_or(std::vector<std::string>{}), now);
+        const User u = create_user(tx, engine_, *email, *name, password, Role::user,
+                                   skills.value_or(std::vector<std::string>{}), now);
         return start_session(tx, u);
     });
     return s;
@@ -365,9 +366,8 @@ Session AuthService::login(const json& body, const std::string& ip) {
     limit("account:" + email, account_limiter_);
     const std::string password = body["password"].get<std::string>();
 
-    const auto rows = db_.read(fmt::format("SELECT {}, password_hash FROM users WHERE email = $1",
-                                           kUserColumns),
-                               email);
+    const auto rows = db_.read(
+        fmt::format("SELECT {}, password_hash FROM users WHERE email = $1", kUserColumns), email);
     if (rows.empty()) {
         // Spend the same time as a real check, so timing does not reveal which emails exist.
         static const std::string dummy = hash_password("not a real password");
@@ -419,8 +419,8 @@ Session AuthService::refresh(const json& body) {
                     now, hash)
                 .affected() != 1)
             return reuse();
-        const auto users = tx.exec(
-            fmt::format("SELECT {} FROM users WHERE id = $1", kUserColumns), row.get<std::string>(4));
+        const auto users = tx.exec(fmt::format("SELECT {} FROM users WHERE id = $1", kUserColumns),
+                                   row.get<std::string>(4));
         if (users.empty() || !read_user(users.front()).active) {
             error = unauthorized("the account is deactivated");
             return;
@@ -454,7 +454,8 @@ void AuthService::logout(const Principal& who) {
 VerifiedTokens::Claims AuthService::verify_token(std::string_view authorization) const {
     std::string token = trim(authorization);
     if (token.starts_with("Bearer ") || token.starts_with("bearer ")) token = trim(token.substr(7));
-    if (token.empty()) throw unauthorized("a bearer token is required: Authorization: Bearer <access_token>");
+    if (token.empty())
+        throw unauthorized("a bearer token is required: Authorization: Bearer <access_token>");
     const std::int64_t now_s = now_ms() / 1000;
     if (auto verified = verified_.find(token, now_s)) return std::move(*verified);
     const auto claims = jwt_.verify(token, now_s);
@@ -498,13 +499,14 @@ void AuthService::change_password(const Principal& who, const json& body) {
     } else {
         const auto n = body["new_password"].get<std::string>().size();
         if (n < kMinPassword || n > kMaxPassword)
-            problems.add("new_password", fmt::format("must be {} to {} characters", kMinPassword,
-                                                     kMaxPassword));
+            problems.add("new_password",
+                         fmt::format("must be {} to {} characters", kMinPassword, kMaxPassword));
     }
     problems.check();
     limit("account:" + who.email, account_limiter_);
-    const auto hash =
-        db_.read("SELECT password_hash FROM users WHERE id = $1", who.user_id).front().get<std::string>(0);
+    const auto hash = db_.read("SELECT password_hash FROM users WHERE id = $1", who.user_id)
+                          .front()
+                          .get<std::string>(0);
     if (!verify_password(hash, body["current_password"].get<std::string>()))
         throw ApiError(ErrorCode::validation_failed, "the current password is wrong",
                        json::array({{{"field", "current_password"}, {"message", "is wrong"}}}));

@@ -117,8 +117,8 @@ struct Principal {
 struct AuthSettings {
     std::chrono::seconds access_ttl{15 * 60};
     std::chrono::seconds refresh_ttl{30 * 24 * 3600};
-    int ip_per_minute = 100;       // register + login attempts per client IP
-    int account_per_minute = 10;   // login attempts per account
+    int ip_per_minute = 100;      // register + login attempts per client IP
+    int account_per_minute = 10;  // login attempts per account
 };
 
 // The response of register, login and refresh.

@@ -29,12 +29,12 @@ namespace cairn::ticket {
 class ChangeFeed {
   public:
     struct Change {
-        std::uint64_t seq;       // position in this process's feed
-        std::string kind;        // created, updated, replied, deleted
+        std::uint64_t seq;  // position in this process's feed
+        std::string kind;   // created, updated, replied, deleted
         std::string ticket_id;
         std::string owner_id;
         std::optional<std::string> assigned_to;
-        json message;            // what clients receive
+        json message;  // what clients receive
     };
 
     ChangeFeed(storage::Database& db, const engine::Clock& clock) : db_(db), clock_(clock) {}

@@ -19,7 +19,7 @@ namespace {
 std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
     auto* out = static_cast<std::string*>(user);
     constexpr std::size_t kMax = 8 * 1024 * 1024;  // a model's answer is far smaller
-    if (out->size() + size * n > kMax) return 0;  // aborts the transfer
+    if (out->size() + size * n > kMax) return 0;   // aborts the transfer
     out->append(data, size * n);
     return size * n;
 }
@@ -54,7 +54,7 @@ HttpReply post_json(const std::string& url,
     for (const auto& [name, value] : headers)
         list = curl_slist_append(list, fmt::format("{}: {}", name, value).c_str());
     std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_list(list,
-                                                                           curl_slist_free_all);
+                                                                            curl_slist_free_all);
     HttpReply reply;
     CURL* h = curl.get();
     curl_easy_setopt(h, CURLOPT_URL, url.c_str());

@@ -24,8 +24,8 @@ void record(storage::Database& db, const Mail& m, std::string_view transport) {
     db.exec(
         "INSERT INTO mail_outbox (id, idempotency_key, to_addr, subject, body, transport, "
         "created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
-        new_id(), m.idempotency_key.empty() ? new_id() : m.idempotency_key, m.to, m.subject,
-        m.body, transport, now_ms());
+        new_id(), m.idempotency_key.empty() ? new_id() : m.idempotency_key, m.to, m.subject, m.body,
+        transport, now_ms());
 }
 
 // Header values may not carry line breaks (header injection).
@@ -113,8 +113,8 @@ class SmtpMailer final : public Mailer {
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         const CURLcode rc = curl_easy_perform(h);
         if (rc != CURLE_OK)
-            throw std::runtime_error(fmt::format("smtp: sending to {} failed: {}", to,
-                                                 curl_easy_strerror(rc)));
+            throw std::runtime_error(
+                fmt::format("smtp: sending to {} failed: {}", to, curl_easy_strerror(rc)));
         record(db_, mail, "smtp");
         return true;
     }
@@ -165,9 +165,9 @@ std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from,
     if (spec.empty() || spec == "outbox") return std::make_unique<OutboxMailer>(db);
     const bool smtps = spec.starts_with("smtps://");
     if (!smtps && !spec.starts_with("smtp://"))
-        throw std::invalid_argument(fmt::format(
-            "CAIRN_MAIL '{}' is not outbox, smtp://user:pass@host:port or smtps://...",
-            redact_mail_spec(spec)));
+        throw std::invalid_argument(
+            fmt::format("CAIRN_MAIL '{}' is not outbox, smtp://user:pass@host:port or smtps://...",
+                        redact_mail_spec(spec)));
     std::string url(spec);
     long use_ssl = smtps ? CURLUSESSL_ALL : CURLUSESSL_TRY;
     if (const auto q = url.find('?'); q != std::string::npos) {
@@ -178,13 +178,13 @@ std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from,
         else if (query == "tls=none")
             use_ssl = CURLUSESSL_NONE;
         else if (query != "tls=try")
-            throw std::invalid_argument(
-                fmt::format("CAIRN_MAIL option '{}' is not tls=required, tls=try or tls=none",
-                            query));
+            throw std::invalid_argument(fmt::format(
+                "CAIRN_MAIL option '{}' is not tls=required, tls=try or tls=none", query));
     }
     const auto host_start = url.find("://") + 3;
     const auto at = url.rfind('@');
-    const std::string host = url.substr(at == std::string::npos || at < host_start ? host_start : at + 1);
+    const std::string host =
+        url.substr(at == std::string::npos || at < host_start ? host_start : at + 1);
     if (host.empty() || host.front() == ':' || host.front() == '/')
         throw std::invalid_argument("CAIRN_MAIL: the SMTP URL has no host");
     return std::make_unique<SmtpMailer>(url, use_ssl, std::move(from), db);
@@ -194,7 +194,8 @@ std::vector<OutboxEntry> list_outbox(storage::Database& db, const std::optional<
                                      int limit) {
     const auto rows = db.read(
         "SELECT id, to_addr, subject, body, transport, created_at FROM mail_outbox "
-        "WHERE (CAST($1 AS TEXT) IS NULL OR to_addr = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
+        "WHERE (CAST($1 AS TEXT) IS NULL OR to_addr = $1) ORDER BY created_at DESC, id DESC LIMIT "
+        "$2",
         to, limit);
     std::vector<OutboxEntry> out;
     for (const auto& r : rows) {

@@ -35,8 +35,7 @@ class Mailer {
 // smtp://user:pass@host:port (STARTTLS when offered; ?tls=required insists on it) or
 // smtps://... (TLS from the start). Every mail, however delivered, is recorded in the
 // outbox table. Throws std::invalid_argument for a malformed spec.
-std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from,
-                                    storage::Database& db);
+std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from, storage::Database& db);
 
 // The spec with any password masked, for logs.
 std::string redact_mail_spec(std::string_view spec);

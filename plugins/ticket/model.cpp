@@ -180,17 +180,17 @@ Ticket read_ticket(const storage::Row& row, std::size_t first) {
 PageRows fetch_page(storage::Transaction& tx, std::string_view table, std::string_view columns,
                     const Where& where, std::string_view order, int page, int limit) {
     PageRows out;
-    out.total = tx.exec_values(fmt::format("SELECT COUNT(*) FROM {} {}", table, where.sql),
-                               where.values)
-                    .front()
-                    .get<std::int64_t>(0);
+    out.total =
+        tx.exec_values(fmt::format("SELECT COUNT(*) FROM {} {}", table, where.sql), where.values)
+            .front()
+            .get<std::int64_t>(0);
     auto args = where.values;
     args.emplace_back(std::int64_t{limit});
     args.emplace_back(std::int64_t{(page - 1) * limit});
-    out.rows = tx.exec_values(fmt::format("SELECT {} FROM {} {} ORDER BY {} LIMIT ${} OFFSET ${}",
-                                          columns, table, where.sql, order, args.size() - 1,
-                                          args.size()),
-                              args);
+    out.rows =
+        tx.exec_values(fmt::format("SELECT {} FROM {} {} ORDER BY {} LIMIT ${} OFFSET ${}", columns,
+                                   table, where.sql, order, args.size() - 1, args.size()),
+                       args);
     return out;
 }
 
@@ -209,7 +209,8 @@ Analysis validate_analysis(const json& j) {
             throw std::runtime_error(std::string("analysis field '") + field +
                                      "' is missing or not a string");
         std::string v = trim(j[field].get<std::string>());
-        if (v.empty()) throw std::runtime_error(std::string("analysis field '") + field + "' is empty");
+        if (v.empty())
+            throw std::runtime_error(std::string("analysis field '") + field + "' is empty");
         if (v.size() > max) v.resize(max);
         return v;
     };
@@ -293,10 +294,10 @@ std::optional<std::string> string_field(const json& body, const std::string& nam
     std::string v = trim(body[name].get<std::string>());
     const std::size_t n = length_chars(v);
     if (n < min_len || n > max_len) {
-        problems.add(name, min_len > 0 ? "must be " + std::to_string(min_len) + " to " +
-                                             std::to_string(max_len) + " characters"
-                                       : "must be at most " + std::to_string(max_len) +
-                                             " characters");
+        problems.add(name, min_len > 0
+                               ? "must be " + std::to_string(min_len) + " to " +
+                                     std::to_string(max_len) + " characters"
+                               : "must be at most " + std::to_string(max_len) + " characters");
         return std::nullopt;
     }
     return v;

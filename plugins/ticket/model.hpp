@@ -22,7 +22,9 @@ using json = nlohmann::json;
 enum class Role { user, moderator, admin };
 std::string_view to_string(Role role);
 std::optional<Role> parse_role(std::string_view text);
-inline bool is_staff(Role role) { return role != Role::user; }
+inline bool is_staff(Role role) {
+    return role != Role::user;
+}
 
 inline constexpr std::string_view kStatuses[] = {"open", "in_progress", "resolved", "closed"};
 inline constexpr std::string_view kPriorities[] = {"low", "medium", "high"};

@@ -36,7 +36,7 @@ Reply no_content() {
 
 Reply error(const ApiError& e) {
     Reply r = server::error_response(http_status(e.code()), to_string(e.code()), e.what(),
-                                        e.details().dump());
+                                     e.details().dump());
     if (e.code() == ErrorCode::rate_limited)
         r.headers.emplace_back("Retry-After", std::to_string(std::max(1, e.retry_after_s())));
     if (e.code() == ErrorCode::unauthorized) r.headers.emplace_back("WWW-Authenticate", "Bearer");
@@ -59,7 +59,8 @@ json body_of(const Request& req) {
     json j = json::parse(req.body, nullptr, false);
     if (j.is_discarded())
         throw ApiError(ErrorCode::invalid_json, "the request body is not valid JSON");
-    if (!j.is_object()) throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
+    if (!j.is_object())
+        throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     return j;
 }
 
@@ -91,7 +92,8 @@ TicketQuery ticket_query(const Request& req) {
         q.status = *s;
     }
     if (auto s = req.query("priority")) {
-        if (!is_priority(*s) && *s != "unset") p.add("priority", "must be low, medium, high or unset");
+        if (!is_priority(*s) && *s != "unset")
+            p.add("priority", "must be low, medium, high or unset");
         q.priority = *s;
     }
     if (auto s = req.query("tag")) {
@@ -115,8 +117,9 @@ TicketQuery ticket_query(const Request& req) {
         static constexpr std::string_view kSorts[] = {"created_at", "updated_at", "priority",
                                                       "deadline",   "status",     "title"};
         if (std::find(std::begin(kSorts), std::end(kSorts), f) == std::end(kSorts))
-            p.add("sort", "must be created_at, updated_at, priority, deadline, status or title, "
-                          "with '-' for descending");
+            p.add("sort",
+                  "must be created_at, updated_at, priority, deadline, status or title, "
+                  "with '-' for descending");
         else
             q.sort = *s;
     }
@@ -133,7 +136,7 @@ struct Socket {
     std::uint64_t cursor = 0;
     std::int64_t checked_at = 0;
     bool closing = false;
-    std::mutex mutex;             // guards `outbox` (on_message runs beside next)
+    std::mutex mutex;  // guards `outbox` (on_message runs beside next)
     std::deque<std::string> outbox;
 };
 
@@ -176,7 +179,8 @@ Response websocket(Services& s, const Request& req) {
                 s.auth.authenticate(sock->token);
             } catch (const ApiError& e) {
                 sock->closing = true;
-                return json{{"type", "error"}, {"code", "unauthorized"}, {"message", e.what()}}.dump();
+                return json{{"type", "error"}, {"code", "unauthorized"}, {"message", e.what()}}
+                    .dump();
             }
         }
         std::lock_guard lock(sock->mutex);
@@ -196,22 +200,29 @@ Response websocket(Services& s, const Request& req) {
 // Register, log in, refresh, log out, passwords, and the caller's own profile.
 void add_auth_routes(server::Router& router, Services& s) {
     using server::Auth;
-    auto authed = [&s](const Request& req) { return s.auth.authenticate(req.header("authorization")); };
-    router.add("POST", "/api/v1/auth/register", Auth::none, [&s](const Request& req, const Params&) {
-        return respond([&] { return json_response(201, s.auth.register_user(body_of(req), req.remote).to_json()); });
-    });
+    auto authed = [&s](const Request& req) {
+        return s.auth.authenticate(req.header("authorization"));
+    };
+    router.add(
+        "POST", "/api/v1/auth/register", Auth::none, [&s](const Request& req, const Params&) {
+            return respond([&] {
+                return json_response(201, s.auth.register_user(body_of(req), req.remote).to_json());
+            });
+        });
     router.add("POST", "/api/v1/auth/login", Auth::none, [&s](const Request& req, const Params&) {
-        return respond([&] { return json_response(200, s.auth.login(body_of(req), req.remote).to_json()); });
+        return respond(
+            [&] { return json_response(200, s.auth.login(body_of(req), req.remote).to_json()); });
     });
     router.add("POST", "/api/v1/auth/refresh", Auth::none, [&s](const Request& req, const Params&) {
         return respond([&] { return json_response(200, s.auth.refresh(body_of(req)).to_json()); });
     });
-    router.add("POST", "/api/v1/auth/logout", Auth::none, [&s, authed](const Request& req, const Params&) {
-        return respond([&] {
-            s.auth.logout(authed(req));
-            return no_content();
-        });
-    });
+    router.add("POST", "/api/v1/auth/logout", Auth::none,
+               [&s, authed](const Request& req, const Params&) {
+                   return respond([&] {
+                       s.auth.logout(authed(req));
+                       return no_content();
+                   });
+               });
     auto change_password = [&s, authed](const Request& req, const Params&) {
         return respond([&] {
             s.auth.change_password(authed(req), body_of(req));
@@ -223,10 +234,13 @@ void add_auth_routes(server::Router& router, Services& s) {
 
     // ---- the caller's profile ----
     auto get_me = [&s, authed](const Request& req, const Params&) {
-        return respond([&] { return json_response(200, to_json(s.users.get(authed(req).user_id))); });
+        return respond(
+            [&] { return json_response(200, to_json(s.users.get(authed(req).user_id))); });
     };
     auto patch_me = [&s, authed](const Request& req, const Params&) {
-        return respond([&] { return json_response(200, to_json(s.users.update_me(authed(req), body_of(req)))); });
+        return respond([&] {
+            return json_response(200, to_json(s.users.update_me(authed(req), body_of(req))));
+        });
     };
     for (const char* path : {"/api/v1/users/me", "/api/v1/auth/me"}) {
         router.add("GET", path, Auth::none, get_me);
@@ -237,7 +251,9 @@ void add_auth_routes(server::Router& router, Services& s) {
 // Admin: users, their roles, skills and state.
 void add_user_routes(server::Router& router, Services& s) {
     using server::Auth;
-    auto authed = [&s](const Request& req) { return s.auth.authenticate(req.header("authorization")); };
+    auto authed = [&s](const Request& req) {
+        return s.auth.authenticate(req.header("authorization"));
+    };
     router.add("GET", "/api/v1/users", Auth::none, [&s, authed](const Request& req, const Params&) {
         return respond([&] {
             require_admin(authed(req));
@@ -248,50 +264,57 @@ void add_user_routes(server::Router& router, Services& s) {
                 if (!q.role) p.add("role", "must be user, moderator or admin");
             }
             if (auto active = req.query("active")) {
-                if (*active != "true" && *active != "false") p.add("active", "must be true or false");
+                if (*active != "true" && *active != "false")
+                    p.add("active", "must be true or false");
                 q.active = *active == "true";
             }
-            if (auto search = req.query("q"); search && !trim(*search).empty()) q.search = trim(*search);
+            if (auto search = req.query("q"); search && !trim(*search).empty())
+                q.search = trim(*search);
             q.page = int_param(req, "page", 1, 1, 1'000'000, p);
             q.limit = int_param(req, "limit", 20, 1, 100, p);
             p.check("invalid query parameters");
             const auto page = s.users.list(q);
             json items = json::array();
             for (const auto& u : page.users) items.push_back(to_json(u));
-            return json_response(200, page_json("users", std::move(items), q.page, q.limit, page.total));
+            return json_response(200,
+                                 page_json("users", std::move(items), q.page, q.limit, page.total));
         });
     });
-    router.add("GET", "/api/v1/users/{id}", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            require_admin(authed(req));
-            return json_response(200, to_json(s.users.get(p.at("id"))));
-        });
-    });
-    router.add("PATCH", "/api/v1/users/{id}", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            const auto who = authed(req);
-            require_admin(who);
-            return json_response(200, to_json(s.users.update(p.at("id"), body_of(req))));
-        });
-    });
-    for (const bool active : {false, true}) {
-        router.add("POST", active ? "/api/v1/users/{id}/reactivate" : "/api/v1/users/{id}/deactivate",
-                   Auth::none, [&s, authed, active](const Request& req, const Params& p) {
-                       return respond([&] {
-                           const auto who = authed(req);
-                           require_admin(who);
-                           return json_response(200, to_json(s.users.set_active(p.at("id"), active)));
-                       });
+    router.add("GET", "/api/v1/users/{id}", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       require_admin(authed(req));
+                       return json_response(200, to_json(s.users.get(p.at("id"))));
                    });
+               });
+    router.add("PATCH", "/api/v1/users/{id}", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       const auto who = authed(req);
+                       require_admin(who);
+                       return json_response(200, to_json(s.users.update(p.at("id"), body_of(req))));
+                   });
+               });
+    for (const bool active : {false, true}) {
+        router.add(
+            "POST", active ? "/api/v1/users/{id}/reactivate" : "/api/v1/users/{id}/deactivate",
+            Auth::none, [&s, authed, active](const Request& req, const Params& p) {
+                return respond([&] {
+                    const auto who = authed(req);
+                    require_admin(who);
+                    return json_response(200, to_json(s.users.set_active(p.at("id"), active)));
+                });
+            });
     }
-    router.add("DELETE", "/api/v1/users/{id}", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            const auto who = authed(req);
-            require_admin(who);
-            s.users.remove(who, p.at("id"));
-            return no_content();
-        });
-    });
+    router.add("DELETE", "/api/v1/users/{id}", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       const auto who = authed(req);
+                       require_admin(who);
+                       s.users.remove(who, p.at("id"));
+                       return no_content();
+                   });
+               });
 }
 
 // POST /api/v1/tickets.
@@ -345,82 +368,102 @@ void add_ticket_post_route(server::Router& router, Services& s) {
 // Listing, reading, editing, assigning and replying to tickets, and the live feed.
 void add_ticket_work_routes(server::Router& router, Services& s) {
     using server::Auth;
-    auto authed = [&s](const Request& req) { return s.auth.authenticate(req.header("authorization")); };
-    router.add("GET", "/api/v1/tickets", Auth::none, [&s, authed](const Request& req, const Params&) {
-        return respond([&] {
-            const auto who = authed(req);
-            const auto q = ticket_query(req);
-            const auto page = s.tickets.list(who, q);
-            json items = json::array();
-            for (const auto& t : page.tickets) items.push_back(to_json(t));
-            return json_response(200, page_json("tickets", std::move(items), q.page, q.limit, page.total));
+    auto authed = [&s](const Request& req) {
+        return s.auth.authenticate(req.header("authorization"));
+    };
+    router.add(
+        "GET", "/api/v1/tickets", Auth::none, [&s, authed](const Request& req, const Params&) {
+            return respond([&] {
+                const auto who = authed(req);
+                const auto q = ticket_query(req);
+                const auto page = s.tickets.list(who, q);
+                json items = json::array();
+                for (const auto& t : page.tickets) items.push_back(to_json(t));
+                return json_response(
+                    200, page_json("tickets", std::move(items), q.page, q.limit, page.total));
+            });
         });
-    });
-    router.add("GET", "/api/v1/tickets/summary", Auth::none, [&s, authed](const Request& req, const Params&) {
-        return respond([&] { return json_response(200, s.tickets.summary(authed(req))); });
-    });
-    router.add("GET", "/api/v1/tickets/{id}", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            const auto who = authed(req);
-            json t = to_json(s.tickets.get(who, p.at("id")));
-            json replies = json::array();
-            for (const auto& r : s.tickets.replies(who, p.at("id"))) replies.push_back(to_json(r));
-            t["replies"] = std::move(replies);
-            return json_response(200, t);
+    router.add(
+        "GET", "/api/v1/tickets/summary", Auth::none,
+        [&s, authed](const Request& req, const Params&) {
+            return respond([&] { return json_response(200, s.tickets.summary(authed(req))); });
         });
-    });
-    router.add("PATCH", "/api/v1/tickets/{id}", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            const auto who = authed(req);
-            return json_response(200, to_json(s.tickets.update(who, p.at("id"), body_of(req))));
-        });
-    });
-    router.add("DELETE", "/api/v1/tickets/{id}", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            s.tickets.remove(authed(req), p.at("id"));
-            return no_content();
-        });
-    });
+    router.add("GET", "/api/v1/tickets/{id}", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       const auto who = authed(req);
+                       json t = to_json(s.tickets.get(who, p.at("id")));
+                       json replies = json::array();
+                       for (const auto& r : s.tickets.replies(who, p.at("id")))
+                           replies.push_back(to_json(r));
+                       t["replies"] = std::move(replies);
+                       return json_response(200, t);
+                   });
+               });
+    router.add("PATCH", "/api/v1/tickets/{id}", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       const auto who = authed(req);
+                       return json_response(
+                           200, to_json(s.tickets.update(who, p.at("id"), body_of(req))));
+                   });
+               });
+    router.add("DELETE", "/api/v1/tickets/{id}", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       s.tickets.remove(authed(req), p.at("id"));
+                       return no_content();
+                   });
+               });
     // Status and priority alone (staff), for clients that prefer one route per action.
     for (const char* field : {"status", "priority"}) {
-        router.add("PATCH", fmt::format("/api/v1/tickets/{{id}}/{}", field), Auth::none,
-                   [&s, authed, field](const Request& req, const Params& p) {
-                       return respond([&] {
-                           const auto who = authed(req);
-                           const json body = body_of(req);
-                           if (!body.contains(field))
-                               throw ApiError(ErrorCode::validation_failed,
-                                              fmt::format("{} is required", field),
-                                              json::array({{{"field", field}, {"message", "is required"}}}));
-                           return json_response(200, to_json(s.tickets.update(who, p.at("id"),
-                                                                              json{{field, body[field]}})));
-                       });
-                   });
+        router.add(
+            "PATCH", fmt::format("/api/v1/tickets/{{id}}/{}", field), Auth::none,
+            [&s, authed, field](const Request& req, const Params& p) {
+                return respond([&] {
+                    const auto who = authed(req);
+                    const json body = body_of(req);
+                    if (!body.contains(field))
+                        throw ApiError(
+                            ErrorCode::validation_failed, fmt::format("{} is required", field),
+                            json::array({{{"field", field}, {"message", "is required"}}}));
+                    return json_response(200, to_json(s.tickets.update(
+                                                  who, p.at("id"), json{{field, body[field]}})));
+                });
+            });
     }
-    router.add("POST", "/api/v1/tickets/{id}/assign", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            const auto who = authed(req);
-            return json_response(200, to_json(s.tickets.assign(who, p.at("id"), body_of(req))));
-        });
-    });
+    router.add("POST", "/api/v1/tickets/{id}/assign", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       const auto who = authed(req);
+                       return json_response(
+                           200, to_json(s.tickets.assign(who, p.at("id"), body_of(req))));
+                   });
+               });
     auto unassign = [&s, authed](const Request& req, const Params& p) {
-        return respond([&] { return json_response(200, to_json(s.tickets.unassign(authed(req), p.at("id")))); });
+        return respond([&] {
+            return json_response(200, to_json(s.tickets.unassign(authed(req), p.at("id"))));
+        });
     };
     router.add("DELETE", "/api/v1/tickets/{id}/assign", Auth::none, unassign);
     router.add("POST", "/api/v1/tickets/{id}/unassign", Auth::none, unassign);
-    router.add("GET", "/api/v1/tickets/{id}/replies", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            json items = json::array();
-            for (const auto& r : s.tickets.replies(authed(req), p.at("id"))) items.push_back(to_json(r));
-            return json_response(200, json{{"replies", std::move(items)}});
-        });
-    });
-    router.add("POST", "/api/v1/tickets/{id}/replies", Auth::none, [&s, authed](const Request& req, const Params& p) {
-        return respond([&] {
-            const auto who = authed(req);
-            return json_response(201, to_json(s.tickets.add_reply(who, p.at("id"), body_of(req))));
-        });
-    });
+    router.add("GET", "/api/v1/tickets/{id}/replies", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       json items = json::array();
+                       for (const auto& r : s.tickets.replies(authed(req), p.at("id")))
+                           items.push_back(to_json(r));
+                       return json_response(200, json{{"replies", std::move(items)}});
+                   });
+               });
+    router.add("POST", "/api/v1/tickets/{id}/replies", Auth::none,
+               [&s, authed](const Request& req, const Params& p) {
+                   return respond([&] {
+                       const auto who = authed(req);
+                       return json_response(
+                           201, to_json(s.tickets.add_reply(who, p.at("id"), body_of(req))));
+                   });
+               });
 
     // ---- live updates ----
     router.add("GET", "/api/v1/ws", Auth::none, [&s](const Request& req, const Params&) {

@@ -41,7 +41,8 @@ TicketConfig TicketConfig::from_env() {
     c.ai.url = env("CAIRN_AI_URL").value_or("");
     c.ai.key = env("CAIRN_AI_KEY").value_or("");
     c.ai.model = env("CAIRN_AI_MODEL").value_or("");
-    c.ai.timeout = std::chrono::milliseconds(env_number("CAIRN_AI_TIMEOUT_MS", 30'000, 100, 600'000));
+    c.ai.timeout =
+        std::chrono::milliseconds(env_number("CAIRN_AI_TIMEOUT_MS", 30'000, 100, 600'000));
     c.mail = env("CAIRN_MAIL").value_or("outbox");
     c.mail_from = env("CAIRN_MAIL_FROM").value_or(c.mail_from);
     c.public_url = env("CAIRN_PUBLIC_URL").value_or("");

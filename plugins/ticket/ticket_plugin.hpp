@@ -19,11 +19,11 @@ namespace cairn::ticket {
 // The plugin's settings, from the environment (docs/tickets.md lists them).
 struct TicketConfig {
     std::optional<std::string> jwt_secret;  // CAIRN_JWT_SECRET
-    AuthSettings auth;                      // CAIRN_ACCESS_TTL_S, CAIRN_AUTH_RATE_IP, CAIRN_AUTH_RATE_ACCOUNT
-    AnalyzerConfig ai;                      // CAIRN_AI, CAIRN_AI_URL, CAIRN_AI_KEY, CAIRN_AI_MODEL, CAIRN_AI_TIMEOUT_MS
-    std::string mail = "outbox";            // CAIRN_MAIL
+    AuthSettings auth;  // CAIRN_ACCESS_TTL_S, CAIRN_AUTH_RATE_IP, CAIRN_AUTH_RATE_ACCOUNT
+    AnalyzerConfig ai;  // CAIRN_AI, CAIRN_AI_URL, CAIRN_AI_KEY, CAIRN_AI_MODEL, CAIRN_AI_TIMEOUT_MS
+    std::string mail = "outbox";                        // CAIRN_MAIL
     std::string mail_from = "Cairn <cairn@localhost>";  // CAIRN_MAIL_FROM
-    std::string public_url;                 // CAIRN_PUBLIC_URL: links in emails
+    std::string public_url;                             // CAIRN_PUBLIC_URL: links in emails
 
     // Throws std::invalid_argument naming the variable that is wrong.
     static TicketConfig from_env();

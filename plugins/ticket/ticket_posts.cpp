@@ -159,9 +159,8 @@ void TicketPosts::submit(const Principal& who, Ticket ticket, std::function<void
     auto post = std::make_unique<Post>(*kind_, who, std::move(ticket));
     post->done = std::move(done);
     Post& p = *post;
-    db_.writes().submit(p, [owned = std::shared_ptr<Post>(std::move(post))] {
-        owned->done(outcome_of(*owned));
-    });
+    db_.writes().submit(
+        p, [owned = std::shared_ptr<Post>(std::move(post))] { owned->done(outcome_of(*owned)); });
 }
 
 }  // namespace cairn::ticket

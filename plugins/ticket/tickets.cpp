@@ -107,7 +107,6 @@ json require_object(const json& body) {
     return body;
 }
 
-
 const std::string kSelectTicket = fmt::format("SELECT {} FROM tickets", kTicketColumns);
 
 void write_ticket(storage::Transaction& tx, const Ticket& t) {
@@ -196,16 +195,19 @@ TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const
     if (q.status) where.sql += " AND status = " + where.arg(*q.status);
     if (q.priority) {
         where.sql += *q.priority == "unset" ? std::string(" AND priority IS NULL")
-                                        : " AND priority = " + where.arg(*q.priority);
+                                            : " AND priority = " + where.arg(*q.priority);
     }
     // Tags are stored as a JSON array of plain strings: match one whole element.
-    if (q.tag) where.sql += " AND tags LIKE " + where.arg(fmt::format("%\"{}\"%", like_escape(*q.tag))) + " ESCAPE '\\'";
+    if (q.tag)
+        where.sql += " AND tags LIKE " + where.arg(fmt::format("%\"{}\"%", like_escape(*q.tag))) +
+                     " ESCAPE '\\'";
     if (q.assigned_to_me) where.sql += " AND assigned_to = " + where.arg(who.user_id);
     if (q.assigned_to) where.sql += " AND assigned_to = " + where.arg(*q.assigned_to);
     if (q.search) {
         const auto p = where.arg(fmt::format("%{}%", like_escape(*q.search)));
         where.sql += fmt::format(
-            " AND (lower(title) LIKE {0} ESCAPE '\\' OR lower(description) LIKE {0} ESCAPE '\\')", p);
+            " AND (lower(title) LIKE {0} ESCAPE '\\' OR lower(description) LIKE {0} ESCAPE '\\')",
+            p);
     }
     std::string_view field = q.sort;
     const bool desc = field.starts_with('-');
@@ -224,7 +226,8 @@ TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const
     order += ", id " + dir;
     return db_.transact(
         [&](storage::Transaction& tx) {
-            const auto found = fetch_page(tx, "tickets", kTicketColumns, where, order, q.page, q.limit);
+            const auto found =
+                fetch_page(tx, "tickets", kTicketColumns, where, order, q.page, q.limit);
             TicketPage page;
             page.total = found.total;
             for (const auto& r : found.rows) page.tickets.push_back(read_ticket(r));
@@ -268,9 +271,9 @@ Ticket TicketService::update(const Principal& who, const std::string& id, const 
             if (t.created_by != who.user_id)
                 throw ApiError(ErrorCode::forbidden, "only the ticket's owner may edit it");
             if (t.status != "open")
-                throw ApiError(ErrorCode::conflict,
-                               fmt::format("the ticket is {}; only open tickets can be edited",
-                                           t.status));
+                throw ApiError(
+                    ErrorCode::conflict,
+                    fmt::format("the ticket is {}; only open tickets can be edited", t.status));
         }
         if ((status || priority) && !who.staff())
             throw ApiError(ErrorCode::forbidden,
@@ -292,22 +295,22 @@ Ticket TicketService::assign(const Principal& who, const std::string& id, const 
     const json body = require_object(raw);
     std::string key = body.contains("user_id") ? "user_id" : "assigned_to";
     if (!body.contains(key) || !body[key].is_string())
-        throw ApiError(ErrorCode::validation_failed, "user_id is required",
-                       json::array({{{"field", "user_id"}, {"message", "is required and must be a string"}}}));
+        throw ApiError(
+            ErrorCode::validation_failed, "user_id is required",
+            json::array({{{"field", "user_id"}, {"message", "is required and must be a string"}}}));
     const std::string user_id = body[key].get<std::string>();
     const std::int64_t now = now_ms();
     return db_.transact([&](storage::Transaction& tx) {
         Ticket t = visible(tx, who, id);
         if (!who.staff())
             throw ApiError(ErrorCode::forbidden, "only moderators and admins may assign tickets");
-        const auto rows =
-            tx.exec("SELECT role, active FROM users WHERE id = $1", user_id);
+        const auto rows = tx.exec("SELECT role, active FROM users WHERE id = $1", user_id);
         if (rows.empty() || rows.front().get<std::int64_t>(1) == 0 ||
             !is_staff(parse_role(rows.front().get<std::string>(0)).value_or(Role::user)))
-            throw ApiError(ErrorCode::validation_failed,
-                           "the assignee must be an active moderator or admin",
-                           json::array({{{"field", "user_id"},
-                                         {"message", "is not an active moderator or admin"}}}));
+            throw ApiError(
+                ErrorCode::validation_failed, "the assignee must be an active moderator or admin",
+                json::array(
+                    {{{"field", "user_id"}, {"message", "is not an active moderator or admin"}}}));
         t.assigned_to = user_id;
         t.updated_at = now;
         write_ticket(tx, t);
@@ -364,8 +367,8 @@ Reply TicketService::add_reply(const Principal& who, const std::string& id, cons
     Reply reply;
     db_.transact([&](storage::Transaction& tx) {
         Ticket t = visible(tx, who, id);
-        reply = {new_id_at(now), t.id, who.user_id, who.name, std::string(to_string(who.role)), *text,
-                 now};
+        reply = {new_id_at(now), t.id, who.user_id, who.name, std::string(to_string(who.role)),
+                 *text,          now};
         tx.exec(
             "INSERT INTO ticket_replies (id, ticket_id, author_id, body, created_at) "
             "VALUES ($1, $2, $3, $4, $5)",
@@ -402,8 +405,8 @@ json TicketService::summary(const Principal& who) const {
     std::int64_t total = 0, mine = 0;
     db_.transact(
         [&](storage::Transaction& tx) {
-            const std::string sql =
-                "SELECT status, priority, COUNT(*) FROM tickets " + where + " GROUP BY status, priority";
+            const std::string sql = "SELECT status, priority, COUNT(*) FROM tickets " + where +
+                                    " GROUP BY status, priority";
             const auto rows = who.staff() ? tx.exec(sql) : tx.exec(sql, who.user_id);
             for (const auto& r : rows) {
                 const auto n = r.get<std::int64_t>(2);
@@ -472,8 +475,8 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
             const auto ticket = tx.exec("SELECT assigned_to FROM tickets WHERE id = $1", id);
             if (ticket.empty()) return std::nullopt;
             if (auto current = ticket.front().get_opt<std::string>(0)) {
-                const auto rows =
-                    tx.exec(fmt::format("SELECT {} FROM users WHERE id = $1", kUserColumns), *current);
+                const auto rows = tx.exec(
+                    fmt::format("SELECT {} FROM users WHERE id = $1", kUserColumns), *current);
                 if (!rows.empty()) return read_user(rows.front());
             }
             struct Candidate {
@@ -525,7 +528,9 @@ std::optional<User> TicketService::pick_assignee(const std::string& id,
                     if (of(c) < of(pick)) pick = c;
                 return pick->user;
             };
-            if (auto m = best([](const Candidate& c) { return c.user.role == Role::moderator && c.score > 0; }))
+            if (auto m = best([](const Candidate& c) {
+                    return c.user.role == Role::moderator && c.score > 0;
+                }))
                 return m;
             if (auto a = best([](const Candidate& c) { return c.user.role == Role::admin; }))
                 return a;

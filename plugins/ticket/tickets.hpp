@@ -28,7 +28,8 @@ struct TicketQuery {
     std::optional<std::string> search;       // in title or description, case-insensitive
     std::optional<std::string> assigned_to;  // a user id
     bool assigned_to_me = false;
-    std::string sort = "-created_at";  // created_at, updated_at, priority, deadline, status, title; '-' = descending
+    std::string sort = "-created_at";  // created_at, updated_at, priority, deadline, status, title;
+                                       // '-' = descending
     int page = 1;
     int limit = 20;
 };
@@ -94,7 +95,8 @@ class TicketService {
     // The user who should get the ticket: its current assignee if any; else the active
     // moderator whose skills overlap `skills` most (fewest open tickets on ties, then the
     // longest-standing); else the least-loaded active admin; else any active moderator.
-    std::optional<User> pick_assignee(const std::string& id, const std::vector<std::string>& skills) const;
+    std::optional<User> pick_assignee(const std::string& id,
+                                      const std::vector<std::string>& skills) const;
     // Assigns when unassigned. Returns the ticket's assignee after it, or nullopt when the
     // ticket no longer exists.
     std::optional<std::string> assign_if_unassigned(storage::Transaction& tx, const std::string& id,

@@ -47,7 +47,8 @@ UserPage UserService::list(const UserQuery& q) const {
     }
     return db_.transact(
         [&](storage::Transaction& tx) {
-            const auto found = fetch_page(tx, "users", kUserColumns, where, "created_at, id", q.page, q.limit);
+            const auto found =
+                fetch_page(tx, "users", kUserColumns, where, "created_at, id", q.page, q.limit);
             UserPage page;
             page.total = found.total;
             for (const auto& r : found.rows) page.users.push_back(read_user(r));
@@ -64,7 +65,8 @@ void UserService::keep_an_admin(storage::Transaction& tx, const User& target) co
             .front()
             .get<std::int64_t>(0);
     if (others == 0)
-        throw ApiError(ErrorCode::conflict, "this is the last active admin; make another admin first");
+        throw ApiError(ErrorCode::conflict,
+                       "this is the last active admin; make another admin first");
 }
 
 User UserService::update(const std::string& id, const json& body) {
@@ -99,8 +101,8 @@ User UserService::update(const std::string& id, const json& body) {
         tx.exec(
             "UPDATE users SET role = $1, name = $2, skills = $3, active = $4, updated_at = $5 "
             "WHERE id = $6",
-            to_string(u.role), u.name, string_array(u.skills).dump(), std::int64_t{u.active ? 1 : 0},
-            now, u.id);
+            to_string(u.role), u.name, string_array(u.skills).dump(),
+            std::int64_t{u.active ? 1 : 0}, now, u.id);
         if (deactivating) AuthService::revoke_sessions(tx, u.id, "deactivated", now);
         return u;
     });

@@ -69,9 +69,9 @@ struct Response {
     std::variant<Reply, EventStream, WebSocket, Deferred> kind;
 
     Response() = default;
-    Response(Reply r) : kind(std::move(r)) {}            // NOLINT(google-explicit-constructor)
-    Response(EventStream s) : kind(std::move(s)) {}      // NOLINT(google-explicit-constructor)
-    Response(WebSocket w) : kind(std::move(w)) {}        // NOLINT(google-explicit-constructor)
+    Response(Reply r) : kind(std::move(r)) {}        // NOLINT(google-explicit-constructor)
+    Response(EventStream s) : kind(std::move(s)) {}  // NOLINT(google-explicit-constructor)
+    Response(WebSocket w) : kind(std::move(w)) {}    // NOLINT(google-explicit-constructor)
     static Response deferred(std::shared_ptr<Later> later) { return Deferred{std::move(later)}; }
 
     // The plain reply; null for another kind.

@@ -105,9 +105,9 @@ Response Router::dispatch(const Request& request) const {
     if (observe_) {
         auto observe = [observe = observe_, route = found ? found->pattern : "unmatched",
                         method = request.method, started](int status) {
-            observe(route, method, status,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started)
-                        .count());
+            observe(
+                route, method, status,
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
         };
         if (const auto* later = std::get_if<Deferred>(&res.kind); later && later->later) {
             later->later->on_answer(std::move(observe));

@@ -27,8 +27,7 @@ class Connection {
     virtual Result query(std::string_view sql, std::span<const Value> params) = 0;
     // One statement outside begin()/commit(), atomic on its own. The default wraps it in
     // a transaction; Postgres sends it alone (autocommit), saving two round trips.
-    virtual Result query_once(std::string_view sql, std::span<const Value> params,
-                              Access access) {
+    virtual Result query_once(std::string_view sql, std::span<const Value> params, Access access) {
         begin(access);
         try {
             Result r = query(sql, params);

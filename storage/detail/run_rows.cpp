@@ -84,8 +84,8 @@ const std::string& run_state_sql() {
 RunState read_state(const Row& row) {
     RunState state;
     state.run = read_run(row);
-    state.event = EventRecord{state.run.event_id,      state.run.event_name,
-                              row.get<std::string>(17), row.get<std::int64_t>(18),
+    state.event = EventRecord{state.run.event_id,           state.run.event_name,
+                              row.get<std::string>(17),     row.get<std::int64_t>(18),
                               row.get_opt<std::string>(19), row.get<std::int64_t>(20)};
     return state;
 }

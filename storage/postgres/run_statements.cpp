@@ -4,6 +4,8 @@
 // connection prepares it once and Postgres plans it a few times, then keeps a generic
 // plan), and the parts of a batch are the CTEs of one data-modifying WITH.
 
+#include "storage/detail/run_statements.hpp"
+
 #include <fmt/format.h>
 
 #include <array>
@@ -16,7 +18,6 @@
 
 #include "common/ids.hpp"
 #include "storage/detail/params.hpp"
-#include "storage/detail/run_statements.hpp"
 #include "storage/run_store.hpp"
 
 namespace cairn::storage::detail {
@@ -259,36 +260,36 @@ std::vector<Value> run_rows(std::span<RunWrite* const> writes) {
 // status (as of the statement's start), which is how its worker learns of a
 // cancellation. Returns (run id, status) of each run whose lease held.
 std::string write_runs_sql() {
-        std::string arrays, names;
-        for (std::size_t i = 0; i < kRunColumns.size(); ++i) {
-            arrays += fmt::format("{}CAST(${} AS {}[])", i ? ", " : "", i + 1, kRunColumns[i].second);
-            names += fmt::format("{}{}", i ? ", " : "", kRunColumns[i].first);
-        }
-        return fmt::format(
-            "WITH v AS (SELECT * FROM unnest({0}) AS v ({4})), "
-            "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
-            "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
-            "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
-            "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
-            "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
-            "RETURNING q.run_id), "
-            "s AS (INSERT INTO steps ({1}) SELECT {1} FROM v WHERE step_key IS NOT NULL "
-            "AND run_id IN (SELECT run_id FROM fence) {2}), "
-            "a AS (INSERT INTO step_attempts ({3}) SELECT run_id, a_step_key, a_generation, "
-            "a_attempt, a_started_at, a_ended_at, a_outcome, a_error, a_logs, a_worker FROM v "
-            "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM fence)), "
-            "d AS (DELETE FROM waits WHERE run_id IN "
-            "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM "
-            "fence))), "
-            "r AS (UPDATE runs SET updated_at = v.touched, status = v.fin, output = v.fout, "
-            "error = v.ferr, ended_at = v.touched "
-            "FROM v WHERE runs.id = v.run_id AND v.fin IS NOT NULL "
-            "AND v.run_id IN (SELECT run_id FROM fence) AND runs.status <> 'cancelled' "
-            "RETURNING runs.id, runs.status) "
-            "SELECT f.run_id, COALESCE(r.status, CASE WHEN v.fin IS NULL THEN ru.status "
-            "ELSE 'cancelled' END) FROM fence f JOIN v ON v.run_id = f.run_id "
-            "LEFT JOIN r ON r.id = f.run_id LEFT JOIN runs ru ON ru.id = f.run_id",
-            arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
+    std::string arrays, names;
+    for (std::size_t i = 0; i < kRunColumns.size(); ++i) {
+        arrays += fmt::format("{}CAST(${} AS {}[])", i ? ", " : "", i + 1, kRunColumns[i].second);
+        names += fmt::format("{}{}", i ? ", " : "", kRunColumns[i].first);
+    }
+    return fmt::format(
+        "WITH v AS (SELECT * FROM unnest({0}) AS v ({4})), "
+        "fence AS (UPDATE queue q SET lease_epoch = q.lease_epoch, "
+        "lease_owner = CASE WHEN v.fin IS NULL THEN q.lease_owner END, "
+        "lease_until = CASE WHEN v.fin IS NULL THEN q.lease_until END, "
+        "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
+        "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
+        "RETURNING q.run_id), "
+        "s AS (INSERT INTO steps ({1}) SELECT {1} FROM v WHERE step_key IS NOT NULL "
+        "AND run_id IN (SELECT run_id FROM fence) {2}), "
+        "a AS (INSERT INTO step_attempts ({3}) SELECT run_id, a_step_key, a_generation, "
+        "a_attempt, a_started_at, a_ended_at, a_outcome, a_error, a_logs, a_worker FROM v "
+        "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM fence)), "
+        "d AS (DELETE FROM waits WHERE run_id IN "
+        "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM "
+        "fence))), "
+        "r AS (UPDATE runs SET updated_at = v.touched, status = v.fin, output = v.fout, "
+        "error = v.ferr, ended_at = v.touched "
+        "FROM v WHERE runs.id = v.run_id AND v.fin IS NOT NULL "
+        "AND v.run_id IN (SELECT run_id FROM fence) AND runs.status <> 'cancelled' "
+        "RETURNING runs.id, runs.status) "
+        "SELECT f.run_id, COALESCE(r.status, CASE WHEN v.fin IS NULL THEN ru.status "
+        "ELSE 'cancelled' END) FROM fence f JOIN v ON v.run_id = f.run_id "
+        "LEFT JOIN r ON r.id = f.run_id LEFT JOIN runs ru ON ru.id = f.run_id",
+        arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
 }
 
 void apply_statuses(std::span<RunWrite* const> writes, const Result& rows) {
@@ -313,7 +314,8 @@ class PostgresRunStatements final : public RunStatements {
         // One statement (one round trip) for the event, its runs and their queue items;
         // the runs exist only if the event was new.
         Params param;
-        const std::string sql = event_statement(param, event, event_id, runs, run_ids, now, claimed);
+        const std::string sql =
+            event_statement(param, event, event_id, runs, run_ids, now, claimed);
         return !tx.exec_values(sql, param.values).empty();
     }
 
@@ -353,14 +355,14 @@ class PostgresRunStatements final : public RunStatements {
     // The claim is the function cairn_claim (engine migration 4), planned once per
     // connection: take the due items in claim order, skipping locked ones; renew their
     // lease; mark their runs running unless ended.
-    std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit,
-                             std::int64_t now, std::int64_t until) override {
+    std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit, std::int64_t now,
+                             std::int64_t until) override {
         const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit)};
         std::vector<Lease> out;
         for (auto row :
              exec("SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4)", take)) {
-            out.push_back(
-                Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until});
+            out.push_back(Lease{row.get<std::string>(0), std::string(owner),
+                                row.get<std::int64_t>(1), until});
         }
         return out;
     }

@@ -3,6 +3,8 @@
 // all of its rows, each text made once per row count and kept. SQLite has no UPDATE
 // inside WITH, and needs no SKIP LOCKED: BEGIN IMMEDIATE already makes writers take turns.
 
+#include "storage/detail/run_statements.hpp"
+
 #include <fmt/format.h>
 
 #include <memory>
@@ -10,8 +12,6 @@
 #include <optional>
 #include <unordered_map>
 #include <vector>
-
-#include "storage/detail/run_statements.hpp"
 
 namespace cairn::storage::detail {
 namespace {
@@ -82,8 +82,8 @@ class SqliteRunStatements final : public RunStatements {
         }
     }
 
-    std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit,
-                             std::int64_t now, std::int64_t until) override {
+    std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit, std::int64_t now,
+                             std::int64_t until) override {
         static const std::string kTake =
             "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
             "lease_epoch + 1 WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
@@ -92,8 +92,8 @@ class SqliteRunStatements final : public RunStatements {
         std::vector<Lease> out;
         std::vector<Value> start;  // the ids, $1..$n, then owner and now
         for (auto row : exec(kTake, take)) {
-            out.push_back(
-                Lease{row.get<std::string>(0), std::string(owner), row.get<std::int64_t>(1), until});
+            out.push_back(Lease{row.get<std::string>(0), std::string(owner),
+                                row.get<std::int64_t>(1), until});
             start.emplace_back(out.back().run_id);
         }
         if (out.empty()) return out;

@@ -153,8 +153,7 @@ class WalCheckpointer {
             // A pass of the thread in progress would make this one return SQLITE_BUSY at
             // once, and the WAL would grow on; let it finish, then copy the rest.
             checkpointer->wait_idle();
-            sqlite3_wal_checkpoint_v2(writer, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr,
-                                      nullptr);
+            sqlite3_wal_checkpoint_v2(writer, schema, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
         } else if (wal_pages >= kPages) {
             checkpointer->wake();
         }
@@ -191,8 +190,7 @@ class WalCheckpointer {
             // failure (the file gone, another process checkpointing) leaves the WAL to
             // the next signal, or to the writer's own checkpoint.
             if (db != nullptr) {
-                sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
-                                          nullptr);
+                sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
             }
             {
                 std::lock_guard lock(mu_);
@@ -224,9 +222,9 @@ class WalCheckpointer {
     std::mutex mu_;
     std::condition_variable cv_;    // wakes the thread
     std::condition_variable idle_;  // the thread finished a pass
-    bool due_ = false;   // guarded by mu_: a pass was asked for and has not finished
-    bool stop_ = false;  // guarded by mu_
-    std::thread thread_;  // last: starts once the members above exist
+    bool due_ = false;              // guarded by mu_: a pass was asked for and has not finished
+    bool stop_ = false;             // guarded by mu_
+    std::thread thread_;            // last: starts once the members above exist
 };
 
 namespace {
@@ -288,8 +286,7 @@ class SqliteConnection final : public Connection {
     }
     bool healthy() const override { return db_ != nullptr; }
 
-    Result query_once(std::string_view sql, std::span<const Value> params,
-                      Access access) override {
+    Result query_once(std::string_view sql, std::span<const Value> params, Access access) override {
         // A statement outside BEGIN is a read transaction of its own. Writes keep BEGIN
         // IMMEDIATE, which takes the write lock before reading (no upgrade to fail).
         if (access == Access::read_only) return query(sql, params);

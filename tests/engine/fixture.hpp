@@ -24,7 +24,6 @@ using engine::Engine;
 using engine::EventInput;
 using engine::ManualClock;
 
-
 inline constexpr std::int64_t kT0 = 1'900'000'000'000;
 
 inline RetryPolicy exact(int attempts, std::chrono::milliseconds initial = 1000ms) {
@@ -77,7 +76,7 @@ struct NoteTaken : std::runtime_error {
 // (unless the send is a repeat); with `only_if_absent`, throws NoteTaken first when the
 // note exists, writing nothing.
 inline engine::SendResult send_noted(storage::Database& db, Engine& e, const EventInput& in,
-                              const std::string& id, bool only_if_absent = false) {
+                                     const std::string& id, bool only_if_absent = false) {
     return db.transact([&](storage::Transaction& tx) {
         if (only_if_absent && !tx.exec("SELECT 1 FROM notes WHERE id = $1", id).empty())
             throw NoteTaken();

@@ -104,8 +104,8 @@ TEST_CASE("a send in the caller's transaction commits with its rows, on every pa
     std::vector<EventInput> several{EventInput{"note/added", {{"ticket", 7}}},
                                     EventInput{"note/added", {{"ticket", 8}}}, keyed,
                                     EventInput{"other/name"}};
-    const auto sent = db.transact(
-        [&](storage::Transaction& tx) { return f.engine.send(tx, several); });
+    const auto sent =
+        db.transact([&](storage::Transaction& tx) { return f.engine.send(tx, several); });
     REQUIRE(sent.size() == 4);
     CHECK(sent[0].run_ids.size() == 1);
     CHECK_FALSE(sent[0].duplicate);

@@ -50,7 +50,9 @@ class FakeModel {
             {
                 std::lock_guard lock(mutex_);
                 requests_.push_back(req);
-                r = script_.size() > 1 ? script_.front() : script_.empty() ? Reply{500, "{}"} : script_.front();
+                r = script_.size() > 1 ? script_.front()
+                    : script_.empty()  ? Reply{500, "{}"}
+                                       : script_.front();
                 if (script_.size() > 1) script_.pop_front();
             }
             std::this_thread::sleep_for(r.delay);
@@ -92,19 +94,22 @@ const json kAnswer = {{"priority", "high"},
 std::string openai_body(const std::string& content) {
     return json{{"id", "chatcmpl-1"},
                 {"object", "chat.completion"},
-                {"choices", {{{"index", 0},
-                              {"message", {{"role", "assistant"}, {"content", content}}},
-                              {"finish_reason", "stop"}}}}}
+                {"choices",
+                 {{{"index", 0},
+                   {"message", {{"role", "assistant"}, {"content", content}}},
+                   {"finish_reason", "stop"}}}}}
         .dump();
 }
 std::string gemini_body(const std::string& text) {
-    return json{{"candidates", {{{"content", {{"role", "model"}, {"parts", {{{"text", text}}}}}},
-                                 {"finishReason", "STOP"}}}}}
+    return json{{"candidates",
+                 {{{"content", {{"role", "model"}, {"parts", {{{"text", text}}}}}},
+                   {"finishReason", "STOP"}}}}}
         .dump();
 }
 
 TicketText sample() {
-    return {"Checkout deadlocks", "Postgres reports deadlocks on orders", {"bug"}, std::nullopt, kT0};
+    return {
+        "Checkout deadlocks", "Postgres reports deadlocks on orders", {"bug"}, std::nullopt, kT0};
 }
 
 AnalyzerConfig remote(const std::string& kind, const std::string& url) {
@@ -145,7 +150,8 @@ struct Fixture {
     }
     // `u` signed in: a principal with a live session, as a request carries.
     Principal as(const User& u) {
-        const Session s = this->s().auth.login({{"email", u.email}, {"password", "password-123"}}, "ip");
+        const Session s =
+            this->s().auth.login({{"email", u.email}, {"password", "password-123"}}, "ip");
         return this->s().auth.authenticate("Bearer " + s.access_token);
     }
     // Runs everything due, moving the clock past retry backoffs, until nothing is left.
@@ -184,7 +190,8 @@ TEST_CASE("openai analyser: speaks chat completions and asks for JSON") {
     const json body = json::parse(reqs[0].body);
     CHECK(body["model"] == "test-model");
     CHECK(body["response_format"]["type"] == "json_object");
-    CHECK(body["messages"][1]["content"].get<std::string>().find("Checkout deadlocks") != std::string::npos);
+    CHECK(body["messages"][1]["content"].get<std::string>().find("Checkout deadlocks") !=
+          std::string::npos);
 }
 
 TEST_CASE("openai analyser: fenced JSON is accepted; garbage and partial answers are step errors") {
@@ -193,9 +200,11 @@ TEST_CASE("openai analyser: fenced JSON is accepted; garbage and partial answers
     fake.script({{200, openai_body("```json\n" + kAnswer.dump() + "\n```")}});
     CHECK(analyser->analyse(sample()).summary == "Deadlocks in checkout");
     fake.script({{200, openai_body("I think this is high priority!")}});
-    CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("not JSON"), std::runtime_error);
+    CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("not JSON"),
+                         std::runtime_error);
     fake.script({{200, openai_body(R"({"priority":"high"})")}});
-    CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("helpful_notes"), std::runtime_error);
+    CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("helpful_notes"),
+                         std::runtime_error);
     fake.script({{200, "<html>oops</html>"}});
     CHECK_THROWS_AS(analyser->analyse(sample()), std::runtime_error);
     fake.script({{200, R"({"choices":[]})"}});
@@ -227,7 +236,8 @@ TEST_CASE("remote analysers classify HTTP failures for the retry policy") {
         fake.script({{401, R"({"error":{"message":"bad key"}})"}});
         CHECK_THROWS_AS(analyser->analyse(sample()), NonRetriableError);
         fake.script({{200, "{}", std::chrono::milliseconds(2500)}});
-        CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("imeout"), std::runtime_error);
+        CHECK_THROWS_WITH_AS(analyser->analyse(sample()), doctest::Contains("imeout"),
+                             std::runtime_error);
     }
 }
 
@@ -267,7 +277,8 @@ TEST_CASE("ticket-created: a 500 then a good answer; analysed, assigned by skill
     const User ops = f.user("ops@example.test", Role::moderator, {"kubernetes", "postgresql"});
     f.user("boss@example.test", Role::admin);
     const Ticket t = f.s().tickets.create(
-        f.as(owner), {{"title", "Checkout deadlocks"}, {"description", "orders table"}, {"tags", {"bug"}}});
+        f.as(owner),
+        {{"title", "Checkout deadlocks"}, {"description", "orders table"}, {"tags", {"bug"}}});
     REQUIRE(t.run_id);
     f.drain();
     CHECK(f.run_of(*t.run_id)["status"] == "completed");
@@ -295,7 +306,8 @@ TEST_CASE("ticket-created: a model that keeps answering garbage falls back to th
     const User owner = f.user("owner@example.test", Role::user);
     const User admin = f.user("admin@example.test", Role::admin);
     const Ticket t = f.s().tickets.create(
-        f.as(owner), {{"title", "Security breach"}, {"description", "an exploit in login"}, {"tags", {"sec"}}});
+        f.as(owner),
+        {{"title", "Security breach"}, {"description", "an exploit in login"}, {"tags", {"sec"}}});
     f.drain();
     CHECK(f.run_of(*t.run_id)["status"] == "completed");
     const auto keys = step_keys(f.engine, *t.run_id);
@@ -327,15 +339,19 @@ TEST_CASE("assignment: best skill match, then fewest open tickets, then an admin
     const User b = f.user("b@example.test", Role::moderator, {"ReactJS", "CSS"});
     const User admin = f.user("admin@example.test", Role::admin);
     auto create = [&] {
-        return f.s().tickets.create(f.as(owner), {{"title", "t"}, {"description", "d"}, {"tags", {"x"}}});
+        return f.s().tickets.create(f.as(owner),
+                                    {{"title", "t"}, {"description", "d"}, {"tags", {"x"}}});
     };
     const Ticket t1 = create();
-    CHECK(f.s().tickets.pick_assignee(t1.id, {"react", "css"})->id == a.id);  // tie: longest-standing
+    CHECK(f.s().tickets.pick_assignee(t1.id, {"react", "css"})->id ==
+          a.id);  // tie: longest-standing
     f.s().db.transact(
         [&](storage::Transaction& tx) { f.s().tickets.assign_if_unassigned(tx, t1.id, a.id); });
     const Ticket t2 = create();
-    CHECK(f.s().tickets.pick_assignee(t2.id, {"react"})->id == b.id);  // tie on skills: b has fewer open
-    CHECK(f.s().tickets.pick_assignee(t2.id, {"cobol"})->id == admin.id);  // nobody matches: an admin
+    CHECK(f.s().tickets.pick_assignee(t2.id, {"react"})->id ==
+          b.id);  // tie on skills: b has fewer open
+    CHECK(f.s().tickets.pick_assignee(t2.id, {"cobol"})->id ==
+          admin.id);                                                   // nobody matches: an admin
     CHECK(f.s().tickets.pick_assignee(t1.id, {"cobol"})->id == a.id);  // already assigned: stays
     f.s().users.set_active(b.id, false);
     CHECK(f.s().tickets.pick_assignee(t2.id, {"react"})->id == a.id);  // inactive staff are skipped
@@ -344,19 +360,23 @@ TEST_CASE("assignment: best skill match, then fewest open tickets, then an admin
 TEST_CASE("register emits user/signup in the same transaction; the welcome mail goes out once") {
     Fixture f;
     const Session s = f.s().auth.register_user(
-        {{"email", "New@Example.test"}, {"password", "password-123"}, {"skills", {"Postgres"}}}, "10.0.0.1");
+        {{"email", "New@Example.test"}, {"password", "password-123"}, {"skills", {"Postgres"}}},
+        "10.0.0.1");
     CHECK(s.user.email == "new@example.test");
     CHECK(s.user.skills == std::vector<std::string>{"postgresql"});
-    const auto events = f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events;
+    const auto events =
+        f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events;
     REQUIRE(events.size() == 1);
     f.drain();
     f.drain();
     CHECK(list_outbox(f.tdb.db(), std::string("new@example.test"), 10).size() == 1);
     // A failed insert (taken email) writes no event either.
-    CHECK_THROWS_AS(f.s().auth.register_user({{"email", "new@example.test"}, {"password", "password-123"}},
-                                             "10.0.0.1"),
+    CHECK_THROWS_AS(f.s().auth.register_user(
+                        {{"email", "new@example.test"}, {"password", "password-123"}}, "10.0.0.1"),
                     ApiError);
-    CHECK(f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events.size() == 1);
+    CHECK(
+        f.engine.store().list_events(std::string("user/signup"), std::nullopt, 10).events.size() ==
+        1);
 }
 
 TEST_CASE(
@@ -515,16 +535,19 @@ TEST_CASE("ticket posts made at once share batches, and each gets its own outcom
 
 TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cuts access") {
     Fixture f;
-    const Session s = f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    const Session s =
+        f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
     const Principal p = f.s().auth.authenticate("Bearer " + s.access_token);
     CHECK(p.user_id == s.user.id);
     const Session r1 = f.s().auth.refresh({{"refresh_token", s.refresh_token}});
     CHECK(r1.refresh_token != s.refresh_token);
     CHECK_THROWS_AS(f.s().auth.refresh({{"refresh_token", s.refresh_token}}), ApiError);  // reuse
-    CHECK_THROWS_AS(f.s().auth.refresh({{"refresh_token", r1.refresh_token}}), ApiError);  // family gone
+    CHECK_THROWS_AS(f.s().auth.refresh({{"refresh_token", r1.refresh_token}}),
+                    ApiError);  // family gone
     CHECK_THROWS_AS(f.s().auth.authenticate(r1.access_token), ApiError);
     // Access tokens expire with the clock.
-    const Session s2 = f.s().auth.login({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    const Session s2 =
+        f.s().auth.login({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
     CHECK_NOTHROW(f.s().auth.authenticate(s2.access_token));
     f.clock.advance(16 * 60 * 1000);
     CHECK_THROWS_AS(f.s().auth.authenticate(s2.access_token), ApiError);

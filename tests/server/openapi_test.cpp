@@ -5,8 +5,8 @@
 
 #include "engine/engine.hpp"
 #include "server/api_keys.hpp"
-#include "server/metrics.hpp"
 #include "server/engine_api.hpp"
+#include "server/metrics.hpp"
 #include "storage/database.hpp"
 
 using namespace cairn;

@@ -43,7 +43,8 @@ TEST_CASE("the router matches literal segments and parameters, and tells 404 fro
     CHECK(get(router, "GET", "/api/runs/r1").reply()->body == "one id=r1");
     CHECK(get(router, "HEAD", "/api/runs/r1").reply()->body == "one id=r1");
     CHECK(get(router, "POST", "/api/runs/r2/retry").reply()->body == "retry id=r2");
-    CHECK(get(router, "GET", "/api/runs/r3/steps/charge").reply()->body == "step id=r3 name=charge");
+    CHECK(get(router, "GET", "/api/runs/r3/steps/charge").reply()->body ==
+          "step id=r3 name=charge");
     CHECK(get(router, "GET", "/inspector/").reply()->body == "ui");
 
     // A parameter does not match a literal, nor a literal another literal.

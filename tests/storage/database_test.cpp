@@ -420,7 +420,8 @@ TEST_CASE("on SQLite, write transactions waiting behind a running one share one 
     CHECK(rows[1].get<std::string>(1) == "second");
 }
 
-TEST_CASE("on SQLite, when a batch's shared transaction is lost, no caller in it is told it committed") {
+TEST_CASE(
+    "on SQLite, when a batch's shared transaction is lost, no caller in it is told it committed") {
     TestDb t;
     Database& db = t.db();
     if (db.backend() != Backend::sqlite) return;
@@ -504,9 +505,9 @@ TEST_CASE("on SQLite, a batch's transaction that rewrote thousands of rows rolls
     CHECK(db.writes().stats().batches - batches == 2);  // the first, then the three
     // The failed transaction's rewrite is undone to the byte; its companions committed.
     CHECK(count(db) == 4000 + 3);
-    CHECK(db.read("SELECT count(*) FROM t WHERE id >= 100 AND s = $1", before)
-              .front()
-              .get<int>(0) == 4000);
+    CHECK(
+        db.read("SELECT count(*) FROM t WHERE id >= 100 AND s = $1", before).front().get<int>(0) ==
+        4000);
     CHECK(db.read("SELECT s FROM t WHERE id = 2").front().get<std::string>(0) == "second");
     CHECK(db.read("SELECT s FROM t WHERE id = 3").front().get<std::string>(0) == "third");
 }

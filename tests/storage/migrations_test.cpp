@@ -46,7 +46,8 @@ TEST_CASE("migrate applies pending migrations once and records them") {
     for (const auto& s : m.status()) CHECK(s.applied_at.has_value());
 
     t.db().exec("INSERT INTO widgets (id, name, colour) VALUES ($1, $2, $3)", 1, "gear", "red");
-    CHECK(t.db().exec("SELECT count(*) FROM schema_migrations").front().get<int>(0) == all_migrations());
+    CHECK(t.db().exec("SELECT count(*) FROM schema_migrations").front().get<int>(0) ==
+          all_migrations());
 }
 
 TEST_CASE("a later migration of a component is applied on the next run") {
@@ -152,5 +153,6 @@ TEST_CASE("processes migrating one database at once do not collide") {
     for (auto& th : threads) th.join();
     CHECK(failures == 0);
     CHECK(applied == all_migrations());
-    CHECK(t.db().exec("SELECT count(*) FROM schema_migrations").front().get<int>(0) == all_migrations());
+    CHECK(t.db().exec("SELECT count(*) FROM schema_migrations").front().get<int>(0) ==
+          all_migrations());
 }

@@ -21,8 +21,8 @@ namespace cairn::run_store_test {
 using namespace cairn::storage;
 using cairn::testing::TestDb;
 
-
-inline constexpr std::int64_t kT0 = 1'800'000'000'000;  // a fixed "now"; the store never reads the clock
+inline constexpr std::int64_t kT0 =
+    1'800'000'000'000;  // a fixed "now"; the store never reads the clock
 inline constexpr std::int64_t kLease = 30'000;
 
 // A migrated database with a RunStore over it.

@@ -98,8 +98,8 @@ TEST_CASE("events written together in the caller's transaction commit with its r
              awaited = event("ticket/approved"), keyed = event("ticket/created");
     keyed.idempotency_key = "k";
     NewEvent keyed_again = keyed;
-    EventWrite wa{&a, runs, kT0}, wb{&b, runs, kT0}, ww{&awaited, runs, kT0},
-        wk{&keyed, runs, kT0}, wk2{&keyed_again, runs, kT0};
+    EventWrite wa{&a, runs, kT0}, wb{&b, runs, kT0}, ww{&awaited, runs, kT0}, wk{&keyed, runs, kT0},
+        wk2{&keyed_again, runs, kT0};
     EventWrite* batch[] = {&wa, &wb, &ww, &wk, &wk2};
     // The caller's rows name the events the statement wrote, in the same transaction.
     db.transact([&](Transaction& tx) {

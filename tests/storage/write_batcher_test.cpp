@@ -102,17 +102,20 @@ class RowKind final : public WriteKind {
     const bool alone_;
     mutable std::mutex mu_;
     mutable std::condition_variable cv_;
-    bool open_ = true;                     // guarded by mu_
-    mutable int held_ = 0;                 // guarded by mu_
+    bool open_ = true;                        // guarded by mu_
+    mutable int held_ = 0;                    // guarded by mu_
     mutable std::vector<std::size_t> sizes_;  // guarded by mu_
 };
 
 struct Fixture {
     TestDb t;
     Fixture() {
-        t.db().transact([](Transaction& tx) { tx.exec_script("CREATE TABLE w (id BIGINT PRIMARY KEY)"); });
+        t.db().transact(
+            [](Transaction& tx) { tx.exec_script("CREATE TABLE w (id BIGINT PRIMARY KEY)"); });
     }
-    std::int64_t rows() { return t.db().read("SELECT count(*) FROM w").front().get<std::int64_t>(0); }
+    std::int64_t rows() {
+        return t.db().read("SELECT count(*) FROM w").front().get<std::int64_t>(0);
+    }
 };
 
 // Waits until `n` writes are queued in `b`.

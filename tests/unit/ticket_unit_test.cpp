@@ -34,7 +34,8 @@ TEST_CASE("the skill taxonomy has at least 60 skills, each with synonyms and a c
         CHECK(names.insert(s.name).second);
         CHECK(!s.synonyms.empty());
         CHECK(!s.checklist.empty());
-        for (auto w : s.synonyms) CHECK_MESSAGE(words.insert(w).second, "synonym used twice: " << w);
+        for (auto w : s.synonyms)
+            CHECK_MESSAGE(words.insert(w).second, "synonym used twice: " << w);
     }
 }
 
@@ -55,9 +56,11 @@ TEST_CASE("heuristic priority: outages, security, data loss and payments are hig
 }
 
 TEST_CASE("heuristic priority: typos and questions are low, ordinary bugs medium") {
-    CHECK(analyse("Typo on the pricing page", "It says 'anual' instead of 'annual'").priority == "low");
+    CHECK(analyse("Typo on the pricing page", "It says 'anual' instead of 'annual'").priority ==
+          "low");
     CHECK(analyse("Question about exports", "How do I export my data to CSV?").priority == "low");
-    CHECK(analyse("Export button error", "Clicking export shows an error dialog").priority == "medium");
+    CHECK(analyse("Export button error", "Clicking export shows an error dialog").priority ==
+          "medium");
     CHECK(analyse("Hello", "Just saying hi").priority == "medium");
 }
 
@@ -69,8 +72,8 @@ TEST_CASE("heuristic priority: a deadline within a day makes a ticket high") {
 }
 
 TEST_CASE("heuristic skills come from title, description and tags; notes from checklists") {
-    const auto a = analyse("Checkout page blank in React", "The Postgres query behind the API times out",
-                           {"docker"});
+    const auto a = analyse("Checkout page blank in React",
+                           "The Postgres query behind the API times out", {"docker"});
     CHECK(has(a.related_skills, "react"));
     CHECK(has(a.related_skills, "postgresql"));
     CHECK(has(a.related_skills, "docker"));
@@ -79,8 +82,8 @@ TEST_CASE("heuristic skills come from title, description and tags; notes from ch
     CHECK(a.summary.find('\n') == std::string::npos);
     CHECK(!a.summary.empty());
     // Deterministic: the same ticket gives the same analysis.
-    const auto b = analyse("Checkout page blank in React", "The Postgres query behind the API times out",
-                           {"docker"});
+    const auto b = analyse("Checkout page blank in React",
+                           "The Postgres query behind the API times out", {"docker"});
     CHECK(b.related_skills == a.related_skills);
     CHECK(b.helpful_notes == a.helpful_notes);
     // Whole words only: "going" is not Go, "paid" is not "ai".
@@ -104,8 +107,10 @@ TEST_CASE("model output is validated field by field") {
     CHECK_THROWS_AS(validate_analysis(without("priority")), std::runtime_error);
     CHECK_THROWS_AS(validate_analysis(without("summary")), std::runtime_error);
     CHECK_THROWS_AS(validate_analysis(without("related_skills")), std::runtime_error);
-    CHECK_THROWS_AS(validate_analysis(json{{"priority", "whenever"}, {"helpful_notes", "x"},
-                                           {"related_skills", json::array()}, {"summary", "s"}}),
+    CHECK_THROWS_AS(validate_analysis(json{{"priority", "whenever"},
+                                           {"helpful_notes", "x"},
+                                           {"related_skills", json::array()},
+                                           {"summary", "s"}}),
                     std::runtime_error);
     CHECK_THROWS_AS(validate_analysis(json::array()), std::runtime_error);
     json wrong_type = good;
@@ -125,7 +130,8 @@ TEST_CASE("JWT: HS256 tokens verify; tampering, other keys, alg=none and expiry 
     tampered[tampered.find('.') + 2] ^= 1;
     CHECK_FALSE(jwt.verify(tampered, 1000));
     const auto dot = token.find('.');
-    const std::string none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0" + token.substr(dot, token.rfind('.') - dot) + ".";
+    const std::string none =
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0" + token.substr(dot, token.rfind('.') - dot) + ".";
     CHECK_FALSE(jwt.verify(none, 1000));
     CHECK_FALSE(jwt.verify("a.b", 1000));
     CHECK_FALSE(jwt.verify("", 1000));
