@@ -109,8 +109,12 @@ void WriteBatcher::count(std::size_t writes) {
 }
 
 void WriteBatcher::commit(std::span<BatchedWrite* const> batch) {
-    // Counted once written, before any writer of it learns its outcome.
     const std::size_t n = batch.size();
+    // Counted once written, before any writer of it learns its outcome.
+    bool counted = false;
+    const auto count_once = [&] {
+        if (!std::exchange(counted, true)) count(n);
+    };
     // The kinds, in the order their first write was queued, and their writes.
     std::vector<std::pair<const WriteKind*, std::vector<BatchedWrite*>>> groups;
     for (BatchedWrite* w : batch) {
@@ -119,21 +123,23 @@ void WriteBatcher::commit(std::span<BatchedWrite* const> batch) {
         if (it == groups.end()) it = groups.insert(groups.end(), {&w->kind(), {}});
         it->second.push_back(w);
     }
-    const bool alone = std::all_of(groups.begin(), groups.end(),
-                                   [this](const auto& g) { return g.first->commits_alone(db_); });
-    if (alone) {
-        // A commit per kind: each kind's writers go as soon as theirs is durable.
-        bool counted = false;
-        for (const auto& [kind, writes] : groups) {
-            write_or_split(writes, [this, kind = kind](std::span<BatchedWrite* const> part) {
-                kind->write_alone(db_, part);
-            });
-            if (!std::exchange(counted, true)) count(n);
-            publish(writes);
+    // A kind that commits alone is a statement of its own, its writers released as soon as
+    // theirs is durable (a mixed batch does not hold them in the others' transaction);
+    // the other kinds share one transaction.
+    std::vector<BatchedWrite*> together;
+    for (const auto& [kind, writes] : groups) {
+        if (!kind->commits_alone(db_)) {
+            together.insert(together.end(), writes.begin(), writes.end());
+            continue;
         }
-        return;
+        write_or_split(writes, [this, kind = kind](std::span<BatchedWrite* const> part) {
+            kind->write_alone(db_, part);
+        });
+        count_once();
+        publish(writes);
     }
-    write_or_split(batch, [this](std::span<BatchedWrite* const> part) {
+    if (together.empty()) return;
+    write_or_split(together, [this](std::span<BatchedWrite* const> part) {
         Transaction tx = db_.begin(Access::read_write);
         std::vector<const WriteKind*> kinds;
         for (BatchedWrite* w : part) {
@@ -150,8 +156,8 @@ void WriteBatcher::commit(std::span<BatchedWrite* const> batch) {
         }
         tx.commit();
     });
-    count(n);
-    publish(batch);
+    count_once();
+    publish(together);
 }
 
 // Writes one write on its own, as a batch of one would be.

@@ -56,7 +56,8 @@ class WriteKind {
                        std::size_t batch_size) const = 0;
     // Whether write_alone can write such writes on `db` without a transaction around
     // them: committed by the statement itself (on Postgres, one statement in autocommit
-    // saves the BEGIN and COMMIT round trips).
+    // saves the BEGIN and COMMIT round trips). Such writes are then written apart from the
+    // rest of their batch.
     virtual bool commits_alone(const Database& /*db*/) const { return false; }
     virtual void write_alone(Database& /*db*/, std::span<BatchedWrite* const> /*writes*/) const {}
 };
@@ -68,9 +69,9 @@ class WriteKind {
 // A write that finds nothing queued and fewer than `in_flight` batches being written is
 // written at once on its caller's thread, a batch of one: no hand-off. Any other is
 // queued, and writer threads (started at the first such write) take everything queued,
-// up to `max_batch` writes, as one batch: one transaction and one commit, unless every
-// write's kind commits alone (then a statement per kind). Each writer learns its own
-// outcome once the commit that holds its write is durable.
+// up to `max_batch` writes, as one batch: one transaction and one commit, but for the
+// kinds that commit alone (a statement each). Each writer learns its own outcome once the
+// commit that holds its write is durable.
 //
 // A batch that fails is written again a write at a time, so a write that cannot be
 // written fails alone and every other still lands: a write's function may run more than

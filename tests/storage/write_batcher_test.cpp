@@ -184,10 +184,12 @@ TEST_CASE("writes queued behind a batch in flight share the next batch; each fai
     CHECK(stats.writer_cpu_ns > 0);  // the shared batch was the writer thread's
 }
 
-TEST_CASE("a batch of kinds that commit alone releases each kind's writers once theirs landed") {
+TEST_CASE("a batch's kinds that commit alone are released before the others' transaction") {
     Fixture f;
     if (f.t.db().backend() != Backend::postgres) return;  // SQLite's commit is the batch's
-    RowKind first_kind(true), second_kind(true);
+    // The second kind writes in the batch's transaction, held at its gate; the first, which
+    // commits alone, is not held with it.
+    RowKind first_kind(true), second_kind(false);
     WriteBatcher b(f.t.db(), {.in_flight = 1, .max_batch = 64});
     // Hold a batch in flight so that the next two writes share a batch.
     RowKind holder_kind;
@@ -199,7 +201,8 @@ TEST_CASE("a batch of kinds that commit alone releases each kind's writers once 
     std::atomic<bool> a_done{false};
     b.submit(a, [&] { a_done = true; });
     second_kind.close_gate();
-    b.submit(c, [] {});
+    std::atomic<bool> c_done{false};
+    b.submit(c, [&] { c_done = true; });
     REQUIRE(await_waiting(b, 2));
     holder_kind.open_gate();
     holder.join();
@@ -209,7 +212,9 @@ TEST_CASE("a batch of kinds that commit alone releases each kind's writers once 
     CHECK(a_done);
     CHECK(f.rows() == 2);
     second_kind.open_gate();
-    for (int i = 0; i < 2000 && !c.written; ++i) std::this_thread::sleep_for(10ms);
+    for (int i = 0; i < 2000 && !c_done; ++i) std::this_thread::sleep_for(10ms);
+    CHECK(c.written);
+    CHECK(f.rows() == 3);
 }
 
 TEST_CASE("with a batch of one at most, every write commits on its own") {
