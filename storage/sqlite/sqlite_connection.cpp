@@ -121,7 +121,7 @@ std::string numbered_placeholders(std::string_view sql, std::size_t& highest) {
 // The WAL is let grow to 10,000 pages (40 MB at 4 KiB) before a checkpoint, not SQLite's
 // 1,000: the pages written most (the last leaf of each index, the tables' ends) are copied
 // once per checkpoint however often they were rewritten, so fewer checkpoints copy and sync
-// less (docs/performance.md: POST /api/v1/tickets +9 %, one-at-a-time p99 3.2 -> 1.8 ms).
+// less (docs/storage.md).
 class WalCheckpointer {
   public:
     static constexpr int kPages = 10'000;        // the thread checkpoints

@@ -470,8 +470,7 @@ TEST_CASE("on SQLite, a batch's transaction that rewrote thousands of rows rolls
     make_table(db);
     // About 4 MiB of rows, all rewritten in the failing transaction: its savepoint's journal
     // holds a thousand pages. (A statement journal limited in size, SQLite's default, would
-    // go to a file here; one limited beyond 128 KiB failed this case as a full disk,
-    // docs/performance.md "What did not help".)
+    // go to a file here; one limited beyond 128 KiB failed this case as a full disk.)
     const std::string before(1000, 'a');
     db.transact([&](Transaction& tx) {
         for (int id = 100; id < 4100; ++id) {
