@@ -1,10 +1,8 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
-#include <thread>
 
+#include "common/periodic.hpp"
 #include "engine/clock.hpp"
 #include "engine/detail/worker_pool.hpp"
 #include "storage/run_store.hpp"
@@ -18,21 +16,15 @@ class LeaseKeeper {
   public:
     LeaseKeeper(WorkerPool& pool, storage::RunStore& store, const Clock& clock,
                 std::chrono::milliseconds lease);
-    ~LeaseKeeper();
-    LeaseKeeper(const LeaseKeeper&) = delete;
-    LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
   private:
-    void loop();
+    void renew_all();
 
     WorkerPool& pool_;
     storage::RunStore& store_;
     const Clock& clock_;
     const std::chrono::milliseconds lease_;
-    std::mutex mu_;
-    std::condition_variable cv_;
-    bool stop_ = false;  // guarded by mu_
-    std::thread thread_;
+    Periodic thread_;  // last: started once the rest is set
 };
 
 }  // namespace cairn::engine::detail

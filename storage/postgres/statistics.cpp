@@ -3,7 +3,6 @@
 #include <chrono>
 #include <memory>
 
-#include "common/threads.hpp"
 #include "storage/detail/connection.hpp"
 
 namespace cairn::storage::detail {
@@ -27,33 +26,17 @@ std::vector<std::string> analyze_grown_tables(Connection& conn) {
     return grown;
 }
 
-StatisticsKeeper::StatisticsKeeper(DatabaseUrl url) : url_(std::move(url)) {
-    thread_ = std::thread([this] { loop(); });
-}
+StatisticsKeeper::StatisticsKeeper(DatabaseUrl url)
+    : url_(std::move(url)), thread_("cairn-stats", std::chrono::seconds(1), [this] { check(); }) {}
 
-StatisticsKeeper::~StatisticsKeeper() {
-    {
-        std::lock_guard lock(mu_);
-        stop_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-}
+StatisticsKeeper::~StatisticsKeeper() = default;
 
-void StatisticsKeeper::loop() {
-    name_this_thread("cairn-stats");
-    constexpr auto kEvery = std::chrono::seconds(1);
-    std::unique_ptr<Connection> conn;
-    std::unique_lock lock(mu_);
-    while (!cv_.wait_for(lock, kEvery, [this] { return stop_; })) {
-        lock.unlock();
-        try {
-            if (!conn || !conn->healthy()) conn = connect_postgres(url_);
-            analyze_grown_tables(*conn);
-        } catch (const std::exception&) {
-            conn.reset();  // the database is away: try again at the next check
-        }
-        lock.lock();
+void StatisticsKeeper::check() {
+    try {
+        if (!conn_ || !conn_->healthy()) conn_ = connect_postgres(url_);
+        analyze_grown_tables(*conn_);
+    } catch (const std::exception&) {
+        conn_.reset();  // the database is away: try again at the next check
     }
 }
 

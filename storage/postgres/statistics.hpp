@@ -1,11 +1,10 @@
 #pragma once
 
-#include <condition_variable>
-#include <mutex>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "common/periodic.hpp"
 #include "storage/database.hpp"
 
 namespace cairn::storage::detail {
@@ -27,17 +26,13 @@ class StatisticsKeeper {
   public:
     explicit StatisticsKeeper(DatabaseUrl url);
     ~StatisticsKeeper();
-    StatisticsKeeper(const StatisticsKeeper&) = delete;
-    StatisticsKeeper& operator=(const StatisticsKeeper&) = delete;
 
   private:
-    void loop();
+    void check();
 
     const DatabaseUrl url_;
-    std::mutex mu_;
-    std::condition_variable cv_;
-    bool stop_ = false;  // guarded by mu_
-    std::thread thread_;
+    std::unique_ptr<Connection> conn_;  // the thread's own, opened at the first check
+    Periodic thread_;                   // last: started once the rest is set
 };
 
 // One check: analyses the tables that grew (see StatisticsKeeper) over `conn` and returns
