@@ -87,6 +87,8 @@ class Engine {
     // waits for go in one statement.
     std::vector<SendResult> send(storage::Transaction& tx, std::span<const EventInput> events);
     // The same on its own: sends made at once share a commit (on Postgres, one statement).
+    // Not from inside a transaction's function: on SQLite it would wait for itself (use
+    // send(tx, event) there).
     SendResult send(const EventInput& event);
 
     // Cancels a run: it stops at its next step boundary. False if it had already ended.

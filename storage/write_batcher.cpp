@@ -51,8 +51,18 @@ void WriteBatcher::enqueue(std::unique_lock<std::mutex>& lock, BatchedWrite& w) 
         if (due()) writer_cv_.notify_one();  // queued meanwhile
         return;
     }
+    if (writers_.empty() && !start_writers()) {
+        // No thread to be had (resources exhausted): written on its caller's thread, a
+        // batch of one beside the others in flight.
+        ++in_flight_;
+        lock.unlock();
+        BatchedWrite* const one[] = {&w};
+        commit(one);
+        lock.lock();
+        --in_flight_;
+        return;
+    }
     queue_.push_back(&w);
-    if (writers_.empty()) start_writers();
     if (due()) writer_cv_.notify_one();
 }
 
@@ -61,16 +71,14 @@ bool WriteBatcher::due() const {
     return !queue_.empty() && in_flight_ < options_.in_flight;
 }
 
-// Called with mu_ held.
-void WriteBatcher::start_writers() {
+// Called with mu_ held. Whether a writer thread runs: those that started write the queue.
+bool WriteBatcher::start_writers() {
     try {
         while (writers_.size() < options_.in_flight)
             writers_.emplace_back([this] { writer_loop(); });
     } catch (const std::system_error&) {
-        // No thread to be had (resources exhausted): those that started write the queue,
-        // and with none the writes wait for the next caller that finds a slot free.
-        if (writers_.empty()) throw;
     }
+    return !writers_.empty();
 }
 
 void WriteBatcher::writer_loop() {

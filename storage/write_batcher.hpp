@@ -115,7 +115,7 @@ class WriteBatcher {
   private:
     void enqueue(std::unique_lock<std::mutex>& lock, BatchedWrite& w);
     bool due() const;
-    void start_writers();
+    bool start_writers();
     void writer_loop();
     void commit(std::span<BatchedWrite* const> batch);
     void write_one(std::span<BatchedWrite* const> writes);

@@ -147,7 +147,10 @@ TicketPosts::Outcome outcome_of(const Post& p) {
 TicketPosts::TicketPosts(storage::Database& db, engine::Engine& engine)
     : db_(db), kind_(std::make_unique<PostKind>(engine)) {}
 
-TicketPosts::~TicketPosts() = default;
+TicketPosts::~TicketPosts() {
+    std::unique_lock lock(mu_);
+    idle_.wait(lock, [this] { return queued_ == 0; });
+}
 
 TicketPosts::Outcome TicketPosts::write(const Principal& who, Ticket ticket) {
     Post post(*kind_, who, std::move(ticket));
@@ -159,8 +162,15 @@ void TicketPosts::submit(const Principal& who, Ticket ticket, std::function<void
     auto post = std::make_unique<Post>(*kind_, who, std::move(ticket));
     post->done = std::move(done);
     Post& p = *post;
-    db_.writes().submit(
-        p, [owned = std::shared_ptr<Post>(std::move(post))] { owned->done(outcome_of(*owned)); });
+    {
+        std::lock_guard lock(mu_);
+        ++queued_;
+    }
+    db_.writes().submit(p, [this, owned = std::shared_ptr<Post>(std::move(post))] {
+        owned->done(outcome_of(*owned));
+        std::lock_guard lock(mu_);
+        if (--queued_ == 0) idle_.notify_all();
+    });
 }
 
 }  // namespace cairn::ticket

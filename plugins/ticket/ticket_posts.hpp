@@ -1,8 +1,10 @@
 #pragma once
 
+#include <condition_variable>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "plugins/ticket/auth.hpp"
@@ -23,11 +25,13 @@ namespace cairn::ticket {
 // events that start their workflows go in through Engine::send in the same transaction
 // (on Postgres one statement for all), and the tickets and their change rows take one
 // statement each. A post whose session has ended (logout, deactivation) writes nothing.
-// Thread-safe.
+// Thread-safe. The destructor waits for the posts it queued, which refer to it.
 class TicketPosts {
   public:
     TicketPosts(storage::Database& db, engine::Engine& engine);
     ~TicketPosts();
+    TicketPosts(const TicketPosts&) = delete;
+    TicketPosts& operator=(const TicketPosts&) = delete;
 
     // What a post comes to: the ticket as written, or the error (ApiError unauthorized
     // when the session has ended).
@@ -45,6 +49,9 @@ class TicketPosts {
   private:
     storage::Database& db_;
     std::unique_ptr<storage::WriteKind> kind_;
+    std::mutex mu_;
+    std::condition_variable idle_;  // queued_ fell to 0
+    int queued_ = 0;                // posts submitted and not yet done; guarded by mu_
 };
 
 }  // namespace cairn::ticket
