@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "common/ids.hpp"
+#include "common/json.hpp"
 #include "engine/engine.hpp"
 #include "server/http/router.hpp"
 #include "storage/database.hpp"
@@ -56,7 +57,8 @@ class NotesPlugin final : public plugins::Plugin {
         router.add(
             "POST", "/api/example/notes", server::Auth::admin,
             [this](const server::Request& req, const server::Params&) {
-                const json body = json::parse(req.body, nullptr, false);
+                std::string problem;
+                const json body = parse_untrusted_json(req.body, problem);
                 if (!body.is_object() || !body.contains("text") || !body["text"].is_string())
                     return server::error_response(400, "validation_failed",
                                                   "text is required and must be a string");

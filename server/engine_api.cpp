@@ -13,6 +13,7 @@
 #include <set>
 
 #include "common/ids.hpp"
+#include "common/json.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
 #include "engine/engine.hpp"
@@ -48,9 +49,10 @@ Reply invalid(std::string_view message, const json& details = json::array()) {
 }
 
 std::optional<json> parse_body(const Request& req, Reply& error) {
-    json body = json::parse(req.body, nullptr, false);
+    std::string problem;
+    json body = parse_untrusted_json(req.body, problem);
     if (body.is_discarded()) {
-        error = error_response(400, "invalid_json", "the request body is not valid JSON");
+        error = error_response(400, "invalid_json", "the request body: " + problem);
         return std::nullopt;
     }
     return body;

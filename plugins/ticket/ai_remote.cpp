@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
+#include "common/json.hpp"
 #include "common/time.hpp"
 #include "engine/errors.hpp"
 #include "plugins/ticket/ai.hpp"
@@ -12,6 +15,9 @@
 
 namespace cairn::ticket {
 namespace {
+
+// The longest wait a provider's Retry-After may ask of a step, in seconds.
+constexpr std::int64_t kMaxRetryAfterS = 300;
 
 constexpr std::string_view kInstructions =
     "You triage support tickets for a help desk. Read the ticket and answer with one JSON "
@@ -34,9 +40,10 @@ std::string strip_fences(std::string text) {
 }
 
 Analysis parse_answer(const std::string& provider, const std::string& text) {
-    const json j = json::parse(strip_fences(text), nullptr, false);
+    std::string problem;
+    const json j = parse_untrusted_json(strip_fences(text), problem);
     if (j.is_discarded())
-        throw std::runtime_error(fmt::format("{}: the model's answer is not JSON", provider));
+        throw std::runtime_error(fmt::format("{}: the model's answer: {}", provider, problem));
     try {
         return validate_analysis(j);
     } catch (const std::runtime_error& e) {
@@ -47,7 +54,8 @@ Analysis parse_answer(const std::string& provider, const std::string& text) {
 // Maps a non-200 reply to the error the retry policy understands.
 [[noreturn]] void fail(const std::string& provider, const HttpReply& reply) {
     std::string detail = reply.body.substr(0, 300);
-    const json j = json::parse(reply.body, nullptr, false);
+    std::string problem;
+    const json j = parse_untrusted_json(reply.body, problem);
     if (j.is_object() && j.contains("error")) {
         const json& e = j["error"];
         if (e.is_object() && e.contains("message") && e["message"].is_string())
@@ -57,7 +65,10 @@ Analysis parse_answer(const std::string& provider, const std::string& text) {
     }
     const std::string message = fmt::format("{}: HTTP {}: {}", provider, reply.status, detail);
     if (reply.status == 429) {
-        throw RetryAfterError(message, std::chrono::seconds(reply.retry_after_s.value_or(5)));
+        // The provider's wait, within bounds: a huge Retry-After must not park the run.
+        const auto wait =
+            std::clamp<std::int64_t>(reply.retry_after_s.value_or(5), 1, kMaxRetryAfterS);
+        throw RetryAfterError(message, std::chrono::seconds(wait));
     }
     if (reply.status == 408 || reply.status >= 500) throw std::runtime_error(message);
     // 400, 401, 403, 404: a wrong key, model or URL; retrying cannot help.
@@ -66,9 +77,10 @@ Analysis parse_answer(const std::string& provider, const std::string& text) {
 
 json parse_reply(const std::string& provider, const HttpReply& reply) {
     if (reply.status != 200) fail(provider, reply);
-    json j = json::parse(reply.body, nullptr, false);
+    std::string problem;
+    json j = parse_untrusted_json(reply.body, problem);
     if (j.is_discarded())
-        throw std::runtime_error(fmt::format("{}: the reply is not JSON", provider));
+        throw std::runtime_error(fmt::format("{}: the reply: {}", provider, problem));
     return j;
 }
 

@@ -8,6 +8,7 @@
 #include <deque>
 #include <mutex>
 
+#include "common/json.hpp"
 #include "engine/engine.hpp"
 #include "plugins/ticket/ticket_plugin.hpp"
 #include "server/http/router.hpp"
@@ -56,9 +57,9 @@ auto respond(Fn&& fn) -> decltype(fn()) {
 
 json body_of(const Request& req) {
     if (req.body.empty()) return json::object();
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded())
-        throw ApiError(ErrorCode::invalid_json, "the request body is not valid JSON");
+    std::string problem;
+    json j = parse_untrusted_json(req.body, problem);
+    if (j.is_discarded()) throw ApiError(ErrorCode::invalid_json, "the request body: " + problem);
     if (!j.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     return j;
@@ -156,9 +157,13 @@ Response websocket(Services& s, const Request& req) {
         json{{"type", "hello"}, {"user_id", who.user_id}, {"role", to_string(who.role)}}.dump());
     server::WebSocket r;
     r.on_message = [sock](const std::string& text) {
-        const json j = json::parse(text, nullptr, false);
+        std::string problem;
+        const json j = parse_untrusted_json(text, problem);
         std::lock_guard lock(sock->mutex);
-        if (j.is_object() && j.value("type", "") == "ping")
+        if (j.is_discarded())
+            sock->outbox.push_back(
+                json{{"type", "error"}, {"code", "invalid_json"}, {"message", problem}}.dump());
+        else if (j.is_object() && j.value("type", "") == "ping")
             sock->outbox.push_back(json{{"type", "pong"}}.dump());
     };
     r.next = [&s, sock]() -> std::optional<std::string> {

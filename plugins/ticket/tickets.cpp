@@ -101,7 +101,7 @@ Content content_fields(const json& body, bool required, std::int64_t now, Proble
     return c;
 }
 
-json require_object(const json& body) {
+const json& require_object(const json& body) {
     if (!body.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     return body;
@@ -160,7 +160,7 @@ namespace {
 
 // A new ticket from a create's body (ApiError for a bad one).
 Ticket new_ticket(const Principal& who, const json& raw) {
-    const json body = require_object(raw);
+    const json& body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
     const Content in = content_fields(body, true, now, problems);
@@ -242,7 +242,7 @@ Ticket TicketService::get(const Principal& who, const std::string& id) const {
 }
 
 Ticket TicketService::update(const Principal& who, const std::string& id, const json& raw) {
-    const json body = require_object(raw);
+    const json& body = require_object(raw);
     const std::int64_t now = now_ms();
     Problems problems;
     const Content in = content_fields(body, false, now, problems);
@@ -292,7 +292,7 @@ Ticket TicketService::update(const Principal& who, const std::string& id, const 
 }
 
 Ticket TicketService::assign(const Principal& who, const std::string& id, const json& raw) {
-    const json body = require_object(raw);
+    const json& body = require_object(raw);
     std::string key = body.contains("user_id") ? "user_id" : "assigned_to";
     if (!body.contains(key) || !body[key].is_string())
         throw ApiError(
@@ -359,7 +359,7 @@ std::vector<Reply> TicketService::replies(const Principal& who, const std::strin
 }
 
 Reply TicketService::add_reply(const Principal& who, const std::string& id, const json& raw) {
-    const json body = require_object(raw);
+    const json& body = require_object(raw);
     Problems problems;
     auto text = string_field(body, "body", 1, kMaxReply, true, problems);
     problems.check();
