@@ -34,13 +34,23 @@ void histogram(std::string& out, std::string_view name, std::string_view labels,
     out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", name, plain, s.sum, name, plain, s.count);
 }
 
+// The method as a label: one of the methods HTTP defines, else "other". A client chooses
+// the method token freely, and every distinct label would be a series kept forever.
+std::string_view method_label(std::string_view method) {
+    static constexpr std::string_view kKnown[] = {"GET",    "HEAD",    "POST",    "PUT",  "PATCH",
+                                                  "DELETE", "OPTIONS", "CONNECT", "TRACE"};
+    for (std::string_view m : kKnown)
+        if (m == method) return m;
+    return "other";
+}
+
 }  // namespace
 
 void Metrics::observe_http(const std::string& route, const std::string& method, int status,
                            double seconds) {
     {
         std::lock_guard lock(mu_);
-        ++requests_[{route, method, status}];
+        ++requests_[{route, std::string(method_label(method)), status}];
     }
     http_seconds_.observe(seconds);
 }

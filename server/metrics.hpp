@@ -21,6 +21,8 @@ namespace cairn::server {
 // histograms, and gauges read from the database at scrape time. Thread-safe.
 class Metrics {
   public:
+    // `route` must be a route pattern or "unmatched" (a fixed set); `method` may be any
+    // token a client sent: methods HTTP does not define are counted as "other".
     void observe_http(const std::string& route, const std::string& method, int status,
                       double seconds);
     // The text exposition format (version 0.0.4).

@@ -76,13 +76,13 @@ Response Router::dispatch(const Request& request) const {
     const auto segments = split_path(path);  // once: the routes' patterns are split already
     const bool slash = path.ends_with('/');
     const Route* found = nullptr;
-    bool path_known = false;
-    std::string allow;  // the methods this path accepts, for a 405
+    const Route* path_known = nullptr;  // the first route whose pattern matches the path
+    std::string allow;                  // the methods this path accepts, for a 405
     Params params;
     for (const auto& route : routes_) {
         Params p;
         if (!match(route, slash, segments, p)) continue;
-        path_known = true;
+        if (path_known == nullptr) path_known = &route;
         allow += (allow.empty() ? "" : ", ") + route.method;
         if (route.method == request.method || (route.method == "GET" && request.method == "HEAD")) {
             found = &route;
@@ -94,7 +94,7 @@ Response Router::dispatch(const Request& request) const {
     Response res;
     if (found != nullptr) {
         res = call(*found, request, params);
-    } else if (path_known) {
+    } else if (path_known != nullptr) {
         Reply r = error_response(405, "method_not_allowed",
                                  fmt::format("{} is not allowed on {}", request.method, path));
         r.headers.emplace_back("Allow", allow);
@@ -103,7 +103,8 @@ Response Router::dispatch(const Request& request) const {
         res = error_response(404, "not_found", "no such route");
     }
     if (observe_) {
-        auto observe = [observe = observe_, route = found ? found->pattern : "unmatched",
+        const Route* labelled = found != nullptr ? found : path_known;
+        auto observe = [observe = observe_, route = labelled ? labelled->pattern : "unmatched",
                         method = request.method, started](int status) {
             observe(
                 route, method, status,

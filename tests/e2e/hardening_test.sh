@@ -62,6 +62,17 @@ node "$node_tools/ws_client.mjs" "ws://${base#http://}/api/v1/ws" "$user" 5 "$wo
 check "deep JSON on the WebSocket is answered with an error" grep -q '"code":"invalid_json"' "$work/ws_deep.log"
 check "…and the server is alive" alive
 
+# ---- metrics labels come from a fixed set -------------------------------------------------
+for i in $(seq 1 20); do
+    curl -s -o /dev/null -X "BREW$i$RANDOM" "$base/health"
+    curl -s -o /dev/null "$base/no/such/path/$i$RANDOM"
+done
+curl -s "$base/metrics" >"$work/metrics.txt"
+check "random methods are counted as method=\"other\"" grep -q 'route="/health",method="other"' "$work/metrics.txt"
+expect_eq "…and add no series of their own" "$(grep -c 'method="BREW' "$work/metrics.txt")" 0
+expect_eq "unmatched paths add no series of their own" "$(grep -c 'route="/no/such' "$work/metrics.txt")" 0
+check "…they are counted as route=\"unmatched\"" grep -q 'route="unmatched",method="GET",status="404"' "$work/metrics.txt"
+
 stop_server
 expect_eq "the server exits cleanly on SIGTERM" "$?" 0
 finish
