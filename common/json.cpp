@@ -36,7 +36,7 @@ nlohmann::json parse_untrusted_json(std::string_view text, std::string& error, i
         return nlohmann::json::value_t::discarded;
     }
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) error = "the text is not valid JSON";
+    if (j.is_discarded()) error = "the text is not JSON";
     return j;
 }
 

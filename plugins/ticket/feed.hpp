@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -11,7 +12,8 @@
 
 namespace cairn::storage {
 class Database;
-}
+class Row;
+}  // namespace cairn::storage
 namespace cairn::engine {
 class Clock;
 }
@@ -22,10 +24,13 @@ namespace cairn::ticket {
 // table (written by every process on the database, in the transaction of each change),
 // so a change made by a worker in another process reaches clients too.
 //
-// One poll of the database serves every connection of the process: poll() reads new
-// changes at most every `interval`, keeps the last few thousand in memory, and each
-// connection reads past its own position. Reading by (at, id) with an overlap of a few
-// seconds catches changes that commit late; ids already seen are skipped. Thread-safe.
+// One poll of the database serves every connection of the process: a poll reads new
+// changes at most every 200 ms, keeps the last few thousand in memory, and each connection
+// reads past its own position. Rows are read by their database sequence (keyset pages), so
+// a poll always moves on however many changes share a millisecond. On Postgres a sequence
+// number is taken at insert and becomes visible at commit, so a number skipped over is a
+// transaction still in flight (or rolled back): it is looked for again on each poll for a
+// minute, and delivered when it commits. Thread-safe.
 class ChangeFeed {
   public:
     struct Change {
@@ -46,6 +51,8 @@ class ChangeFeed {
 
   private:
     void poll_locked(std::int64_t now);
+    // Appends the change in row `r` (kSelect's columns) to recent_ unless it is gone.
+    void add_locked(const storage::Row& r);
 
     storage::Database& db_;
     const engine::Clock& clock_;
@@ -53,8 +60,8 @@ class ChangeFeed {
     // Guarded by mutex_:
     std::deque<Change> recent_;
     std::uint64_t next_seq_ = 1;
-    std::int64_t cursor_at_ = -1;  // epoch ms of the newest change read; -1 before the first poll
-    std::deque<std::pair<std::int64_t, std::string>> seen_;  // (at, id) within the overlap
+    std::int64_t cursor_ = -1;  // the highest database sequence read; -1 before the first poll
+    std::map<std::int64_t, std::int64_t> holes_;  // sequence skipped over -> when first seen
     std::int64_t last_poll_ = 0;
     std::int64_t last_prune_ = 0;
 };

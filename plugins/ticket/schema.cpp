@@ -89,7 +89,37 @@ CREATE TABLE mail_outbox (
 CREATE INDEX mail_outbox_by_time ON mail_outbox (created_at);
 )sql";
 
-constexpr storage::Migration kMigrations[] = {{1, "users, auth, tickets, mail", kTicketV1}};
+// The feed reads ticket_changes by a sequence the database assigns, not by time: a change
+// that commits long after its `at` is still found, and a page of rows always moves on.
+// SQLite assigns it in commit order (one writer); Postgres at insert, so the feed tracks
+// the gaps of transactions still in flight.
+constexpr std::string_view kTicketV2Sqlite = R"sql(
+CREATE TABLE ticket_changes_v2 (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT   NOT NULL UNIQUE,
+    ticket_id   TEXT   NOT NULL,
+    owner_id    TEXT   NOT NULL,
+    assigned_to TEXT,
+    kind        TEXT   NOT NULL,
+    at          BIGINT NOT NULL
+);
+INSERT INTO ticket_changes_v2 (id, ticket_id, owner_id, assigned_to, kind, at)
+    SELECT id, ticket_id, owner_id, assigned_to, kind, at FROM ticket_changes ORDER BY at, id;
+DROP TABLE ticket_changes;
+ALTER TABLE ticket_changes_v2 RENAME TO ticket_changes;
+CREATE INDEX ticket_changes_by_time ON ticket_changes (at);
+)sql";
+
+constexpr std::string_view kTicketV3Postgres = R"sql(
+ALTER TABLE ticket_changes ADD COLUMN seq BIGSERIAL;
+CREATE UNIQUE INDEX ticket_changes_by_seq ON ticket_changes (seq);
+)sql";
+
+constexpr storage::Migration kMigrations[] = {
+    {1, "users, auth, tickets, mail", kTicketV1},
+    {2, "ticket changes in sequence on SQLite", kTicketV2Sqlite, storage::Backend::sqlite},
+    {3, "ticket changes in sequence on Postgres", kTicketV3Postgres, storage::Backend::postgres},
+};
 
 }  // namespace
 
