@@ -34,7 +34,8 @@ constexpr std::size_t kMaxBatch = 1000;
 constexpr int kDefaultLimit = 50;
 constexpr std::int64_t kStreamOverlapMs = 2000;  // changes may commit up to this late
 constexpr std::int64_t kKeepaliveMs = 15'000;
-constexpr int kStreamPage = 500;  // changes read per poll
+constexpr int kStreamPage = 500;              // changes read per poll
+constexpr std::int64_t kKeyRecheckMs = 5000;  // how often a stream verifies its key again
 
 Reply json_response(int status, const json& body) {
     Reply r;
@@ -147,6 +148,9 @@ struct StreamState {
     std::string floor_id = "~";  // "~" sorts after every id: all of `floor` is done
     std::set<std::pair<std::string, std::int64_t>> sent;  // (run id, updated_at) above floor
     std::int64_t last_write = 0;
+    std::string key;  // the secret the stream was opened with, verified again now and then
+    std::int64_t key_checked_at = 0;
+    bool ended = false;
 };
 
 }  // namespace
@@ -446,7 +450,7 @@ void add_workflow_routes(Router& router, engine::Engine& eng) {
 }
 
 // Server-sent events of run changes.
-void add_stream_route(Router& router, engine::Engine& eng) {
+void add_stream_route(Router& router, engine::Engine& eng, ApiKeys& keys) {
     storage::RunStore& store = eng.store();
     auto now = [&eng] { return eng.clock().now_ms(); };
     router.add(
@@ -465,10 +469,23 @@ void add_stream_route(Router& router, engine::Engine& eng) {
             }
             state->floor = from;
             state->last_write = now();
+            state->key = std::string(std::string_view(req.header("authorization")).substr(7));
+            state->key_checked_at = now();
             EventStream r;
             r.head.content_type = "text/event-stream";
             r.head.body = "retry: 2000\n: connected\n\n";
-            r.next = [state, &store, now]() -> std::optional<std::string> {
+            r.next = [state, &store, &keys, now]() -> std::optional<std::string> {
+                if (state->ended) return std::nullopt;
+                // A revoked key ends the stream at the next check.
+                if (now() - state->key_checked_at >= kKeyRecheckMs) {
+                    state->key_checked_at = now();
+                    const auto key = keys.verify(state->key);
+                    if (!key || key->scope != KeyScope::admin) {
+                        state->ended = true;
+                        return "event: error\ndata: {\"code\":\"unauthorized\",\"message\":"
+                               "\"the API key was revoked\"}\n\n";
+                    }
+                }
                 std::string out;
                 std::int64_t newest = state->floor;
                 const auto changes =
@@ -520,7 +537,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     add_run_routes(*router, eng);
     add_run_operation_routes(*router, eng);
     add_workflow_routes(*router, eng);
-    add_stream_route(*router, eng);
+    add_stream_route(*router, eng, keys);
     return router;
 }
 

@@ -181,7 +181,13 @@ Response websocket(Services& s, const Request& req) {
         if (now - sock->checked_at >= 5000) {
             sock->checked_at = now;
             try {
-                s.auth.authenticate(sock->token);
+                Principal now_who = s.auth.authenticate(sock->token);
+                if (now_who.role != sock->who.role) {  // the feed shows what the new role sees
+                    std::lock_guard lock(sock->mutex);
+                    sock->outbox.push_back(
+                        json{{"type", "role_changed"}, {"role", to_string(now_who.role)}}.dump());
+                }
+                sock->who = std::move(now_who);
             } catch (const ApiError& e) {
                 sock->closing = true;
                 return json{{"type", "error"}, {"code", "unauthorized"}, {"message", e.what()}}

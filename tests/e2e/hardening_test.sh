@@ -108,6 +108,30 @@ if [[ $backend == postgres ]]; then
 fi
 kill "$ws_feed" 2>/dev/null
 
+# ---- live channels re-check who is at the other end -----------------------------------------
+"$cairn" users create --db "$db" --email mod@example.test --role moderator --password mod-pass-11 >/dev/null 2>&1
+mod=$(token_of mod@example.test mod-pass-11)
+mod_id=$(curl -s -H "Authorization: Bearer $mod" "$V1/auth/me" | jq -r '.id // .user.id')
+node "$node_tools/ws_client.mjs" "ws://${base#http://}/api/v1/ws" "$mod" 20 >"$work/ws_mod.log" 2>&1 &
+ws_mod=$!
+wait_for "websocket hello" 10 grep -q '"role":"moderator"' "$work/ws_mod.log"
+curl -s -o "$work/body.json" -X PATCH "${A[@]}" -H 'Content-Type: application/json' -d '{"role":"user"}' "$V1/users/$mod_id"
+check "a demoted moderator's socket is told its new role" \
+    wait_for "role_changed" 10 grep -q '"type":"role_changed","role":"user"\|"role":"user","type":"role_changed"' "$work/ws_mod.log"
+patch_status in_progress
+sleep 1.5
+check "…and no longer receives other users' tickets" bash -c "! grep -q '\"status\":\"in_progress\"' '$work/ws_mod.log'"
+kill "$ws_mod" 2>/dev/null
+
+stream_key=$("$cairn" keys create --name stream --db "$db" 2>/dev/null)
+stream_key_id=$("$cairn" keys list --db "$db" --json 2>/dev/null | jq -r '.[] | select(.name == "stream") | .id')
+timeout 20 curl -s -N -H "Authorization: Bearer $stream_key" "$base/api/engine/stream" >"$work/sse.txt" &
+sse=$!
+wait_for "the stream opens" 5 grep -q connected "$work/sse.txt"
+"$cairn" keys revoke "$stream_key_id" --db "$db" >/dev/null 2>&1
+check "an SSE stream ends within 10 s of its key being revoked" wait_for "the stream to end" 10 bash -c "! kill -0 $sse 2>/dev/null"
+check "…saying why" grep -q 'the API key was revoked' "$work/sse.txt"
+
 # ---- metrics labels come from a fixed set -------------------------------------------------
 for i in $(seq 1 20); do
     curl -s -o /dev/null -X "BREW$i$RANDOM" "$base/health"
