@@ -17,6 +17,7 @@
 #include "cli/ticket_commands.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
+#include "engine/database_clock.hpp"
 #include "engine/engine.hpp"
 #include "examples/hello_workflow.hpp"
 #include "examples/notes_plugin.hpp"
@@ -124,12 +125,20 @@ void crash_after_steps(engine::Engine& engine) {
     });
 }
 
+// CAIRN_CLOCK_SKEW_MS=N moves this process's clock N ms ahead: a debug knob for tests of
+// workers whose clocks disagree.
+std::int64_t clock_skew_ms() {
+    const char* text = std::getenv("CAIRN_CLOCK_SKEW_MS");  // NOLINT(concurrency-mt-unsafe)
+    return text == nullptr ? 0 : std::atoll(text);
+}
+
 // The database, migrated, with the engine and started plugins whose workflows are
 // registered. Members are destroyed bottom-up: the engine (and its workers) before the
 // plugins whose services the workflows use.
 struct Runtime {
     std::unique_ptr<storage::Database> db;
-    engine::SystemClock clock;
+    engine::SystemClock local_clock{clock_skew_ms()};
+    std::unique_ptr<engine::DatabaseClock> clock;
     Plugins plugins;
     std::unique_ptr<engine::Engine> engine;
 };
@@ -139,7 +148,8 @@ std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examp
     rt->db = open_database(db_url);
     rt->plugins = make_plugins(with_examples);
     migrate_apply(*rt->db, rt->plugins);
-    rt->engine = std::make_unique<engine::Engine>(*rt->db, rt->clock);
+    rt->clock = std::make_unique<engine::DatabaseClock>(*rt->db, rt->local_clock);
+    rt->engine = std::make_unique<engine::Engine>(*rt->db, *rt->clock);
     crash_after_steps(*rt->engine);
     for (auto& p : rt->plugins) {
         try {
@@ -426,7 +436,7 @@ void add_run_commands(CLI::App& app, Args& a) {
                      "Continue after this run id (printed when there are more)");
     add_limit(list, a, "Runs per page");
     with_runtime(list, a, [&a, r](Runtime& rt) {
-        return runs_list(*rt.engine, r->resolved(rt.clock), opt(r->cursor), a.limit, a.as_json);
+        return runs_list(*rt.engine, r->resolved(*rt.clock), opt(r->cursor), a.limit, a.as_json);
     });
     auto* show =
         runs->add_subcommand("show", "Show a run, its event and the timeline of its steps");
@@ -448,7 +458,7 @@ void add_run_commands(CLI::App& app, Args& a) {
     retry->add_flag("--yes,-y", r->yes, "Do not ask before a bulk retry");
     with_runtime(retry, a, [&a, r](Runtime& rt) {
         if (!r->id.empty()) return runs_retry(*rt.engine, r->id, a.as_json);
-        storage::RunFilter f = r->resolved(rt.clock);
+        storage::RunFilter f = r->resolved(*rt.clock);
         if (!f.workflow_id && !f.status && !f.event_name && !f.created_from)
             throw Exit{
                 kExitUsage,

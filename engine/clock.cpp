@@ -5,7 +5,7 @@
 namespace cairn::engine {
 
 std::int64_t SystemClock::now_ms() const {
-    return cairn::now_ms();
+    return cairn::now_ms() + skew_ms_;
 }
 
 }  // namespace cairn::engine

@@ -14,10 +14,14 @@ class Clock {
     virtual std::int64_t now_ms() const = 0;
 };
 
-// Wall-clock time.
+// Wall-clock time, plus `skew_ms` (0 but in tests of clock skew between machines).
 class SystemClock final : public Clock {
   public:
+    explicit SystemClock(std::int64_t skew_ms = 0) : skew_ms_(skew_ms) {}
     std::int64_t now_ms() const override;
+
+  private:
+    std::int64_t skew_ms_;
 };
 
 // Time that moves only when told to; for tests.

@@ -205,6 +205,35 @@ TEST_CASE("a worker frozen past its lease cannot record its late results") {
     CHECK(other->wait(15s) == 0);
 }
 
+TEST_CASE("a worker whose clock runs ten minutes fast takes no run another worker holds") {
+    if (cairn::testing::test_backend() != storage::Backend::postgres) return;
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    send_hello(t.db(), 4, 600);  // three seconds per run, one per thread of the steady worker
+
+    constexpr int kLeaseMs = 3000;
+    auto steady = start_worker(t.url(), "steady", kLeaseMs);
+    wait_until(t.db(), "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL", 4, 30s);
+    // Its clock reads ten minutes ahead: by it, every lease the steady worker holds expired
+    // long ago; by the database's, none has.
+    auto fast = start_worker(t.url(), "fast", kLeaseMs, {{"CAIRN_CLOCK_SKEW_MS", "600000"}});
+    wait_until(t.db(), kCompleted, 4, 60s);
+    check_all_completed_exactly_once(t.db(), 4);
+    // A run taken from a live lease is claimed twice (epoch 2), and its holder loses it.
+    INFO("the steady worker's log:\n" << steady->log());
+    CHECK(scalar(t.db(), "SELECT count(*) FROM queue WHERE lease_epoch > 1") == 0);
+    CHECK(steady->log().find("lease lost") == std::string::npos);
+
+    // The fast worker alone finishes new runs: its due times are the database's too.
+    steady->signal(SIGTERM);
+    CHECK(steady->wait(15s) == 0);
+    send_hello(t.db(), 4, 0);
+    wait_until(t.db(), kCompleted, 8, 30s);
+    check_all_completed_exactly_once(t.db(), 8);
+    fast->signal(SIGTERM);
+    CHECK(fast->wait(15s) == 0);
+}
+
 TEST_CASE("a worker that dies right after any step: the run resumes from the last recorded step") {
     TestDb t;
     storage::Migrator(t.db(), {storage::run_store_component()}).apply();

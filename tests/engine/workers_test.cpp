@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "common/time.hpp"
+#include "engine/database_clock.hpp"
 #include "engine/fixture.hpp"
 
 using namespace cairn;
@@ -243,4 +245,20 @@ TEST_CASE(
         [&](storage::Transaction& tx) { return sender.send(tx, EventInput{"ping"}); });
     CHECK(wait_completed(in_tx.run_ids.at(0)) == "completed");
     worker.stop();
+}
+
+TEST_CASE("the database clock follows Postgres's clock whatever the machine's says") {
+    TestDb t;
+    const std::int64_t real = cairn::now_ms();
+    engine::ManualClock local(real + 3'600'000);  // an hour fast
+    engine::DatabaseClock clock(t.db(), local);
+    if (t.db().backend() == storage::Backend::postgres) {
+        CHECK(std::llabs(clock.now_ms() - real) < 5'000);
+        CHECK(std::llabs(clock.offset_ms() + 3'600'000) < 5'000);
+        local.advance(1'000);  // it moves with the local clock between measurements
+        CHECK(std::llabs(clock.now_ms() - real - 1'000) < 5'000);
+    } else {  // one machine, one clock
+        CHECK(clock.offset_ms() == 0);
+        CHECK(clock.now_ms() == real + 3'600'000);
+    }
 }
