@@ -170,8 +170,8 @@ engine::WorkerOptions worker_options(const WorkerFlags& flags) {
     return o;
 }
 
-int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t threads,
-              int read_timeout_ms, const WorkerFlags& flags) {
+int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
+              const WorkerFlags& flags) {
     // Check the URL and bind the port before touching the database, so a typo or a busy
     // port creates nothing.
     try {
@@ -179,10 +179,6 @@ int cmd_serve(const std::string& db_url, const std::string& listen, std::size_t 
     } catch (const storage::ConfigError& e) {
         throw Exit{kExitUsage, e.what()};
     }
-    server::ServerOptions options;
-    options.listen = listen;
-    options.work_threads = threads;
-    options.read_timeout = std::chrono::milliseconds(read_timeout_ms);
     // The router needs the database, which is opened only after the port is bound; the
     // server accepts nothing before run(), when the router exists.
     std::unique_ptr<server::Router> router;
@@ -322,19 +318,22 @@ std::optional<std::string> opt(const std::string& v) {
 // serve, worker and migrate.
 void add_process_commands(CLI::App& app, Args& a) {
     struct Serve {
-        std::string listen = kDefaultListen;
-        std::size_t threads = 4;
+        server::ServerOptions options;
         int read_timeout_ms = 30'000;
+        std::string trusted_proxies;
         WorkerFlags flags;
     };
     auto sv = std::make_shared<Serve>();
     auto* serve =
         app.add_subcommand("serve", "Run the HTTP server on the database (migrating it first)");
     add_db(serve, a);
-    serve->add_option("--listen", sv->listen, "HOST:PORT to listen on (port 0 picks a free one)")
+    sv->options.listen = kDefaultListen;
+    serve
+        ->add_option("--listen", sv->options.listen,
+                     "HOST:PORT to listen on (port 0 picks a free one)")
         ->envname("CAIRN_LISTEN")
         ->capture_default_str();
-    serve->add_option("--threads", sv->threads, "Threads for request handlers")
+    serve->add_option("--threads", sv->options.work_threads, "Threads for request handlers")
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
     serve
@@ -342,11 +341,20 @@ void add_process_commands(CLI::App& app, Args& a) {
                      "Time allowed to receive a whole request, and to idle between requests")
         ->check(CLI::Range(100, 3'600'000))
         ->capture_default_str();
+    serve
+        ->add_option("--trusted-proxies", sv->trusted_proxies,
+                     "Proxies whose X-Forwarded-For is believed: addresses or networks, "
+                     "comma-separated (e.g. 10.0.0.0/8,::1)")
+        ->envname("CAIRN_TRUSTED_PROXIES");
     add_worker_flags(serve, sv->flags, 0);
     serve->callback([&a, sv] {
-        a.action = [&a, sv] {
-            return cmd_serve(a.db_url, sv->listen, sv->threads, sv->read_timeout_ms, sv->flags);
-        };
+        sv->options.read_timeout = std::chrono::milliseconds(sv->read_timeout_ms);
+        try {
+            sv->options.trusted_proxies = server::TrustedProxies::parse(sv->trusted_proxies);
+        } catch (const std::invalid_argument& e) {
+            throw CLI::ValidationError("--trusted-proxies", e.what());
+        }
+        a.action = [&a, sv] { return cmd_serve(a.db_url, sv->options, sv->flags); };
     });
 
     auto flags = std::make_shared<WorkerFlags>();

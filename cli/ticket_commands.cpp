@@ -60,11 +60,12 @@ int users_create(storage::Database& db, engine::Engine& engine, const NewUser& i
     }
     const std::string name =
         ticket::trim(in.name).empty() ? email->substr(0, email->find('@')) : ticket::trim(in.name);
+    const std::string hash = ticket::hash_password(password);
     ticket::User user;
     try {
         user = db.transact([&](storage::Transaction& tx) {
             return AuthService::create_user(
-                tx, engine, *email, name, password,
+                tx, engine, *email, name, hash,
                 ticket::parse_role(in.role).value_or(ticket::Role::user), skills,
                 engine.clock().now_ms());
         });

@@ -21,6 +21,7 @@
 
 #include "common/ids.hpp"
 #include "common/version.hpp"
+#include "server/client_address.hpp"
 
 namespace cairn::server {
 
@@ -412,7 +413,7 @@ struct HttpServer::Impl {
     }
 
     // The handlers' view of a request read by Beast (its body moved out).
-    static Request to_request(http::request<http::string_body>& req, const std::string& remote) {
+    Request to_request(http::request<http::string_body>& req, const std::string& remote) const {
         Request request{std::string(req.method_string()),
                         std::string(req.target()),
                         std::move(req.body()),
@@ -425,6 +426,8 @@ struct HttpServer::Impl {
             for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
             request.headers[std::move(name)] = std::string(field.value());
         }
+        request.client =
+            client_address(remote, request.header("x-forwarded-for"), options.trusted_proxies);
         return request;
     }
 

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "server/client_address.hpp"
 #include "server/http/request.hpp"
 #include "server/http/response.hpp"
 
@@ -24,6 +25,7 @@ struct ServerOptions {
     std::size_t body_limit = std::size_t{1024} * 1024;  // bytes; past it the request gets 413
     std::chrono::milliseconds read_timeout{30'000};     // for a whole request, and idle keep-alive
     std::chrono::seconds drain_timeout{10};             // for in-flight requests at shutdown
+    TrustedProxies trusted_proxies;                     // whose X-Forwarded-For is believed
 };
 
 // The listen address is malformed or cannot be bound (in use, not permitted).

@@ -75,22 +75,6 @@ ApiError unauthorized(const std::string& message) {
 
 }  // namespace
 
-// ---- passwords ----------------------------------------------------------------------
-
-std::string hash_password(std::string_view password) {
-    char out[crypto_pwhash_STRBYTES];
-    if (crypto_pwhash_str_alg(
-            out, password.data(), password.size(), crypto_pwhash_OPSLIMIT_INTERACTIVE,
-            crypto_pwhash_MEMLIMIT_INTERACTIVE, crypto_pwhash_ALG_ARGON2ID13) != 0)
-        throw std::runtime_error("password hashing ran out of memory");
-    return out;
-}
-
-bool verify_password(std::string_view hash, std::string_view password) {
-    const std::string h(hash);
-    return crypto_pwhash_str_verify(h.c_str(), password.data(), password.size()) == 0;
-}
-
 // ---- JWT ----------------------------------------------------------------------------
 
 std::string Jwt::sign(const json& claims) const {
@@ -175,31 +159,6 @@ std::size_t VerifiedTokens::size() const {
     return entries_.size();
 }
 
-// ---- rate limits --------------------------------------------------------------------
-
-std::optional<int> RateLimiter::take(const std::string& key, std::int64_t now_ms) {
-    if (per_minute_ <= 0) return std::nullopt;
-    const double capacity = per_minute_;
-    const double per_ms = capacity / 60'000.0;
-    std::lock_guard lock(mutex_);
-    if (buckets_.size() > 100'000) {
-        // Forget buckets that have refilled: they behave like new ones.
-        std::erase_if(buckets_, [&](const auto& kv) {
-            return kv.second.tokens + static_cast<double>(now_ms - kv.second.at_ms) * per_ms >=
-                   capacity;
-        });
-    }
-    auto [it, fresh] = buckets_.try_emplace(key, Bucket{capacity, now_ms});
-    Bucket& b = it->second;
-    b.tokens = std::min(capacity, b.tokens + static_cast<double>(now_ms - b.at_ms) * per_ms);
-    b.at_ms = now_ms;
-    if (b.tokens >= 1.0) {
-        b.tokens -= 1.0;
-        return std::nullopt;
-    }
-    return std::max(1, static_cast<int>(std::ceil((1.0 - b.tokens) / per_ms / 1000.0)));
-}
-
 // ---- sessions -----------------------------------------------------------------------
 
 json Session::to_json() const {
@@ -223,12 +182,28 @@ std::int64_t AuthService::now_ms() const {
     return engine_.clock().now_ms();
 }
 
+namespace {
+ApiError too_many(int wait_s) {
+    return ApiError(ErrorCode::rate_limited,
+                    fmt::format("too many attempts; try again in {} s", wait_s), json::array(),
+                    wait_s);
+}
+}  // namespace
+
 void AuthService::limit(const std::string& key, RateLimiter& limiter) {
-    if (auto wait = limiter.take(key, now_ms())) {
-        throw ApiError(ErrorCode::rate_limited,
-                       fmt::format("too many attempts; try again in {} s", *wait), json::array(),
-                       *wait);
-    }
+    if (auto wait = limiter.take(key, now_ms())) throw too_many(*wait);
+}
+
+std::string AuthService::attempts_key(std::string_view email, std::string_view client) {
+    return fmt::format("{}|{}", email, client);
+}
+
+void AuthService::check_attempts(const std::string& key) {
+    if (auto wait = account_limiter_.check(key, now_ms())) throw too_many(*wait);
+}
+
+void AuthService::failed_attempt(const std::string& key) {
+    account_limiter_.take(key, now_ms());
 }
 
 std::optional<std::string> AuthService::normalize_email(std::string_view email) {
@@ -248,7 +223,7 @@ std::optional<std::string> AuthService::normalize_email(std::string_view email) 
 
 User AuthService::create_user(storage::Transaction& tx, engine::Engine& engine,
                               const std::string& email, const std::string& name,
-                              const std::string& password, Role role,
+                              const std::string& password_hash, Role role,
                               const std::vector<std::string>& skills, std::int64_t now) {
     User u;
     u.id = new_id_at(now);
@@ -261,8 +236,8 @@ User AuthService::create_user(storage::Transaction& tx, engine::Engine& engine,
         tx.exec(
             "INSERT INTO users (id, email, name, password_hash, role, skills, active, created_at, "
             "updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
-            u.id, u.email, u.name, hash_password(password), to_string(role),
-            string_array(skills).dump(), now);
+            u.id, u.email, u.name, password_hash, to_string(role), string_array(skills).dump(),
+            now);
     } catch (const storage::UniqueViolation&) {
         throw ApiError(ErrorCode::conflict, "an account with this email already exists",
                        json::array({{{"field", "email"}, {"message", "is already registered"}}}));
@@ -320,8 +295,8 @@ void AuthService::revoke_sessions(storage::Transaction& tx, const std::string& u
         now, reason, user_id, except_session);
 }
 
-Session AuthService::register_user(const json& body, const std::string& ip) {
-    limit("ip:" + ip, ip_limiter_);
+Session AuthService::register_user(const json& body, const std::string& client) {
+    limit("ip:" + client, ip_limiter_);
     if (!body.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     Problems problems;
@@ -342,19 +317,20 @@ Session AuthService::register_user(const json& body, const std::string& ip) {
     auto name = string_field(body, "name", 1, 100, false, problems);
     auto skills = skills_field(body, "skills", 30, problems);
     problems.check();
-    limit("account:" + *email, account_limiter_);
+    limit(attempts_key(*email, client), account_limiter_);
     if (!name) name = email->substr(0, email->find('@'));
+    const std::string hash = hash_password(password);  // before the transaction, not in it
     const std::int64_t now = now_ms();
     Session s = db_.transact([&](storage::Transaction& tx) {
-        const User u = create_user(tx, engine_, *email, *name, password, Role::user,
+        const User u = create_user(tx, engine_, *email, *name, hash, Role::user,
                                    skills.value_or(std::vector<std::string>{}), now);
         return start_session(tx, u);
     });
     return s;
 }
 
-Session AuthService::login(const json& body, const std::string& ip) {
-    limit("ip:" + ip, ip_limiter_);
+Session AuthService::login(const json& body, const std::string& client) {
+    limit("ip:" + client, ip_limiter_);
     if (!body.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     Problems problems;
@@ -363,7 +339,10 @@ Session AuthService::login(const json& body, const std::string& ip) {
         problems.add("password", "is required and must be a string");
     problems.check();
     const std::string email = normalize_email(*raw_email).value_or(*raw_email);
-    limit("account:" + email, account_limiter_);
+    // Failures count per (account, client): guessing at an account from one place slows
+    // that place down, and cannot lock the account's owner out from another.
+    const std::string attempts = attempts_key(email, client);
+    check_attempts(attempts);
     const std::string password = body["password"].get<std::string>();
 
     const auto rows = db_.read(
@@ -372,12 +351,16 @@ Session AuthService::login(const json& body, const std::string& ip) {
         // Spend the same time as a real check, so timing does not reveal which emails exist.
         static const std::string dummy = hash_password("not a real password");
         verify_password(dummy, password);
+        failed_attempt(attempts);
         throw unauthorized("invalid email or password");
     }
     const User user = read_user(rows.front());
-    if (!verify_password(rows.front().get<std::string>(8), password))
+    if (!verify_password(rows.front().get<std::string>(8), password)) {
+        failed_attempt(attempts);
         throw unauthorized("invalid email or password");
+    }
     if (!user.active) throw ApiError(ErrorCode::forbidden, "this account is deactivated");
+    account_limiter_.reset(attempts);
     return db_.transact([&](storage::Transaction& tx) { return start_session(tx, user); });
 }
 
@@ -488,7 +471,8 @@ Principal AuthService::authenticate(std::string_view authorization) const {
     return p;
 }
 
-void AuthService::change_password(const Principal& who, const json& body) {
+void AuthService::change_password(const Principal& who, const json& body,
+                                  const std::string& client) {
     if (!body.is_object())
         throw ApiError(ErrorCode::validation_failed, "the body must be a JSON object");
     Problems problems;
@@ -503,13 +487,16 @@ void AuthService::change_password(const Principal& who, const json& body) {
                          fmt::format("must be {} to {} characters", kMinPassword, kMaxPassword));
     }
     problems.check();
-    limit("account:" + who.email, account_limiter_);
+    const std::string attempts = attempts_key(who.email, client);
+    check_attempts(attempts);
     const auto hash = db_.read("SELECT password_hash FROM users WHERE id = $1", who.user_id)
                           .front()
                           .get<std::string>(0);
-    if (!verify_password(hash, body["current_password"].get<std::string>()))
+    if (!verify_password(hash, body["current_password"].get<std::string>())) {
+        failed_attempt(attempts);
         throw ApiError(ErrorCode::validation_failed, "the current password is wrong",
                        json::array({{{"field", "current_password"}, {"message", "is wrong"}}}));
+    }
     const std::string fresh = hash_password(body["new_password"].get<std::string>());
     const std::int64_t now = now_ms();
     db_.transact([&](storage::Transaction& tx) {

@@ -12,7 +12,9 @@
 #include <unordered_map>
 #include <utility>
 
+#include "common/rate_limiter.hpp"
 #include "plugins/ticket/model.hpp"
+#include "plugins/ticket/passwords.hpp"
 #include "storage/value.hpp"
 
 namespace cairn::storage {
@@ -24,10 +26,6 @@ class Engine;
 }
 
 namespace cairn::ticket {
-
-// Argon2id (libsodium's crypto_pwhash_str, interactive limits). Thread-safe.
-std::string hash_password(std::string_view password);
-bool verify_password(std::string_view hash, std::string_view password);
 
 // HS256 JSON Web Tokens (RFC 7519) with a fixed header; verify() accepts nothing else
 // (no "none", no other algorithm) and checks the signature in constant time and `exp`.
@@ -84,24 +82,6 @@ class VerifiedTokens {
     std::unordered_map<Digest, Claims, DigestHash> entries_;  // guarded by mutex_
 };
 
-// Token buckets keyed by string ("ip:1.2.3.4", "account:a@b.c"): `per_minute` attempts
-// refill evenly over a minute, and a full bucket allows a burst of that many. Thread-safe.
-class RateLimiter {
-  public:
-    explicit RateLimiter(int per_minute) : per_minute_(per_minute) {}
-    // Takes one token for `key`, or returns the seconds until one is available.
-    std::optional<int> take(const std::string& key, std::int64_t now_ms);
-
-  private:
-    struct Bucket {
-        double tokens;
-        std::int64_t at_ms;
-    };
-    int per_minute_;
-    std::mutex mutex_;
-    std::map<std::string, Bucket> buckets_;  // guarded by mutex_
-};
-
 // Who is calling: from a verified access token whose user is active and whose session is
 // not revoked (both checked in the database on every request: before its work, or for a
 // ticket's creation in the write itself).
@@ -117,8 +97,8 @@ struct Principal {
 struct AuthSettings {
     std::chrono::seconds access_ttl{15 * 60};
     std::chrono::seconds refresh_ttl{30 * 24 * 3600};
-    int ip_per_minute = 100;      // register + login attempts per client IP
-    int account_per_minute = 10;  // login attempts per account
+    int ip_per_minute = 100;      // register + login attempts per client address
+    int account_per_minute = 10;  // failed password attempts per (account, client address)
 };
 
 // The response of register, login and refresh.
@@ -140,8 +120,9 @@ class AuthService {
 
     // POST /auth/register: {email, password, name?, skills?}. The user and the
     // `user/signup` event commit together. 409 for a taken email.
-    Session register_user(const json& body, const std::string& ip);
-    Session login(const json& body, const std::string& ip);
+    // `client` is the caller's address (server::Request::client), which limits key on.
+    Session register_user(const json& body, const std::string& client);
+    Session login(const json& body, const std::string& client);
     Session refresh(const json& body);
     void logout(const Principal& who);
     // Verifies "Bearer <token>" (or a bare token) and, in the database, that its user is
@@ -152,12 +133,13 @@ class AuthService {
     // transaction (as TicketPosts does); throws ApiError unauthorized.
     VerifiedTokens::Claims verify_token(std::string_view authorization) const;
     // {current_password, new_password}: every other session of the user is revoked.
-    void change_password(const Principal& who, const json& body);
+    void change_password(const Principal& who, const json& body, const std::string& client);
 
-    // Creates a user (validated by the caller) and emits `user/signup` in `tx`.
+    // Creates a user (validated by the caller; its password hashed with hash_password(),
+    // outside the transaction) and emits `user/signup` in `tx`.
     static User create_user(storage::Transaction& tx, engine::Engine& engine,
                             const std::string& email, const std::string& name,
-                            const std::string& password, Role role,
+                            const std::string& password_hash, Role role,
                             const std::vector<std::string>& skills, std::int64_t now);
     // Validates an email address ("a@b.c", at most 254 characters); returns it lower-cased.
     static std::optional<std::string> normalize_email(std::string_view email);
@@ -179,6 +161,10 @@ class AuthService {
     std::string access_token(const User& user, const std::string& session_id,
                              std::int64_t now) const;
     void limit(const std::string& key, RateLimiter& limiter);
+    // Failed password attempts, per (account, client): check before, count each failure.
+    static std::string attempts_key(std::string_view email, std::string_view client);
+    void check_attempts(const std::string& key);
+    void failed_attempt(const std::string& key);
 
     storage::Database& db_;
     engine::Engine& engine_;

@@ -17,6 +17,7 @@ enum class ErrorCode {
     not_found,          // 404: no such resource, or one the caller may not see
     conflict,           // 409: the resource's state forbids it (a closed ticket, the last admin)
     rate_limited,       // 429: too many attempts; retry_after_s says when to come back
+    unavailable,        // 503: a queue is full; retry_after_s says when to come back
 };
 
 int http_status(ErrorCode code);

@@ -26,6 +26,8 @@ int http_status(ErrorCode code) {
             return 409;
         case ErrorCode::rate_limited:
             return 429;
+        case ErrorCode::unavailable:
+            return 503;
     }
     return 500;
 }
@@ -46,6 +48,8 @@ std::string_view to_string(ErrorCode code) {
             return "conflict";
         case ErrorCode::rate_limited:
             return "rate_limited";
+        case ErrorCode::unavailable:
+            return "unavailable";
     }
     return "internal";
 }

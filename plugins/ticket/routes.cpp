@@ -38,7 +38,7 @@ Reply no_content() {
 Reply error(const ApiError& e) {
     Reply r = server::error_response(http_status(e.code()), to_string(e.code()), e.what(),
                                      e.details().dump());
-    if (e.code() == ErrorCode::rate_limited)
+    if (e.code() == ErrorCode::rate_limited || e.code() == ErrorCode::unavailable)
         r.headers.emplace_back("Retry-After", std::to_string(std::max(1, e.retry_after_s())));
     if (e.code() == ErrorCode::unauthorized) r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return r;
@@ -53,6 +53,27 @@ auto respond(Fn&& fn) -> decltype(fn()) {
     } catch (const ApiError& e) {
         return error(e);
     }
+}
+
+// Runs `fn`, a handler body that hashes or checks a password, on the password pool and
+// answers later; at once when no server stands behind the request. A full pool is a 503.
+// `fn` outlives the handler: it captures what it needs by value.
+template <class Fn>
+Response on_password_pool(Services& s, const Request& req, Fn fn) {
+    auto later = req.later();
+    if (!later) return respond(fn);
+    const bool queued = s.passwords.submit([later, fn = std::move(fn)]() mutable {
+        try {
+            later->answer(respond(fn));
+        } catch (const std::exception& e) {  // unanswered, the request gets a 500
+            spdlog::error("a password request failed: {}", e.what());
+        }
+    });
+    if (!queued)
+        return error(ApiError(ErrorCode::unavailable,
+                              "too many password checks are waiting; try again shortly",
+                              json::array(), 1));
+    return Response::deferred(std::move(later));
 }
 
 json body_of(const Request& req) {
@@ -217,12 +238,17 @@ void add_auth_routes(server::Router& router, Services& s) {
     router.add(
         "POST", "/api/v1/auth/register", Auth::none, [&s](const Request& req, const Params&) {
             return respond([&] {
-                return json_response(201, s.auth.register_user(body_of(req), req.remote).to_json());
+                return on_password_pool(s, req, [&s, body = body_of(req), client = req.client] {
+                    return json_response(201, s.auth.register_user(body, client).to_json());
+                });
             });
         });
     router.add("POST", "/api/v1/auth/login", Auth::none, [&s](const Request& req, const Params&) {
-        return respond(
-            [&] { return json_response(200, s.auth.login(body_of(req), req.remote).to_json()); });
+        return respond([&] {
+            return on_password_pool(s, req, [&s, body = body_of(req), client = req.client] {
+                return json_response(200, s.auth.login(body, client).to_json());
+            });
+        });
     });
     router.add("POST", "/api/v1/auth/refresh", Auth::none, [&s](const Request& req, const Params&) {
         return respond([&] { return json_response(200, s.auth.refresh(body_of(req)).to_json()); });
@@ -236,8 +262,11 @@ void add_auth_routes(server::Router& router, Services& s) {
                });
     auto change_password = [&s, authed](const Request& req, const Params&) {
         return respond([&] {
-            s.auth.change_password(authed(req), body_of(req));
-            return no_content();
+            return on_password_pool(
+                s, req, [&s, who = authed(req), body = body_of(req), client = req.client] {
+                    s.auth.change_password(who, body, client);
+                    return no_content();
+                });
         });
     };
     router.add("POST", "/api/v1/auth/change-password", Auth::none, change_password);

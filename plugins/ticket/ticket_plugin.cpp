@@ -28,6 +28,9 @@ long env_number(const char* name, long fallback, long min, long max) {
     return n;
 }
 
+// Logins waiting for a password thread; past this they are answered 503 at once.
+constexpr std::size_t kPasswordQueue = 64;
+
 }  // namespace
 
 TicketConfig TicketConfig::from_env() {
@@ -47,6 +50,7 @@ TicketConfig TicketConfig::from_env() {
     c.mail_from = env("CAIRN_MAIL_FROM").value_or(c.mail_from);
     c.public_url = env("CAIRN_PUBLIC_URL").value_or("");
     while (!c.public_url.empty() && c.public_url.back() == '/') c.public_url.pop_back();
+    c.password_threads = static_cast<int>(env_number("CAIRN_PASSWORD_THREADS", 2, 1, 64));
     return c;
 }
 
@@ -60,7 +64,8 @@ Services::Services(storage::Database& d, engine::Engine& e, TicketConfig c)
       feed(d, e.clock()),
       analyzer(make_analyzer(config.ai)),
       fallback(make_heuristic_analyzer()),
-      mailer(make_mailer(config.mail, config.mail_from, d)) {}
+      mailer(make_mailer(config.mail, config.mail_from, d)),
+      passwords(static_cast<std::size_t>(config.password_threads), kPasswordQueue) {}
 
 void TicketPlugin::start(const plugins::PluginContext& ctx) {
     TicketConfig config = config_ ? *config_ : TicketConfig::from_env();

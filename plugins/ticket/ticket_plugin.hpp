@@ -24,6 +24,7 @@ struct TicketConfig {
     std::string mail = "outbox";                        // CAIRN_MAIL
     std::string mail_from = "Cairn <cairn@localhost>";  // CAIRN_MAIL_FROM
     std::string public_url;                             // CAIRN_PUBLIC_URL: links in emails
+    int password_threads = 2;                           // CAIRN_PASSWORD_THREADS
 
     // Throws std::invalid_argument naming the variable that is wrong.
     static TicketConfig from_env();
@@ -43,6 +44,8 @@ struct Services {
     std::unique_ptr<Analyzer> analyzer;
     std::unique_ptr<Analyzer> fallback;  // heuristic, when the configured model fails for good
     std::unique_ptr<Mailer> mailer;
+    // Last: destroyed first, it finishes queued work, which uses the services above.
+    PasswordPool passwords;
 };
 
 storage::Component ticket_component();

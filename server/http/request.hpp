@@ -19,7 +19,10 @@ struct Request {
     std::string request_id;
     std::map<std::string, std::string> headers;  // names lower-cased
     std::string remote;                          // the peer's IP address
-    bool websocket_upgrade = false;              // a WebSocket opening handshake
+    // The client's address as limits key on (server/client_address.hpp): the peer, or the
+    // address a trusted proxy forwarded; an IPv6 address as its /64. Set by the server.
+    std::string client;
+    bool websocket_upgrade = false;  // a WebSocket opening handshake
 
     std::string_view path() const;
     // The decoded value of query parameter `name`, if present.

@@ -145,4 +145,42 @@ check "…they are counted as route=\"unmatched\"" grep -q 'route="unmatched",me
 
 stop_server
 expect_eq "the server exits cleanly on SIGTERM" "$?" 0
+
+# ---- logins: failures count per (account, client); hashing has its own bounded pool ------
+# This server believes X-Forwarded-For from 127.0.0.1 (the test's proxy), allows 3 failed
+# attempts per account and client a minute, and hashes on one thread.
+CAIRN_AUTH_RATE_ACCOUNT=3 CAIRN_AUTH_RATE_IP=0 CAIRN_PASSWORD_THREADS=1 \
+    start_server proxied --db "$db" --trusted-proxies 127.0.0.1 || { bad "server starts"; finish; exit 1; }
+V1="$base/api/v1"
+login_as() {  # login_as PASSWORD FORWARDED_FOR: prints the status
+    curl -s -o "$work/body.json" -w '%{http_code}' "$V1/auth/login" -H 'Content-Type: application/json' \
+        -H "X-Forwarded-For: $2" -d "{\"email\":\"admin@example.test\",\"password\":\"$1\"}"
+}
+for _ in 1 2 3; do login_as wrong-guess 198.51.100.7 >/dev/null; done
+expect_eq "after 3 failures the guessing client is held back (429)" "$(login_as admin-pass-1 198.51.100.7)" 429
+expect_eq "…but the admin logs in from another address (200)" "$(login_as admin-pass-1 203.0.113.9)" 200
+expect_eq "a client left of the proxy's entry cannot pick its address" \
+    "$(login_as admin-pass-1 '203.0.113.9, 198.51.100.7')" 429
+for _ in 1 2 3; do login_as wrong-guess 2001:db8:5:6::1 >/dev/null; done
+expect_eq "IPv6 clients count as their /64" "$(login_as admin-pass-1 2001:db8:5:6::ffff)" 429
+
+# 300 logins at once: 64 wait for the one hashing thread, the rest are told to come back;
+# the handler threads stay free, so /health answers meanwhile.
+for i in $(seq 1 300); do
+    ((i > 1)) && echo next
+    printf 'url = "%s/auth/login"\nheader = "Content-Type: application/json"\nheader = "X-Forwarded-For: 192.0.2.%d"\n' "$V1" $((i % 250))
+    printf 'data = "{\\"email\\":\\"nobody%d@example.test\\",\\"password\\":\\"whatever-1\\"}"\n' "$i"
+    printf 'output = "/dev/null"\nwrite-out = "%%{http_code} %%header{retry-after}\\n"\n'
+done >"$work/flood.cfg"
+curl -s -Z --parallel-max 300 -K "$work/flood.cfg" >"$work/flood.txt" &
+flood=$!
+health=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$base/health")
+wait "$flood"
+expect_eq "/health answers during a login flood" "$health" 200
+check "a full password queue answers 503 with Retry-After" grep -q '^503 1$' "$work/flood.txt"
+check "…and the logins it took are answered (401)" grep -q '^401 $' "$work/flood.txt"
+expect_eq "every login of the flood got an answer" "$(grep -cE '^(401|503) ' "$work/flood.txt")" 300
+check "…and the server is alive" alive
+stop_server
+expect_eq "the server exits cleanly on SIGTERM" "$?" 0
 finish

@@ -143,9 +143,10 @@ struct Fixture {
     }
     Services& s() { return plugin.services(); }
     User user(const std::string& email, Role role, std::vector<std::string> skills = {}) {
+        static const std::string hash = hash_password("password-123");
         return tdb.db().transact([&](storage::Transaction& tx) {
             return AuthService::create_user(tx, engine, email, email.substr(0, email.find('@')),
-                                            "password-123", role, skills, clock.now_ms());
+                                            hash, role, skills, clock.now_ms());
         });
     }
     // `u` signed in: a principal with a live session, as a request carries.
@@ -551,4 +552,31 @@ TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cut
     CHECK_NOTHROW(f.s().auth.authenticate(s2.access_token));
     f.clock.advance(16 * 60 * 1000);
     CHECK_THROWS_AS(f.s().auth.authenticate(s2.access_token), ApiError);
+}
+
+TEST_CASE("login failures count per account and client: guessing elsewhere locks nobody out") {
+    Fixture f;  // CAIRN_AUTH_RATE_ACCOUNT's default: 10 failures a minute
+    const User admin = f.user("admin@example.test", Role::admin);
+    auto login = [&](const std::string& password, const std::string& client) {
+        return f.s().auth.login({{"email", admin.email}, {"password", password}}, client);
+    };
+    for (int i = 0; i < 10; ++i) {
+        CHECK_THROWS_WITH_AS(login("a-wrong-guess", "198.51.100.7"), "invalid email or password",
+                             ApiError);
+    }
+    // The guessing client is held back, even with the right password...
+    try {
+        login("password-123", "198.51.100.7");
+        FAIL("the guessing client was not held back");
+    } catch (const ApiError& e) {
+        CHECK(e.code() == ErrorCode::rate_limited);
+        CHECK(e.retry_after_s() >= 1);
+    }
+    // ...while the admin, from anywhere else, logs in.
+    CHECK(login("password-123", "203.0.113.9").user.id == admin.id);
+    // A success clears the client's failures.
+    for (int i = 0; i < 9; ++i) CHECK_THROWS_AS(login("wrong", "203.0.113.9"), ApiError);
+    CHECK_NOTHROW(login("password-123", "203.0.113.9"));
+    for (int i = 0; i < 9; ++i) CHECK_THROWS_AS(login("wrong", "203.0.113.9"), ApiError);
+    CHECK_NOTHROW(login("password-123", "203.0.113.9"));
 }

@@ -201,4 +201,10 @@ TEST_CASE("rate limiter: a burst, then one token per 60/N seconds, per key") {
     CHECK_FALSE(limiter.take("b", 0));  // other keys are unaffected
     CHECK(limiter.take("a", 19'000));
     CHECK_FALSE(limiter.take("a", 20'500));
+    // check() looks without taking; reset() refills.
+    CHECK(limiter.check("a", 20'500));
+    CHECK(limiter.check("a", 20'500));
+    limiter.reset("a");
+    CHECK_FALSE(limiter.check("a", 20'500));
+    CHECK_FALSE(limiter.take("a", 20'500));
 }
