@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -170,6 +171,24 @@ engine::WorkerOptions worker_options(const WorkerFlags& flags) {
     return o;
 }
 
+// Raises the soft open-file limit to the hard one: each connection is a descriptor, and
+// the default soft limit (often 1,024) is below the connection limit.
+void raise_open_file_limit(std::size_t max_connections) {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    constexpr rlim_t kReserve = 128;  // the database, logs, outbound HTTP and SMTP
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < max_connections + kReserve)
+        spdlog::warn(
+            "the open-file limit ({}) is below --max-connections + {}; when descriptors run "
+            "out, accepting pauses until connections end",
+            limit.rlim_cur, kReserve);
+}
+
 int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
               const WorkerFlags& flags) {
     // Check the URL and bind the port before touching the database, so a typo or a busy
@@ -181,6 +200,7 @@ int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
     }
     // The router needs the database, which is opened only after the port is bound; the
     // server accepts nothing before run(), when the router exists.
+    raise_open_file_limit(options.max_connections);
     std::unique_ptr<server::Router> router;
     std::unique_ptr<server::HttpServer> http;
     try {
@@ -200,6 +220,7 @@ int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
     spdlog::info("cairn {} serving http://{} on {} ({})", kVersion, http->local_address(),
                  storage::to_string(db->backend()), db->url());
     http->run();
+    http.reset();   // connections' state may refer to the plugins' services, ended below
     engine.stop();  // running executions yield at their next step and hand their runs back
     spdlog::info("stopped");
     return kExitOk;
@@ -340,6 +361,18 @@ void add_process_commands(CLI::App& app, Args& a) {
         ->add_option("--read-timeout-ms", sv->read_timeout_ms,
                      "Time allowed to receive a whole request, and to idle between requests")
         ->check(CLI::Range(100, 3'600'000))
+        ->capture_default_str();
+    serve
+        ->add_option("--max-connections", sv->options.max_connections,
+                     "Open connections at most; past it a new one gets 503")
+        ->envname("CAIRN_MAX_CONNECTIONS")
+        ->check(CLI::Range(1, 1'000'000))
+        ->capture_default_str();
+    serve
+        ->add_option("--max-connections-per-client", sv->options.max_connections_per_client,
+                     "Open connections from one client address at most (trusted proxies exempt)")
+        ->envname("CAIRN_MAX_CONNECTIONS_PER_CLIENT")
+        ->check(CLI::Range(1, 1'000'000))
         ->capture_default_str();
     serve
         ->add_option("--trusted-proxies", sv->trusted_proxies,

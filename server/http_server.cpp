@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -20,6 +21,7 @@
 #include <thread>
 
 #include "common/ids.hpp"
+#include "common/slots.hpp"
 #include "common/version.hpp"
 #include "server/client_address.hpp"
 
@@ -182,7 +184,10 @@ struct HttpServer::Impl {
     };
 
     Impl(ServerOptions o, Handler h)
-        : options(std::move(o)), handler(std::move(h)), pool(options.work_threads) {}
+        : options(std::move(o)),
+          handler(std::move(h)),
+          pool(options.work_threads),
+          per_client(options.max_connections_per_client) {}
 
     ServerOptions options;  // constant after construction
     Handler handler;        // constant after construction
@@ -193,6 +198,13 @@ struct HttpServer::Impl {
     asio::thread_pool pool;
     std::set<Session*> sessions;  // I/O thread only
     bool stopping = false;        // I/O thread only
+    std::size_t connections = 0;  // accepted and not yet ended; I/O thread only
+    Slots per_client;             // open connections per client address
+    std::chrono::steady_clock::time_point last_refusal_log{};  // I/O thread only
+    std::size_t refusals_unlogged = 0;                         // I/O thread only
+    // Refused connections being read to their end; past the cap they are closed at once.
+    static constexpr std::size_t kMaxLingering = 64;
+    std::size_t lingering = 0;  // I/O thread only
 
     Response call_handler(const Request& request) {
         try {
@@ -330,10 +342,21 @@ struct HttpServer::Impl {
         namespace ws = beast::websocket;
         struct State {
             explicit State(beast::tcp_stream&& stream, asio::io_context& ioc)
-                : socket(std::move(stream)), wake(ioc) {}
+                : socket(std::move(stream)), wake(ioc), deadline(ioc) {}
             ws::stream<beast::tcp_stream> socket;
             asio::steady_timer wake;
+            asio::steady_timer deadline;  // for the write in progress
             bool closed = false;
+        };
+        // A client that takes no part of a write for read_timeout is closed: a peer that
+        // never reads would otherwise hold the writer, and what waits for it, for ever.
+        auto arm_deadline = [this](State& st) {
+            st.deadline.expires_after(options.read_timeout);
+            st.deadline.async_wait([&st](beast::error_code ec) {
+                if (ec) return;
+                beast::error_code ignored;
+                beast::get_lowest_layer(st.socket).socket().close(ignored);
+            });
         };
         s.stream.expires_never();
         auto state = std::make_shared<State>(std::move(s.stream), ioc);
@@ -384,13 +407,17 @@ struct HttpServer::Impl {
                 co_await state->wake.async_wait(kTuple);
                 continue;
             }
+            arm_deadline(*state);
             auto [wec, wn] = co_await state->socket.async_write(asio::buffer(*next), kTuple);
+            state->deadline.cancel();
             if (wec) break;
         }
         if (!state->closed) {
             const ws::close_reason reason(stopping ? ws::close_code::going_away
                                                    : ws::close_code::normal);
+            arm_deadline(*state);
             auto [cec] = co_await state->socket.async_close(reason, kTuple);
+            state->deadline.cancel();
             if (cec) co_return;  // the peer is gone: the reader has ended or will at once
             // The reader sees the close and ends; wait for it so `state` is not torn
             // down under it.
@@ -467,16 +494,13 @@ struct HttpServer::Impl {
         co_return res;
     }
 
-    asio::awaitable<void> serve(tcp::socket socket) {
+    // `slot` is the connection's place in its client's count, released when it ends.
+    asio::awaitable<void> serve(tcp::socket socket, std::string remote, Slots::Hold slot) {
         Session s{beast::tcp_stream(std::move(socket))};
         sessions.insert(&s);
         beast::flat_buffer buffer;
         bool ok = true;
         bool upgraded = false;
-        const std::string remote = [&] {  // the peer's address, asked once per connection
-            beast::error_code ignored;
-            return s.stream.socket().remote_endpoint(ignored).address().to_string();
-        }();
         while (ok && !stopping) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
@@ -528,18 +552,100 @@ struct HttpServer::Impl {
             s.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
         }
         sessions.erase(&s);
+        --connections;
+        slot = Slots::Hold();
         if (stopping && sessions.empty()) drain.cancel();
     }
 
+    // Answers a connection over a limit with a 503 and closes it, without waiting: the
+    // reply fits the socket's empty send buffer, and a peer that is gone gets nothing.
+    void refuse(tcp::socket& socket, const std::string& remote, std::string_view why) {
+        static const std::string kBody =
+            R"({"error":{"code":"unavailable","message":"too many connections; try again shortly","details":[]}})";
+        static const std::string kReply = fmt::format(
+            "HTTP/1.1 503 Service Unavailable\r\nServer: cairn/{}\r\nContent-Type: "
+            "application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: "
+            "{}\r\n\r\n{}",
+            kVersion, kBody.size(), kBody);
+        beast::error_code ignored;
+        socket.non_blocking(true, ignored);
+        socket.write_some(asio::buffer(kReply), ignored);
+        socket.shutdown(tcp::socket::shutdown_send, ignored);
+        if (lingering < kMaxLingering)
+            asio::co_spawn(ioc, linger(std::move(socket)), asio::detached);
+        else
+            socket.close(ignored);
+        ++refusals_unlogged;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_refusal_log >= std::chrono::seconds(10)) {
+            spdlog::warn("refused {} connection(s); the last from {}: {}", refusals_unlogged,
+                         remote, why);
+            last_refusal_log = now;
+            refusals_unlogged = 0;
+        }
+    }
+
+    // Reads a refused connection until the peer closes (at most a second) before closing
+    // it: closing with its request unread would send a reset, which can discard the reply.
+    asio::awaitable<void> linger(tcp::socket socket) {
+        ++lingering;
+        asio::steady_timer limit(ioc);
+        limit.expires_after(std::chrono::seconds(1));
+        limit.async_wait([&socket](beast::error_code ec) {
+            if (ec) return;
+            beast::error_code ignored;
+            socket.cancel(ignored);
+        });
+        std::array<char, 4096> scratch{};
+        for (;;) {
+            auto [ec, n] = co_await socket.async_read_some(asio::buffer(scratch), kTuple);
+            if (ec) break;
+        }
+        limit.cancel();
+        beast::error_code ignored;
+        socket.close(ignored);
+        --lingering;
+    }
+
     asio::awaitable<void> accept_loop() {
+        asio::steady_timer pause(ioc);
+        auto last_log = std::chrono::steady_clock::time_point{};
         while (!stopping) {
             auto [ec, socket] = co_await acceptor.async_accept(kTuple);
             if (ec) {
                 if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
-                spdlog::warn("accept failed: {}", ec.message());
+                if (ec == asio::error::connection_aborted) continue;  // the peer gave up
+                // Out of descriptors or memory: the connection stays in the backlog, so
+                // retrying at once would spin. Wait for connections to end.
+                const auto now = std::chrono::steady_clock::now();
+                if (now - last_log >= std::chrono::seconds(10)) {
+                    spdlog::warn("accept failed: {}; pausing accepts for 100 ms", ec.message());
+                    last_log = now;
+                }
+                pause.expires_after(std::chrono::milliseconds(100));
+                co_await pause.async_wait(kTuple);
                 continue;
             }
-            asio::co_spawn(ioc, serve(std::move(socket)), asio::detached);
+            beast::error_code peer_ec;
+            std::string remote = socket.remote_endpoint(peer_ec).address().to_string();
+            if (connections >= options.max_connections) {
+                refuse(socket, remote,
+                       fmt::format("{} connections open, the limit", options.max_connections));
+                continue;
+            }
+            Slots::Hold slot;
+            if (!options.trusted_proxies.contains(remote)) {
+                slot = per_client.acquire(client_address(remote, "", {}));
+                if (!slot) {
+                    refuse(socket, remote,
+                           fmt::format("{} connections open from that client, the limit",
+                                       options.max_connections_per_client));
+                    continue;
+                }
+            }
+            ++connections;
+            asio::co_spawn(ioc, serve(std::move(socket), std::move(remote), std::move(slot)),
+                           asio::detached);
         }
     }
 

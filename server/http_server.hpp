@@ -26,6 +26,10 @@ struct ServerOptions {
     std::chrono::milliseconds read_timeout{30'000};     // for a whole request, and idle keep-alive
     std::chrono::seconds drain_timeout{10};             // for in-flight requests at shutdown
     TrustedProxies trusted_proxies;                     // whose X-Forwarded-For is believed
+    // Open connections (WebSockets and streams included) and, from one client address
+    // (trusted proxies exempt), per client; past either a new one gets 503 and is closed.
+    std::size_t max_connections = 4096;
+    int max_connections_per_client = 256;
 };
 
 // The listen address is malformed or cannot be bound (in use, not permitted).
@@ -33,7 +37,8 @@ class ListenError : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// An HTTP/1.1 server with keep-alive, size limits and timeouts, on one I/O thread plus a
+// An HTTP/1.1 server with keep-alive, size and connection limits and timeouts (a client
+// that takes no part of a response for read_timeout is closed), on one I/O thread plus a
 // pool for handlers. The constructor binds and listens (throwing ListenError), so a busy
 // port is reported before anything else is set up.
 class HttpServer {

@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <charconv>
 #include <deque>
 #include <mutex>
 
 #include "common/json.hpp"
+#include "common/slots.hpp"
 #include "engine/engine.hpp"
 #include "plugins/ticket/ticket_plugin.hpp"
 #include "server/http/router.hpp"
@@ -151,16 +153,33 @@ TicketQuery ticket_query(const Request& req) {
     return q;
 }
 
+// Replies to a client's messages waiting to go out; a client that sends more without
+// reading is closed.
+constexpr std::size_t kMaxReplies = 256;
+
 // One WebSocket connection's state: its place in the feed and messages waiting to go out.
 struct Socket {
+    Slots::Hold slot;  // one of the user's CAIRN_WS_PER_USER
     Principal who;
     std::string token;
     std::uint64_t cursor = 0;
     std::int64_t checked_at = 0;
-    bool closing = false;
-    std::mutex mutex;  // guards `outbox` (on_message runs beside next)
-    std::deque<std::string> outbox;
+    std::atomic<bool> closing = false;
+    std::mutex mutex;                 // guards `outbox` and `replies` (on_message runs beside next)
+    std::deque<std::string> outbox;   // hello, feed changes, notices
+    std::deque<std::string> replies;  // answers to the client's messages, at most kMaxReplies
 };
+
+// The next message to send, replies first; nullopt when none waits. `sock.mutex` held.
+std::optional<std::string> pop_message(Socket& sock) {
+    for (auto* q : {&sock.replies, &sock.outbox}) {
+        if (q->empty()) continue;
+        std::string m = std::move(q->front());
+        q->pop_front();
+        return m;
+    }
+    return std::nullopt;
+}
 
 Response websocket(Services& s, const Request& req) {
     std::string token = req.header("authorization");
@@ -170,6 +189,12 @@ Response websocket(Services& s, const Request& req) {
         return server::error_response(426, "upgrade_required",
                                       "this route speaks WebSocket: send an Upgrade request");
     auto sock = std::make_shared<Socket>();
+    sock->slot = s.websockets.acquire(who.user_id);
+    if (!sock->slot)
+        return error(ApiError(ErrorCode::rate_limited,
+                              fmt::format("at most {} live connections per user; close one first",
+                                          s.websockets.limit()),
+                              json::array(), 5));
     sock->who = who;
     sock->token = token;
     sock->cursor = s.feed.head();
@@ -181,20 +206,27 @@ Response websocket(Services& s, const Request& req) {
         std::string problem;
         const json j = parse_untrusted_json(text, problem);
         std::lock_guard lock(sock->mutex);
-        if (j.is_discarded())
-            sock->outbox.push_back(
+        if (sock->closing) return;
+        if (sock->replies.size() >= kMaxReplies) {
+            // It sends without reading: what waits is dropped, and the connection ends.
+            sock->replies.clear();
+            sock->outbox.clear();
+            sock->outbox.push_back(json{{"type", "error"},
+                                        {"code", "slow_consumer"},
+                                        {"message", "too many messages unread; closing"}}
+                                       .dump());
+            sock->closing = true;
+        } else if (j.is_discarded()) {
+            sock->replies.push_back(
                 json{{"type", "error"}, {"code", "invalid_json"}, {"message", problem}}.dump());
-        else if (j.is_object() && j.value("type", "") == "ping")
-            sock->outbox.push_back(json{{"type", "pong"}}.dump());
+        } else if (j.is_object() && j.value("type", "") == "ping") {
+            sock->replies.push_back(json{{"type", "pong"}}.dump());
+        }
     };
     r.next = [&s, sock]() -> std::optional<std::string> {
         {
             std::lock_guard lock(sock->mutex);
-            if (!sock->outbox.empty()) {
-                std::string m = std::move(sock->outbox.front());
-                sock->outbox.pop_front();
-                return m;
-            }
+            if (auto m = pop_message(*sock)) return m;
         }
         if (sock->closing) return std::nullopt;
         // Re-check the token now and then: deactivation or logout ends the feed.
@@ -221,10 +253,7 @@ Response websocket(Services& s, const Request& req) {
             if (sock->who.staff() || c.owner_id == sock->who.user_id)
                 sock->outbox.push_back(c.message.dump());
         }
-        if (sock->outbox.empty()) return std::string();
-        std::string m = std::move(sock->outbox.front());
-        sock->outbox.pop_front();
-        return m;
+        return pop_message(*sock).value_or(std::string());
     };
     return r;
 }

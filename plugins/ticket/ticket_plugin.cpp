@@ -51,6 +51,8 @@ TicketConfig TicketConfig::from_env() {
     c.public_url = env("CAIRN_PUBLIC_URL").value_or("");
     while (!c.public_url.empty() && c.public_url.back() == '/') c.public_url.pop_back();
     c.password_threads = static_cast<int>(env_number("CAIRN_PASSWORD_THREADS", 2, 1, 64));
+    c.ticket_queue = static_cast<int>(env_number("CAIRN_TICKET_QUEUE", 1024, 1, 1'000'000));
+    c.websockets_per_user = static_cast<int>(env_number("CAIRN_WS_PER_USER", 8, 1, 10'000));
     return c;
 }
 
@@ -60,11 +62,12 @@ Services::Services(storage::Database& d, engine::Engine& e, TicketConfig c)
       config(std::move(c)),
       auth(d, e, load_jwt_secret(d, config.jwt_secret), config.auth),
       users(d, e.clock()),
-      tickets(d, e),
+      tickets(d, e, config.ticket_queue),
       feed(d, e.clock()),
       analyzer(make_analyzer(config.ai)),
       fallback(make_heuristic_analyzer()),
       mailer(make_mailer(config.mail, config.mail_from, d)),
+      websockets(config.websockets_per_user),
       passwords(static_cast<std::size_t>(config.password_threads), kPasswordQueue) {}
 
 void TicketPlugin::start(const plugins::PluginContext& ctx) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 
+#include "common/slots.hpp"
 #include "plugins/plugin.hpp"
 #include "plugins/ticket/ai.hpp"
 #include "plugins/ticket/auth.hpp"
@@ -25,6 +26,8 @@ struct TicketConfig {
     std::string mail_from = "Cairn <cairn@localhost>";  // CAIRN_MAIL_FROM
     std::string public_url;                             // CAIRN_PUBLIC_URL: links in emails
     int password_threads = 2;                           // CAIRN_PASSWORD_THREADS
+    int ticket_queue = 1024;                            // CAIRN_TICKET_QUEUE: posts waiting
+    int websockets_per_user = 8;                        // CAIRN_WS_PER_USER
 
     // Throws std::invalid_argument naming the variable that is wrong.
     static TicketConfig from_env();
@@ -44,6 +47,7 @@ struct Services {
     std::unique_ptr<Analyzer> analyzer;
     std::unique_ptr<Analyzer> fallback;  // heuristic, when the configured model fails for good
     std::unique_ptr<Mailer> mailer;
+    Slots websockets;  // live WebSockets per user
     // Last: destroyed first, it finishes queued work, which uses the services above.
     PasswordPool passwords;
 };

@@ -144,8 +144,8 @@ TicketPosts::Outcome outcome_of(const Post& p) {
 
 }  // namespace
 
-TicketPosts::TicketPosts(storage::Database& db, engine::Engine& engine)
-    : db_(db), kind_(std::make_unique<PostKind>(engine)) {}
+TicketPosts::TicketPosts(storage::Database& db, engine::Engine& engine, int max_queued)
+    : db_(db), kind_(std::make_unique<PostKind>(engine)), max_queued_(max_queued) {}
 
 TicketPosts::~TicketPosts() {
     std::unique_lock lock(mu_);
@@ -159,13 +159,22 @@ TicketPosts::Outcome TicketPosts::write(const Principal& who, Ticket ticket) {
 }
 
 void TicketPosts::submit(const Principal& who, Ticket ticket, std::function<void(Outcome)> done) {
+    {
+        std::unique_lock lock(mu_);
+        if (queued_ >= max_queued_) {
+            lock.unlock();
+            done({std::nullopt,
+                  std::make_exception_ptr(ApiError(ErrorCode::unavailable,
+                                                   "too many tickets are waiting to be written; "
+                                                   "try again shortly",
+                                                   nlohmann::json::array(), 1))});
+            return;
+        }
+        ++queued_;
+    }
     auto post = std::make_unique<Post>(*kind_, who, std::move(ticket));
     post->done = std::move(done);
     Post& p = *post;
-    {
-        std::lock_guard lock(mu_);
-        ++queued_;
-    }
     db_.writes().submit(p, [this, owned = std::shared_ptr<Post>(std::move(post))] {
         owned->done(outcome_of(*owned));
         std::lock_guard lock(mu_);

@@ -28,7 +28,8 @@ namespace cairn::ticket {
 // Thread-safe. The destructor waits for the posts it queued, which refer to it.
 class TicketPosts {
   public:
-    TicketPosts(storage::Database& db, engine::Engine& engine);
+    // At most `max_queued` posts wait for the writer; submit() refuses more.
+    TicketPosts(storage::Database& db, engine::Engine& engine, int max_queued);
     ~TicketPosts();
     TicketPosts(const TicketPosts&) = delete;
     TicketPosts& operator=(const TicketPosts&) = delete;
@@ -43,7 +44,8 @@ class TicketPosts {
     // returns once it is committed or refused.
     Outcome write(const Principal& who, Ticket ticket);
     // The same without waiting: `done` gets the outcome once, on the thread that wrote it
-    // (maybe this one, before this returns), and must not block.
+    // (maybe this one, before this returns), and must not block. With `max_queued` posts
+    // waiting, `done` gets ApiError unavailable at once and nothing is written.
     void submit(const Principal& who, Ticket ticket, std::function<void(Outcome)> done);
 
   private:
@@ -51,7 +53,8 @@ class TicketPosts {
     std::unique_ptr<storage::WriteKind> kind_;
     std::mutex mu_;
     std::condition_variable idle_;  // queued_ fell to 0
-    int queued_ = 0;                // posts submitted and not yet done; guarded by mu_
+    const int max_queued_;
+    int queued_ = 0;  // posts submitted and not yet done; guarded by mu_
 };
 
 }  // namespace cairn::ticket

@@ -137,8 +137,8 @@ void record_change(storage::Transaction& tx, const Ticket& t, std::string_view k
         new_id_at(now), t.id, t.created_by, t.assigned_to, kind, now);
 }
 
-TicketService::TicketService(storage::Database& db, engine::Engine& engine)
-    : db_(db), engine_(engine), posts_(db, engine) {}
+TicketService::TicketService(storage::Database& db, engine::Engine& engine, int max_queued_posts)
+    : db_(db), engine_(engine), posts_(db, engine, max_queued_posts) {}
 
 TicketService::~TicketService() = default;
 

@@ -57,7 +57,7 @@ json to_json(const Reply& reply);
 // leak. Every change also writes a row to ticket_changes, which the WebSocket feed reads.
 class TicketService {
   public:
-    TicketService(storage::Database& db, engine::Engine& engine);
+    TicketService(storage::Database& db, engine::Engine& engine, int max_queued_posts = 1024);
     ~TicketService();
 
     // {title, description, tags (1-4), deadline?}: the ticket and `ticket/created` commit

@@ -172,7 +172,7 @@ for i in $(seq 1 300); do
     printf 'data = "{\\"email\\":\\"nobody%d@example.test\\",\\"password\\":\\"whatever-1\\"}"\n' "$i"
     printf 'output = "/dev/null"\nwrite-out = "%%{http_code} %%header{retry-after}\\n"\n'
 done >"$work/flood.cfg"
-curl -s -Z --parallel-max 300 -K "$work/flood.cfg" >"$work/flood.txt" &
+curl -s --no-progress-meter -Z --parallel-max 300 -K "$work/flood.cfg" >"$work/flood.txt" &
 flood=$!
 health=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "$base/health")
 wait "$flood"
@@ -181,6 +181,77 @@ check "a full password queue answers 503 with Retry-After" grep -q '^503 1$' "$w
 check "…and the logins it took are answered (401)" grep -q '^401 $' "$work/flood.txt"
 expect_eq "every login of the flood got an answer" "$(grep -cE '^(401|503) ' "$work/flood.txt")" 300
 check "…and the server is alive" alive
+stop_server
+expect_eq "the server exits cleanly on SIGTERM" "$?" 0
+
+# ---- connection and queue limits ------------------------------------------------------------
+# 8 connections in all, 4 per client address.
+start_server capped --db "$db" --max-connections 8 --max-connections-per-client 4 ||
+    { bad "server starts"; finish; exit 1; }
+probe() { python3 "$here/connections.py" "$@"; }
+probe caps 127.0.0.1 "${base##*:}" 4 8 >"$work/caps.txt"
+for finding in per_client_extra_refused within_per_client_open total_extra_refused \
+    within_total_open after_close_served; do
+    expect_eq "connections: $finding" "$(awk -v f=$finding '$1 == f {print $2}' "$work/caps.txt")" True
+done
+stop_server
+expect_eq "the server exits cleanly on SIGTERM" "$?" 0
+
+# 2 WebSockets per user, one ticket post waiting, 10 s for a client to take a write.
+CAIRN_WS_PER_USER=2 CAIRN_TICKET_QUEUE=1 start_server queued --db "$db" --read-timeout-ms 10000 ||
+    { bad "server starts"; finish; exit 1; }
+V1="$base/api/v1"
+port=${base##*:}
+
+user=$(token_of ann@example.test ann-pass-1)
+ws_users=()
+for i in 1 2; do
+    node "$node_tools/ws_client.mjs" "ws://${base#http://}/api/v1/ws" "$user" 6 >"$work/ws_user$i.log" 2>&1 &
+    ws_users+=($!)
+done
+wait_for "two WebSockets of one user open" 10 bash -c "grep -q hello '$work/ws_user1.log' && grep -q hello '$work/ws_user2.log'"
+node "$node_tools/ws_client.mjs" "ws://${base#http://}/api/v1/ws" "$user" 2 >"$work/ws_user3.log" 2>&1
+check "a third WebSocket of the same user is refused (429)" grep -q '"status":429' "$work/ws_user3.log"
+wait "${ws_users[@]}"
+node "$node_tools/ws_client.mjs" "ws://${base#http://}/api/v1/ws" "$user" 1 >"$work/ws_user4.log" 2>&1
+check "…and allowed once the others have closed" grep -q '"type":"hello"' "$work/ws_user4.log"
+
+# A client that sends and never reads fills its replies; once one write has waited the read
+# timeout (10 s here), the server closes the connection.
+probe slow-ws 127.0.0.1 "$port" "$user" 60 >"$work/slow_ws.txt"
+expect_eq "a WebSocket client that never reads is closed" \
+    "$(awk '$1 == "closed_by_server" {print $2}' "$work/slow_ws.txt")" True
+check "…and the server is alive" alive
+
+# 100 posts at once with one allowed to wait: the rest are told to come back, and every
+# ticket answered 201 is stored.
+for i in $(seq 1 100); do
+    ((i > 1)) && echo next
+    printf 'url = "%s/tickets"\nheader = "Content-Type: application/json"\nheader = "Authorization: Bearer %s"\n' "$V1" "$user"
+    printf 'data = "{\\"title\\":\\"Burst %d\\",\\"description\\":\\"One of many.\\",\\"tags\\":[\\"burst\\"]}"\n' "$i"
+    printf 'output = "/dev/null"\nwrite-out = "%%{http_code} %%header{retry-after}\\n"\n'
+done >"$work/posts.cfg"
+curl -s --no-progress-meter -Z --parallel-max 100 -K "$work/posts.cfg" >"$work/posts.txt"
+expect_eq "every post of the burst got an answer" "$(grep -cE '^(201|503) ' "$work/posts.txt")" 100
+check "a full ticket queue answers 503 with Retry-After" grep -q '^503 1$' "$work/posts.txt"
+created=$(grep -c '^201 ' "$work/posts.txt")
+stored=$(curl -s "$V1/tickets?q=Burst&limit=1" -H "Authorization: Bearer $user" | jq .total)
+expect_eq "…and every post answered 201 is stored" "$stored" "$created"
+stop_server
+expect_eq "the server exits cleanly on SIGTERM" "$?" 0
+
+# ---- out of descriptors: accepting pauses instead of spinning ---------------------------------
+printf '#!/bin/sh\nexec prlimit --nofile=64:64 "%s" "$@"\n' "$cairn" >"$work/cairn-fd64"
+chmod +x "$work/cairn-fd64"
+real_cairn=$cairn
+cairn="$work/cairn-fd64"
+start_server fdlimited --db "$db" || { bad "server starts"; finish; exit 1; }
+cairn=$real_cairn
+probe hold 127.0.0.1 "${base##*:}" 200 3 >"$work/hold.txt"
+failures=$(grep -c 'accept failed' "$work/fdlimited.err")
+check "out of descriptors, accept failures are logged a few times, not in a loop (got $failures)" \
+    test "$failures" -ge 1 -a "$failures" -le 3
+wait_for "the server accepts again once connections end" 10 alive
 stop_server
 expect_eq "the server exits cleanly on SIGTERM" "$?" 0
 finish
