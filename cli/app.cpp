@@ -190,7 +190,7 @@ void raise_open_file_limit(std::size_t max_connections) {
 }
 
 int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
-              const WorkerFlags& flags) {
+              const std::string& metrics_key, const WorkerFlags& flags) {
     // Check the URL and bind the port before touching the database, so a typo or a busy
     // port creates nothing.
     try {
@@ -213,7 +213,7 @@ int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
     auto& db = rt->db;
     auto& engine = *rt->engine;
     server::ApiKeys keys(*db);
-    server::Metrics metrics;
+    server::Metrics metrics(metrics_key);
     router = server::make_router(*db, engine, keys, metrics);
     for (auto& p : rt->plugins) p->add_routes(*router);
     if (flags.workers > 0) engine.start(worker_options(flags));
@@ -342,6 +342,8 @@ void add_process_commands(CLI::App& app, Args& a) {
         server::ServerOptions options;
         int read_timeout_ms = 30'000;
         std::string trusted_proxies;
+        std::string cors_origins;
+        std::string metrics_key;
         WorkerFlags flags;
     };
     auto sv = std::make_shared<Serve>();
@@ -374,6 +376,28 @@ void add_process_commands(CLI::App& app, Args& a) {
         ->envname("CAIRN_MAX_CONNECTIONS_PER_CLIENT")
         ->check(CLI::Range(1, 1'000'000))
         ->capture_default_str();
+    sv->options.requests_per_minute = 6000;
+    serve
+        ->add_option("--rate-limit", sv->options.requests_per_minute,
+                     "Requests per minute from one client address (0: no limit)")
+        ->envname("CAIRN_RATE_LIMIT")
+        ->check(CLI::Range(0, 100'000'000))
+        ->capture_default_str();
+    serve
+        ->add_option("--cors-origins", sv->cors_origins,
+                     "Origins whose pages may call the API, comma-separated "
+                     "(https://app.example.com), or * for any without credentials")
+        ->envname("CAIRN_CORS_ORIGINS");
+    serve
+        ->add_option("--hsts-max-age", sv->options.policy.hsts_max_age_s,
+                     "Send Strict-Transport-Security with this max-age in seconds (behind TLS)")
+        ->envname("CAIRN_HSTS_MAX_AGE")
+        ->check(CLI::Range(0, 63'072'000))
+        ->capture_default_str();
+    serve
+        ->add_option("--metrics-key", sv->metrics_key,
+                     "Require Authorization: Bearer KEY on /metrics (default: open)")
+        ->envname("CAIRN_METRICS_KEY");
     serve
         ->add_option("--trusted-proxies", sv->trusted_proxies,
                      "Proxies whose X-Forwarded-For is believed: addresses or networks, "
@@ -387,7 +411,15 @@ void add_process_commands(CLI::App& app, Args& a) {
         } catch (const std::invalid_argument& e) {
             throw CLI::ValidationError("--trusted-proxies", e.what());
         }
-        a.action = [&a, sv] { return cmd_serve(a.db_url, sv->options, sv->flags); };
+        try {
+            sv->options.policy.cors_origins =
+                server::ResponsePolicy::parse_origins(sv->cors_origins);
+        } catch (const std::invalid_argument& e) {
+            throw CLI::ValidationError("--cors-origins", e.what());
+        }
+        a.action = [&a, sv] {
+            return cmd_serve(a.db_url, sv->options, sv->metrics_key, sv->flags);
+        };
     });
 
     auto flags = std::make_shared<WorkerFlags>();

@@ -1,19 +1,52 @@
 #include "common/ids.hpp"
 
+#include <sys/random.h>
+
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
-#include <random>
+#include <stdexcept>
 
 #include "common/time.hpp"
 
 namespace cairn {
 namespace {
 
+// Random bits from the kernel's CSPRNG (getrandom), fetched 512 bytes at a time: an id's
+// random part cannot be predicted from the ids seen before it.
+class KernelRandom {
+  public:
+    std::uint64_t next() {
+        if (used_ == pool_.size()) refill();
+        std::uint64_t v = 0;
+        std::memcpy(&v, pool_.data() + used_, sizeof v);
+        used_ += sizeof v;
+        return v;
+    }
+
+  private:
+    void refill() {
+        std::size_t got = 0;
+        while (got < pool_.size()) {
+            const ssize_t n = getrandom(pool_.data() + got, pool_.size() - got, 0);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                throw std::runtime_error(std::string("getrandom failed: ") + std::strerror(errno));
+            }
+            got += static_cast<std::size_t>(n);
+        }
+        used_ = 0;
+    }
+    std::array<unsigned char, 512> pool_{};
+    std::size_t used_ = 512;
+};
+
 struct Generator {
     std::mutex mu;
-    std::mt19937_64 rng{std::random_device{}()};  // guarded by mu
-    std::int64_t last_ms = -1;                    // guarded by mu
-    std::uint16_t counter = 0;                    // guarded by mu; 12 bits used
+    KernelRandom rng;           // guarded by mu
+    std::int64_t last_ms = -1;  // guarded by mu
+    std::uint16_t counter = 0;  // guarded by mu; 12 bits used
 };
 
 Generator& generator() {
@@ -37,15 +70,15 @@ std::string new_id_at(std::int64_t unix_ms) {
         if (unix_ms > g.last_ms) {
             g.last_ms = unix_ms;
             // Start low in the 12-bit space so a burst in one millisecond has room to count.
-            g.counter = static_cast<std::uint16_t>(g.rng() & 0x3ff);
+            g.counter = static_cast<std::uint16_t>(g.rng.next() & 0x3ff);
         } else if (++g.counter > 0xfff) {
             // Counter exhausted: borrow the next millisecond so ordering still holds.
             ++g.last_ms;
-            g.counter = static_cast<std::uint16_t>(g.rng() & 0x3ff);
+            g.counter = static_cast<std::uint16_t>(g.rng.next() & 0x3ff);
         }
         ms = static_cast<std::uint64_t>(g.last_ms);
         counter = g.counter;
-        tail = g.rng();
+        tail = g.rng.next();
     }
 
     std::array<std::uint8_t, 16> b{};

@@ -11,6 +11,7 @@ namespace cairn {
 // Ids are time-ordered: within one process every id compares greater (as a string) than
 // every id returned before it, also within the same millisecond (a 12-bit counter in
 // rand_a, seeded at random each millisecond). Across processes order follows the clock.
+// The random bits come from the kernel's CSPRNG, so an id cannot be guessed from others.
 // Thread-safe.
 std::string new_id();
 

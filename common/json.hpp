@@ -17,8 +17,8 @@ inline constexpr int kMaxJsonDepth = 64;
 int json_depth(std::string_view text, int limit);
 
 // Parses JSON that came from outside (a request body, a WebSocket message, a reply from a
-// remote service). On malformed text, or nesting deeper than `max_depth`, returns a
-// discarded value (is_discarded()) and says why in `error`.
+// remote service). On malformed text, nesting deeper than `max_depth`, or a string holding
+// \u0000, returns a discarded value (is_discarded()) and says why in `error`.
 nlohmann::json parse_untrusted_json(std::string_view text, std::string& error,
                                     int max_depth = kMaxJsonDepth);
 

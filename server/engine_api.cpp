@@ -182,7 +182,10 @@ void add_service_routes(Router& router, storage::Database& db, engine::Engine& e
     router.add("GET", "/health", Auth::none,
                [&db](const Request&, const Params&) { return health(db); });
 
-    router.add("GET", "/metrics", Auth::none, [&, now](const Request&, const Params&) {
+    router.add("GET", "/metrics", Auth::none, [&, now](const Request& req, const Params&) {
+        if (!metrics.authorized(req.header("authorization")))
+            return error_response(401, "unauthorized",
+                                  "/metrics needs Authorization: Bearer <CAIRN_METRICS_KEY>");
         Reply r;
         r.content_type = "text/plain; version=0.0.4";
         r.body = metrics.render(store, eng.stats(), now());

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "common/ids.hpp"
+#include "common/rate_limiter.hpp"
 #include "common/slots.hpp"
 #include "common/version.hpp"
 #include "server/client_address.hpp"
@@ -65,6 +66,12 @@ tcp::endpoint parse_listen(const std::string& listen) {
         throw ListenError(
             fmt::format("listen address '{}': '{}' is not an IP address", listen, host));
     return {address, static_cast<unsigned short>(port)};
+}
+
+std::int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 const std::string& json_error_body(int status) {
@@ -187,7 +194,8 @@ struct HttpServer::Impl {
         : options(std::move(o)),
           handler(std::move(h)),
           pool(options.work_threads),
-          per_client(options.max_connections_per_client) {}
+          per_client(options.max_connections_per_client),
+          requests(options.requests_per_minute) {}
 
     ServerOptions options;  // constant after construction
     Handler handler;        // constant after construction
@@ -200,6 +208,7 @@ struct HttpServer::Impl {
     bool stopping = false;        // I/O thread only
     std::size_t connections = 0;  // accepted and not yet ended; I/O thread only
     Slots per_client;             // open connections per client address
+    RateLimiter requests;         // requests per client address
     std::chrono::steady_clock::time_point last_refusal_log{};  // I/O thread only
     std::size_t refusals_unlogged = 0;                         // I/O thread only
     // Refused connections being read to their end; past the cap they are closed at once.
@@ -219,12 +228,16 @@ struct HttpServer::Impl {
         return Reply{500, "application/json", json_error_body(500)};
     }
 
-    asio::awaitable<void> write(Session& s, const Reply& res, unsigned version, bool keep_alive,
-                                const std::string& request_id, bool& ok) {
+    // The fixed and `policy` headers come first; the reply's own replace any of the same name.
+    asio::awaitable<void> write(Session& s, const Reply& res, const Headers& policy,
+                                unsigned version, bool keep_alive, const std::string& request_id,
+                                bool& ok) {
         http::response<http::string_body> msg{static_cast<http::status>(res.status), version};
         msg.set(http::field::server, fmt::format("cairn/{}", kVersion));
         msg.set(http::field::content_type, res.content_type);
         if (!request_id.empty()) msg.set("X-Request-Id", request_id);
+        for (const auto& [name, value] : ResponsePolicy::fixed_headers()) msg.set(name, value);
+        for (const auto& [name, value] : policy) msg.insert(name, value);
         for (const auto& [name, value] : res.headers) msg.set(name, value);
         msg.keep_alive(keep_alive);
         // 1xx, 204 and 304 carry no body and must not carry a length (RFC 9110, 8.6);
@@ -285,19 +298,21 @@ struct HttpServer::Impl {
                            std::chrono::steady_clock::time_point started) {
         const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
             std::chrono::steady_clock::now() - started);
-        spdlog::info("{} {} {} {:.3f}ms id={}", request.method, request.target, status,
-                     static_cast<double>(micros.count()) / 1000.0, request.request_id);
+        spdlog::info("{} {} {} {:.3f}ms id={}", request.method, redact_target(request.target),
+                     status, static_cast<double>(micros.count()) / 1000.0, request.request_id);
     }
 
     // Writes a streaming response: headers without a length (the body ends when the
     // connection closes), then every chunk `next` produces, on the pool, until it ends.
-    asio::awaitable<void> stream(Session& s, const EventStream& res, unsigned version,
-                                 const std::string& request_id) {
+    asio::awaitable<void> stream(Session& s, const EventStream& res, const Headers& policy,
+                                 unsigned version, const std::string& request_id) {
         http::response<http::empty_body> head{static_cast<http::status>(res.head.status), version};
         head.set(http::field::server, fmt::format("cairn/{}", kVersion));
         head.set(http::field::content_type, res.head.content_type);
         head.set(http::field::cache_control, "no-store");
         head.set("X-Request-Id", request_id);
+        for (const auto& [name, value] : ResponsePolicy::fixed_headers()) head.set(name, value);
+        for (const auto& [name, value] : policy) head.insert(name, value);
         for (const auto& [name, value] : res.head.headers) head.set(name, value);
         head.keep_alive(false);
         http::response_serializer<http::empty_body> serializer{head};
@@ -513,7 +528,8 @@ struct HttpServer::Impl {
                     // expression twice.
                     const Reply refusal{status, "application/json", json_error_body(status)};
                     const std::string no_id;
-                    co_await write(s, refusal, 11, false, no_id, ok);
+                    const Headers none;
+                    co_await write(s, refusal, none, 11, false, no_id, ok);
                 }
                 break;
             }
@@ -521,9 +537,22 @@ struct HttpServer::Impl {
             const auto started = std::chrono::steady_clock::now();
             auto& req = parser.get();
             Request request = to_request(req, remote);
-            s.busy = true;
-            Response res = co_await handle(request);
-            s.busy = false;
+            Response res;
+            if (auto pre = options.policy.preflight(request)) {
+                res = std::move(*pre);
+            } else if (auto wait_s = requests.take(request.client, steady_ms())) {
+                Reply r = error_response(429, "rate_limited",
+                                         fmt::format("more than {} requests a minute from {}",
+                                                     options.requests_per_minute, request.client));
+                r.headers.emplace_back("Retry-After", std::to_string(*wait_s));
+                res = std::move(r);
+            } else {
+                s.busy = true;
+                res = co_await handle(request);
+                s.busy = false;
+            }
+            Headers policy;
+            options.policy.add_headers(request, policy);
 
             if (auto* ws = std::get_if<WebSocket>(&res.kind)) {
                 if (!request.websocket_upgrade) {
@@ -537,13 +566,13 @@ struct HttpServer::Impl {
                 }
             }
             if (const auto* es = std::get_if<EventStream>(&res.kind)) {
-                co_await stream(s, *es, req.version(), request.request_id);
+                co_await stream(s, *es, policy, req.version(), request.request_id);
                 log_access(request, es->head.status, started);
                 break;
             }
             const Reply& reply = std::get<Reply>(res.kind);
             const bool keep_alive = req.keep_alive() && !stopping;
-            co_await write(s, reply, req.version(), keep_alive, request.request_id, ok);
+            co_await write(s, reply, policy, req.version(), keep_alive, request.request_id, ok);
             log_access(request, reply.status, started);
             if (!keep_alive) break;
         }

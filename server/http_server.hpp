@@ -10,6 +10,7 @@
 #include "server/client_address.hpp"
 #include "server/http/request.hpp"
 #include "server/http/response.hpp"
+#include "server/response_policy.hpp"
 
 namespace cairn::server {
 
@@ -30,6 +31,10 @@ struct ServerOptions {
     // (trusted proxies exempt), per client; past either a new one gets 503 and is closed.
     std::size_t max_connections = 4096;
     int max_connections_per_client = 256;
+    // Requests per minute from one client address (a token bucket; that many at once);
+    // past it 429 with Retry-After. 0: no limit.
+    int requests_per_minute = 0;
+    ResponsePolicy policy;  // security headers, HSTS and CORS on every response
 };
 
 // The listen address is malformed or cannot be bound (in use, not permitted).

@@ -6,6 +6,16 @@
 #include "storage/run_store.hpp"
 
 namespace cairn::server {
+
+bool Metrics::authorized(const std::string& authorization) const {
+    if (key_.empty()) return true;
+    const std::string expected = "Bearer " + key_;
+    if (authorization.size() != expected.size()) return false;
+    unsigned char diff = 0;  // compared in constant time: the key is a secret
+    for (std::size_t i = 0; i < expected.size(); ++i)
+        diff |= static_cast<unsigned char>(authorization[i] ^ expected[i]);
+    return diff == 0;
+}
 namespace {
 
 // Label values escape backslash, quote and newline.

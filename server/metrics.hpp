@@ -5,6 +5,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "common/histogram.hpp"
 
@@ -21,6 +22,12 @@ namespace cairn::server {
 // histograms, and gauges read from the database at scrape time. Thread-safe.
 class Metrics {
   public:
+    // `key` empty: /metrics is open. Otherwise a scrape must send `Authorization: Bearer
+    // <key>` (CAIRN_METRICS_KEY).
+    explicit Metrics(std::string key = {}) : key_(std::move(key)) {}
+    // Whether a request with this Authorization header may scrape.
+    bool authorized(const std::string& authorization) const;
+
     // `route` must be a route pattern or "unmatched" (a fixed set); `method` may be any
     // token a client sent: methods HTTP does not define are counted as "other".
     void observe_http(const std::string& route, const std::string& method, int status,
@@ -30,6 +37,7 @@ class Metrics {
                        std::int64_t now) const;
 
   private:
+    std::string key_;
     mutable std::mutex mu_;
     std::map<std::tuple<std::string, std::string, int>, std::uint64_t> requests_;  // guarded by mu_
     Histogram http_seconds_;

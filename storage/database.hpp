@@ -39,8 +39,13 @@ class Dialect {
     explicit Dialect(Backend backend) : backend_(backend) {}
     Backend backend() const { return backend_; }
     // A statement that takes a lock held until the transaction ends, serialising
-    // migrations across processes; empty on SQLite (the write transaction serialises).
+    // migrations across processes, and lifts the statement timeout for it; empty on
+    // SQLite (the write transaction serialises).
     std::string_view migration_lock() const;
+    // Appended to a SELECT, locks the rows it returns until the transaction ends, so a
+    // check made on them holds until the commit: " FOR UPDATE" on Postgres; empty on
+    // SQLite, where the write transaction already excludes every other writer.
+    std::string_view lock_rows() const;
 
   private:
     Backend backend_;
@@ -52,6 +57,7 @@ class Dialect {
 // Options after '?': pool=N (connections, default 8 for Postgres, 4 readers for SQLite),
 // synchronous=normal|full (SQLite), busy_timeout_ms=N (SQLite), connect_timeout=N
 // (Postgres, seconds), idle_tx_timeout_ms=N (Postgres, default 60000),
+// statement_timeout_ms=N (Postgres, default 30000; 0 for none),
 // random_page_cost=X (Postgres, default 1.1) and any other libpq parameter.
 struct DatabaseUrl {
     Backend backend = Backend::sqlite;
@@ -62,6 +68,7 @@ struct DatabaseUrl {
     // Postgres: the server ends a session idle inside a transaction this long (a stalled
     // or frozen client), releasing its locks so other workers can take its runs.
     int idle_tx_timeout_ms = 60'000;
+    int statement_timeout_ms = 30'000;  // Postgres; 0: none. Migrations run without one.
     // Postgres: the planner's cost of a random page read, set on each connection. Cairn's
     // statements look rows up by key in tables that stay in memory; at the server's default
     // (4, for disks that seek) a generic plan scanned a young `queue` whole for each batch

@@ -36,7 +36,15 @@ std::string_view to_string(Backend backend) {
 
 std::string_view Dialect::migration_lock() const {
     // Any fixed 64-bit key works; this one spells "cairn" in ASCII.
-    return backend_ == Backend::postgres ? "SELECT pg_advisory_xact_lock(435610234222)" : "";
+    // It also lifts the statement timeout for the transaction: an index built over a large
+    // table may take longer than any request should.
+    return backend_ == Backend::postgres ? "SELECT pg_advisory_xact_lock(435610234222), "
+                                           "set_config('statement_timeout', '0', true)"
+                                         : "";
+}
+
+std::string_view Dialect::lock_rows() const {
+    return backend_ == Backend::postgres ? " FOR UPDATE" : "";
 }
 
 namespace {
@@ -74,6 +82,8 @@ void apply_option(DatabaseUrl& out, std::string_view key, std::string_view value
         out.busy_timeout_ms = parse_positive(key, value, 600000);
     } else if (out.backend == Backend::postgres && key == "idle_tx_timeout_ms") {
         out.idle_tx_timeout_ms = parse_positive(key, value, 86'400'000);
+    } else if (out.backend == Backend::postgres && key == "statement_timeout_ms") {
+        out.statement_timeout_ms = value == "0" ? 0 : parse_positive(key, value, 86'400'000);
     } else if (out.backend == Backend::postgres && key == "random_page_cost") {
         double cost = 0;
         auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), cost);

@@ -176,7 +176,8 @@ AuthService::AuthService(storage::Database& db, engine::Engine& engine, std::str
       jwt_(std::move(secret)),
       settings_(settings),
       ip_limiter_(settings.ip_per_minute),
-      account_limiter_(settings.account_per_minute) {}
+      account_limiter_(settings.account_per_minute),
+      user_limiter_(settings.user_per_minute) {}
 
 std::int64_t AuthService::now_ms() const {
     return engine_.clock().now_ms();
@@ -375,7 +376,7 @@ Session AuthService::refresh(const json& body) {
     std::optional<Session> session;
     db_.transact([&](storage::Transaction& tx) {
         const auto rows = tx.exec(
-            "SELECT r.session_id, r.used_at, r.expires_at, s.revoked_at, s.user_id "
+            "SELECT r.session_id, r.used_at, r.expires_at, s.revoked_at, s.user_id, s.expires_at "
             "FROM refresh_tokens r JOIN auth_sessions s ON s.id = r.session_id WHERE r.hash = $1",
             hash);
         if (rows.empty()) {
@@ -396,6 +397,11 @@ Session AuthService::refresh(const json& body) {
         }
         if (row.get<std::int64_t>(2) <= now) {
             error = unauthorized("refresh token expired; log in again");
+            return;
+        }
+        // A session lasts refresh_ttl from its login however often it is refreshed.
+        if (row.get<std::int64_t>(5) <= now) {
+            error = unauthorized("the session has expired; log in again");
             return;
         }
         if (tx.exec("UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL",
@@ -439,8 +445,17 @@ VerifiedTokens::Claims AuthService::verify_token(std::string_view authorization)
     if (token.starts_with("Bearer ") || token.starts_with("bearer ")) token = trim(token.substr(7));
     if (token.empty())
         throw unauthorized("a bearer token is required: Authorization: Bearer <access_token>");
-    const std::int64_t now_s = now_ms() / 1000;
-    if (auto verified = verified_.find(token, now_s)) return std::move(*verified);
+    const std::int64_t now = now_ms();
+    const std::int64_t now_s = now / 1000;
+    const auto limited = [&](VerifiedTokens::Claims claims) {
+        if (auto wait = user_limiter_.take(claims.user_id, now))
+            throw ApiError(ErrorCode::rate_limited,
+                           fmt::format("more than {} requests a minute; try again in {} s",
+                                       user_limiter_.per_minute(), *wait),
+                           json::array(), *wait);
+        return claims;
+    };
+    if (auto verified = verified_.find(token, now_s)) return limited(std::move(*verified));
     const auto claims = jwt_.verify(token, now_s);
     if (!claims || claims->value("typ", "") != "access" || !(*claims)["sub"].is_string() ||
         !(*claims)["sid"].is_string())
@@ -449,7 +464,7 @@ VerifiedTokens::Claims AuthService::verify_token(std::string_view authorization)
                                     (*claims)["sid"].get<std::string>(),
                                     (*claims)["exp"].get<std::int64_t>()};
     verified_.add(token, verified, now_s);
-    return verified;
+    return limited(std::move(verified));
 }
 
 Principal AuthService::authenticate(std::string_view authorization) const {

@@ -99,6 +99,7 @@ struct AuthSettings {
     std::chrono::seconds refresh_ttl{30 * 24 * 3600};
     int ip_per_minute = 100;      // register + login attempts per client address
     int account_per_minute = 10;  // failed password attempts per (account, client address)
+    int user_per_minute = 3000;   // authenticated requests per user
 };
 
 // The response of register, login and refresh.
@@ -173,6 +174,7 @@ class AuthService {
     AuthSettings settings_;
     RateLimiter ip_limiter_;
     RateLimiter account_limiter_;
+    mutable RateLimiter user_limiter_;
 };
 
 }  // namespace cairn::ticket

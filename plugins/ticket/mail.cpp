@@ -169,7 +169,9 @@ std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from,
             fmt::format("CAIRN_MAIL '{}' is not outbox, smtp://user:pass@host:port or smtps://...",
                         redact_mail_spec(spec)));
     std::string url(spec);
-    long use_ssl = smtps ? CURLUSESSL_ALL : CURLUSESSL_TRY;
+    // TLS is required unless the spec asks for less: an opportunistic STARTTLS is dropped
+    // by anyone on the path, who then reads the password and the mail.
+    long use_ssl = CURLUSESSL_ALL;
     if (const auto q = url.find('?'); q != std::string::npos) {
         const std::string query = url.substr(q + 1);
         url.resize(q);
@@ -177,7 +179,9 @@ std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from,
             use_ssl = CURLUSESSL_ALL;
         else if (query == "tls=none")
             use_ssl = CURLUSESSL_NONE;
-        else if (query != "tls=try")
+        else if (query == "tls=try")
+            use_ssl = CURLUSESSL_TRY;
+        else
             throw std::invalid_argument(fmt::format(
                 "CAIRN_MAIL option '{}' is not tls=required, tls=try or tls=none", query));
     }

@@ -32,7 +32,8 @@ class Mailer {
 };
 
 // `spec` is CAIRN_MAIL: "outbox" (default; mails are stored in the database) or
-// smtp://user:pass@host:port (STARTTLS when offered; ?tls=required insists on it) or
+// smtp://user:pass@host:port (STARTTLS required; ?tls=try uses it when offered, ?tls=none
+// never) or
 // smtps://... (TLS from the start). Every mail, however delivered, is recorded in the
 // outbox table. Throws std::invalid_argument for a malformed spec.
 std::unique_ptr<Mailer> make_mailer(std::string_view spec, std::string from, storage::Database& db);

@@ -100,6 +100,20 @@ int int_param(const Request& req, const char* name, int fallback, int min, int m
     return n;
 }
 
+// Rows a page may start after: an OFFSET makes the database read and drop every row
+// before it, so deep pages cost the server what a client asks for free.
+constexpr int kMaxOffset = 10'000;
+
+// `page` and `limit` as a listing reads them: page 1–1,000,000 (default 1), limit 1–100
+// (default 20), and the page starting at most kMaxOffset rows in.
+std::pair<int, int> page_params(const Request& req, Problems& p) {
+    const int page = int_param(req, "page", 1, 1, 1'000'000, p);
+    const int limit = int_param(req, "limit", 20, 1, 100, p);
+    if (static_cast<long long>(page - 1) * limit > kMaxOffset)
+        p.add("page", fmt::format("starts past row {}: narrow the filters instead", kMaxOffset));
+    return {page, limit};
+}
+
 void require_admin(const Principal& who) {
     if (who.role != Role::admin) throw ApiError(ErrorCode::forbidden, "admins only");
 }
@@ -147,8 +161,7 @@ TicketQuery ticket_query(const Request& req) {
         else
             q.sort = *s;
     }
-    q.page = int_param(req, "page", 1, 1, 1'000'000, p);
-    q.limit = int_param(req, "limit", 20, 1, 100, p);
+    std::tie(q.page, q.limit) = page_params(req, p);
     p.check("invalid query parameters");
     return q;
 }
@@ -242,6 +255,7 @@ Response websocket(Services& s, const Request& req) {
                 }
                 sock->who = std::move(now_who);
             } catch (const ApiError& e) {
+                if (e.code() == ErrorCode::rate_limited) return std::string();  // next time
                 sock->closing = true;
                 return json{{"type", "error"}, {"code", "unauthorized"}, {"message", e.what()}}
                     .dump();
@@ -339,8 +353,7 @@ void add_user_routes(server::Router& router, Services& s) {
             }
             if (auto search = req.query("q"); search && !trim(*search).empty())
                 q.search = trim(*search);
-            q.page = int_param(req, "page", 1, 1, 1'000'000, p);
-            q.limit = int_param(req, "limit", 20, 1, 100, p);
+            std::tie(q.page, q.limit) = page_params(req, p);
             p.check("invalid query parameters");
             const auto page = s.users.list(q);
             json items = json::array();

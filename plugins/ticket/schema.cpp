@@ -115,10 +115,16 @@ ALTER TABLE ticket_changes ADD COLUMN seq BIGSERIAL;
 CREATE UNIQUE INDEX ticket_changes_by_seq ON ticket_changes (seq);
 )sql";
 
+// Per-user quotas count a user's replies of the last day.
+constexpr std::string_view kTicketV4 = R"sql(
+CREATE INDEX ticket_replies_by_author ON ticket_replies (author_id, created_at);
+)sql";
+
 constexpr storage::Migration kMigrations[] = {
     {1, "users, auth, tickets, mail", kTicketV1},
     {2, "ticket changes in sequence on SQLite", kTicketV2Sqlite, storage::Backend::sqlite},
     {3, "ticket changes in sequence on Postgres", kTicketV3Postgres, storage::Backend::postgres},
+    {4, "replies by author", kTicketV4},
 };
 
 }  // namespace

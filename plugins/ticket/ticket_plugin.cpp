@@ -51,7 +51,13 @@ TicketConfig TicketConfig::from_env() {
     c.public_url = env("CAIRN_PUBLIC_URL").value_or("");
     while (!c.public_url.empty() && c.public_url.back() == '/') c.public_url.pop_back();
     c.password_threads = static_cast<int>(env_number("CAIRN_PASSWORD_THREADS", 2, 1, 64));
-    c.ticket_queue = static_cast<int>(env_number("CAIRN_TICKET_QUEUE", 1024, 1, 1'000'000));
+    c.limits.max_queued_posts =
+        static_cast<int>(env_number("CAIRN_TICKET_QUEUE", 1024, 1, 1'000'000));
+    c.limits.tickets_per_day =
+        static_cast<int>(env_number("CAIRN_QUOTA_TICKETS", 1000, 0, 100'000'000));
+    c.limits.replies_per_day =
+        static_cast<int>(env_number("CAIRN_QUOTA_REPLIES", 5000, 0, 100'000'000));
+    c.auth.user_per_minute = static_cast<int>(env_number("CAIRN_RATE_USER", 3000, 0, 100'000'000));
     c.websockets_per_user = static_cast<int>(env_number("CAIRN_WS_PER_USER", 8, 1, 10'000));
     return c;
 }
@@ -62,7 +68,7 @@ Services::Services(storage::Database& d, engine::Engine& e, TicketConfig c)
       config(std::move(c)),
       auth(d, e, load_jwt_secret(d, config.jwt_secret), config.auth),
       users(d, e.clock()),
-      tickets(d, e, config.ticket_queue),
+      tickets(d, e, config.limits),
       feed(d, e.clock()),
       analyzer(make_analyzer(config.ai)),
       fallback(make_heuristic_analyzer()),

@@ -26,8 +26,8 @@ struct TicketConfig {
     std::string mail_from = "Cairn <cairn@localhost>";  // CAIRN_MAIL_FROM
     std::string public_url;                             // CAIRN_PUBLIC_URL: links in emails
     int password_threads = 2;                           // CAIRN_PASSWORD_THREADS
-    int ticket_queue = 1024;                            // CAIRN_TICKET_QUEUE: posts waiting
-    int websockets_per_user = 8;                        // CAIRN_WS_PER_USER
+    TicketLimits limits;          // CAIRN_TICKET_QUEUE, CAIRN_QUOTA_TICKETS, CAIRN_QUOTA_REPLIES
+    int websockets_per_user = 8;  // CAIRN_WS_PER_USER
 
     // Throws std::invalid_argument naming the variable that is wrong.
     static TicketConfig from_env();

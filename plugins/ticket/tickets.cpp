@@ -137,8 +137,24 @@ void record_change(storage::Transaction& tx, const Ticket& t, std::string_view k
         new_id_at(now), t.id, t.created_by, t.assigned_to, kind, now);
 }
 
-TicketService::TicketService(storage::Database& db, engine::Engine& engine, int max_queued_posts)
-    : db_(db), engine_(engine), posts_(db, engine, max_queued_posts) {}
+TicketService::TicketService(storage::Database& db, engine::Engine& engine, TicketLimits limits)
+    : db_(db), engine_(engine), limits_(limits), posts_(db, engine, limits.max_queued_posts) {}
+
+void TicketService::check_quota(std::string_view sql, const std::string& user_id, int limit,
+                                std::string_view what) const {
+    if (limit <= 0) return;
+    constexpr std::int64_t kDayMs = 86'400'000;
+    const std::int64_t now = now_ms();
+    const auto rows = db_.read(sql, user_id, now - kDayMs);
+    const auto& row = rows.front();
+    if (row.get<std::int64_t>(0) < limit) return;
+    const std::int64_t frees_at = row.get<std::int64_t>(1) + kDayMs;
+    const int wait_s = static_cast<int>(std::max<std::int64_t>(1, (frees_at - now + 999) / 1000));
+    throw ApiError(
+        ErrorCode::rate_limited,
+        fmt::format("the quota of {} {} a day is used up; try again in {} s", limit, what, wait_s),
+        json::array(), wait_s);
+}
 
 TicketService::~TicketService() = default;
 
@@ -178,15 +194,27 @@ Ticket new_ticket(const Principal& who, const json& raw) {
 
 }  // namespace
 
+namespace {
+constexpr std::string_view kTicketsToday =
+    "SELECT count(*), min(created_at) FROM tickets WHERE created_by = $1 AND created_at > $2";
+constexpr std::string_view kRepliesToday =
+    "SELECT count(*), min(created_at) FROM ticket_replies WHERE author_id = $1 AND "
+    "created_at > $2";
+}  // namespace
+
 Ticket TicketService::create(const Principal& who, const json& raw) {
-    auto out = posts_.write(who, new_ticket(who, raw));
+    Ticket t = new_ticket(who, raw);
+    check_quota(kTicketsToday, who.user_id, limits_.tickets_per_day, "tickets");
+    auto out = posts_.write(who, std::move(t));
     if (out.error) std::rethrow_exception(out.error);
     return std::move(*out.ticket);
 }
 
 void TicketService::create(const Principal& who, const json& raw,
                            std::function<void(Created)> done) {
-    posts_.submit(who, new_ticket(who, raw), std::move(done));
+    Ticket t = new_ticket(who, raw);
+    check_quota(kTicketsToday, who.user_id, limits_.tickets_per_day, "tickets");
+    posts_.submit(who, std::move(t), std::move(done));
 }
 
 TicketPage TicketService::list(const Principal& who, const TicketQuery& q) const {
@@ -363,6 +391,7 @@ Reply TicketService::add_reply(const Principal& who, const std::string& id, cons
     Problems problems;
     auto text = string_field(body, "body", 1, kMaxReply, true, problems);
     problems.check();
+    check_quota(kRepliesToday, who.user_id, limits_.replies_per_day, "replies");
     const std::int64_t now = now_ms();
     Reply reply;
     db_.transact([&](storage::Transaction& tx) {

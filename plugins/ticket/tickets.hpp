@@ -50,6 +50,13 @@ struct Reply {
 };
 json to_json(const Reply& reply);
 
+// Bounds on what one user may write; 0 turns a quota off.
+struct TicketLimits {
+    int max_queued_posts = 1024;  // CAIRN_TICKET_QUEUE: posts waiting for the writer
+    int tickets_per_day = 1000;   // CAIRN_QUOTA_TICKETS: per user, the last 24 hours
+    int replies_per_day = 5000;   // CAIRN_QUOTA_REPLIES: per user, the last 24 hours
+};
+
 // Tickets, replies and the operations the workflows perform on them. Thread-safe.
 //
 // Visibility: a user sees the tickets they created; moderators and admins see all. A
@@ -57,13 +64,14 @@ json to_json(const Reply& reply);
 // leak. Every change also writes a row to ticket_changes, which the WebSocket feed reads.
 class TicketService {
   public:
-    TicketService(storage::Database& db, engine::Engine& engine, int max_queued_posts = 1024);
+    TicketService(storage::Database& db, engine::Engine& engine, TicketLimits limits = {});
     ~TicketService();
 
     // {title, description, tags (1-4), deadline?}: the ticket and `ticket/created` commit
     // together (TicketPosts), only while `who`'s session is live (who.user_id and
     // who.session_id; else ApiError unauthorized and nothing written); the ticket carries
-    // the id of the run that event started. A bad body throws ApiError at once.
+    // the id of the run that event started. A bad body throws ApiError at once, and so does
+    // a user over the day's quota (rate_limited, retry_after_s until a ticket ages out).
     Ticket create(const Principal& who, const json& body);
     // The same without holding the calling thread for the write: a bad body throws here;
     // `done` gets the ticket or the error once, on the thread that wrote (maybe this one,
@@ -105,10 +113,15 @@ class TicketService {
 
   private:
     Ticket visible(storage::Transaction& tx, const Principal& who, const std::string& id) const;
+    // Throws rate_limited when `user_id` wrote `limit` rows in the last day by `sql`
+    // (SELECT count(*), min(created_at) ... WHERE <user> = $1 AND created_at > $2).
+    void check_quota(std::string_view sql, const std::string& user_id, int limit,
+                     std::string_view what) const;
     std::int64_t now_ms() const;
 
     storage::Database& db_;
     engine::Engine& engine_;
+    TicketLimits limits_;
     TicketPosts posts_;
 };
 

@@ -59,11 +59,12 @@ UserPage UserService::list(const UserQuery& q) const {
 
 void UserService::keep_an_admin(storage::Transaction& tx, const User& target) const {
     if (target.role != Role::admin || !target.active) return;
-    const auto others =
-        tx.exec("SELECT COUNT(*) FROM users WHERE role = 'admin' AND active = 1 AND id <> $1",
-                target.id)
-            .front()
-            .get<std::int64_t>(0);
+    // The active admins stay locked until this transaction ends: two admins demoting each
+    // other at once are checked one after the other, and the second finds no other admin.
+    const auto admins = tx.exec(fmt::format(
+        "SELECT id FROM users WHERE role = 'admin' AND active = 1{}", tx.dialect().lock_rows()));
+    int others = 0;
+    for (const auto row : admins) others += row.get<std::string>(0) != target.id ? 1 : 0;
     if (others == 0)
         throw ApiError(ErrorCode::conflict,
                        "this is the last active admin; make another admin first");

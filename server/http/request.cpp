@@ -1,5 +1,6 @@
 #include "server/http/request.hpp"
 
+#include <algorithm>
 #include <cctype>
 
 namespace cairn::server {
@@ -34,6 +35,33 @@ std::string percent_decode(std::string_view in) {
 std::string_view Request::path() const {
     std::string_view t = target;
     return t.substr(0, t.find('?'));
+}
+
+std::string redact_target(std::string_view target) {
+    static constexpr std::string_view kSecret[] = {
+        "token", "access_token", "refresh_token", "key", "api_key", "password", "secret"};
+    const auto q = target.find('?');
+    if (q == std::string_view::npos) return std::string(target);
+    std::string out(target.substr(0, q + 1));
+    std::string_view rest = target.substr(q + 1);
+    bool first = true;
+    while (true) {
+        const auto amp = rest.find('&');
+        const std::string_view pair = rest.substr(0, amp);
+        if (!first) out.push_back('&');
+        first = false;
+        const auto eq = pair.find('=');
+        std::string name = percent_decode(pair.substr(0, eq));
+        for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const bool secret =
+            eq != std::string_view::npos &&
+            std::find(std::begin(kSecret), std::end(kSecret), name) != std::end(kSecret);
+        out.append(secret ? pair.substr(0, eq + 1) : pair);
+        if (secret) out.append("REDACTED");
+        if (amp == std::string_view::npos) break;
+        rest = rest.substr(amp + 1);
+    }
+    return out;
 }
 
 std::optional<std::string> Request::query(std::string_view name) const {

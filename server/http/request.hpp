@@ -37,4 +37,8 @@ struct Request {
 // `in` with %XX escapes decoded and '+' read as a space (query strings).
 std::string percent_decode(std::string_view in);
 
+// `target` with the values of credential-bearing query parameters (token, access_token,
+// refresh_token, key, api_key, password, secret) replaced by "REDACTED", for logs.
+std::string redact_target(std::string_view target);
+
 }  // namespace cairn::server

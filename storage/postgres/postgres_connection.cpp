@@ -35,8 +35,9 @@ class PostgresConnection final : public Connection {
         try {
             conn_ = std::make_unique<pqxx::connection>(with_default_timeout(url.path));
             pqxx::nontransaction(*conn_).exec(fmt::format(
-                "SET idle_in_transaction_session_timeout = {}; SET random_page_cost = {}",
-                url.idle_tx_timeout_ms, url.random_page_cost));
+                "SET idle_in_transaction_session_timeout = {}; SET random_page_cost = {}; "
+                "SET statement_timeout = {}",
+                url.idle_tx_timeout_ms, url.random_page_cost, url.statement_timeout_ms));
         } catch (const std::exception& e) {
             throw ConnectionError(kBackend, fmt::format("cannot connect to {}: {}", url.redacted,
                                                         first_line(e.what())));

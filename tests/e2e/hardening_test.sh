@@ -63,6 +63,18 @@ node "$node_tools/ws_client.mjs" "ws://${base#http://}/api/v1/ws" "$user" 5 "$wo
 check "deep JSON on the WebSocket is answered with an error" grep -q '"code":"invalid_json"' "$work/ws_deep.log"
 check "…and the server is alive" alive
 
+# ---- NUL in text: neither database stores it, so it is bad input (400), never a 500 ----------
+expect_eq "a ticket title holding \\u0000: 400" "$(status -X POST "${U[@]}" -H 'Content-Type: application/json' \
+    -d '{"title":"a\u0000b","description":"d","tags":["x"]}' "$V1/tickets")" 400
+expect_eq "…as invalid JSON" "$(jb .error.code)" invalid_json
+expect_eq "event data holding \\u0000: 400" "$(status -X POST "${K[@]}" -H 'Content-Type: application/json' \
+    -d '{"name":"nul/test","data":{"k":"\u0000"}}' "$base/api/engine/events")" 400
+
+# ---- listings read at most 10,000 rows in: a deep OFFSET is refused, not scanned ------------
+expect_eq "page 101 of 100 (10,000 rows in) is served" "$(status "${U[@]}" "$V1/tickets?page=101&limit=100")" 200
+expect_eq "page 102 of 100 is refused (400)" "$(status "${U[@]}" "$V1/tickets?page=102&limit=100")" 400
+expect_eq "…naming the page" "$(jb '.error.details[0].field')" page
+
 # ---- the ticket feed moves on past a crowd of changes and delivers late commits ------------
 sql() {  # runs SQL on the server's database, as another process would
     if [[ $backend == postgres ]]; then psql -q -v ON_ERROR_STOP=1 "$db" -c "$1" >/dev/null
@@ -143,6 +155,8 @@ expect_eq "…and add no series of their own" "$(grep -c 'method="BREW' "$work/m
 expect_eq "unmatched paths add no series of their own" "$(grep -c 'route="/no/such' "$work/metrics.txt")" 0
 check "…they are counted as route=\"unmatched\"" grep -q 'route="unmatched",method="GET",status="404"' "$work/metrics.txt"
 
+check "tokens sent in query strings never reach the access log" \
+    bash -c "grep -q 'ws?token=REDACTED' '$work/hardening.err' && ! grep -qF '$user' '$work/hardening.err'"
 stop_server
 expect_eq "the server exits cleanly on SIGTERM" "$?" 0
 
@@ -237,6 +251,59 @@ check "a full ticket queue answers 503 with Retry-After" grep -q '^503 1$' "$wor
 created=$(grep -c '^201 ' "$work/posts.txt")
 stored=$(curl -s "$V1/tickets?q=Burst&limit=1" -H "Authorization: Bearer $user" | jq .total)
 expect_eq "…and every post answered 201 is stored" "$stored" "$created"
+stop_server
+expect_eq "the server exits cleanly on SIGTERM" "$?" 0
+
+# ---- browser headers, CORS, API-wide rate limits and quotas ----------------------------------
+check "a server with nothing configured sends no HSTS" \
+    bash -c "! curl -s -D - -o /dev/null '$base/health' | grep -qi '^strict-transport-security'"
+CAIRN_RATE_USER=10 CAIRN_QUOTA_TICKETS=3 CAIRN_QUOTA_REPLIES=2 CAIRN_METRICS_KEY=m-secret \
+    start_server policy --db "$db" --cors-origins https://app.example.test --hsts-max-age 31536000 --rate-limit 40 ||
+    { bad "server starts"; finish; exit 1; }
+V1="$base/api/v1"
+headers_of() { curl -s -D - -o /dev/null "$@" | tr -d '\r' | tr 'A-Z' 'a-z'; }
+expect_eq "/metrics without its key: 401" "$(curl -s -o /dev/null -w '%{http_code}' "$base/metrics")" 401
+expect_eq "/metrics with its key: 200" "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: Bearer m-secret' "$base/metrics")" 200
+for path in /health /ui/ /no/such/route; do
+    headers_of "$base$path" >"$work/h.txt"
+    check "$path: nosniff" grep -q '^x-content-type-options: nosniff' "$work/h.txt"
+    check "$path: Referrer-Policy" grep -q '^referrer-policy: no-referrer' "$work/h.txt"
+    check "$path: frame protection" grep -q "^x-frame-options: sameorigin" "$work/h.txt"
+    check "$path: HSTS as configured" grep -q '^strict-transport-security: max-age=31536000' "$work/h.txt"
+done
+headers_of -H 'Origin: https://app.example.test' "$base/health" >"$work/h.txt"
+check "a listed origin is allowed with credentials" \
+    bash -c "grep -q '^access-control-allow-origin: https://app.example.test' '$work/h.txt' && grep -q '^access-control-allow-credentials: true' '$work/h.txt'"
+headers_of -H 'Origin: https://evil.test' "$base/health" >"$work/h.txt"
+check "another origin is not" bash -c "! grep -q '^access-control-allow-origin' '$work/h.txt'"
+expect_eq "a preflight from the listed origin: 204" "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS \
+    -H 'Origin: https://app.example.test' -H 'Access-Control-Request-Method: POST' "$V1/tickets")" 204
+expect_eq "a preflight from another: 403" "$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS \
+    -H 'Origin: https://evil.test' -H 'Access-Control-Request-Method: POST' "$V1/tickets")" 403
+
+# Per user: 10 requests a minute for ann; bob writes tickets and replies up to his quotas.
+ann=$(token_of ann@example.test ann-pass-1)
+for _ in $(seq 1 12); do curl -s -o /dev/null -w '%{http_code} %header{retry-after}\n' -H "Authorization: Bearer $ann" "$V1/tickets"; done >"$work/user_rate.txt"
+expect_eq "a user's 11th request in a minute is refused (429)" "$(sed -n 11p "$work/user_rate.txt" | cut -d' ' -f1)" 429
+check "…with Retry-After" grep -qE '^429 [0-9]+$' "$work/user_rate.txt"
+bob=$(token_of bob@example.test bob-pass-1)
+post_ticket() {
+    status -X POST -H "Authorization: Bearer $bob" -H 'Content-Type: application/json' \
+        -d '{"title":"Quota","description":"Counting.","tags":["quota"]}' "$V1/tickets"
+}
+for _ in 1 2 3; do post_ticket >/dev/null; done
+bob_ticket=$(jb .id)
+expect_eq "a user's 4th ticket of the day is refused (429)" "$(post_ticket)" 429
+expect_eq "…saying the quota is used up" "$(jb .error.code)" rate_limited
+reply() { status -X POST -H "Authorization: Bearer $bob" -H 'Content-Type: application/json' -d '{"body":"More."}' "$V1/tickets/$bob_ticket/replies"; }
+expect_eq "replies within the quota are taken" "$(reply)$(reply)" 201201
+expect_eq "a user's 3rd reply of the day is refused (429)" "$(reply)" 429
+
+# Per client address (127.0.0.2 here): 40 requests a minute (127.0.0.1 used 33 above).
+for _ in $(seq 1 45); do curl -s --interface 127.0.0.2 -o /dev/null -w '%{http_code} %header{retry-after}\n' "$base/health"; done >"$work/client_rate.txt"
+expect_eq "a client's 41st request in a minute is refused (429)" "$(sed -n 41p "$work/client_rate.txt" | cut -d' ' -f1)" 429
+check "…with Retry-After" grep -qE '^429 [0-9]+$' "$work/client_rate.txt"
+check "…while other clients are served" alive
 stop_server
 expect_eq "the server exits cleanly on SIGTERM" "$?" 0
 

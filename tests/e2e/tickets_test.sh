@@ -53,7 +53,8 @@ if [[ $backend == postgres ]]; then
         [[ -n $maildev_pid ]] && kill "$maildev_pid" 2>/dev/null
     done
     ((started)) || { echo "FAIL: maildev did not start"; cat "$work/maildev.log"; exit 1; }
-    export CAIRN_MAIL="smtp://cairn:s3cret@127.0.0.1:$smtp_port"
+    # maildev offers no STARTTLS: plain SMTP must be asked for.
+    export CAIRN_MAIL="smtp://cairn:s3cret@127.0.0.1:$smtp_port?tls=none"
     # Subjects of the mails delivered to $1.
     subjects_to() { curl -s "http://127.0.0.1:$web_port/email" | jq -r --arg to "$1" '.[] | select(any(.to[]; .address == $to)) | .subject'; }
 else

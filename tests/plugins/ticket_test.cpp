@@ -2,8 +2,12 @@
 // and the remote analysers against local HTTP servers that speak the Gemini and OpenAI
 // wire formats — including slow answers, 429s, 500s and garbage.
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -257,6 +261,94 @@ TEST_CASE("gemini analyser: generateContent with a response schema") {
     fake.script({{200, R"({"promptFeedback":{"blockReason":"SAFETY"}})"}});
     CHECK_THROWS_WITH_AS(make_analyzer(remote("gemini", fake.url()))->analyse(sample()),
                          doctest::Contains("blocked"), std::runtime_error);
+}
+
+// A plain SMTP server on loopback that offers no STARTTLS and counts the messages it took.
+class PlainSmtp {
+  public:
+    PlainSmtp() {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t len = sizeof a;
+        REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(::listen(fd_, 4) == 0);
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this] { serve(); });
+    }
+    ~PlainSmtp() {
+        ::shutdown(fd_, SHUT_RDWR);  // ends the blocked accept()
+        thread_.join();
+        ::close(fd_);
+    }
+    std::string url(const std::string& options = "") const {
+        return fmt::format("smtp://127.0.0.1:{}{}", port_, options);
+    }
+    int delivered() const { return delivered_.load(); }
+
+  private:
+    void serve() {
+        for (;;) {
+            const int c = ::accept(fd_, nullptr, nullptr);
+            if (c < 0) return;
+            converse(c);
+            ::close(c);
+        }
+    }
+    static void say(int c, std::string_view text) { (void)!::write(c, text.data(), text.size()); }
+    void converse(int c) {
+        say(c, "220 plain ESMTP\r\n");
+        std::string pending;
+        bool in_data = false;
+        char buf[4096];
+        for (;;) {
+            const ssize_t n = ::read(c, buf, sizeof buf);
+            if (n <= 0) return;
+            pending.append(buf, static_cast<std::size_t>(n));
+            for (auto eol = pending.find("\r\n"); eol != std::string::npos;
+                 eol = pending.find("\r\n")) {
+                const std::string line = pending.substr(0, eol);
+                pending.erase(0, eol + 2);
+                if (in_data) {
+                    if (line == ".") {
+                        in_data = false;
+                        ++delivered_;
+                        say(c, "250 queued\r\n");
+                    }
+                } else if (line.starts_with("EHLO")) {
+                    say(c, "250-plain\r\n250 8BITMIME\r\n");  // no STARTTLS on offer
+                } else if (line.starts_with("DATA")) {
+                    in_data = true;
+                    say(c, "354 go on\r\n");
+                } else if (line.starts_with("QUIT")) {
+                    say(c, "221 bye\r\n");
+                    return;
+                } else {
+                    say(c, "250 ok\r\n");
+                }
+            }
+        }
+    }
+    int fd_ = -1;
+    int port_ = 0;
+    std::atomic<int> delivered_{0};
+    std::thread thread_;
+};
+
+TEST_CASE("SMTP insists on TLS unless told otherwise") {
+    Fixture f;
+    PlainSmtp smtp;
+    const Mail mail{"ann@example.test", "Hello", "Body", "mail-key-1"};
+    // Default: STARTTLS is required; a server without it gets no message (and no password).
+    auto strict = make_mailer(smtp.url(), "cairn@example.test", f.tdb.db());
+    CHECK_THROWS_AS(strict->send(mail), std::runtime_error);
+    CHECK(smtp.delivered() == 0);
+    // Plain text only when asked for: ?tls=try (opportunistic) or ?tls=none.
+    auto lax = make_mailer(smtp.url("?tls=try"), "cairn@example.test", f.tdb.db());
+    CHECK(lax->send(mail));
+    CHECK(smtp.delivered() == 1);
 }
 
 TEST_CASE("unknown analyser and mailer settings are refused") {
@@ -552,6 +644,58 @@ TEST_CASE("sessions: refresh rotates, reuse revokes the family, deactivation cut
     CHECK_NOTHROW(f.s().auth.authenticate(s2.access_token));
     f.clock.advance(16 * 60 * 1000);
     CHECK_THROWS_AS(f.s().auth.authenticate(s2.access_token), ApiError);
+}
+
+TEST_CASE("two admins demoting each other at once leave one admin") {
+    Fixture f;
+    std::string kept = f.user("admin0@example.test", Role::admin).id;
+    int both_demoted = 0;
+    for (int round = 1; round <= 30; ++round) {
+        // Exactly two active admins: the one left from the last round and a new one.
+        const std::string added =
+            f.user(fmt::format("admin{}@example.test", round), Role::admin).id;
+        std::atomic<int> ready{0};
+        std::atomic<int> demoted{0};
+        auto demote = [&](const std::string& id) {
+            ++ready;
+            while (ready.load() < 2) std::this_thread::yield();
+            try {
+                f.s().users.update(id, {{"role", "user"}});
+                ++demoted;
+            } catch (const ApiError& e) {
+                CHECK(e.code() == ErrorCode::conflict);
+            }
+        };
+        std::thread a(demote, kept);
+        std::thread b(demote, added);
+        a.join();
+        b.join();
+        if (demoted.load() == 2) ++both_demoted;
+        const auto admins =
+            f.tdb.db().read("SELECT id FROM users WHERE role = 'admin' AND active = 1");
+        REQUIRE(admins.size() == 1);
+        kept = admins.front().get<std::string>(0);
+    }
+    CHECK(both_demoted == 0);
+}
+
+TEST_CASE("a session ends 30 days after its login, however often it is refreshed") {
+    Fixture f;
+    Session s =
+        f.s().auth.register_user({{"email", "u@example.test"}, {"password", "password-123"}}, "ip");
+    constexpr std::int64_t kDay = 86'400'000;
+    for (int day : {10, 10, 9}) {  // refreshed on days 10, 20 and 29: each token is new
+        f.clock.advance(day * kDay);
+        s = f.s().auth.refresh({{"refresh_token", s.refresh_token}});
+    }
+    f.clock.advance(kDay + 1);  // day 30: the last token has 29 days left, the session none
+    try {
+        f.s().auth.refresh({{"refresh_token", s.refresh_token}});
+        FAIL("a refresh past the session's end was accepted");
+    } catch (const ApiError& e) {
+        CHECK(e.code() == ErrorCode::unauthorized);
+        CHECK(std::string(e.what()) == "the session has expired; log in again");
+    }
 }
 
 TEST_CASE("login failures count per account and client: guessing elsewhere locks nobody out") {

@@ -725,3 +725,16 @@ TEST_CASE("a notifier and a listener give up on a server that never answers") {
     CHECK(done.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
     ::close(silent);
 }
+
+TEST_CASE("on Postgres, a statement past the statement timeout is cancelled") {
+    TestDb t;
+    if (t.db().backend() != Backend::postgres) return;  // SQLite has no statement timeout
+    const std::string sep = t.url().find('?') == std::string::npos ? "?" : "&";
+    const std::string url = t.url() + sep + "statement_timeout_ms=200";
+    auto db = Database::open(url);
+    CHECK_THROWS_AS(db->read("SELECT pg_sleep(2)"), StorageError);
+    CHECK(db->read("SELECT 1").front().get<std::int64_t>(0) == 1);  // the connection lives on
+    // The default is 30 s, and statement_timeout_ms=0 turns it off.
+    CHECK(t.db().read("SHOW statement_timeout").front().get<std::string>(0) == "30s");
+    CHECK_THROWS_AS(Database::open(t.url() + sep + "statement_timeout_ms=-1"), ConfigError);
+}

@@ -33,3 +33,13 @@ TEST_CASE("parse_untrusted_json takes nesting up to the limit and refuses deeper
     CHECK(error == "the text is not JSON");
     CHECK(parse_untrusted_json(R"({"a":[1,2]})", error)["a"][1] == 2);
 }
+
+TEST_CASE("parse_untrusted_json refuses strings holding NUL, but not an escaped backslash") {
+    std::string error;
+    CHECK(parse_untrusted_json(R"({"title":"a\u0000b"})", error).is_discarded());
+    CHECK(error == "the JSON holds a NUL character (\\u0000), which no text field can store");
+    CHECK(parse_untrusted_json(R"({"a\u0000":1})", error).is_discarded());
+    const auto ok = parse_untrusted_json(R"({"path":"C:\\u0000"})", error);
+    REQUIRE_FALSE(ok.is_discarded());
+    CHECK(ok["path"] == "C:\\u0000");
+}
