@@ -448,7 +448,7 @@ void add_process_commands(CLI::App& app, Args& a) {
 // keys create|list|revoke.
 void add_key_commands(CLI::App& app, Args& a) {
     struct Key {
-        std::string name, scope = "admin", id;
+        std::string name, scope = "admin", id, events;
     };
     auto k = std::make_shared<Key>();
     auto* keys = app.add_subcommand("keys", "Manage API keys for the engine's HTTP API")
@@ -458,8 +458,11 @@ void add_key_commands(CLI::App& app, Args& a) {
     create->add_option("--name", k->name, "What the key is for")->required();
     create->add_option("--scope", k->scope, "admin (every route) or events (sending events only)")
         ->capture_default_str();
+    create->add_option("--events", k->events,
+                       "Event names the key may send, comma-separated; a trailing * matches a "
+                       "prefix (ticket/*). Default: any");
     with_runtime(create, a, [&a, k](Runtime& rt) {
-        return keys_create(*rt.db, k->name, k->scope, a.as_json);
+        return keys_create(*rt.db, k->name, k->scope, k->events, a.as_json);
     });
     auto* list = keys->add_subcommand("list", "List keys (never their secrets)");
     add_common(list, a, false);

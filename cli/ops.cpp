@@ -84,18 +84,26 @@ std::optional<std::int64_t> parse_duration_ms(const std::string& text) {
 // ---- keys -------------------------------------------------------------------------------
 
 int keys_create(storage::Database& db, const std::string& name, const std::string& scope_text,
-                bool as_json) {
+                const std::string& events_text, bool as_json) {
     auto scope = server::parse_scope(scope_text);
     if (!scope) {
         std::cerr << "cairn: error: --scope must be admin or events\n";
         return kExitUsage;
     }
+    std::vector<std::string> events;
+    try {
+        events = server::parse_event_patterns(events_text);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "cairn: error: --events: " << e.what() << '\n';
+        return kExitUsage;
+    }
     server::ApiKeys keys(db);
-    auto [key, secret] = keys.create(name, *scope, now_ms());
+    auto [key, secret] = keys.create(name, *scope, now_ms(), events);
     if (as_json) {
         print_json({{"id", key.id},
                     {"name", key.name},
                     {"scope", server::to_string(key.scope)},
+                    {"events", key.events},
                     {"key", secret}});
     } else {
         std::cout << secret << '\n';
@@ -115,6 +123,7 @@ int keys_list(storage::Database& db, bool as_json) {
                            {"name", k.name},
                            {"scope", server::to_string(k.scope)},
                            {"prefix", k.prefix},
+                           {"events", k.events},
                            {"created_at", format_rfc3339(k.created_at)},
                            {"revoked_at",
                             k.revoked_at ? json(format_rfc3339(*k.revoked_at)) : json(nullptr)}});

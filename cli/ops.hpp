@@ -10,8 +10,9 @@ namespace cairn::cli {
 
 // The verbs that inspect and operate runs, on the database directly. Each prints a table
 // (or JSON with as_json) and returns an exit code (app.hpp).
+// `events`: the comma-separated names and prefixes the key may send; empty for any.
 int keys_create(storage::Database& db, const std::string& name, const std::string& scope,
-                bool as_json);
+                const std::string& events, bool as_json);
 int keys_list(storage::Database& db, bool as_json);
 int keys_revoke(storage::Database& db, const std::string& id);
 

@@ -24,7 +24,16 @@ struct ApiKey {
     std::string prefix;  // the first characters of the secret, to recognise it
     std::int64_t created_at = 0;
     std::optional<std::int64_t> revoked_at;
+    // The event names the key may send: exact names, or prefixes ending in '*'
+    // ("ticket/*"). Empty: any.
+    std::vector<std::string> events;
+
+    bool may_send(std::string_view event_name) const;
 };
+
+// Parses a comma-separated list of event names and prefixes ("user/signup, ticket/*");
+// throws std::invalid_argument for an empty entry or a '*' other than at the end.
+std::vector<std::string> parse_event_patterns(std::string_view list);
 
 // The server component's migrations (the api_keys table), for Migrator.
 storage::Component api_keys_component();
@@ -37,7 +46,8 @@ class ApiKeys {
 
     // Creates a key and returns it with its secret ("ck_" + 64 hex digits), which is
     // shown once and cannot be recovered. Throws std::invalid_argument for an empty name.
-    std::pair<ApiKey, std::string> create(std::string_view name, KeyScope scope, std::int64_t now);
+    std::pair<ApiKey, std::string> create(std::string_view name, KeyScope scope, std::int64_t now,
+                                          std::vector<std::string> events = {});
     std::vector<ApiKey> list();
     // False when no such key exists or it was already revoked.
     bool revoke(std::string_view id, std::int64_t now);

@@ -230,9 +230,14 @@ void add_inspector_routes(Router& router) {
 }
 
 // Sending and listing events.
-void add_event_routes(Router& router, storage::Database& db, engine::Engine& eng) {
+void add_event_routes(Router& router, storage::Database& db, engine::Engine& eng, ApiKeys& keys) {
     storage::RunStore& store = eng.store();
     router.add("POST", "/api/engine/events", Auth::events, [&](const Request& req, const Params&) {
+        // The router let the key in; its event names and id are read here.
+        const std::string auth = req.header("authorization");
+        const auto key =
+            keys.verify(std::string_view(auth).substr(std::min<std::size_t>(7, auth.size())));
+        if (!key) return error_response(401, "unauthorized", "the API key was revoked");
         Reply error;
         auto body = parse_body(req, error);
         if (!body) return error;
@@ -251,6 +256,19 @@ void add_event_routes(Router& router, storage::Database& db, engine::Engine& eng
             events.push_back(std::move(*e));
         }
         if (!details.empty()) return invalid("the event is not valid", details);
+        for (std::size_t i = 0; i < events.size(); ++i) {
+            if (!key->may_send(events[i].name))
+                details.push_back(
+                    {{"field", batch ? fmt::format("[{}].name", i) : "name"},
+                     {"message", fmt::format("this key may not send '{}'", events[i].name)}});
+            // Idempotency keys are the sending key's own: another key cannot claim (and so
+            // suppress) a producer's events by sending its keys first.
+            if (events[i].idempotency_key)
+                events[i].idempotency_key = key->id + "/" + *events[i].idempotency_key;
+        }
+        if (!details.empty())
+            return error_response(403, "forbidden", "the key may not send these events",
+                                  details.dump());
         // A batch is all or nothing; a single event shares a commit with other sends.
         std::vector<engine::SendResult> results;
         if (events.size() == 1) {
@@ -536,7 +554,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
         });
     add_service_routes(*router, db, eng, metrics);
     add_inspector_routes(*router);
-    add_event_routes(*router, db, eng);
+    add_event_routes(*router, db, eng, keys);
     add_run_routes(*router, eng);
     add_run_operation_routes(*router, eng);
     add_workflow_routes(*router, eng);

@@ -70,6 +70,25 @@ expect_eq "…as invalid JSON" "$(jb .error.code)" invalid_json
 expect_eq "event data holding \\u0000: 400" "$(status -X POST "${K[@]}" -H 'Content-Type: application/json' \
     -d '{"name":"nul/test","data":{"k":"\u0000"}}' "$base/api/engine/events")" 400
 
+# ---- a producer's key sends only its events, and its idempotency keys are its own ----------
+producer=$("$cairn" keys create --name producer --scope events --events 'user/*, audit/login' --db "$db" 2>/dev/null)
+other=$("$cairn" keys create --name other --scope events --db "$db" 2>/dev/null)
+send_as() {  # send_as KEY BODY: prints the status
+    status -X POST -H "Authorization: Bearer $1" -H 'Content-Type: application/json' -d "$2" "$base/api/engine/events"
+}
+expect_eq "an allowed prefix is sent (201)" "$(send_as "$producer" '{"name":"user/seen"}')" 201
+expect_eq "an allowed name is sent (201)" "$(send_as "$producer" '{"name":"audit/login"}')" 201
+expect_eq "another name is refused (403)" "$(send_as "$producer" '{"name":"ticket/created"}')" 403
+expect_eq "…naming it" "$(jb '.error.details[0].message')" "this key may not send 'ticket/created'"
+expect_eq "a batch with one refused name sends nothing (403)" \
+    "$(send_as "$producer" '[{"name":"user/a"},{"name":"billing/x"}]')" 403
+"$cairn" keys create --name bad --events 'tick*et' --db "$db" >/dev/null 2>&1
+expect_eq "keys create: a '*' inside a name is a usage error" "$?" 2
+expect_eq "another key's idempotency key does not claim this key's event (201)" \
+    "$(send_as "$other" '{"name":"user/x","idempotency_key":"k-1"}')$(send_as "$producer" '{"name":"user/x","idempotency_key":"k-1"}')" 201201
+expect_eq "…while the same key's repeat is a duplicate (200)" \
+    "$(send_as "$producer" '{"name":"user/x","idempotency_key":"k-1"}')" 200
+
 # ---- listings read at most 10,000 rows in: a deep OFFSET is refused, not scanned ------------
 expect_eq "page 101 of 100 (10,000 rows in) is served" "$(status "${U[@]}" "$V1/tickets?page=101&limit=100")" 200
 expect_eq "page 102 of 100 is refused (400)" "$(status "${U[@]}" "$V1/tickets?page=102&limit=100")" 400
