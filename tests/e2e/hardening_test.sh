@@ -331,7 +331,11 @@ printf '#!/bin/sh\nexec prlimit --nofile=64:64 "%s" "$@"\n' "$cairn" >"$work/cai
 chmod +x "$work/cairn-fd64"
 real_cairn=$cairn
 cairn="$work/cairn-fd64"
-start_server fdlimited --db "$db" || { bad "server starts"; finish; exit 1; }
+# UBSan's vptr check opens a pipe to test memory it has not seen; with no descriptors left
+# it reports a valid object as "invalid vptr". Such reports still print, but this server
+# alone carries on past them (vptr reports are recoverable in the sanitizer build).
+UBSAN_OPTIONS="${UBSAN_OPTIONS:-}:halt_on_error=0" start_server fdlimited --db "$db" ||
+    { bad "server starts"; finish; exit 1; }
 cairn=$real_cairn
 probe hold 127.0.0.1 "${base##*:}" 200 3 >"$work/hold.txt"
 failures=$(grep -c 'accept failed' "$work/fdlimited.err")
