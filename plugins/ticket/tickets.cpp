@@ -145,7 +145,7 @@ void TicketService::check_quota(std::string_view sql, const std::string& user_id
     if (limit <= 0) return;
     constexpr std::int64_t kDayMs = 86'400'000;
     const std::int64_t now = now_ms();
-    const auto rows = db_.read(sql, user_id, now - kDayMs);
+    const auto rows = db_.read(sql, user_id, now - kDayMs, std::int64_t{limit});
     const auto& row = rows.front();
     if (row.get<std::int64_t>(0) < limit) return;
     const std::int64_t frees_at = row.get<std::int64_t>(1) + kDayMs;
@@ -195,11 +195,13 @@ Ticket new_ticket(const Principal& who, const json& raw) {
 }  // namespace
 
 namespace {
+// Each reads at most `limit` index entries ($3): a user far over the quota costs no more.
 constexpr std::string_view kTicketsToday =
-    "SELECT count(*), min(created_at) FROM tickets WHERE created_by = $1 AND created_at > $2";
+    "SELECT count(*), min(created_at) FROM (SELECT created_at FROM tickets WHERE created_by = $1 "
+    "AND created_at > $2 ORDER BY created_at DESC LIMIT $3) AS recent";
 constexpr std::string_view kRepliesToday =
-    "SELECT count(*), min(created_at) FROM ticket_replies WHERE author_id = $1 AND "
-    "created_at > $2";
+    "SELECT count(*), min(created_at) FROM (SELECT created_at FROM ticket_replies WHERE "
+    "author_id = $1 AND created_at > $2 ORDER BY created_at DESC LIMIT $3) AS recent";
 }  // namespace
 
 Ticket TicketService::create(const Principal& who, const json& raw) {

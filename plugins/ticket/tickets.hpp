@@ -114,7 +114,7 @@ class TicketService {
   private:
     Ticket visible(storage::Transaction& tx, const Principal& who, const std::string& id) const;
     // Throws rate_limited when `user_id` wrote `limit` rows in the last day by `sql`
-    // (SELECT count(*), min(created_at) ... WHERE <user> = $1 AND created_at > $2).
+    // (count(*), min(created_at) of the newest $3 rows of <user> $1 with created_at > $2).
     void check_quota(std::string_view sql, const std::string& user_id, int limit,
                      std::string_view what) const;
     std::int64_t now_ms() const;
