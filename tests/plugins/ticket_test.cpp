@@ -229,6 +229,19 @@ TEST_CASE("remote analysers classify HTTP failures for the retry policy") {
             CHECK(e.delay() == std::chrono::seconds(7));
             CHECK(std::string(e.what()).find("slow down") != std::string::npos);
         }
+        // A provider's wait is clamped: a huge one must not park the run for days.
+        for (const auto& [header, expected] :
+             {std::pair{"99999999999", 300}, {"-40", 1}, {"0", 1}, {"soon", 5}}) {
+            CAPTURE(header);
+            fake.script(
+                {{429, R"({"error":{"message":"slow down"}})", {}, {{"Retry-After", header}}}});
+            try {
+                analyser->analyse(sample());
+                FAIL("a 429 must throw");
+            } catch (const RetryAfterError& e) {
+                CHECK(e.delay() == std::chrono::seconds(expected));
+            }
+        }
         fake.script({{500, R"({"error":{"message":"overloaded"}})"}});
         try {
             analyser->analyse(sample());
