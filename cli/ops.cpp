@@ -341,26 +341,35 @@ int workflows_list(engine::Engine& engine, bool as_json) {
     std::map<std::string, std::map<std::string, std::int64_t>> counts;
     for (const auto& c : engine.store().counts_by_workflow_and_status())
         counts[c.workflow_id][c.status] = c.runs;
+    json listing = engine.workflow_listing();
     if (as_json) {
-        json out = json::array();
-        for (const Workflow* w : engine.workflows()) {
-            out.push_back({{"id", w->id},
-                           {"version", w->version},
-                           {"triggers", w->triggers},
-                           {"max_attempts", w->retry.max_attempts},
-                           {"counts", counts[w->id]}});
+        for (json& w : listing) {
+            w["max_attempts"] = w["options"]["max_attempts"];
+            w["counts"] = counts[w["id"].get<std::string>()];
         }
-        print_json({{"workflows", out}});
+        print_json({{"workflows", listing}});
         return kExitOk;
     }
-    std::cout << fmt::format("{:<28}  {:<8}  {:<28}  {}\n", "WORKFLOW", "VERSION", "TRIGGERS",
-                             "RUNS BY STATUS");
-    for (const Workflow* w : engine.workflows()) {
+    std::cout << fmt::format("{:<28}  {:<8}  {:<28}  {:<24}  {}\n", "WORKFLOW", "VERSION",
+                             "TRIGGERS", "PROCESSES", "RUNS BY STATUS");
+    for (const json& w : listing) {
+        const auto id = w["id"].get<std::string>();
         std::string by_status;
-        for (const auto& [status, n] : counts[w->id]) by_status += fmt::format("{}={} ", status, n);
-        std::cout << fmt::format("{:<28}  {:<8}  {:<28}  {}\n", w->id, w->version,
-                                 fmt::format("{}", fmt::join(w->triggers, ",")),
-                                 by_status.empty() ? "-" : by_status);
+        for (const auto& [status, n] : counts[id]) by_status += fmt::format("{}={} ", status, n);
+        // Each process that registered it, by name, marked when it is not running.
+        std::vector<std::string> names;
+        for (const json& p : w["processes"]) {
+            auto name = p["name"].get<std::string>();
+            if (!p["live"].get<bool>())
+                name += p["stopped_at"].is_null() ? "(silent)" : "(stopped)";
+            if (std::find(names.begin(), names.end(), name) == names.end())
+                names.push_back(std::move(name));
+        }
+        std::cout << fmt::format(
+            "{:<28}  {:<8}  {:<28}  {:<24}  {}\n", id, w["version"].get<std::string>(),
+            fmt::format("{}", fmt::join(w["triggers"].get<std::vector<std::string>>(), ",")),
+            names.empty() ? "-" : fmt::format("{}", fmt::join(names, ",")),
+            by_status.empty() ? "-" : by_status);
     }
     return kExitOk;
 }

@@ -1,4 +1,4 @@
-#include "engine/context.hpp"
+#include "cairn/context.hpp"
 
 #include "engine/detail/execution.hpp"
 

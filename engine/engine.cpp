@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 
 #include "common/ids.hpp"
+#include "common/periodic.hpp"
 #include "engine/detail/lease_keeper.hpp"
 #include "engine/detail/runtime.hpp"
 
@@ -23,10 +25,35 @@ std::string make_worker_id() {
     return fmt::format("{}:{}:{}", host, getpid(), new_id().substr(30));
 }
 
+// How often a process's row in the processes table is touched, and how long a silent
+// one is kept.
+constexpr std::chrono::seconds kHeartbeat{10};
+constexpr std::int64_t kForgetAfterMs = 24LL * 3600 * 1000;
+
 }  // namespace
 
+json workflow_options(const Workflow& w) {
+    return {{"max_attempts", w.retry.max_attempts},
+            {"initial_delay_ms", w.retry.initial_delay.count()},
+            {"backoff_multiplier", w.retry.multiplier},
+            {"max_delay_ms", w.retry.max_delay.count()},
+            {"jitter", w.retry.jitter},
+            {"step_timeout_ms", w.step_timeout ? json(w.step_timeout->count()) : json(nullptr)},
+            {"run_timeout_ms", w.run_timeout ? json(w.run_timeout->count()) : json(nullptr)},
+            {"on_failure", static_cast<bool>(w.on_failure)}};
+}
+
+json workflow_description(const Workflow& w) {
+    return {{"id", w.id},
+            {"version", w.version},
+            {"triggers", w.triggers},
+            {"options", workflow_options(w)}};
+}
+
 Engine::Engine(storage::Database& db, const Clock& clock)
-    : rt_(std::make_unique<detail::Runtime>(db, clock, make_worker_id())) {}
+    : rt_(std::make_unique<detail::Runtime>(db, clock, make_worker_id())) {
+    rt_->store.claim_only({});  // nothing until workflows are added
+}
 
 Engine::~Engine() {
     stop();
@@ -34,6 +61,9 @@ Engine::~Engine() {
 
 void Engine::add(Workflow w) {
     rt_->registry.add(std::move(w));
+    std::vector<std::string> ids;
+    for (const Workflow* known : rt_->registry.all()) ids.push_back(known->id);
+    rt_->store.claim_only(ids);
 }
 
 const Workflow* Engine::find(std::string_view id) const {
@@ -42,6 +72,36 @@ const Workflow* Engine::find(std::string_view id) const {
 
 std::vector<const Workflow*> Engine::workflows() const {
     return rt_->registry.all();
+}
+
+json Engine::workflow_listing() {
+    std::map<std::string, json> by_id;
+    for (const Workflow* w : workflows()) {
+        json d = workflow_description(*w);
+        d["local"] = true;
+        d["processes"] = json::array();
+        by_id.emplace(w->id, std::move(d));
+    }
+    const std::int64_t live_after = rt_->now() - 3 * std::chrono::milliseconds(kHeartbeat).count();
+    for (const auto& p : rt_->store.processes()) {  // most recent first
+        const json process = {{"id", p.id},
+                              {"name", p.name},
+                              {"heartbeat_at", p.heartbeat_at},
+                              {"stopped_at", p.stopped_at ? json(*p.stopped_at) : json(nullptr)},
+                              {"live", !p.stopped_at && p.heartbeat_at >= live_after}};
+        for (const json& w : json::parse(p.workflows, nullptr, false)) {
+            if (!w.is_object() || !w.contains("id") || !w["id"].is_string()) continue;
+            auto [it, added] = by_id.try_emplace(w["id"].get<std::string>(), w);
+            if (added) {
+                it->second["local"] = false;
+                it->second["processes"] = json::array();
+            }
+            it->second["processes"].push_back(process);
+        }
+    }
+    json out = json::array();
+    for (auto& [id, w] : by_id) out.push_back(std::move(w));
+    return out;
 }
 
 SendResult Engine::send(storage::Transaction& tx, const EventInput& event) {
@@ -98,6 +158,7 @@ void Engine::start(WorkerOptions options) {
     });
     keeper_ =
         std::make_unique<detail::LeaseKeeper>(rt_->pool, rt_->store, rt_->clock, options.lease);
+    register_process(options.process_name);
     spdlog::info("worker {} started: {} threads, lease {} ms", rt_->pool.worker_id(),
                  options.threads, options.lease.count());
 }
@@ -106,7 +167,34 @@ void Engine::stop() {
     if (!rt_->pool.running()) return;
     rt_->pool.stop();
     keeper_.reset();
+    heartbeat_.reset();
+    try {
+        rt_->store.process_stopped(rt_->pool.worker_id(), rt_->now());
+    } catch (const std::exception& e) {
+        spdlog::warn("could not record this process's stop: {}", e.what());
+    }
     spdlog::info("worker {} stopped", rt_->pool.worker_id());
+}
+
+// Lists this process and its workflows; the heartbeat rewrites the row should another
+// process have forgotten it (after a long pause).
+void Engine::register_process(const std::string& name) {
+    json described = json::array();
+    for (const Workflow* w : rt_->registry.all()) described.push_back(workflow_description(*w));
+    const std::int64_t now = rt_->now();
+    storage::ProcessRecord row{rt_->pool.worker_id(), name, now, now, std::nullopt,
+                               described.dump()};
+    auto write = [rt = rt_.get(), row]() mutable {
+        try {
+            row.heartbeat_at = rt->now();
+            if (!rt->store.heartbeat(row.id, row.heartbeat_at))
+                rt->store.register_process(row, row.heartbeat_at - kForgetAfterMs);
+        } catch (const std::exception& e) {
+            spdlog::warn("process heartbeat failed: {}", e.what());
+        }
+    };
+    write();
+    heartbeat_ = std::make_unique<Periodic>("cairn-heartbeat", kHeartbeat, write);
 }
 
 EngineStats Engine::stats() const {

@@ -11,12 +11,17 @@
 #include <variant>
 #include <vector>
 
+#include "cairn/context.hpp"
+#include "cairn/event.hpp"
+#include "cairn/workflow.hpp"
 #include "common/histogram.hpp"
 #include "engine/clock.hpp"
-#include "engine/context.hpp"
-#include "engine/workflow.hpp"
 #include "storage/database.hpp"
 #include "storage/run_store.hpp"
+
+namespace cairn {
+class Periodic;
+}
 
 namespace cairn::engine {
 
@@ -25,28 +30,9 @@ struct Runtime;
 class LeaseKeeper;
 }  // namespace detail
 
-// An event to send. `data` is any JSON value (an object by convention).
-struct EventInput {
-    std::string name;
-    json data = json::object();
-    std::optional<std::string> id;
-    std::optional<std::string> idempotency_key;
-    std::optional<std::int64_t> ts;
-};
-
-struct SendResult {
-    std::string event_id;
-    std::vector<std::string> run_ids;
-    bool duplicate = false;
-    int waits_resumed = 0;
-};
-
-struct WorkerOptions {
-    int threads = 4;                          // runs executed at once
-    std::chrono::milliseconds lease{30'000};  // renewed every lease/3 while running
-    std::chrono::milliseconds poll{1'000};    // longest idle wait between queue checks
-    std::string worker_id;                    // generated when empty: host:pid:random
-};
+using cairn::EventInput;
+using cairn::SendResult;
+using cairn::WorkerOptions;
 
 // Stats of this process since start, for logs, tests and /metrics. Group commit's own
 // counters are the database's (storage::WriteBatcher::stats).
@@ -60,6 +46,12 @@ struct EngineStats {
     // Step attempt durations by workflow id.
     std::map<std::string, Histogram::Snapshot> step_seconds;
 };
+
+// A workflow's settings as listings show them: {max_attempts, initial_delay_ms, ...}.
+json workflow_options(const Workflow& w);
+
+// A workflow as the processes table stores it: {id, version, triggers, options}.
+json workflow_description(const Workflow& w);
 
 // The durable execution engine: the workflow registry, event intake, and the workers
 // that claim runs and replay them.
@@ -76,6 +68,12 @@ class Engine {
     void add(Workflow workflow);
     const Workflow* find(std::string_view id) const;
     std::vector<const Workflow*> workflows() const;
+    // The workflows of this engine and of every process in the processes table, by id:
+    // each as workflow_description, with "local" (added to this engine) and "processes"
+    // ([{id, name, heartbeat_at, stopped_at, live}], live when running and heard from in
+    // the last 30 s). A
+    // workflow known here is described as here; another by its most recent process.
+    json workflow_listing();
 
     // Writes the event, starts a run of every workflow it triggers, and resumes runs
     // waiting for it, in the caller's transaction `tx`: a domain write and its event
@@ -106,7 +104,10 @@ class Engine {
     // current time; returns how many executions ran. For tests and tools.
     int run_until_idle(int max_executions = 100'000);
 
-    // Starts worker threads (and, on Postgres, a LISTEN connection for prompt wake-ups).
+    // Starts worker threads (and, on Postgres, a LISTEN connection for prompt wake-ups),
+    // and lists this process with its workflows in the processes table, its heartbeat
+    // moved every 10 s until stop(). Workers claim only runs of workflows added here, so
+    // processes with different workflows may share a database.
     void start(WorkerOptions options);
     // Graceful stop: claims no more; each running execution yields at its next step
     // boundary and gives its run back (due now) so another worker takes it at once.
@@ -126,8 +127,11 @@ class Engine {
     void on_step_recorded(std::function<void()> fn);
 
   private:
+    void register_process(const std::string& name);
+
     std::unique_ptr<detail::Runtime> rt_;
     std::unique_ptr<detail::LeaseKeeper> keeper_;
+    std::unique_ptr<Periodic> heartbeat_;
 };
 
 }  // namespace cairn::engine

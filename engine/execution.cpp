@@ -6,7 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "engine/context.hpp"
+#include "cairn/context.hpp"
 #include "engine/detail/json_text.hpp"
 
 namespace cairn::engine::detail {

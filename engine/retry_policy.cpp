@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/workflow.hpp"
+#include "cairn/workflow.hpp"
 
 namespace cairn {
 

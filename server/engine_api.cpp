@@ -407,7 +407,7 @@ void add_run_operation_routes(Router& router, engine::Engine& eng) {
                });
 }
 
-// The registered workflows with their recent counts.
+// The workflows of this process and of every other on the database, with recent counts.
 void add_workflow_routes(Router& router, engine::Engine& eng) {
     storage::RunStore& store = eng.store();
     auto now = [&eng] { return eng.clock().now_ms(); };
@@ -446,25 +446,12 @@ void add_workflow_routes(Router& router, engine::Engine& eng) {
                              ended ? json(static_cast<double>(failed) / static_cast<double>(ended))
                                    : json(nullptr)}};
             };
-            json out = json::array();
-            for (const Workflow* w : eng.workflows()) {
-                json options = {{"max_attempts", w->retry.max_attempts},
-                                {"initial_delay_ms", w->retry.initial_delay.count()},
-                                {"backoff_multiplier", w->retry.multiplier},
-                                {"max_delay_ms", w->retry.max_delay.count()},
-                                {"jitter", w->retry.jitter},
-                                {"step_timeout_ms",
-                                 w->step_timeout ? json(w->step_timeout->count()) : json(nullptr)},
-                                {"run_timeout_ms",
-                                 w->run_timeout ? json(w->run_timeout->count()) : json(nullptr)},
-                                {"on_failure", static_cast<bool>(w->on_failure)}};
-                out.push_back({{"id", w->id},
-                               {"version", w->version},
-                               {"triggers", w->triggers},
-                               {"options", options},
-                               {"counts", counts.contains(w->id) ? counts[w->id] : json::object()},
-                               {"last_hour", window_stats(w->id, t - 3600 * 1000)},
-                               {"last_day", window_stats(w->id, t - 24 * 3600 * 1000)}});
+            json out = eng.workflow_listing();
+            for (json& w : out) {
+                const std::string id = w["id"].get<std::string>();
+                w["counts"] = counts.contains(id) ? counts[id] : json::object();
+                w["last_hour"] = window_stats(id, t - 3600 * 1000);
+                w["last_day"] = window_stats(id, t - 24 * 3600 * 1000);
             }
             return json_response(200, json{{"workflows", out}});
         });

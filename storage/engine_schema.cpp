@@ -176,6 +176,54 @@ ALTER TABLE steps ADD COLUMN changed_at BIGINT;
 CREATE INDEX steps_changed ON steps (changed_at, run_id);
 )sql";
 
+// Processes on one database may register different workflows (a service embedding Cairn
+// beside `cairn serve`): each claims only the runs of workflows it knows, so a queue item
+// carries its run's workflow. Each process that executes runs lists itself and its
+// workflows in `processes`, so every process can show the workflows of all.
+constexpr std::string_view kEngineV7 = R"sql(
+ALTER TABLE queue ADD COLUMN workflow_id TEXT;
+UPDATE queue SET workflow_id = (SELECT r.workflow_id FROM runs r WHERE r.id = queue.run_id);
+CREATE TABLE processes (
+    id           TEXT   PRIMARY KEY,
+    name         TEXT   NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    stopped_at   BIGINT,
+    workflows    TEXT   NOT NULL
+);
+)sql";
+
+// The claim of migration 4 with the claimer's workflows: NULL takes any item; an item
+// written before migration 7 (no workflow) goes to any claimer, as it did.
+constexpr std::string_view kEngineV8 = R"sql(
+DROP FUNCTION cairn_claim(TEXT, BIGINT, BIGINT, INTEGER);
+CREATE FUNCTION cairn_claim(p_owner TEXT, p_until BIGINT, p_now BIGINT, p_limit INTEGER,
+                            p_workflows TEXT[])
+RETURNS TABLE (claimed_run TEXT, claimed_epoch BIGINT)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+BEGIN
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE queue q SET lease_owner = p_owner, lease_until = p_until, due_at = p_until,
+            lease_epoch = q.lease_epoch + 1
+        WHERE q.run_id = ANY (ARRAY(
+            SELECT w.run_id FROM queue w WHERE w.due_at <= p_now
+                AND (p_workflows IS NULL OR w.workflow_id IS NULL
+                     OR w.workflow_id = ANY (p_workflows))
+            ORDER BY w.priority DESC, w.due_at, w.run_id LIMIT p_limit FOR UPDATE SKIP LOCKED))
+        RETURNING q.run_id, q.lease_epoch),
+    started AS (
+        UPDATE runs r SET status = 'running', worker = p_owner, updated_at = p_now,
+            started_at = COALESCE(r.started_at, p_now)
+        FROM claimed c WHERE r.id = c.run_id
+            AND r.status NOT IN ('completed', 'failed', 'cancelled'))
+    SELECT c.run_id, c.lease_epoch FROM claimed c;
+END
+$fn$;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "engine tables: events, runs, steps, queue, waits", kEngineV1},
     {2, "queue index in claim order", kEngineV2},
@@ -183,6 +231,8 @@ constexpr Migration kMigrations[] = {
     {4, "the claim as a function with a generic plan on Postgres", kEngineV4, Backend::postgres},
     {5, "a step's first attempt in its own row when it completed", kEngineV5},
     {6, "steps with their own change time for the change feed", kEngineV6},
+    {7, "queue items name their workflow; the processes table", kEngineV7},
+    {8, "the claim takes the claimer's workflows on Postgres", kEngineV8, Backend::postgres},
 };
 
 }  // namespace

@@ -60,8 +60,9 @@ void insert_run_rows(Transaction& tx, const std::string& event_id, std::span<con
                 "VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $6, $7)",
                 run_ids[i], run.workflow_id, run.version, event_id, now, run.parent_run_id,
                 run.parent_step_key);
-            tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, $3)", run_ids[i],
-                    now, run.priority);
+            tx.exec(
+                "INSERT INTO queue (run_id, due_at, priority, workflow_id) VALUES ($1, $2, $3, $4)",
+                run_ids[i], now, run.priority, run.workflow_id);
         } else {
             // As a claim leaves it: running, its item leased (epoch 1).
             tx.exec(
@@ -72,8 +73,8 @@ void insert_run_rows(Transaction& tx, const std::string& event_id, std::span<con
                 run.parent_run_id, run.parent_step_key);
             tx.exec(
                 "INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
-                "lease_epoch) VALUES ($1, $2, $3, $4, $2, 1)",
-                run_ids[i], claimed->until, run.priority, claimed->owner);
+                "lease_epoch, workflow_id) VALUES ($1, $2, $3, $4, $2, 1, $5)",
+                run_ids[i], claimed->until, run.priority, claimed->owner, run.workflow_id);
         }
     }
 }

@@ -40,6 +40,10 @@ std::vector<Claim> with_states(std::vector<Lease> leases, const detail::Exec& re
 
 }  // namespace
 
+void RunStore::claim_only(std::span<const std::string> workflow_ids) {
+    claim_workflows_ = sql_->workflow_set(workflow_ids);
+}
+
 std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::int64_t now,
                                         std::int64_t lease_ms) {
     if (limit <= 0) return {};
@@ -52,16 +56,17 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
             return db_.exec_once(access, sql, params);
         };
     };
-    return with_states(
-        sql_->claim(on_its_own(Access::read_write), owner, limit, now, now + lease_ms),
-        on_its_own(Access::read_only));
+    return with_states(sql_->claim(on_its_own(Access::read_write), owner, limit, now,
+                                   now + lease_ms, claim_workflows_),
+                       on_its_own(Access::read_only));
 }
 
 std::vector<Claim> RunStore::claim_runs(Transaction& tx, std::string_view owner, int limit,
                                         std::int64_t now, std::int64_t lease_ms) {
     if (limit <= 0) return {};
     const detail::Exec exec = detail::in(tx);
-    return with_states(sql_->claim(exec, owner, limit, now, now + lease_ms), exec);
+    return with_states(sql_->claim(exec, owner, limit, now, now + lease_ms, claim_workflows_),
+                       exec);
 }
 
 std::vector<Lease> RunStore::claim(std::string_view owner, int limit, std::int64_t now,

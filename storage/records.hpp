@@ -120,6 +120,16 @@ struct RunState {
     std::vector<StepRecord> steps;  // in seq order
 };
 
+// A process that executes runs on the database, with the workflows it registered.
+struct ProcessRecord {
+    std::string id;    // its worker id
+    std::string name;  // what it calls itself ("cairn", a service's name)
+    std::int64_t started_at = 0;
+    std::int64_t heartbeat_at = 0;
+    std::optional<std::int64_t> stopped_at;  // set by a clean stop
+    std::string workflows = "[]";            // JSON array of {id, version, triggers, options}
+};
+
 // A claim on one queue item. `epoch` is the fencing token: every claim of the item
 // increments it, so a holder whose lease expired and was claimed again can no longer
 // write anything for the run.

@@ -63,7 +63,8 @@ std::variant<std::string, RunStore::ReplayError> RunStore::replay_run(
             "replay_of) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $6)",
             new_id, src.front().get<std::string>(0), version, src.front().get<std::string>(1), now,
             run_id);
-        tx.exec("INSERT INTO queue (run_id, due_at, priority) VALUES ($1, $2, 0)", new_id, now);
+        tx.exec("INSERT INTO queue (run_id, due_at, priority, workflow_id) VALUES ($1, $2, 0, $3)",
+                new_id, now, src.front().get<std::string>(0));
         if (from_step) {
             tx.exec(
                 "INSERT INTO steps (run_id, step_key, seq, kind, status, output, error, attempts, "

@@ -84,6 +84,11 @@ class RunStore {
 
     // ---- the queue: claims and leases (queue.cpp) ----------------------------------------
 
+    // Limits this store's claims to runs of these workflows (and runs queued before queue
+    // items named their workflow); until called, claims take any workflow's runs. Set it
+    // before claiming: it is not synchronised with claims in progress.
+    void claim_only(std::span<const std::string> workflow_ids);
+
     // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
     // within the highest priority, marks their runs running and returns with each the
     // state of a run that has no steps yet. Concurrent claimers never receive the same
@@ -218,9 +223,22 @@ class RunStore {
     // Runs created at or after `created_from`, for per-workflow statistics.
     std::vector<Finished> runs_since(std::int64_t created_from);
 
+    // ---- processes (processes.cpp) ---------------------------------------------------------
+
+    // Writes (or rewrites) the process's row, and deletes the rows of processes silent
+    // since `forget_before`.
+    void register_process(const ProcessRecord& process, std::int64_t forget_before);
+    // Moves its heartbeat; false when its row is gone (then register again).
+    bool heartbeat(std::string_view process_id, std::int64_t now);
+    // A clean stop: the row stays (its workflows are still listed) until forgotten.
+    void process_stopped(std::string_view process_id, std::int64_t now);
+    // Every registered process, most recent heartbeat first.
+    std::vector<ProcessRecord> processes();
+
   private:
     Database& db_;
     std::unique_ptr<detail::RunStatements> sql_;  // the backend's statements
+    Value claim_workflows_;  // claim_only's set as the backend's parameter; NULL for any
 };
 
 }  // namespace cairn::storage

@@ -1,6 +1,6 @@
 #pragma once
 
-#include "engine/context.hpp"
+#include "cairn/context.hpp"
 
 namespace cairn::ticket {
 struct Services;

@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "engine/detail/runtime.hpp"
-#include "engine/workflow.hpp"
+#include "cairn/workflow.hpp"
 #include "storage/records.hpp"
 
 namespace cairn::engine::detail {

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include "engine/workflow.hpp"
+#include "cairn/workflow.hpp"
 #include "storage/records.hpp"
 
 namespace cairn::engine::detail {

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/workflow.hpp"
+#include "cairn/workflow.hpp"
 #include "storage/records.hpp"
 
 namespace cairn::engine::detail {

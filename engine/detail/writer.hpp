@@ -5,7 +5,8 @@
 #include <string>
 
 #include "engine/detail/counters.hpp"
-#include "engine/errors.hpp"
+#include "cairn/errors.hpp"
+#include "engine/detail/signals.hpp"
 #include "storage/database.hpp"
 #include "storage/run_store.hpp"
 

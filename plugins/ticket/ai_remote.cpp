@@ -9,7 +9,7 @@
 
 #include "common/json.hpp"
 #include "common/time.hpp"
-#include "engine/errors.hpp"
+#include "cairn/errors.hpp"
 #include "plugins/ticket/ai.hpp"
 #include "plugins/ticket/http_client.hpp"
 

@@ -42,11 +42,16 @@ class RunStatements {
     // RunStore::insert_events: sets `written` and `inserted` of each event.
     virtual void insert_events(const Exec& exec, std::span<EventWrite* const> events) = 0;
 
-    // Takes up to `limit` due items for `owner` until `until` and marks their runs running
-    // (unless ended); returns each item's run id and new lease epoch. `exec` must hold
-    // the claim's writes together (a transaction, or one statement).
+    // A set of workflow ids as claim() takes it.
+    virtual Value workflow_set(std::span<const std::string> ids) const = 0;
+
+    // Takes up to `limit` due items for `owner` until `until` of the workflows in
+    // `workflows` (workflow_set; NULL for any) and marks their runs running (unless
+    // ended); returns each item's run id and new lease epoch. `exec` must hold the claim's
+    // writes together (a transaction, or one statement).
     virtual std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit,
-                                     std::int64_t now, std::int64_t until) = 0;
+                                     std::int64_t now, std::int64_t until,
+                                     const Value& workflows) = 0;
 
     // RunStore::write_runs in one transaction (or one statement when writes_alone()).
     virtual void write_runs(const Exec& exec, std::span<RunWrite* const> writes) = 0;

@@ -64,8 +64,8 @@ std::string event_statement(Params& param, const NewEvent& event, const std::str
         "CAST({2} AS BIGINT), {4}, {5}, v.parent_run_id, v.parent_step_key FROM v, e "
         "RETURNING id), "
         "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
-        "lease_epoch) SELECT r.id, CAST({6} AS BIGINT), v.priority, {7} FROM r JOIN v ON "
-        "v.id = r.id) "
+        "lease_epoch, workflow_id) SELECT r.id, CAST({6} AS BIGINT), v.priority, {7}, "
+        "v.workflow_id FROM r JOIN v ON v.id = r.id) "
         "SELECT e.id FROM e",
         e, rows, at, status, started, worker, due, lease);
 }
@@ -179,9 +179,9 @@ constexpr std::string_view kRunRowsSql =
     "vr.parent_run_id, vr.parent_step_key FROM vr JOIN e ON e.id = vr.event_id "
     "RETURNING id, created_at), "
     "q AS (INSERT INTO queue (run_id, due_at, priority, lease_owner, lease_until, "
-    "lease_epoch) SELECT r.id, COALESCE(vr.lease_until, r.created_at), vr.priority, "
-    "vr.lease_owner, vr.lease_until, CASE WHEN vr.lease_owner IS NULL THEN 0 ELSE 1 END "
-    "FROM r JOIN vr ON vr.id = r.id)";
+    "lease_epoch, workflow_id) SELECT r.id, COALESCE(vr.lease_until, r.created_at), "
+    "vr.priority, vr.lease_owner, vr.lease_until, CASE WHEN vr.lease_owner IS NULL THEN 0 "
+    "ELSE 1 END, vr.workflow_id FROM r JOIN vr ON vr.id = r.id)";
 
 // The columns of `v` in the record statement (write_runs_sql): name and element type.
 // name and element type of each column of `v`, in order
@@ -352,15 +352,22 @@ class PostgresRunStatements final : public RunStatements {
         }
     }
 
-    // The claim is the function cairn_claim (engine migration 4), planned once per
+    // The claim is the function cairn_claim (engine migrations 4 and 8), planned once per
     // connection: take the due items in claim order, skipping locked ones; renew their
     // lease; mark their runs running unless ended.
+    // A TEXT[] literal.
+    Value workflow_set(std::span<const std::string> ids) const override {
+        return pg_array(std::vector<Value>(ids.begin(), ids.end()));
+    }
+
     std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit, std::int64_t now,
-                             std::int64_t until) override {
-        const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit)};
+                             std::int64_t until, const Value& workflows) override {
+        const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit),
+                              workflows};
         std::vector<Lease> out;
-        for (auto row :
-             exec("SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4)", take)) {
+        for (auto row : exec("SELECT claimed_run, claimed_epoch FROM cairn_claim($1, $2, $3, $4, "
+                             "CAST($5 AS TEXT[]))",
+                             take)) {
             out.push_back(Lease{row.get<std::string>(0), std::string(owner),
                                 row.get<std::int64_t>(1), until});
         }

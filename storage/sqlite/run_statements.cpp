@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <unordered_map>
 #include <vector>
@@ -82,13 +83,21 @@ class SqliteRunStatements final : public RunStatements {
         }
     }
 
+    // A JSON array: the claim reads it with json_each.
+    Value workflow_set(std::span<const std::string> ids) const override {
+        return nlohmann::json(std::vector<std::string>(ids.begin(), ids.end())).dump();
+    }
+
     std::vector<Lease> claim(const Exec& exec, std::string_view owner, int limit, std::int64_t now,
-                             std::int64_t until) override {
+                             std::int64_t until, const Value& workflows) override {
         static const std::string kTake =
             "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
             "lease_epoch + 1 WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
-            "ORDER BY priority DESC, due_at, run_id LIMIT $4) RETURNING run_id, lease_epoch";
-        const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit)};
+            "AND ($5 IS NULL OR workflow_id IS NULL OR workflow_id IN (SELECT value FROM "
+            "json_each($5))) ORDER BY priority DESC, due_at, run_id LIMIT $4) "
+            "RETURNING run_id, lease_epoch";
+        const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit),
+                              workflows};
         std::vector<Lease> out;
         std::vector<Value> start;  // the ids, $1..$n, then owner and now
         for (auto row : exec(kTake, take)) {

@@ -159,7 +159,7 @@ ops_checks() {
     "${C[@]}" runs retry --since soon --yes --db "$db" >/dev/null 2>&1
     expect_eq "$label: a malformed --since exits 2" "$?" 2
     out=$("${C[@]}" workflows list --examples --db "$db" 2>/dev/null)
-    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +example/hello +completed=' <<<'$out'"
+    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +example/hello +cairn\S* +completed=' <<<'$out'"
     expect_eq "$label: events list --json shows the runs of each event" \
         "$("${C[@]}" events list --name example/hello --json --db "$db" 2>/dev/null | jq -r '.events[-1].run_ids[0]')" "$run"
     local key_id
@@ -196,7 +196,7 @@ else
     rc2=$?
     check "two concurrent migrate processes on Postgres both exit 0" test "$rc1$rc2" = 00
     check "each engine migration is recorded once" \
-        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6
+        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8
 
     start_server pg --db "$pg" || bad "server on Postgres starts"
     check "/health on Postgres says backend postgres" \

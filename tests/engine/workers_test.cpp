@@ -262,3 +262,74 @@ TEST_CASE("the database clock follows Postgres's clock whatever the machine's sa
         CHECK(clock.now_ms() == real + 3'600'000);
     }
 }
+
+TEST_CASE("processes with different workflows on one database each run only their own") {
+    Fixture f;  // its engine knows "mine"
+    f.engine.add(workflow("mine").on_event("shared/go").run([](Context&) { return "mine"; }));
+    Engine other(f.t.db(), f.clock);
+    other.add(workflow("theirs").on_event("shared/go").run([](Context&) { return "theirs"; }));
+    Engine none(f.t.db(), f.clock);  // no workflows: claims nothing
+
+    const auto mine = f.start("shared/go");
+    const auto theirs = other.send(EventInput{"shared/go"}).run_ids.at(0);
+    CHECK(none.run_until_idle() == 0);
+    CHECK(f.idle() == 1);
+    CHECK(f.run(mine).status == "completed");
+    CHECK(f.run(theirs).status == "queued");  // not failed as unknown: its process runs it
+    CHECK(other.run_until_idle() == 1);
+    CHECK(f.run(theirs).status == "completed");
+    CHECK(f.run(theirs).output == R"("theirs")");
+
+    // A retry asked by anyone is executed by the workflow's own process.
+    f.t.db().exec("UPDATE runs SET status = 'failed' WHERE id = $1", theirs);
+    CHECK(f.engine.retry(theirs) == storage::RunStore::RetryResult::ok);
+    CHECK(f.idle() == 0);
+    CHECK(other.run_until_idle() == 1);
+    CHECK(f.run(theirs).status == "completed");
+    // So is a replay.
+    const auto replayed = std::get<std::string>(f.engine.replay(theirs));
+    CHECK(f.idle() == 0);
+    CHECK(other.run_until_idle() == 1);
+    CHECK(f.run(replayed).output == R"("theirs")");
+}
+
+TEST_CASE("started engines list their workflows in the processes table") {
+    Fixture f;
+    f.engine.add(workflow("mine").on_event("a").run([](Context&) { return 1; }));
+    Engine other(f.t.db(), f.clock);
+    other.add(workflow("theirs").on_event("b").run([](Context&) { return 1; }));
+    WorkerOptions o;
+    o.threads = 1;
+    o.process_name = "billing";
+    other.start(o);
+
+    auto listing = f.engine.workflow_listing();
+    REQUIRE(listing.size() == 2);
+    CHECK(listing[0]["id"] == "mine");
+    CHECK(listing[0]["local"] == true);
+    CHECK(listing[0]["processes"].empty());  // this engine has not started
+    CHECK(listing[1]["id"] == "theirs");
+    CHECK(listing[1]["local"] == false);
+    CHECK(listing[1]["triggers"] == json::array({"b"}));
+    CHECK(listing[1]["options"]["max_attempts"] == 4);
+    REQUIRE(listing[1]["processes"].size() == 1);
+    CHECK(listing[1]["processes"][0]["name"] == "billing");
+    CHECK(listing[1]["processes"][0]["id"] == other.worker_id());
+    CHECK(listing[1]["processes"][0]["live"] == true);
+
+    other.stop();  // a clean stop keeps the row, marked
+    listing = f.engine.workflow_listing();
+    REQUIRE(listing.size() == 2);
+    CHECK(listing[1]["processes"][0]["live"] == false);
+    CHECK(listing[1]["processes"][0]["stopped_at"] == kT0);
+
+    // Silent for a day: forgotten when a process next registers.
+    f.clock.advance(25LL * 3600 * 1000);
+    Engine third(f.t.db(), f.clock);
+    third.add(workflow("third").run([](Context&) { return 1; }));
+    third.start(o);
+    listing = f.engine.workflow_listing();
+    REQUIRE(listing.size() == 2);
+    CHECK(listing[1]["id"] == "third");
+    third.stop();
+}

@@ -1,5 +1,7 @@
 #pragma once
 
+// Part of Cairn's public API (docs/library.md).
+
 #include <chrono>
 #include <cstdint>
 #include <functional>

@@ -1,5 +1,7 @@
 #pragma once
 
+// Part of Cairn's public API (docs/library.md).
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -8,8 +10,8 @@
 #include <string_view>
 #include <type_traits>
 
-#include "engine/errors.hpp"
-#include "engine/workflow.hpp"
+#include "cairn/errors.hpp"
+#include "cairn/workflow.hpp"
 
 namespace cairn {
 
