@@ -359,10 +359,17 @@ async function renderWorkflows(gen) {
   const windowStats = (label, w) => h('div', {},
     h('strong', {}, label), h('div', {}, counts(w.counts)),
     h('div', { class: 'muted' }, `p50 ${fmtMs(w.p50_ms)} · p95 ${fmtMs(w.p95_ms)} · failure rate ${pct(w.failure_rate)}`));
-  show(h('h1', {}, 'Workflows'), workflows.length === 0 ? notice('No workflows are registered in this server.') : null,
+  // Which processes run it: this server, others that embed Cairn, stopped or silent ones.
+  const processes = (w) => {
+    const names = w.processes.map((p) => `${p.name}${p.live ? '' : p.stopped_at === null ? ' (silent)' : ' (stopped)'}`);
+    if (w.local && !names.length) names.push('this server');
+    return names.length ? [...new Set(names)].join(', ') : 'no process';
+  };
+  show(h('h1', {}, 'Workflows'), workflows.length === 0 ? notice('No workflows are registered on this database.') : null,
     h('div', { class: 'cards' }, workflows.map((w) => h('article', { class: 'card', dataset: { workflow: w.id } },
       h('h2', {}, h('a', { href: `#/runs?workflow=${encodeURIComponent(w.id)}` }, w.id), h('span', { class: 'muted' }, ` v${w.version}`)),
       h('p', {}, 'Triggers: ', w.triggers.length ? w.triggers.join(', ') : 'none (invoked or on-failure)'),
+      h('p', { class: 'processes' }, 'Executed by: ', processes(w)),
       h('p', { class: 'muted' }, `Retries: up to ${w.options.max_attempts} attempts, backoff ${fmtMs(w.options.initial_delay_ms)} ×${w.options.backoff_multiplier} (max ${fmtMs(w.options.max_delay_ms)})`,
         w.options.step_timeout_ms ? ` · step timeout ${fmtMs(w.options.step_timeout_ms)}` : '',
         w.options.run_timeout_ms ? ` · run timeout ${fmtMs(w.options.run_timeout_ms)}` : ''),

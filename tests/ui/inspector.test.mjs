@@ -161,6 +161,8 @@ test('workflows and events pages, and the test-event form validates JSON first',
   await page.goto(`${base}/inspector/#/workflows`);
   await page.locator('[data-workflow="hello"]').waitFor();
   assert.match(await page.locator('[data-workflow="hello"]').textContent(), /p50/);
+  // The server's own process, listed in the processes table, runs it.
+  assert.equal(await page.locator('[data-workflow="hello"] .processes').textContent(), 'Executed by: cairn');
   await page.goto(`${base}/inspector/#/events`);
   await page.waitForSelector('#events');
   await page.fill('#event-name', 'example/hello');
