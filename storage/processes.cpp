@@ -32,8 +32,7 @@ std::vector<ProcessRecord> RunStore::processes() {
                   "ORDER BY heartbeat_at DESC, id")) {
         out.push_back(ProcessRecord{row.get<std::string>(0), row.get<std::string>(1),
                                     row.get<std::int64_t>(2), row.get<std::int64_t>(3),
-                                    row.get_opt<std::int64_t>(4),
-                                    row.get<std::string>(5)});
+                                    row.get_opt<std::int64_t>(4), row.get<std::string>(5)});
     }
     return out;
 }

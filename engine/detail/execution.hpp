@@ -11,8 +11,8 @@
 #include <string_view>
 #include <utility>
 
-#include "engine/detail/runtime.hpp"
 #include "cairn/workflow.hpp"
+#include "engine/detail/runtime.hpp"
 #include "storage/records.hpp"
 
 namespace cairn::engine::detail {

@@ -4,8 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "engine/detail/counters.hpp"
 #include "cairn/errors.hpp"
+#include "engine/detail/counters.hpp"
 #include "engine/detail/signals.hpp"
 #include "storage/database.hpp"
 #include "storage/run_store.hpp"

@@ -7,9 +7,9 @@
 
 #include <algorithm>
 
+#include "cairn/errors.hpp"
 #include "common/json.hpp"
 #include "common/time.hpp"
-#include "cairn/errors.hpp"
 #include "plugins/ticket/ai.hpp"
 #include "plugins/ticket/http_client.hpp"
 
