@@ -194,9 +194,9 @@ CREATE TABLE processes (
 )sql";
 
 // The claim of migration 4 with the claimer's workflows: NULL takes any item; an item
-// written before migration 7 (no workflow) goes to any claimer, as it did.
+// written before migration 7 (no workflow) goes to any claimer, as it did. The form of
+// migration 4 stays for processes of the version before, during an upgrade.
 constexpr std::string_view kEngineV8 = R"sql(
-DROP FUNCTION cairn_claim(TEXT, BIGINT, BIGINT, INTEGER);
 CREATE FUNCTION cairn_claim(p_owner TEXT, p_until BIGINT, p_now BIGINT, p_limit INTEGER,
                             p_workflows TEXT[])
 RETURNS TABLE (claimed_run TEXT, claimed_epoch BIGINT)
