@@ -291,6 +291,12 @@ TEST_CASE("processes with different workflows on one database each run only thei
     CHECK(f.idle() == 0);
     CHECK(other.run_until_idle() == 1);
     CHECK(f.run(replayed).output == R"("theirs")");
+    // And a cancel, before its process claims the run.
+    const auto cancelled = other.send(EventInput{"shared/go"}).run_ids.at(0);
+    f.idle();
+    CHECK(f.engine.cancel(cancelled));
+    CHECK(other.run_until_idle() == 0);
+    CHECK(f.run(cancelled).status == "cancelled");
 }
 
 TEST_CASE("started engines list their workflows in the processes table") {
