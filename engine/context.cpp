@@ -35,8 +35,9 @@ std::string Context::send_event(std::string_view name, const json& event) {
     return ex_.send_event(name, event);
 }
 
-json Context::invoke(std::string_view name, std::string_view workflow_id, const json& data) {
-    return ex_.invoke(name, workflow_id, data);
+json Context::invoke(std::string_view name, std::string_view workflow_id, const json& data,
+                     std::optional<std::chrono::milliseconds> timeout) {
+    return ex_.invoke(name, workflow_id, data, timeout);
 }
 
 const std::string& Context::run_id() const {

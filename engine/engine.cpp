@@ -117,7 +117,9 @@ SendResult Engine::send(const EventInput& event) {
 }
 
 bool Engine::cancel(std::string_view run_id) {
-    return rt_->store.cancel_run(run_id, rt_->now());
+    const bool cancelled = rt_->store.cancel_run(run_id, rt_->now());
+    if (cancelled) rt_->pool.wake_local();  // a parent here may resume
+    return cancelled;
 }
 
 storage::RunStore::RetryResult Engine::retry(std::string_view run_id) {

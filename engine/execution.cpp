@@ -171,17 +171,31 @@ void Execution::boundary() {
     // The status as of this execution's last write (or its load): a cancel that commits
     // while a step runs stops the run before the next one.
     if (status_ == run_status::kCancelled) throw Cancelled{};
-    if (wf_.run_timeout && state_.run.started_at &&
-        now() - *state_.run.started_at > wf_.run_timeout->count()) {
-        throw RunTimedOut{{}, wf_.run_timeout->count()};
-    }
+    check_deadline();
 }
 
+// The run timeout: past it the run fails, here or when a suspended run wakes for it.
+std::optional<std::int64_t> Execution::deadline() const {
+    if (!wf_.run_timeout || !state_.run.started_at) return std::nullopt;
+    return *state_.run.started_at + wf_.run_timeout->count() + 1;
+}
+
+void Execution::check_deadline() const {
+    if (const auto d = deadline(); d && now() >= *d)
+        throw RunTimedOut{{}, wf_.run_timeout->count()};
+}
+
+// A recorded operation that still waits suspends the run again, unless the run's deadline
+// (when it woke early) has passed.
 void Execution::suspend_until(std::int64_t due) {
+    check_deadline();
     suspend(due, [](Transaction&) {});
 }
 
+// A run with a timeout wakes at its deadline at the latest, so a sleeping or waiting run
+// fails then, not when it would have woken.
 void Execution::suspend(std::int64_t due, const std::function<void(Transaction&)>& fn) {
+    if (const auto d = deadline()) due = std::min(due, *d);
     flush();
     fenced([&](Transaction& tx) {
         fn(tx);

@@ -267,13 +267,16 @@ std::string Execution::send_event(std::string_view name, const json& ev) {
     return sent.event_id;
 }
 
-json Execution::invoke(std::string_view name, std::string_view workflow_id, const json& data) {
+json Execution::invoke(std::string_view name, std::string_view workflow_id, const json& data,
+                       std::optional<milliseconds> timeout) {
     const Slot slot = next(name, "invoke");
     if (slot.stored) {
         const storage::StepRecord& s = *slot.stored;
         if (s.status == "completed") return parse_or_null(s.output);
         if (s.status == "failed") throw StepFailed(slot.key, parse_or_null(s.error));
-        suspend_until(s.wake_at.value_or(now() + kInvokeSafetyNetMs));
+        const std::int64_t wake = s.wake_at.value_or(now() + kInvokeSafetyNetMs);
+        if (now() < wake) suspend_until(wake);
+        return invoke_timed_out(slot, s);
     }
     boundary();
     storage::StepRecord rec = record(slot, "invoke", "waiting");
@@ -287,7 +290,7 @@ json Execution::invoke(std::string_view name, std::string_view workflow_id, cons
         write(rec);
         throw StepFailed(slot.key, error);
     }
-    rec.wake_at = now() + kInvokeSafetyNetMs;
+    rec.wake_at = now() + (timeout ? timeout->count() : kInvokeSafetyNetMs);
     fenced([&](Transaction& tx) {
         storage::NewEvent e;
         e.name = "cairn/invoke";
@@ -295,13 +298,40 @@ json Execution::invoke(std::string_view name, std::string_view workflow_id, cons
         e.idempotency_key = fmt::format("{}/{}", run_id(), slot.key);
         const storage::NewRun run{child->id, child->version, 0, run_id(), slot.key};
         auto ins = rt_.store.insert_event(tx, e, std::span(&run, 1), now());
-        rec.output = dump(json{{"child_run_id", ins.run_ids.empty() ? "" : ins.run_ids[0]}});
+        json waiting = {{"child_run_id", ins.run_ids.empty() ? "" : ins.run_ids[0]}};
+        if (timeout) waiting["timeout_ms"] = timeout->count();
+        rec.output = dump(waiting);
         rt_.store.write_step(tx, rec);
         rt_.store.set_run_status(tx, run_id(), run_status::kWaiting, now());
         rt_.store.release(tx, held_.lease, *rec.wake_at);
     });
     rt_.pool.announce();
     throw Suspend{};
+}
+
+// The invoke's wait is over and its child has not ended: the child is cancelled and the
+// step fails, unless the child's end was recorded first (then that stands).
+json Execution::invoke_timed_out(const Slot& slot, const storage::StepRecord& s) {
+    const json recorded = parse_or_null(s.output);
+    const std::string child = recorded.value("child_run_id", std::string());
+    const json error =
+        error_json("timeout", fmt::format("the invoked run {} did not end within {} ms", child,
+                                          recorded.value("timeout_ms", kInvokeSafetyNetMs)));
+    bool timed_out = false;
+    fenced([&](Transaction& tx) {
+        timed_out = rt_.store.complete_waiting_step(tx, run_id(), slot.key, std::nullopt,
+                                                    dump(error), now());
+    });
+    if (timed_out) {
+        if (!child.empty()) rt_.store.cancel_run(child, now());
+        throw StepFailed(slot.key, error);
+    }
+    for (const auto& step : rt_.store.steps(run_id())) {
+        if (step.key != slot.key) continue;
+        if (step.status == "failed") throw StepFailed(slot.key, parse_or_null(step.error));
+        return parse_or_null(step.output);
+    }
+    throw StepFailed(slot.key, error);
 }
 
 }  // namespace cairn::engine::detail

@@ -5,15 +5,47 @@
 
 namespace cairn::storage {
 
+namespace {
+
+// What an invoke whose child was cancelled records, as the engine's own cancellation does.
+constexpr std::string_view kChildCancelled =
+    R"({"type":"cancelled","message":"the invoked run was cancelled"})";
+
+// Ends a run as cancelled unless it had ended; true if it had not. A run that a worker
+// holds stops at its next step boundary; any other is parked at once.
+bool cancel_one(Transaction& tx, std::string_view run_id, std::int64_t now) {
+    auto r = tx.exec(
+        "UPDATE runs SET status = 'cancelled', ended_at = $2, updated_at = $2 "
+        "WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
+        run_id, now);
+    if (r.affected() != 1) return false;
+    tx.exec("DELETE FROM waits WHERE run_id = $1", run_id);
+    tx.exec("UPDATE queue SET due_at = NULL WHERE run_id = $1 AND lease_owner IS NULL", run_id);
+    return true;
+}
+
+}  // namespace
+
 bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
     return db_.transact([&](Transaction& tx) {
-        auto r = tx.exec(
-            "UPDATE runs SET status = 'cancelled', ended_at = $2, updated_at = $2 "
-            "WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')",
-            run_id, now);
-        if (r.affected() != 1) return false;
-        tx.exec("DELETE FROM waits WHERE run_id = $1", run_id);
-        tx.exec("UPDATE queue SET due_at = NULL WHERE run_id = $1 AND lease_owner IS NULL", run_id);
+        if (!cancel_one(tx, run_id, now)) return false;
+        // Its invoked runs, and theirs: nothing is left waiting for a cancelled run.
+        auto descendants = tx.exec(
+            "WITH RECURSIVE d (id) AS (SELECT id FROM runs WHERE parent_run_id = $1 "
+            "UNION SELECT r.id FROM runs r JOIN d ON r.parent_run_id = d.id) SELECT id FROM d",
+            run_id);
+        for (auto row : descendants) cancel_one(tx, row.get<std::string>(0), now);
+        // Its parent's invoke fails now, whatever state this run was in (a worker holding
+        // it would tell the parent only at its next boundary; one that never runs again,
+        // never).
+        auto parent =
+            tx.exec("SELECT parent_run_id, parent_step_key FROM runs WHERE id = $1", run_id);
+        const auto parent_id = parent.front().get_opt<std::string>(0);
+        const auto parent_key = parent.front().get_opt<std::string>(1);
+        if (parent_id && parent_key)
+            complete_waiting_step(tx, *parent_id, *parent_key, std::nullopt,
+                                  std::string(kChildCancelled), now);
+        notify(tx);
         return true;
     });
 }

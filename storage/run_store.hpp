@@ -151,8 +151,9 @@ class RunStore {
     // ---- operating runs (run_control.cpp) ------------------------------------------------
 
     // Marks a run cancelled unless it already ended; drops its waits; parks its queue item
-    // unless a worker holds it (that worker stops at its next step boundary). False when
-    // the run does not exist or had already ended.
+    // unless a worker holds it (that worker stops at its next step boundary). Its
+    // unfinished invoked runs, and theirs, are cancelled with it; its parent's invoke
+    // fails at once. False when the run does not exist or had already ended.
     bool cancel_run(std::string_view run_id, std::int64_t now);
 
     enum class RetryResult { ok, not_found, not_ended };

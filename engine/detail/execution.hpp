@@ -39,7 +39,8 @@ class Execution {
                                        std::string_view match_field,
                                        std::chrono::milliseconds timeout);
     std::string send_event(std::string_view name, const json& event);
-    json invoke(std::string_view name, std::string_view workflow_id, const json& data);
+    json invoke(std::string_view name, std::string_view workflow_id, const json& data,
+                std::optional<std::chrono::milliseconds> timeout);
 
     const std::string& run_id() const { return state_.run.id; }
     const json& event() const { return event_; }
@@ -73,8 +74,13 @@ class Execution {
     // The next operation's slot; throws when replay diverges. The last step's record is
     // written first, unless the operation carries it (a transaction).
     Slot next(std::string_view name, std::string_view kind, bool write_last = true);
+    json invoke_timed_out(const Slot& slot, const storage::StepRecord& s);
     // Checks before starting new work: lease, shutdown, cancellation, run timeout.
     void boundary();
+    // When the run times out (started_at + run timeout), if it has a timeout.
+    std::optional<std::int64_t> deadline() const;
+    // Throws RunTimedOut past the deadline.
+    void check_deadline() const;
     [[noreturn]] void suspend_until(std::int64_t due);
     // Suspends the run: writes `fn`'s records behind the lease, gives the lease back due
     // at `due`, and unwinds.

@@ -90,8 +90,10 @@ class Context {
     std::string send_event(std::string_view name, const json& event);
 
     // Starts a run of `workflow_id` with `data` as its event data, waits for it, and
-    // returns its output; throws StepFailed when it fails or is cancelled.
-    json invoke(std::string_view name, std::string_view workflow_id, const json& data);
+    // returns its output; throws StepFailed when it fails or is cancelled, or when
+    // `timeout` passes first (then the child is cancelled; error type "timeout").
+    json invoke(std::string_view name, std::string_view workflow_id, const json& data,
+                std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 
     const std::string& run_id() const;
     // The triggering event: {id, name, data, ts}.
