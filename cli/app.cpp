@@ -87,6 +87,7 @@ std::unique_ptr<storage::Database> open_database(const std::string& url) {
 struct WorkerFlags {
     int workers = 4;
     int lease_ms = 30'000;
+    std::string retention = "30d";
     bool examples = false;
 };
 
@@ -99,6 +100,14 @@ void add_worker_flags(CLI::App* cmd, WorkerFlags& flags, int min_workers) {
                     "Lease on a claimed run, renewed every third of it")
         ->envname("CAIRN_LEASE_MS")
         ->check(CLI::Range(100, 3'600'000))
+        ->capture_default_str();
+    cmd->add_option("--retention", flags.retention,
+                    "Delete runs that ended longer ago than this (e.g. 30d, 12h; 0 keeps all)")
+        ->envname("CAIRN_RETENTION")
+        ->check([](const std::string& v) {
+            return v == "0" || parse_duration_ms(v) ? std::string()
+                                                    : "expected 0 or a number and s, m, h or d";
+        })
         ->capture_default_str();
     cmd->add_flag("--examples", flags.examples,
                   "Register the example workflows (hello on example/hello)")
@@ -168,6 +177,8 @@ engine::WorkerOptions worker_options(const WorkerFlags& flags) {
     engine::WorkerOptions o;
     o.threads = flags.workers;
     o.lease = std::chrono::milliseconds(flags.lease_ms);
+    o.retention = std::chrono::milliseconds(
+        flags.retention == "0" ? 0 : parse_duration_ms(flags.retention).value_or(0));
     return o;
 }
 
@@ -552,6 +563,35 @@ void add_run_commands(CLI::App& app, Args& a) {
     });
 }
 
+// gc: retention on demand.
+void add_gc_command(CLI::App& app, Args& a) {
+    struct Gc {
+        std::string older_than = "30d";
+        std::vector<std::string> statuses;
+        bool dry_run = false;
+    };
+    auto g = std::make_shared<Gc>();
+    auto* gc = app.add_subcommand(
+        "gc", "Delete runs that ended long ago, with their steps and the events no run needs");
+    add_common(gc, a, true);
+    gc->add_option("--older-than", g->older_than, "How long ago the runs ended, e.g. 30d, 12h")
+        ->capture_default_str();
+    gc->add_option("--status", g->statuses,
+                   "completed, failed or cancelled; repeat for several (default: all three)")
+        ->check(CLI::IsMember({"completed", "failed", "cancelled"}));
+    gc->add_flag("--dry-run", g->dry_run, "Only count the runs that would be deleted");
+    with_runtime(gc, a, [&a, g](Runtime& rt) {
+        const auto ms = parse_duration_ms(g->older_than);
+        if (!ms)
+            throw Exit{
+                kExitUsage,
+                fmt::format("--older-than {}: expected a number and s, m, h or d", g->older_than)};
+        std::vector<std::string> statuses = g->statuses;
+        if (statuses.empty()) statuses = {"completed", "failed", "cancelled"};
+        return gc_runs(*rt.engine, rt.clock->now_ms() - *ms, statuses, g->dry_run, a.as_json);
+    });
+}
+
 // events send|list, workflows list.
 void add_event_commands(CLI::App& app, Args& a) {
     struct Event {
@@ -624,6 +664,7 @@ int run(int argc, char** argv) {
     add_key_commands(app, a);
     add_run_commands(app, a);
     add_event_commands(app, a);
+    add_gc_command(app, a);
     add_ticket_commands(app, a);
     try {
         app.parse(argc, argv);

@@ -337,6 +337,28 @@ int events_list(engine::Engine& engine, const std::optional<std::string>& name, 
     return kExitOk;
 }
 
+int gc_runs(engine::Engine& engine, std::int64_t ended_before,
+            const std::vector<std::string>& statuses, bool dry_run, bool as_json) {
+    if (dry_run) {
+        const auto n = engine.store().count_collectable(ended_before, statuses);
+        if (as_json)
+            print_json({{"matched", n}});
+        else
+            std::cout << fmt::format("{} run(s) ended before {} would be deleted\n", n,
+                                     format_rfc3339(ended_before));
+        return kExitOk;
+    }
+    const auto done = engine.collect(ended_before, statuses, [](const auto& so_far) {
+        std::cerr << fmt::format("gc: {} runs and {} events deleted so far\n", so_far.runs,
+                                 so_far.events);
+    });
+    if (as_json)
+        print_json({{"deleted_runs", done.runs}, {"deleted_events", done.events}});
+    else
+        std::cout << fmt::format("deleted {} run(s) and {} event(s)\n", done.runs, done.events);
+    return kExitOk;
+}
+
 int workflows_list(engine::Engine& engine, bool as_json) {
     std::map<std::string, std::map<std::string, std::int64_t>> counts;
     for (const auto& c : engine.store().counts_by_workflow_and_status())

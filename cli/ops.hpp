@@ -32,6 +32,10 @@ int events_send(engine::Engine& engine, const std::string& name, const std::stri
 int events_list(engine::Engine& engine, const std::optional<std::string>& name, int limit,
                 bool as_json);
 int workflows_list(engine::Engine& engine, bool as_json);
+// Deletes (or with dry_run counts) the runs of `statuses` that ended before `ended_before`,
+// with a progress line per batch on stderr.
+int gc_runs(engine::Engine& engine, std::int64_t ended_before,
+            const std::vector<std::string>& statuses, bool dry_run, bool as_json);
 
 // "90s", "15m", "1h", "2d" -> milliseconds; nullopt when malformed.
 std::optional<std::int64_t> parse_duration_ms(const std::string& text);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 
 #include "common/ids.hpp"
@@ -139,6 +140,35 @@ std::variant<std::string, storage::RunStore::ReplayError> Engine::replay(
     return r;
 }
 
+// Every minute, from a thread of its own, in batches that are each a short transaction (so
+// workers' writes interleave with it).
+void Engine::start_retention(std::chrono::milliseconds retention) {
+    static const std::array<std::string, 3> kEnded{"completed", "failed", "cancelled"};
+    retention_ = std::make_unique<Periodic>("cairn-retention", std::chrono::minutes(1), [=, this] {
+        try {
+            const auto done = collect(rt_->now() - retention.count(), kEnded);
+            if (done.runs > 0 || done.events > 0)
+                spdlog::info("retention: deleted {} runs and {} events older than {} h", done.runs,
+                             done.events, retention.count() / 3'600'000);
+        } catch (const std::exception& e) {
+            spdlog::warn("retention: {}", e.what());
+        }
+    });
+}
+
+storage::RunStore::Collected Engine::collect(
+    std::int64_t ended_before, std::span<const std::string> statuses,
+    const std::function<void(const storage::RunStore::Collected&)>& progress) {
+    storage::RunStore::Collected total;
+    for (;;) {
+        const auto batch = rt_->store.collect(ended_before, statuses, 500);
+        total.runs += batch.runs;
+        total.events += batch.events;
+        if (batch.runs == 0 && batch.events == 0) return total;
+        if (progress) progress(total);
+    }
+}
+
 int Engine::run_until_idle(int max_executions) {
     int count = 0;
     const auto lease_ms = std::max<std::int64_t>(rt_->pool.options().lease.count(), 30'000);
@@ -161,6 +191,7 @@ void Engine::start(WorkerOptions options) {
     keeper_ =
         std::make_unique<detail::LeaseKeeper>(rt_->pool, rt_->store, rt_->clock, options.lease);
     register_process(options.process_name);
+    if (options.retention.count() > 0) start_retention(options.retention);
     spdlog::info("worker {} started: {} threads, lease {} ms", rt_->pool.worker_id(),
                  options.threads, options.lease.count());
 }
@@ -170,6 +201,7 @@ void Engine::stop() {
     rt_->pool.stop();
     keeper_.reset();
     heartbeat_.reset();
+    retention_.reset();
     try {
         rt_->store.process_stopped(rt_->pool.worker_id(), rt_->now());
     } catch (const std::exception& e) {

@@ -100,6 +100,13 @@ class Engine {
     std::variant<std::string, storage::RunStore::ReplayError> replay(
         std::string_view run_id, const std::optional<std::string>& from_step = std::nullopt);
 
+    // Deletes runs of `statuses` (completed, failed, cancelled) that ended before
+    // `ended_before`, as the retention of start() does, in batches; `progress` is called
+    // after each batch with the totals so far. Returns the totals.
+    storage::RunStore::Collected collect(
+        std::int64_t ended_before, std::span<const std::string> statuses,
+        const std::function<void(const storage::RunStore::Collected&)>& progress = {});
+
     // Claims and executes due runs on the calling thread until none is due at the clock's
     // current time; returns how many executions ran. For tests and tools.
     int run_until_idle(int max_executions = 100'000);
@@ -128,10 +135,12 @@ class Engine {
 
   private:
     void register_process(const std::string& name);
+    void start_retention(std::chrono::milliseconds retention);
 
     std::unique_ptr<detail::Runtime> rt_;
     std::unique_ptr<detail::LeaseKeeper> keeper_;
     std::unique_ptr<Periodic> heartbeat_;
+    std::unique_ptr<Periodic> retention_;
 };
 
 }  // namespace cairn::engine

@@ -224,6 +224,23 @@ class RunStore {
     // Runs created at or after `created_from`, for per-workflow statistics.
     std::vector<Finished> runs_since(std::int64_t created_from);
 
+    // ---- retention (retention.cpp) ----------------------------------------------------------
+
+    // Runs in `statuses` (each completed, failed or cancelled; std::invalid_argument
+    // otherwise) that ended before `ended_before`.
+    std::int64_t count_collectable(std::int64_t ended_before,
+                                   std::span<const std::string> statuses);
+    struct Collected {
+        std::int64_t runs = 0;
+        std::int64_t events = 0;
+    };
+    // Deletes up to `limit` such runs, oldest first, with their steps, attempts, waits and
+    // queue items, and the events that no run references any more; when fewer than
+    // `limit` runs were left, also up to `limit` events received before `ended_before`
+    // that no run references. One transaction; on Postgres, nothing when another process
+    // is collecting at the same moment. Call again until it returns no runs and no events.
+    Collected collect(std::int64_t ended_before, std::span<const std::string> statuses, int limit);
+
     // ---- processes (processes.cpp) ---------------------------------------------------------
 
     // Writes (or rewrites) the process's row, and deletes the rows of processes silent

@@ -35,6 +35,10 @@ struct WorkerOptions {
     // What the process calls itself in the processes table (listings of every process's
     // workflows).
     std::string process_name = "cairn";
+    // Runs that ended longer ago than this are deleted, with their steps and the events
+    // no run needs (so event ids and idempotency keys are remembered this long); 0 keeps
+    // everything.
+    std::chrono::milliseconds retention{std::chrono::hours(24 * 30)};
 };
 
 }  // namespace cairn

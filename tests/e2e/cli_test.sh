@@ -171,6 +171,26 @@ ops_checks() {
     expect_eq "$label: revoking twice exits 1" "$?" 1
     "${C[@]}" keys create --name x --scope root --db "$db" >/dev/null 2>&1
     expect_eq "$label: a bad scope exits 2" "$?" 2
+
+    # Retention on demand: nothing is old enough at 30 days; at 0s every ended run is.
+    expect_eq "$label: gc --dry-run at the default age matches nothing" \
+        "$("${C[@]}" gc --dry-run --json --db "$db" 2>/dev/null | jq -r .matched)" 0
+    local ended
+    ended=$("${C[@]}" runs list --json --limit 1000 --db "$db" 2>/dev/null | jq '[.runs[] | select(.status == "completed" or .status == "failed" or .status == "cancelled")] | length')
+    expect_eq "$label: gc --dry-run --older-than 0s counts every ended run" \
+        "$("${C[@]}" gc --older-than 0s --dry-run --json --db "$db" 2>/dev/null | jq -r .matched)" "$ended"
+    expect_eq "$label: a dry run deletes nothing" \
+        "$("${C[@]}" gc --older-than 0s --dry-run --json --db "$db" 2>/dev/null | jq -r .matched)" "$ended"
+    "${C[@]}" gc --older-than soon --db "$db" >/dev/null 2>&1
+    expect_eq "$label: a malformed --older-than exits 2" "$?" 2
+    "${C[@]}" gc --status running --db "$db" >/dev/null 2>&1
+    expect_eq "$label: gc of a status that has not ended exits 2" "$?" 2
+    expect_eq "$label: gc --older-than 0s deletes the ended runs" \
+        "$("${C[@]}" gc --older-than 0s --json --db "$db" 2>/dev/null | jq -r .deleted_runs)" "$ended"
+    expect_eq "$label: and runs list no longer shows them" \
+        "$("${C[@]}" runs list --json --limit 1000 --db "$db" 2>/dev/null | jq '[.runs[] | select(.status == "completed" or .status == "failed" or .status == "cancelled")] | length')" 0
+    "${C[@]}" runs show "$run" --db "$db" >/dev/null 2>&1
+    expect_eq "$label: a deleted run is not found (exit 1)" "$?" 1
 }
 
 ops_checks sqlite "sqlite://$work/ops.db"
