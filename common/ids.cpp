@@ -1,7 +1,9 @@
 #include "common/ids.hpp"
 
+#include <fmt/format.h>
 #include <sys/random.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -58,6 +60,11 @@ Generator& generator() {
 
 std::string new_id() {
     return new_id_at(now_ms());
+}
+
+std::string id_floor(std::int64_t unix_ms) {
+    const auto ms = static_cast<std::uint64_t>(std::max<std::int64_t>(unix_ms, 0));
+    return fmt::format("{:08x}-{:04x}-", ms >> 16, ms & 0xffff);
 }
 
 std::string new_id_at(std::int64_t unix_ms) {

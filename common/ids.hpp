@@ -20,6 +20,10 @@ std::string new_id();
 // fixed time) is raised to it.
 std::string new_id_at(std::int64_t unix_ms);
 
+// A text that every id made before `unix_ms` compares less than, and every id made at or
+// after it greater than: the timestamp's part of the id ("0190a1b2-c3d4-").
+std::string id_floor(std::int64_t unix_ms);
+
 // True when `text` is a canonical UUID (any version): 36 characters, hex and dashes.
 bool is_uuid(std::string_view text);
 

@@ -140,11 +140,11 @@ std::variant<std::string, storage::RunStore::ReplayError> Engine::replay(
     return r;
 }
 
-// Every minute, from a thread of its own, in batches that are each a short transaction (so
-// workers' writes interleave with it).
+// Every 10 minutes, from a thread of its own, in batches that are each a short transaction
+// (so workers' writes interleave with it).
 void Engine::start_retention(std::chrono::milliseconds retention) {
     static const std::array<std::string, 3> kEnded{"completed", "failed", "cancelled"};
-    retention_ = std::make_unique<Periodic>("cairn-retention", std::chrono::minutes(1), [=, this] {
+    retention_ = std::make_unique<Periodic>("cairn-retention", std::chrono::minutes(10), [=, this] {
         try {
             const auto done = collect(rt_->now() - retention.count(), kEnded);
             if (done.runs > 0 || done.events > 0)

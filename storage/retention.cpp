@@ -1,8 +1,17 @@
 // Retention: ended runs past their age are deleted with everything recorded for them, and
 // events no run needs, in bounded batches (each a transaction of its own).
+//
+// A run ended before a time was created before it, and run ids are UUIDv7s of their
+// creation time: bounding the id keeps the scan of the (status, id) index to runs that
+// old, rather than every ended run. (Ids never go backwards in a process, so an id may be
+// a little later than its run's creation after a clock step: such a run is kept a
+// little longer.)
 
 #include <fmt/format.h>
 
+#include <optional>
+
+#include "common/ids.hpp"
 #include "storage/run_store.hpp"
 
 namespace cairn::storage {
@@ -27,9 +36,10 @@ std::string ended_statuses(std::span<const std::string> statuses) {
 std::int64_t RunStore::count_collectable(std::int64_t ended_before,
                                          std::span<const std::string> statuses) {
     return db_
-        .read(fmt::format("SELECT COUNT(*) FROM runs WHERE status IN ({}) AND ended_at < $1",
+        .read(fmt::format("SELECT COUNT(*) FROM runs WHERE status IN ({}) AND ended_at < $1 "
+                          "AND id < $2",
                           ended_statuses(statuses)),
-              ended_before)
+              ended_before, id_floor(ended_before))
         .front()
         .get<std::int64_t>(0);
 }
@@ -37,17 +47,17 @@ std::int64_t RunStore::count_collectable(std::int64_t ended_before,
 RunStore::Collected RunStore::collect(std::int64_t ended_before,
                                       std::span<const std::string> statuses, int limit) {
     const std::string sql = fmt::format(
-        "SELECT id, event_id FROM runs WHERE status IN ({}) AND ended_at < $1 ORDER BY id "
-        "LIMIT $2",
+        "SELECT id, event_id FROM runs WHERE status IN ({}) AND ended_at < $1 AND id < $3 "
+        "ORDER BY id LIMIT $2",
         ended_statuses(statuses));
-    return db_.transact([&](Transaction& tx) {
-        Collected out;
+    const auto collected = db_.transact([&](Transaction& tx) -> std::optional<Collected> {
         // One collector at a time on Postgres: two would lock the same rows in turn.
         if (tx.backend() == Backend::postgres &&
             !tx.exec("SELECT pg_try_advisory_xact_lock(7301)").front().get<bool>(0))
-            return out;
+            return std::nullopt;
+        Collected batch;
         std::vector<std::string> runs, events;
-        for (auto row : tx.exec(sql, ended_before, limit)) {
+        for (auto row : tx.exec(sql, ended_before, limit, id_floor(ended_before))) {
             runs.push_back(row.get<std::string>(0));
             events.push_back(row.get<std::string>(1));
         }
@@ -58,25 +68,41 @@ RunStore::Collected RunStore::collect(std::int64_t ended_before,
                 tx.exec(fmt::format("DELETE FROM {} WHERE run_id = $1", table), id);
             tx.exec("DELETE FROM runs WHERE id = $1", id);
         }
-        out.runs = static_cast<std::int64_t>(runs.size());
+        batch.runs = static_cast<std::int64_t>(runs.size());
         for (const auto& id : events) {
-            out.events += tx.exec(
-                                "DELETE FROM events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM "
-                                "runs WHERE runs.event_id = events.id)",
-                                id)
-                              .affected();
+            batch.events += tx.exec(
+                                  "DELETE FROM events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM "
+                                  "runs WHERE runs.event_id = events.id)",
+                                  id)
+                                .affected();
         }
-        // Events that started no run (nor resume one now), past the same age.
-        if (out.runs < limit) {
-            out.events += tx.exec(
-                                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE "
-                                "e.received_at < $1 AND NOT EXISTS (SELECT 1 FROM runs r WHERE "
-                                "r.event_id = e.id) LIMIT $2)",
-                                ended_before, limit)
-                              .affected();
-        }
-        return out;
+        return batch;
     });
+    if (!collected) return {};  // another process is collecting
+    Collected out = *collected;
+    if (out.runs == limit) return out;
+    // Events that started no run, past the same age. Found by a read (events has no index
+    // on received_at, so it may scan the table; on SQLite a reader does not hold up
+    // writers), then deleted unless a run took the event meanwhile.
+    std::vector<std::string> orphans;
+    for (auto row : db_.read(
+             "SELECT e.id FROM events e WHERE e.received_at < $1 AND NOT EXISTS (SELECT 1 FROM "
+             "runs r WHERE r.event_id = e.id) LIMIT $2",
+             ended_before, limit))
+        orphans.push_back(row.get<std::string>(0));
+    if (orphans.empty()) return out;
+    out.events += db_.transact([&](Transaction& tx) {
+        std::int64_t n = 0;
+        for (const auto& id : orphans) {
+            n += tx.exec(
+                       "DELETE FROM events WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM runs "
+                       "WHERE runs.event_id = events.id)",
+                       id)
+                     .affected();
+        }
+        return n;
+    });
+    return out;
 }
 
 }  // namespace cairn::storage

@@ -235,10 +235,11 @@ class RunStore {
         std::int64_t events = 0;
     };
     // Deletes up to `limit` such runs, oldest first, with their steps, attempts, waits and
-    // queue items, and the events that no run references any more; when fewer than
-    // `limit` runs were left, also up to `limit` events received before `ended_before`
-    // that no run references. One transaction; on Postgres, nothing when another process
-    // is collecting at the same moment. Call again until it returns no runs and no events.
+    // queue items, and the events that no run references any more, in one transaction;
+    // when fewer than `limit` runs were left, then also up to `limit` events received
+    // before `ended_before` that no run references. On Postgres, no runs when another
+    // process is collecting at the same moment. Call again until it returns no runs and no
+    // events.
     Collected collect(std::int64_t ended_before, std::span<const std::string> statuses, int limit);
 
     // ---- processes (processes.cpp) ---------------------------------------------------------

@@ -29,7 +29,7 @@ TEST_CASE("collect deletes old ended runs with their records and unneeded events
         return ctx.step("a", []() -> json { throw std::runtime_error("no"); });
     }));
     f.engine.add(workflow("napper").on_event("nap").run([](Context& ctx) {
-        ctx.sleep("long", std::chrono::hours(24 * 90));
+        ctx.sleep("long", std::chrono::hours(24 * 1000));
         return 1;
     }));
     const auto old_ok = f.start("ok");
@@ -42,7 +42,9 @@ TEST_CASE("collect deletes old ended runs with their records and unneeded events
     CHECK(f.run(old_bad).status == "failed");
     CHECK(f.count("SELECT COUNT(*) FROM step_attempts") > 0);
 
-    f.clock.advance(31 * kDay);
+    // Far enough that the ids made so far by this test process (they never go back, and
+    // other tests moved their clocks ahead) are all older than the cutoff.
+    f.clock.advance(400 * kDay);
     const auto recent = f.start("ok");
     f.idle();
     const std::int64_t cutoff = f.clock.now_ms() - 30 * kDay;
@@ -87,9 +89,10 @@ TEST_CASE("collecting while workers drain runs touches no unfinished run and los
     f.engine.start(o);
     std::int64_t deleted = 0;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    // Every run that has ended is old enough: a clock far ahead of the workers' runs.
+    // Every run that has ended is old enough: a cutoff far past the workers' clock (and
+    // past the ids this process made, which never go back).
     while (std::chrono::steady_clock::now() < deadline) {
-        deleted += f.engine.collect(f.clock.now_ms() + 1, kEnded).runs;
+        deleted += f.engine.collect(f.clock.now_ms() + 10'000 * kDay, kEnded).runs;
         if (deleted == kRuns) break;
     }
     f.engine.stop();

@@ -56,3 +56,13 @@ TEST_CASE("format_rfc3339 prints UTC with milliseconds") {
     CHECK(format_rfc3339(1'790'000'123'456) == "2026-09-21T14:15:23.456Z");
     CHECK(format_rfc3339(951'782'400'000) == "2000-02-29T00:00:00.000Z");
 }
+
+TEST_CASE("id_floor divides the ids made before a time from those made at or after it") {
+    const std::string id = cairn::new_id();
+    // The id's own millisecond, read back from its first 48 bits.
+    const std::int64_t t = std::stoll(id.substr(0, 8) + id.substr(9, 4), nullptr, 16);
+    CHECK(cairn::id_floor(t) == id.substr(0, 14));
+    CHECK(cairn::id_floor(t) < id);
+    CHECK(id < cairn::id_floor(t + 1));
+    CHECK(cairn::id_floor(t - 1) < cairn::id_floor(t));
+}
