@@ -174,9 +174,11 @@ bool RunStore::complete_waiting_step(Transaction& tx, std::string_view run_id,
         "WHERE run_id = $1 AND lease_owner IS NULL AND due_at IS NOT NULL",
         run_id, now);
     tx.exec("DELETE FROM waits WHERE run_id = $1 AND step_key = $2", run_id, step_key);
+    // A failure keeps what the waiting step recorded (an invoke's child run id).
     auto r = tx.exec(
-        "UPDATE steps SET status = $3, output = $4, error = $5, ended_at = $6, changed_at = $6, "
-        "wake_at = NULL WHERE run_id = $1 AND step_key = $2 AND status = 'waiting'",
+        "UPDATE steps SET status = $3, output = CASE WHEN CAST($5 AS TEXT) IS NULL THEN $4 ELSE "
+        "output END, error = $5, ended_at = $6, changed_at = $6, wake_at = NULL "
+        "WHERE run_id = $1 AND step_key = $2 AND status = 'waiting'",
         run_id, step_key, error ? "failed" : "completed", output, error, now);
     return r.affected() == 1;
 }

@@ -62,6 +62,7 @@ TEST_CASE("a child cancelled while queued, sleeping, waiting or running fails th
         CHECK(f.run(kid).status == "cancelled");
         CHECK(f.run(parent).status == "completed");
         CHECK(json::parse(*f.run(parent).output) == json{{"failed", "cancelled"}});
+        CHECK(child_of(f, parent) == kid);  // the failed invoke still names its child
     }
 }
 
