@@ -71,8 +71,8 @@ class RunStore {
     std::vector<WaitRecord> waits_for(Transaction& tx, std::string_view event_name);
     // Completes a waiting step with `output` (or fails it with `error`, keeping its output)
     // and makes its run due now unless a worker holds it. False when the step was no longer
-    // waiting (timed out, or another event got there first). Takes the run's queue row lock first, in the
-    // same order as a worker, so the two never deadlock.
+    // waiting (timed out, or another event got there first). Takes the run's queue row lock
+    // first, in the same order as a worker, so the two never deadlock.
     bool complete_waiting_step(Transaction& tx, std::string_view run_id, std::string_view step_key,
                                const std::optional<std::string>& output,
                                const std::optional<std::string>& error, std::int64_t now);
