@@ -487,7 +487,7 @@ void add_key_commands(CLI::App& app, Args& a) {
 // The filters of runs list and runs retry, with --since resolved against the clock.
 struct RunArgs {
     storage::RunFilter filter;
-    std::string since, cursor, id, from_step;
+    std::string since, cursor, id, from_step, data;
     bool yes = false;
     storage::RunFilter resolved(const engine::Clock& clock) const {
         storage::RunFilter f = filter;
@@ -504,7 +504,9 @@ struct RunArgs {
 void add_run_filters(CLI::App* cmd, RunArgs& r) {
     cmd->add_option("--workflow", r.filter.workflow_id, "Only runs of this workflow");
     cmd->add_option("--status", r.filter.status,
-                    "queued, running, sleeping, waiting, completed, failed, cancelled");
+                    "queued, running, sleeping, waiting, completed, failed, cancelled")
+        ->check(CLI::IsMember(
+            {"queued", "running", "sleeping", "waiting", "completed", "failed", "cancelled"}));
     cmd->add_option("--event", r.filter.event_name, "Only runs started by events of this name");
     cmd->add_option("--since", r.since,
                     "Only runs created within this long, e.g. 90s, 15m, 1h, 2d");
@@ -530,12 +532,28 @@ void add_run_commands(CLI::App& app, Args& a) {
     add_common(show, a, true);
     show->add_option("id", r->id, "Run id")->required();
     with_runtime(show, a, [&a, r](Runtime& rt) { return runs_show(*rt.engine, r->id, a.as_json); });
-    auto* cancel =
-        runs->add_subcommand("cancel", "Cancel a run (it stops at its next step boundary)");
+    // cancel, retry and replay take a run id, or filters for every matching run.
+    using Op = engine::Engine::BulkOperation;
+    auto bulk = [&a, r](Runtime& rt, Op op, const char* verb) {
+        storage::RunFilter f = r->resolved(*rt.clock);
+        if (!f.workflow_id && !f.status && !f.event_name && !f.created_from)
+            throw Exit{kExitUsage,
+                       fmt::format("runs {} needs a run id, or filters (--status, --workflow, "
+                                   "--event, --since)",
+                                   verb)};
+        return runs_bulk(*rt.engine, op, f, r->yes, a.as_json);
+    };
+    auto* cancel = runs->add_subcommand(
+        "cancel",
+        "Cancel a run (it stops at its next step boundary); or, with filters, every matching run");
     add_common(cancel, a, true);
-    cancel->add_option("id", r->id, "Run id")->required();
-    with_runtime(cancel, a,
-                 [&a, r](Runtime& rt) { return runs_cancel(*rt.engine, r->id, a.as_json); });
+    cancel->add_option("id", r->id, "Run id (omit to cancel by filters)");
+    add_run_filters(cancel, *r);
+    cancel->add_flag("--yes,-y", r->yes, "Do not ask before a bulk cancel");
+    with_runtime(cancel, a, [&a, r, bulk](Runtime& rt) {
+        if (!r->id.empty()) return runs_cancel(*rt.engine, r->id, a.as_json);
+        return bulk(rt, Op::cancel, "cancel");
+    });
     auto* retry = runs->add_subcommand("retry",
                                        "Re-queue a failed run keeping its completed steps; or, "
                                        "with filters, every matching failed run");
@@ -543,23 +561,28 @@ void add_run_commands(CLI::App& app, Args& a) {
     retry->add_option("id", r->id, "Run id (omit to retry by filters)");
     add_run_filters(retry, *r);
     retry->add_flag("--yes,-y", r->yes, "Do not ask before a bulk retry");
-    with_runtime(retry, a, [&a, r](Runtime& rt) {
+    with_runtime(retry, a, [&a, r, bulk](Runtime& rt) {
         if (!r->id.empty()) return runs_retry(*rt.engine, r->id, a.as_json);
-        storage::RunFilter f = r->resolved(*rt.clock);
-        if (!f.workflow_id && !f.status && !f.event_name && !f.created_from)
-            throw Exit{
-                kExitUsage,
-                "runs retry needs a run id, or filters (--status, --workflow, --event, --since)"};
-        if (!f.status) f.status = "failed";
-        return runs_retry_bulk(*rt.engine, f, r->yes, a.as_json);
+        // Without --status, the failed runs (cancelled ones only when asked for).
+        if (!r->filter.status && (r->filter.workflow_id || r->filter.event_name || !r->since.empty()))
+            r->filter.status = "failed";
+        return bulk(rt, Op::retry, "retry");
     });
-    auto* replay = runs->add_subcommand("replay", "Start a new run on the same event");
+    auto* replay = runs->add_subcommand(
+        "replay", "Start a new run on the same event; or, with filters, of every matching run");
     add_common(replay, a, true);
-    replay->add_option("id", r->id, "Run id")->required();
+    replay->add_option("id", r->id, "Run id (omit to replay by filters)");
     replay->add_option("--from-step", r->from_step,
                        "Copy the steps before this one; run it and the rest again");
-    with_runtime(replay, a, [&a, r](Runtime& rt) {
-        return runs_replay(*rt.engine, r->id, opt(r->from_step), a.as_json);
+    replay->add_option("--data", r->data, "Replay on an event of the same name with this data");
+    add_run_filters(replay, *r);
+    replay->add_flag("--yes,-y", r->yes, "Do not ask before a bulk replay");
+    with_runtime(replay, a, [&a, r, bulk](Runtime& rt) {
+        if (!r->id.empty())
+            return runs_replay(*rt.engine, r->id, opt(r->from_step), opt(r->data), a.as_json);
+        if (!r->from_step.empty() || !r->data.empty())
+            throw Exit{kExitUsage, "--from-step and --data need a run id"};
+        return bulk(rt, Op::replay, "replay");
     });
 }
 
@@ -616,11 +639,22 @@ void add_event_commands(CLI::App& app, Args& a) {
     });
 
     auto* workflows =
-        app.add_subcommand("workflows", "List registered workflows")->require_subcommand(1);
+        app.add_subcommand("workflows", "List, pause and resume workflows")->require_subcommand(1);
     auto* wf_list =
         workflows->add_subcommand("list", "Registered workflows with run counts by status");
     add_common(wf_list, a, true);
     with_runtime(wf_list, a, [&a](Runtime& rt) { return workflows_list(*rt.engine, a.as_json); });
+    for (const bool pause : {true, false}) {
+        auto* cmd = workflows->add_subcommand(
+            pause ? "pause" : "resume",
+            pause ? "Pause a workflow: its runs queue up and none starts until resumed"
+                  : "Resume a paused workflow: its queued runs start in order");
+        add_common(cmd, a, true);
+        cmd->add_option("id", e->name, "Workflow id")->required();
+        with_runtime(cmd, a, [&a, e, pause](Runtime& rt) {
+            return workflows_pause(*rt.engine, e->name, pause, a.as_json);
+        });
+    }
 }
 
 // The ticket plugin's users create and mail list (docs/tickets.md).

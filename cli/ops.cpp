@@ -231,45 +231,52 @@ int runs_retry(engine::Engine& engine, const std::string& id, bool as_json) {
     return kExitOk;
 }
 
-int runs_retry_bulk(engine::Engine& engine, const storage::RunFilter& filter, bool yes,
-                    bool as_json) {
-    std::vector<std::string> ids;
-    std::optional<std::string> cursor;
-    do {
-        auto page = engine.store().list_runs(filter, cursor, 1000);
-        for (const auto& r : page.runs) ids.push_back(r.id);
-        cursor = page.next_cursor;
-    } while (cursor);
-    if (ids.empty()) {
+int runs_bulk(engine::Engine& engine, engine::Engine::BulkOperation op,
+              const storage::RunFilter& filter, bool yes, bool as_json) {
+    using Op = engine::Engine::BulkOperation;
+    const char* verb = op == Op::cancel ? "cancel" : op == Op::retry ? "retry" : "replay";
+    const char* field = op == Op::cancel ? "cancelled" : op == Op::retry ? "retried" : "replayed";
+    const std::int64_t matched = engine.store().count_runs(filter);
+    if (matched == 0) {
         if (as_json)
-            print_json({{"matched", 0}, {"retried", json::array()}});
+            print_json({{"matched", 0}, {field, json::array()}});
         else
             std::cout << "no runs match\n";
         return kExitOk;
     }
     if (!yes) {
-        std::cerr << fmt::format("retry {} run(s)? [y/N] ", ids.size());
+        std::cerr << fmt::format("{} {} run(s)? [y/N] ", verb, matched);
         std::string answer;
         if (!std::getline(std::cin, answer) ||
             (answer != "y" && answer != "Y" && answer != "yes")) {
-            std::cerr << "cairn: nothing retried (pass --yes to skip the question)\n";
+            std::cerr << fmt::format("cairn: nothing done (pass --yes to skip the question)\n");
             return kExitFailed;
         }
     }
-    json retried = json::array();
-    for (const auto& id : ids) {
-        if (engine.retry(id) == storage::RunStore::RetryResult::ok) retried.push_back(id);
+    const auto done = engine.bulk(op, filter, [verb](std::int64_t handled, std::int64_t total) {
+        std::cerr << fmt::format("{}: {}/{} runs\n", verb, handled, total);
+    });
+    if (as_json) {
+        print_json({{"matched", done.matched}, {field, done.done}});
+    } else {
+        std::cout << fmt::format("{} {} of {} matching run(s)\n", field, done.done.size(),
+                                 done.matched);
     }
-    if (as_json)
-        print_json({{"matched", ids.size()}, {"retried", retried}});
-    else
-        std::cout << fmt::format("re-queued {} of {} run(s)\n", retried.size(), ids.size());
     return kExitOk;
 }
 
 int runs_replay(engine::Engine& engine, const std::string& id,
-                const std::optional<std::string>& from_step, bool as_json) {
-    auto r = engine.replay(id, from_step);
+                const std::optional<std::string>& from_step,
+                const std::optional<std::string>& data, bool as_json) {
+    std::optional<json> edited;
+    if (data) {
+        edited = json::parse(*data, nullptr, false);
+        if (edited->is_discarded()) {
+            std::cerr << "cairn: error: --data is not valid JSON\n";
+            return kExitUsage;
+        }
+    }
+    auto r = engine.replay(id, from_step, edited);
     if (auto* err = std::get_if<storage::RunStore::ReplayError>(&r)) {
         if (*err == storage::RunStore::ReplayError::not_found) return not_found(id);
         std::cerr << "cairn: error: run " << id << " has no step '" << from_step.value_or("")
@@ -359,6 +366,24 @@ int gc_runs(engine::Engine& engine, std::int64_t ended_before,
     return kExitOk;
 }
 
+int workflows_pause(engine::Engine& engine, const std::string& id, bool pause, bool as_json) {
+    const json listing = engine.workflow_listing();
+    if (std::none_of(listing.begin(), listing.end(), [&](const json& w) { return w["id"] == id; })) {
+        std::cerr << fmt::format("cairn: error: no process has registered workflow '{}'\n", id);
+        return kExitFailed;
+    }
+    const bool changed = pause ? engine.pause(id) : engine.resume(id);
+    const bool paused = engine.store().paused_workflows().contains(id);
+    if (as_json) {
+        print_json({{"id", id}, {"paused", paused}, {"changed", changed}});
+    } else if (changed) {
+        std::cout << fmt::format("{} {}\n", pause ? "paused" : "resumed", id);
+    } else {
+        std::cout << fmt::format("{} was already {}\n", id, pause ? "paused" : "running");
+    }
+    return kExitOk;
+}
+
 int workflows_list(engine::Engine& engine, bool as_json) {
     std::map<std::string, std::map<std::string, std::int64_t>> counts;
     for (const auto& c : engine.store().counts_by_workflow_and_status())
@@ -372,8 +397,8 @@ int workflows_list(engine::Engine& engine, bool as_json) {
         print_json({{"workflows", listing}});
         return kExitOk;
     }
-    std::cout << fmt::format("{:<28}  {:<8}  {:<28}  {:<24}  {}\n", "WORKFLOW", "VERSION",
-                             "TRIGGERS", "PROCESSES", "RUNS BY STATUS");
+    std::cout << fmt::format("{:<28}  {:<8}  {:<7}  {:<28}  {:<24}  {}\n", "WORKFLOW", "VERSION",
+                             "STATE", "TRIGGERS", "PROCESSES", "RUNS BY STATUS");
     for (const json& w : listing) {
         const auto id = w["id"].get<std::string>();
         std::string by_status;
@@ -388,7 +413,8 @@ int workflows_list(engine::Engine& engine, bool as_json) {
                 names.push_back(std::move(name));
         }
         std::cout << fmt::format(
-            "{:<28}  {:<8}  {:<28}  {:<24}  {}\n", id, w["version"].get<std::string>(),
+            "{:<28}  {:<8}  {:<7}  {:<28}  {:<24}  {}\n", id, w["version"].get<std::string>(),
+            w.value("paused", false) ? "paused" : "active",
             fmt::format("{}", fmt::join(w["triggers"].get<std::vector<std::string>>(), ",")),
             names.empty() ? "-" : fmt::format("{}", fmt::join(names, ",")),
             by_status.empty() ? "-" : by_status);

@@ -21,11 +21,16 @@ int runs_list(engine::Engine& engine, const storage::RunFilter& filter,
 int runs_show(engine::Engine& engine, const std::string& id, bool as_json);
 int runs_cancel(engine::Engine& engine, const std::string& id, bool as_json);
 int runs_retry(engine::Engine& engine, const std::string& id, bool as_json);
-// Retries every failed run matching `filter` after printing the count and asking (unless yes).
-int runs_retry_bulk(engine::Engine& engine, const storage::RunFilter& filter, bool yes,
-                    bool as_json);
+// Cancels, retries or replays every run matching `filter` after printing the count and
+// asking (unless yes), with a progress line on stderr every 500 runs.
+int runs_bulk(engine::Engine& engine, engine::Engine::BulkOperation op,
+              const storage::RunFilter& filter, bool yes, bool as_json);
+// With `data` (JSON text), the new run's event carries that data instead.
 int runs_replay(engine::Engine& engine, const std::string& id,
-                const std::optional<std::string>& from_step, bool as_json);
+                const std::optional<std::string>& from_step,
+                const std::optional<std::string>& data, bool as_json);
+// Pauses or resumes a workflow on the database.
+int workflows_pause(engine::Engine& engine, const std::string& id, bool pause, bool as_json);
 
 int events_send(engine::Engine& engine, const std::string& name, const std::string& data,
                 const std::optional<std::string>& idempotency_key, bool as_json);

@@ -100,8 +100,14 @@ json Engine::workflow_listing() {
             it->second["processes"].push_back(process);
         }
     }
+    const auto paused = rt_->store.paused_workflows();
     json out = json::array();
-    for (auto& [id, w] : by_id) out.push_back(std::move(w));
+    for (auto& [id, w] : by_id) {
+        const auto p = paused.find(id);
+        w["paused"] = p != paused.end();
+        w["paused_at"] = p != paused.end() ? json(p->second) : json(nullptr);
+        out.push_back(std::move(w));
+    }
     return out;
 }
 
@@ -115,29 +121,6 @@ std::vector<SendResult> Engine::send(storage::Transaction& tx, std::span<const E
 
 SendResult Engine::send(const EventInput& event) {
     return rt_->intake.send(event);
-}
-
-bool Engine::cancel(std::string_view run_id) {
-    const bool cancelled = rt_->store.cancel_run(run_id, rt_->now());
-    if (cancelled) rt_->pool.wake_local();  // a parent here may resume
-    return cancelled;
-}
-
-storage::RunStore::RetryResult Engine::retry(std::string_view run_id) {
-    auto r = rt_->store.retry_run(run_id, rt_->now());
-    if (r == storage::RunStore::RetryResult::ok) rt_->pool.wake_local();
-    return r;
-}
-
-std::variant<std::string, storage::RunStore::ReplayError> Engine::replay(
-    std::string_view run_id, const std::optional<std::string>& from_step) {
-    auto run = rt_->store.get_run(run_id);
-    if (!run) return storage::RunStore::ReplayError::not_found;
-    // The replay runs the code registered now, so it records that version.
-    const Workflow* w = find(run->workflow_id);
-    auto r = rt_->store.replay_run(run_id, w ? w->version : run->version, from_step, rt_->now());
-    if (std::holds_alternative<std::string>(r)) rt_->pool.wake_local();
-    return r;
 }
 
 // Every 10 minutes, from a thread of its own, in batches that are each a short transaction

@@ -71,8 +71,8 @@ class Engine {
     // The workflows of this engine and of every process in the processes table, by id:
     // each as workflow_description, with "local" (added to this engine) and "processes"
     // ([{id, name, heartbeat_at, stopped_at, live}], live when running and heard from in
-    // the last 30 s). A
-    // workflow known here is described as here; another by its most recent process.
+    // the last 30 s), "paused" and "paused_at". A workflow known here is described as
+    // here; another by its most recent process.
     json workflow_listing();
 
     // Writes the event, starts a run of every workflow it triggers, and resumes runs
@@ -96,9 +96,29 @@ class Engine {
     storage::RunStore::RetryResult retry(std::string_view run_id);
 
     // Starts a new run of the run's workflow on the same event; with `from_step`, the
-    // steps before it are copied and the rest run again. Returns the new run's id.
+    // steps before it are copied and the rest run again; with `data`, on a new event of the
+    // same name with that data. Returns the new run's id.
     std::variant<std::string, storage::RunStore::ReplayError> replay(
-        std::string_view run_id, const std::optional<std::string>& from_step = std::nullopt);
+        std::string_view run_id, const std::optional<std::string>& from_step = std::nullopt,
+        const std::optional<json>& data = std::nullopt);
+
+    // cancel, retry or replay of every run matching a filter (control.cpp).
+    enum class BulkOperation { cancel, retry, replay };
+    struct BulkResult {
+        std::int64_t matched = 0;       // runs that matched the filter when it was read
+        std::vector<std::string> done;  // those cancelled or retried; for replay, the new runs
+    };
+    // The matching runs are read first (oldest first), so runs the operation itself creates
+    // are not among them; a run the operation does not apply to (cancel of an ended run,
+    // retry of one not failed or cancelled) is passed over. `progress(handled, matched)`
+    // is called every 500 runs.
+    BulkResult bulk(BulkOperation op, const storage::RunFilter& filter,
+                    const std::function<void(std::int64_t, std::int64_t)>& progress = {});
+
+    // Pauses a workflow on the database (every process's workers pass over its runs; see
+    // RunStore::pause_workflow), or resumes it. False when it already was (not) paused.
+    bool pause(std::string_view workflow_id);
+    bool resume(std::string_view workflow_id);
 
     // Deletes runs of `statuses` (completed, failed, cancelled) that ended before
     // `ended_before`, as the retention of start() does, in batches; `progress` is called

@@ -17,7 +17,9 @@
 #include "common/time.hpp"
 #include "common/version.hpp"
 #include "engine/engine.hpp"
+#include "server/api_common.hpp"
 #include "server/api_keys.hpp"
+#include "server/control_api.hpp"
 #include "server/metrics.hpp"
 #include "server/ui_assets.hpp"
 #include "server/views.hpp"
@@ -27,6 +29,11 @@
 namespace cairn::server {
 
 using nlohmann::json;
+using api::invalid;
+using api::json_response;
+using api::known_statuses;
+using api::parse_body;
+using api::parse_time;
 
 namespace {
 
@@ -36,36 +43,6 @@ constexpr std::int64_t kStreamOverlapMs = 2000;  // changes may commit up to thi
 constexpr std::int64_t kKeepaliveMs = 15'000;
 constexpr int kStreamPage = 500;              // changes read per poll
 constexpr std::int64_t kKeyRecheckMs = 5000;  // how often a stream verifies its key again
-
-Reply json_response(int status, const json& body) {
-    Reply r;
-    r.status = status;
-    r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
-    return r;
-}
-
-// A bad-input error with one detail per field.
-Reply invalid(std::string_view message, const json& details = json::array()) {
-    return error_response(400, "validation_failed", message, details.dump());
-}
-
-std::optional<json> parse_body(const Request& req, Reply& error) {
-    std::string problem;
-    json body = parse_untrusted_json(req.body, problem);
-    if (body.is_discarded()) {
-        error = error_response(400, "invalid_json", "the request body: " + problem);
-        return std::nullopt;
-    }
-    return body;
-}
-
-// "1700000000000" (epoch ms) or RFC 3339 ("2026-11-22T10:00:00Z").
-std::optional<std::int64_t> parse_time(std::string_view text) {
-    std::int64_t ms = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
-    if (ec == std::errc{} && end == text.data() + text.size()) return ms;
-    return parse_rfc3339(text);
-}
 
 // Reads ?limit= (1..1000, default 50).
 std::optional<int> parse_limit(const Request& req, Reply& error) {
@@ -134,12 +111,6 @@ std::optional<engine::EventInput> parse_event(const json& j, const std::string& 
 
 json sent_json(const engine::SendResult& r) {
     return {{"id", r.event_id}, {"run_ids", r.run_ids}, {"duplicate", r.duplicate}};
-}
-
-const std::set<std::string>& known_statuses() {
-    static const std::set<std::string> kStatuses = {"queued",    "running", "sleeping", "waiting",
-                                                    "completed", "failed",  "cancelled"};
-    return kStatuses;
 }
 
 // State of one SSE connection.
@@ -313,10 +284,7 @@ void add_run_routes(Router& router, engine::Engine& eng) {
         f.search = req.query("q");
         json details = json::array();
         if (f.status && !known_statuses().contains(*f.status)) {
-            details.push_back({{"field", "status"},
-                               {"message",
-                                "must be one of queued, running, sleeping, waiting, "
-                                "completed, failed, cancelled"}});
+            details.push_back({{"field", "status"}, {"message", api::kStatusesMessage}});
         }
         for (const auto& [field, target] :
              {std::pair{"from", &f.created_from}, std::pair{"to", &f.created_to}}) {
@@ -343,68 +311,6 @@ void add_run_routes(Router& router, engine::Engine& eng) {
         const json j = run_detail_json(*state, store.attempts(state->run.id));
         return json_response(200, j);
     });
-}
-
-// Cancel, retry and replay of one run.
-void add_run_operation_routes(Router& router, engine::Engine& eng) {
-    storage::RunStore& store = eng.store();
-    auto current = [&store](const std::string& id) {
-        return json_response(200, run_json(*store.get_run(id)));
-    };
-
-    router.add("POST", "/api/engine/runs/{id}/cancel", Auth::admin,
-               [&, current](const Request&, const Params& p) {
-                   const auto& id = p.at("id");
-                   if (eng.cancel(id)) return current(id);
-                   if (!store.get_run(id))
-                       return error_response(404, "run_not_found", "no run with this id");
-                   return error_response(409, "run_ended", "the run has already ended");
-               });
-
-    router.add("POST", "/api/engine/runs/{id}/retry", Auth::admin,
-               [&, current](const Request&, const Params& p) {
-                   const auto& id = p.at("id");
-                   switch (eng.retry(id)) {
-                       case storage::RunStore::RetryResult::ok:
-                           return current(id);
-                       case storage::RunStore::RetryResult::not_found:
-                           return error_response(404, "run_not_found", "no run with this id");
-                       default:
-                           return error_response(409, "run_not_retryable",
-                                                 "only failed or cancelled runs can be retried");
-                   }
-               });
-
-    router.add("POST", "/api/engine/runs/{id}/replay", Auth::admin,
-               [&](const Request& req, const Params& p) {
-                   std::optional<std::string> from_step;
-                   if (!req.body.empty()) {
-                       Reply error;
-                       auto body = parse_body(req, error);
-                       if (!body) return error;
-                       if (!body->is_object()) return invalid("the body must be an object");
-                       if (body->contains("from_step")) {
-                           if (!(*body)["from_step"].is_string()) {
-                               return invalid("bad replay request",
-                                              json::array({{{"field", "from_step"},
-                                                            {"message", "must be a string"}}}));
-                           }
-                           from_step = (*body)["from_step"].get<std::string>();
-                       }
-                   }
-                   auto r = eng.replay(p.at("id"), from_step);
-                   if (auto* id = std::get_if<std::string>(&r)) {
-                       json j = run_json(*store.get_run(*id));
-                       return json_response(201, j);
-                   }
-                   if (std::get<storage::RunStore::ReplayError>(r) ==
-                       storage::RunStore::ReplayError::not_found) {
-                       return error_response(404, "run_not_found", "no run with this id");
-                   }
-                   return error_response(
-                       422, "unknown_step", "the run has no step with this key",
-                       json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
-               });
 }
 
 // The workflows of this process and of every other on the database, with recent counts.
@@ -544,6 +450,7 @@ std::unique_ptr<Router> make_router(storage::Database& db, engine::Engine& eng, 
     add_event_routes(*router, db, eng, keys);
     add_run_routes(*router, eng);
     add_run_operation_routes(*router, eng);
+    add_workflow_control_routes(*router, eng);
     add_workflow_routes(*router, eng);
     add_stream_route(*router, eng, keys);
     return router;

@@ -90,6 +90,11 @@ std::string Metrics::render(storage::RunStore& store, const engine::EngineStats&
            "How long the oldest unclaimed due run has waited.",
            static_cast<double>(q.oldest_due_age_ms.value_or(0)) / 1000.0);
 
+    family("cairn_workflow_paused", "gauge",
+           "1 for each paused workflow (its runs queue up and none starts).");
+    for (const auto& [workflow, at] : store.paused_workflows())
+        out += fmt::format("cairn_workflow_paused{{workflow=\"{}\"}} 1\n", label(workflow));
+
     family("cairn_step_duration_seconds", "histogram", "Step attempt durations in this process.");
     for (const auto& [workflow, snap] : stats.step_seconds) {
         histogram(out, "cairn_step_duration_seconds",

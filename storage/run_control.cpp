@@ -77,10 +77,14 @@ RunStore::RetryResult RunStore::retry_run(std::string_view run_id, std::int64_t 
 
 std::variant<std::string, RunStore::ReplayError> RunStore::replay_run(
     std::string_view run_id, std::string_view version, const std::optional<std::string>& from_step,
-    std::int64_t now) {
+    std::int64_t now, const std::optional<std::string>& data) {
     return db_.transact([&](Transaction& tx) -> std::variant<std::string, ReplayError> {
-        auto src = tx.exec("SELECT workflow_id, event_id FROM runs WHERE id = $1", run_id);
+        auto src = tx.exec(
+            "SELECT r.workflow_id, r.event_id, e.name FROM runs r JOIN events e ON e.id = "
+            "r.event_id WHERE r.id = $1",
+            run_id);
         if (src.empty()) return ReplayError::not_found;
+        std::string event_id = src.front().get<std::string>(1);
         std::int64_t until_seq = 0;
         if (from_step) {
             auto step = tx.exec("SELECT seq FROM steps WHERE run_id = $1 AND step_key = $2", run_id,
@@ -88,13 +92,20 @@ std::variant<std::string, RunStore::ReplayError> RunStore::replay_run(
             if (step.empty()) return ReplayError::unknown_step;
             until_seq = step.front().get<std::int64_t>(0);
         }
+        if (data) {
+            // Edited data: an event of the same name that starts nothing else.
+            event_id = new_id_at(now);
+            tx.exec(
+                "INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
+                "VALUES ($1, $2, $3, $4, NULL, $4)",
+                event_id, src.front().get<std::string>(2), *data, now);
+        }
         std::string new_id = new_id_at(now);
         tx.exec(
             "INSERT INTO runs (id, workflow_id, version, event_id, status, attempt, created_at, "
             "updated_at, "
             "replay_of) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $6)",
-            new_id, src.front().get<std::string>(0), version, src.front().get<std::string>(1), now,
-            run_id);
+            new_id, src.front().get<std::string>(0), version, event_id, now, run_id);
         tx.exec("INSERT INTO queue (run_id, due_at, priority, workflow_id) VALUES ($1, $2, 0, $3)",
                 new_id, now, src.front().get<std::string>(0));
         if (from_step) {

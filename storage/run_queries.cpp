@@ -68,30 +68,45 @@ std::vector<StepRecord> RunStore::steps(std::string_view run_id) {
     return out;
 }
 
-RunPage RunStore::list_runs(const RunFilter& filter, std::optional<std::string> cursor, int limit) {
-    if (limit < 1 || limit > 1000) throw std::invalid_argument("limit must be from 1 to 1000");
-    std::string sql = fmt::format(
-        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE 1 = 1", run_columns());
+namespace {
+
+// The WHERE clause of `filter` (after "WHERE 1 = 1") and its parameters.
+struct Where {
+    std::string sql;
     std::vector<Value> params;
-    auto add = [&](std::string_view condition, Value v) {
+    void add(std::string_view condition, Value v) {
         params.push_back(std::move(v));
         sql += fmt::format(" AND {}", fmt::format(fmt::runtime(condition), params.size()));
-    };
-    if (filter.workflow_id) add("r.workflow_id = ${}", *filter.workflow_id);
-    if (filter.status) add("r.status = ${}", *filter.status);
-    if (filter.event_name) add("e.name = ${}", *filter.event_name);
-    if (filter.created_from) add("r.created_at >= ${}", *filter.created_from);
-    if (filter.created_to) add("r.created_at < ${}", *filter.created_to);
-    if (filter.search && !filter.search->empty()) {
-        add("(r.id LIKE ${0} ESCAPE '\\' OR r.event_id LIKE ${0} ESCAPE '\\')",
-            detail::like_prefix(*filter.search));
     }
-    if (cursor) add("r.id < ${}", *cursor);
-    params.emplace_back(static_cast<std::int64_t>(limit) +
-                        1);  // one extra row tells whether more follow
-    sql += fmt::format(" ORDER BY r.id DESC LIMIT ${}", params.size());
+};
 
-    auto rows = db_.transact([&](Transaction& tx) { return tx.exec_values(sql, params); },
+Where where_of(const RunFilter& filter) {
+    Where w;
+    if (filter.workflow_id) w.add("r.workflow_id = ${}", *filter.workflow_id);
+    if (filter.status) w.add("r.status = ${}", *filter.status);
+    if (filter.event_name) w.add("e.name = ${}", *filter.event_name);
+    if (filter.created_from) w.add("r.created_at >= ${}", *filter.created_from);
+    if (filter.created_to) w.add("r.created_at < ${}", *filter.created_to);
+    if (filter.search && !filter.search->empty()) {
+        w.add("(r.id LIKE ${0} ESCAPE '\\' OR r.event_id LIKE ${0} ESCAPE '\\')",
+              detail::like_prefix(*filter.search));
+    }
+    return w;
+}
+
+}  // namespace
+
+RunPage RunStore::list_runs(const RunFilter& filter, std::optional<std::string> cursor, int limit) {
+    if (limit < 1 || limit > 1000) throw std::invalid_argument("limit must be from 1 to 1000");
+    Where w = where_of(filter);
+    if (cursor) w.add("r.id < ${}", *cursor);
+    w.params.emplace_back(static_cast<std::int64_t>(limit) +
+                          1);  // one extra row tells whether more follow
+    const std::string sql = fmt::format(
+        "SELECT {} FROM runs r JOIN events e ON e.id = r.event_id WHERE 1 = 1{} "
+        "ORDER BY r.id DESC LIMIT ${}",
+        run_columns(), w.sql, w.params.size());
+    auto rows = db_.transact([&](Transaction& tx) { return tx.exec_values(sql, w.params); },
                              Access::read_only);
     RunPage page;
     for (auto row : rows) {
@@ -102,6 +117,28 @@ RunPage RunStore::list_runs(const RunFilter& filter, std::optional<std::string> 
         page.runs.push_back(read_run(row));
     }
     return page;
+}
+
+std::vector<std::string> RunStore::match_runs(const RunFilter& filter) {
+    const Where w = where_of(filter);
+    const std::string sql = fmt::format(
+        "SELECT r.id FROM runs r JOIN events e ON e.id = r.event_id WHERE 1 = 1{} ORDER BY r.id",
+        w.sql);
+    auto rows = db_.transact([&](Transaction& tx) { return tx.exec_values(sql, w.params); },
+                             Access::read_only);
+    std::vector<std::string> out;
+    out.reserve(rows.size());
+    for (auto row : rows) out.push_back(row.get<std::string>(0));
+    return out;
+}
+
+std::int64_t RunStore::count_runs(const RunFilter& filter) {
+    const Where w = where_of(filter);
+    const std::string sql = fmt::format(
+        "SELECT COUNT(*) FROM runs r JOIN events e ON e.id = r.event_id WHERE 1 = 1{}", w.sql);
+    auto rows = db_.transact([&](Transaction& tx) { return tx.exec_values(sql, w.params); },
+                             Access::read_only);
+    return rows.front().get<std::int64_t>(0);
 }
 
 std::vector<RunRecord> RunStore::changes_since(std::int64_t after_ms, std::string_view after_id,

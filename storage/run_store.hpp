@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -164,11 +165,12 @@ class RunStore {
     enum class ReplayError { not_found, unknown_step };
     // Starts a new run (replay_of = run_id) of the same workflow on the same event, at
     // `version`. With `from_step`, the steps recorded before that step are copied, so the
-    // new run resumes there. Returns the new run's id.
-    std::variant<std::string, ReplayError> replay_run(std::string_view run_id,
-                                                      std::string_view version,
-                                                      const std::optional<std::string>& from_step,
-                                                      std::int64_t now);
+    // new run resumes there. With `data` (JSON text), the new run's event is a new one of
+    // the same name with that data (it starts no other run). Returns the new run's id.
+    std::variant<std::string, ReplayError> replay_run(
+        std::string_view run_id, std::string_view version,
+        const std::optional<std::string>& from_step, std::int64_t now,
+        const std::optional<std::string>& data = std::nullopt);
 
     // ---- reads (run_queries.cpp) ---------------------------------------------------------
 
@@ -181,6 +183,11 @@ class RunStore {
     // Runs matching `filter`, newest first, `limit` (1..1000) per page. Keyset paging on the
     // time-ordered run id: a row is returned exactly once even while new runs arrive.
     RunPage list_runs(const RunFilter& filter, std::optional<std::string> cursor, int limit);
+
+    // The ids of every run matching `filter`, oldest first, and how many match: what a
+    // bulk operation acts on.
+    std::vector<std::string> match_runs(const RunFilter& filter);
+    std::int64_t count_runs(const RunFilter& filter);
 
     // Runs changed after the position (updated_at, id), in that order: the change feed.
     // An `after_id` of "~" (above every id) means "after everything at after_ms".
@@ -241,6 +248,25 @@ class RunStore {
     // process is collecting at the same moment. Call again until it returns no runs and no
     // events.
     Collected collect(std::int64_t ended_before, std::span<const std::string> statuses, int limit);
+
+    // ---- pauses and schedules (workflow_state.cpp) ------------------------------------------
+
+    // Pauses a workflow: its queue items are not claimed until resumed (events are still
+    // recorded and its runs queued; an execution in progress goes on to its next
+    // suspension). False when it was paused already.
+    bool pause_workflow(std::string_view workflow_id, std::int64_t now);
+    // Resumes it and wakes workers: its due runs start in claim order. False when it was
+    // not paused.
+    bool resume_workflow(std::string_view workflow_id);
+    // Paused workflows with the time each was paused.
+    std::map<std::string, std::int64_t> paused_workflows();
+
+    // Registers a cron schedule: the last tick fired when the schedule is known with this
+    // expression; otherwise records it with `last_tick` (nothing missed) and returns nullopt.
+    std::optional<std::int64_t> schedule_start(std::string_view workflow_id,
+                                               std::string_view cron, std::int64_t last_tick);
+    // Moves the schedule's last fired tick forward to `tick`.
+    void schedule_fired(std::string_view workflow_id, std::int64_t tick);
 
     // ---- processes (processes.cpp) ---------------------------------------------------------
 

@@ -121,6 +121,54 @@ expect_eq "cancel an unknown run: 404" "$(status -X POST "${A[@]}" "$base/api/en
 expect_eq "GET on a POST route: 405" "$(status "${A[@]}" "$base/api/engine/runs/$run1/cancel")" 405
 check "a 405 says which methods are allowed" bash -c "curl -s -D - -o /dev/null ${A[*]@Q} '$base/api/engine/runs/$run1/cancel' | grep -qi '^allow: POST'"
 
+# ---- replay with edited data, pause and resume, bulk operations -------------------------------
+
+expect_eq "replay with edited data: 201" "$(status -X POST "${A[@]}" -d '{"data":{"name":"eve"}}' "$base/api/engine/runs/$run1/replay")" 201
+edited=$(body | jq -r .id)
+wait_for "the edited replay completes" 10 bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs/$edited' | jq -e >/dev/null '.status == \"completed\"'"
+check "the edited replay ran on the new data, under the same event name" bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs/$edited' | jq -e >/dev/null '.output.greeting == \"hello, eve\" and .event.name == \"example/hello\" and .event.id != \"$event1\" and .replay_of == \"$run1\"'"
+expect_eq "the original run's event is unchanged" "$(curl -s "${A[@]}" "$base/api/engine/runs/$run1" | jq -r .event.data.name)" ada
+expect_eq "replay with an unknown field: 400" "$(status -X POST "${A[@]}" -d '{"dta":{}}' "$base/api/engine/runs/$run1/replay")" 400
+
+expect_eq "pause an unknown workflow: 404" "$(status -X POST "${A[@]}" "$base/api/engine/workflows/nope/pause")" 404
+expect_eq "pause needs an admin key: 403" "$(status -X POST "${E[@]}" "$base/api/engine/workflows/hello/pause")" 403
+expect_eq "pause hello: 200" "$(status -X POST "${A[@]}" "$base/api/engine/workflows/hello/pause")" 200
+check "it says paused" bash -c "jq -e >/dev/null '.paused == true and .changed == true and (.paused_at | type) == \"number\"' '$work/body.json'"
+expect_eq "pausing again changes nothing: 200" "$(status -X POST "${A[@]}" "$base/api/engine/workflows/hello/pause")" 200
+expect_eq "and says so" "$(body | jq -c '[.paused, .changed]')" "[true,false]"
+paused_runs=()
+for i in 1 2 3; do
+    paused_runs+=("$(curl -s -X POST "${E[@]}" -d "{\"name\":\"example/hello\",\"data\":{\"name\":\"p$i\"}}" "$base/api/engine/events" | jq -r '.run_ids[0]')")
+done
+sleep 1
+expect_eq "while paused, the events' runs stay queued" "$(curl -s "${A[@]}" "$base/api/engine/runs?workflow=hello&status=queued" | jq '.runs | length')" 3
+check "workflows show hello paused" bash -c "curl -s ${A[*]@Q} '$base/api/engine/workflows' | jq -e >/dev/null '.workflows[] | select(.id == \"hello\") | .paused == true'"
+check "/metrics shows the pause" bash -c "curl -s '$base/metrics' | grep -q '^cairn_workflow_paused{workflow=\"hello\"} 1$'"
+expect_eq "bulk dry run counts the matching runs: 200" "$(status -X POST "${A[@]}" -d '{"workflow":"hello","status":"queued","dry_run":true}' "$base/api/engine/runs/cancel")" 200
+expect_eq "it matched the three queued runs" "$(body | jq .matched)" 3
+expect_eq "and cancelled none" "$(curl -s "${A[@]}" "$base/api/engine/runs?workflow=hello&status=queued" | jq '.runs | length')" 3
+expect_eq "a bulk filter with a bad status: 400" "$(status -X POST "${A[@]}" -d '{"status":"sleepy"}' "$base/api/engine/runs/cancel")" 400
+expect_eq "a bulk filter with an unknown field: 400" "$(status -X POST "${A[@]}" -d '{"wrkflow":"hello"}' "$base/api/engine/runs/retry")" 400
+expect_eq "a bulk filter with a bad time: 400" "$(status -X POST "${A[@]}" -d '{"from":"tuesday"}' "$base/api/engine/runs/replay")" 400
+expect_eq "a bulk body that is not an object: 400" "$(status -X POST "${A[@]}" -d '[1]' "$base/api/engine/runs/cancel")" 400
+expect_eq "bulk operations need an admin key: 403" "$(status -X POST "${E[@]}" -d '{}' "$base/api/engine/runs/cancel")" 403
+expect_eq "cancel the first queued run alone" "$(status -X POST "${A[@]}" "$base/api/engine/runs/${paused_runs[0]}/cancel")" 200
+expect_eq "resume hello: 200" "$(status -X POST "${A[@]}" "$base/api/engine/workflows/hello/resume")" 200
+expect_eq "it says resumed" "$(body | jq -c '[.paused, .changed]')" "[false,true]"
+wait_for "the queued runs start once resumed" 10 bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs?workflow=hello&status=queued' | jq -e >/dev/null '.runs | length == 0'"
+wait_for "and complete" 10 bash -c "for r in ${paused_runs[1]} ${paused_runs[2]}; do curl -s ${A[*]@Q} '$base/api/engine/runs/'\$r | jq -e >/dev/null '.status == \"completed\"' || exit 1; done"
+expect_eq "the cancelled one stays cancelled" "$(curl -s "${A[@]}" "$base/api/engine/runs/${paused_runs[0]}" | jq -r .status)" cancelled
+
+expect_eq "bulk retry by filter: 200" "$(status -X POST "${A[@]}" -d '{"workflow":"hello","status":"cancelled"}' "$base/api/engine/runs/retry")" 200
+check "it retried the cancelled hello runs" bash -c "jq -e >/dev/null '.matched >= 2 and .retried == .matched and (.run_ids | index(\"${paused_runs[0]}\")) != null' '$work/body.json'"
+wait_for "the retried run completes" 10 bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs/${paused_runs[0]}' | jq -e >/dev/null '.status == \"completed\"'"
+hello_total=$(curl -s "${A[@]}" "$base/api/engine/runs?workflow=hello&limit=1000" | jq '.runs | length')
+expect_eq "bulk replay of the runs since a time: 200" "$(status -X POST "${A[@]}" -d "{\"workflow\":\"hello\",\"event\":\"example/hello\",\"from\":$(( $(date +%s%3N) - 3600000 ))}" "$base/api/engine/runs/replay")" 200
+check "it replayed each once (not the replays it made)" bash -c "jq -e >/dev/null '.matched == $hello_total and .replayed == $hello_total and (.run_ids | length) == $hello_total' '$work/body.json'"
+expect_eq "there are twice as many hello runs" "$(curl -s "${A[@]}" "$base/api/engine/runs?workflow=hello&limit=1000" | jq '.runs | length')" $(( hello_total * 2 ))
+wait_for "the replays complete" 40 bash -c "curl -s ${A[*]@Q} '$base/api/engine/runs?workflow=hello&status=completed&limit=1000' | jq -e >/dev/null '.runs | length == $(( hello_total * 2 ))'"
+expect_eq "bulk cancel of ended runs cancels nothing" "$(curl -s -X POST "${A[@]}" -d '{"workflow":"hello","status":"completed"}' "$base/api/engine/runs/cancel" | jq -c '[.matched > 0, .cancelled]')" "[true,0]"
+
 # ---- workflows, events, metrics, openapi -----------------------------------------------------
 
 expect_eq "GET workflows: 200" "$(status "${A[@]}" "$base/api/engine/workflows")" 200

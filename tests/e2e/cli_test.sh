@@ -159,7 +159,37 @@ ops_checks() {
     "${C[@]}" runs retry --since soon --yes --db "$db" >/dev/null 2>&1
     expect_eq "$label: a malformed --since exits 2" "$?" 2
     out=$("${C[@]}" workflows list --examples --db "$db" 2>/dev/null)
-    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +example/hello +cairn\S* +completed=' <<<'$out'"
+    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +active +example/hello +cairn\S* +completed=' <<<'$out'"
+
+    # Pause, bulk cancel, resume; replay with edited data.
+    expect_eq "$label: workflows pause prints what it did" "$("${C[@]}" workflows pause hello --examples --db "$db" 2>/dev/null)" "paused hello"
+    check "$label: workflows list shows it paused" bash -c "'$cairn' workflows list --examples --db '$db' 2>/dev/null | grep -qE '^hello +1 +paused '"
+    "${C[@]}" workflows pause nope --examples --db "$db" >/dev/null 2>&1
+    expect_eq "$label: pausing an unknown workflow exits 1" "$?" 1
+    local queued
+    queued=$("${C[@]}" events send example/hello --examples --json --db "$db" 2>/dev/null | jq -r '.run_ids[0]')
+    "${C[@]}" worker --examples --db "$db" >"$work/$label-worker2.log" 2>&1 &
+    worker=$!
+    pids+=("$worker")
+    sleep 1.5
+    expect_eq "$label: a paused workflow's run stays queued with a worker running" "$("${C[@]}" runs show "$queued" --json --db "$db" 2>/dev/null | jq -r .status)" queued
+    "${C[@]}" runs cancel --workflow hello --db "$db" </dev/null >/dev/null 2>"$work/$label-cancel.err"
+    expect_eq "$label: a bulk cancel without --yes and no answer does nothing (exit 1)" "$?" 1
+    check "$label: it asked with the count of matching runs" grep -qE 'cancel [0-9]+ run\(s\)\?' "$work/$label-cancel.err"
+    expect_eq "$label: runs cancel --status queued --since 1h --yes cancels the queued run" \
+        "$("${C[@]}" runs cancel --workflow hello --status queued --since 1h --yes --json --db "$db" 2>/dev/null | jq -c --arg q "$queued" '[.matched == (.cancelled | length), (.cancelled | index($q)) != null]')" "[true,true]"
+    expect_eq "$label: workflows resume prints what it did" "$("${C[@]}" workflows resume hello --examples --db "$db" 2>/dev/null)" "resumed hello"
+    out=$("${C[@]}" runs replay "$run" --data '{"name":"edited"}' --json --examples --db "$db" 2>/dev/null)
+    local edited
+    edited=$(jq -r .id <<<"$out")
+    wait_for "$label edited replay completes" 15 bash -c "'$cairn' runs show '$edited' --json --db '$db' 2>/dev/null | jq -e '.output.greeting == \"hello, edited\"'"
+    check "$label: runs replay --data ran the new data" bash -c "'$cairn' runs show '$edited' --json --db '$db' 2>/dev/null | jq -e '.output.greeting == \"hello, edited\" and .replay_of == \"$run\"' >/dev/null"
+    "${C[@]}" runs replay "$run" --data '{' --db "$db" >/dev/null 2>&1
+    expect_eq "$label: runs replay with bad --data exits 2" "$?" 2
+    "${C[@]}" runs replay --data '{}' --workflow hello --db "$db" >/dev/null 2>&1
+    expect_eq "$label: --data without a run id exits 2" "$?" 2
+    kill -TERM "$worker"
+    wait "$worker"
     expect_eq "$label: events list --json shows the runs of each event" \
         "$("${C[@]}" events list --name example/hello --json --db "$db" 2>/dev/null | jq -r '.events[-1].run_ids[0]')" "$run"
     local key_id
@@ -216,7 +246,7 @@ else
     rc2=$?
     check "two concurrent migrate processes on Postgres both exit 0" test "$rc1$rc2" = 00
     check "each engine migration is recorded once" \
-        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8
+        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8,9,10
 
     start_server pg --db "$pg" || bad "server on Postgres starts"
     check "/health on Postgres says backend postgres" \

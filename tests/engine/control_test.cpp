@@ -1,0 +1,150 @@
+// Run control by workflow and by filter: pause and resume, bulk cancel/retry/replay, and
+// replay with edited data.
+
+#include <doctest/doctest.h>
+
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine/fixture.hpp"
+
+namespace cairn::engine_test {
+
+TEST_CASE("a paused workflow's runs queue up and start in order once resumed; others run") {
+    Fixture f;
+    std::mutex mu;
+    std::vector<int> order;
+    f.engine.add(workflow("held").on_event("held").run([&](Context& ctx) {
+        const int n = ctx.event()["data"]["n"].get<int>();
+        ctx.sleep("nap", 1000ms);
+        ctx.step("record", [&] {
+            std::lock_guard lock(mu);
+            order.push_back(n);
+            return n;
+        });
+        return n;
+    }));
+    f.engine.add(workflow("free").on_event("free").run([](Context&) { return 1; }));
+    const auto sleeper = f.start("held", {{"n", 0}});
+    f.idle();
+    CHECK(f.run(sleeper).status == "sleeping");
+
+    CHECK(f.engine.pause("held"));
+    CHECK_FALSE(f.engine.pause("held"));
+    CHECK(f.engine.store().paused_workflows().contains("held"));
+    std::vector<std::string> queued;
+    for (int n = 1; n <= 3; ++n) {
+        queued.push_back(f.start("held", {{"n", n}}));
+        f.clock.advance(1);
+    }
+    const auto other = f.start("free");
+    f.clock.advance(2000);  // the sleeper is due, but paused
+    f.idle();
+    CHECK(f.run(other).status == "completed");
+    CHECK(f.run(sleeper).status == "sleeping");
+    for (const auto& id : queued) CHECK(f.run(id).status == "queued");
+    const json listing = f.engine.workflow_listing();  // by id: free, held
+    CHECK(listing[0]["paused"] == false);
+    CHECK(listing[1]["paused"] == true);
+
+    CHECK(f.engine.resume("held"));
+    CHECK_FALSE(f.engine.resume("held"));
+    f.idle();                 // the sleeper records; the new ones start and sleep
+    f.clock.advance(2000);
+    f.idle();
+    for (const auto& id : queued) CHECK(f.run(id).status == "completed");
+    CHECK(f.run(sleeper).status == "completed");
+    CHECK(order == std::vector<int>{0, 1, 2, 3});
+}
+
+TEST_CASE("a send while workers idle does not hand a paused workflow's run to them") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine e(t.db(), clock);
+    e.add(workflow("held").on_event("held").run([](Context&) { return 1; }));
+    e.start({.threads = 2, .lease = 30s, .poll = 20ms});
+    e.pause("held");
+    const auto sent = e.send(EventInput{"held"});
+    REQUIRE(sent.run_ids.size() == 1);
+    std::this_thread::sleep_for(300ms);
+    CHECK(e.store().get_run(sent.run_ids[0])->status == "queued");
+    const auto ended = e.stats().runs_ended;
+    e.resume("held");
+    e.await_runs_ended(ended, 10s);
+    e.stop();
+    CHECK(e.store().get_run(sent.run_ids[0])->status == "completed");
+}
+
+TEST_CASE("bulk operations act on the runs matching a filter when it was read, with progress") {
+    Fixture f;
+    f.engine.add(workflow("many").on_event("many").run([](Context& ctx) {
+        return ctx.step("a", [] { return 1; });
+    }));
+    f.engine.add(workflow("bystander").on_event("by").run([](Context&) { return 1; }));
+    f.engine.pause("many");
+    constexpr int kRuns = 1001;
+    std::vector<EventInput> events(kRuns, EventInput{"many"});
+    f.t.db().transact([&](storage::Transaction& tx) { f.engine.send(tx, events); });
+    const auto bystander = f.start("by");
+
+    storage::RunFilter filter;
+    filter.workflow_id = "many";
+    CHECK(f.engine.store().count_runs(filter) == kRuns);
+    std::vector<std::int64_t> progress;
+    auto cancelled = f.engine.bulk(Engine::BulkOperation::cancel, filter,
+                                   [&](std::int64_t handled, std::int64_t matched) {
+                                       CHECK(matched == kRuns);
+                                       progress.push_back(handled);
+                                   });
+    CHECK(cancelled.matched == kRuns);
+    CHECK(cancelled.done.size() == kRuns);
+    CHECK(progress == std::vector<std::int64_t>{500, 1000});
+    CHECK(f.run(bystander).status == "queued");
+    // Cancelling again passes over every run: they have ended.
+    CHECK(f.engine.bulk(Engine::BulkOperation::cancel, filter).done.empty());
+
+    filter.status = "cancelled";
+    const auto retried = f.engine.bulk(Engine::BulkOperation::retry, filter);
+    CHECK(retried.done.size() == kRuns);
+    f.engine.resume("many");
+    f.idle();
+    filter.status = "completed";
+    CHECK(f.engine.store().count_runs(filter) == kRuns);
+
+    // Replays are runs of the workflow too, but are not replayed again.
+    filter.status.reset();
+    const auto replayed = f.engine.bulk(Engine::BulkOperation::replay, filter);
+    CHECK(replayed.matched == kRuns);
+    CHECK(replayed.done.size() == kRuns);
+    CHECK(f.engine.store().count_runs(filter) == 2 * kRuns);
+}
+
+TEST_CASE("a replay with edited data runs on a new event of the same name") {
+    Fixture f;
+    f.engine.add(workflow("greet").on_event("greet").run([](Context& ctx) {
+        return ctx.step("hi", [&] { return "hi " + ctx.event()["data"]["name"].get<std::string>(); });
+    }));
+    f.engine.add(workflow("listener").on_event("greet").run([](Context&) { return 1; }));
+    const auto r = f.engine.send(EventInput{"greet", {{"name", "ada"}}});
+    f.idle();
+    std::string greet;
+    for (const auto& id : r.run_ids) {
+        if (f.run(id).workflow_id == "greet") greet = id;
+    }
+    REQUIRE_FALSE(greet.empty());
+    const std::int64_t runs_before = f.count("SELECT COUNT(*) FROM runs");
+    auto replay = f.engine.replay(greet, std::nullopt, json{{"name", "bob"}});
+    REQUIRE(std::holds_alternative<std::string>(replay));
+    f.idle();
+    const auto id = std::get<std::string>(replay);
+    CHECK(f.run(id).status == "completed");
+    CHECK(f.run(id).output == "\"hi bob\"");
+    CHECK(f.run(id).event_name == "greet");
+    CHECK(f.run(id).event_id != r.event_id);
+    CHECK(f.count("SELECT COUNT(*) FROM runs") == runs_before + 1);  // the listener did not run
+    CHECK(f.engine.store().get_event(r.event_id)->data == R"({"name":"ada"})");
+}
+
+}  // namespace cairn::engine_test
