@@ -168,8 +168,12 @@ std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examp
             throw Exit{kExitUsage, fmt::format("{} plugin: {}", p->name(), e.what())};
         }
     }
-    if (with_examples) examples::register_examples(*rt->engine);
-    for (auto& p : rt->plugins) p->register_workflows(*rt->engine);
+    try {  // a workflow's bad definition (a malformed cron expression) is configuration
+        if (with_examples) examples::register_examples(*rt->engine);
+        for (auto& p : rt->plugins) p->register_workflows(*rt->engine);
+    } catch (const std::invalid_argument& e) {
+        throw Exit{kExitUsage, e.what()};
+    }
     return rt;
 }
 

@@ -397,8 +397,9 @@ int workflows_list(engine::Engine& engine, bool as_json) {
         print_json({{"workflows", listing}});
         return kExitOk;
     }
-    std::cout << fmt::format("{:<28}  {:<8}  {:<7}  {:<28}  {:<24}  {}\n", "WORKFLOW", "VERSION",
-                             "STATE", "TRIGGERS", "PROCESSES", "RUNS BY STATUS");
+    std::cout << fmt::format("{:<28}  {:<8}  {:<7}  {:<28}  {:<20}  {:<24}  {}\n", "WORKFLOW",
+                             "VERSION", "STATE", "TRIGGERS", "NEXT TICK", "PROCESSES",
+                             "RUNS BY STATUS");
     for (const json& w : listing) {
         const auto id = w["id"].get<std::string>();
         std::string by_status;
@@ -412,10 +413,16 @@ int workflows_list(engine::Engine& engine, bool as_json) {
             if (std::find(names.begin(), names.end(), name) == names.end())
                 names.push_back(std::move(name));
         }
+        auto triggers = w["triggers"].get<std::vector<std::string>>();
+        if (w.contains("cron") && w["cron"].is_string())
+            triggers.push_back(fmt::format("cron({})", w["cron"].get<std::string>()));
+        const std::string next = w.contains("next_tick") && w["next_tick"].is_number()
+                                     ? short_time(w["next_tick"].get<std::int64_t>())
+                                     : "-";
         std::cout << fmt::format(
-            "{:<28}  {:<8}  {:<7}  {:<28}  {:<24}  {}\n", id, w["version"].get<std::string>(),
-            w.value("paused", false) ? "paused" : "active",
-            fmt::format("{}", fmt::join(w["triggers"].get<std::vector<std::string>>(), ",")),
+            "{:<28}  {:<8}  {:<7}  {:<28}  {:<20}  {:<24}  {}\n", id,
+            w["version"].get<std::string>(), w.value("paused", false) ? "paused" : "active",
+            triggers.empty() ? "-" : fmt::format("{}", fmt::join(triggers, ",")), next,
             names.empty() ? "-" : fmt::format("{}", fmt::join(names, ",")),
             by_status.empty() ? "-" : by_status);
     }

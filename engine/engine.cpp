@@ -14,7 +14,9 @@
 #include "common/ids.hpp"
 #include "common/periodic.hpp"
 #include "engine/detail/lease_keeper.hpp"
+#include "engine/cron.hpp"
 #include "engine/detail/runtime.hpp"
+#include "engine/detail/scheduler.hpp"
 
 namespace cairn::engine {
 
@@ -48,11 +50,13 @@ json workflow_description(const Workflow& w) {
     return {{"id", w.id},
             {"version", w.version},
             {"triggers", w.triggers},
+            {"cron", w.cron ? json(*w.cron) : json(nullptr)},
             {"options", workflow_options(w)}};
 }
 
 Engine::Engine(storage::Database& db, const Clock& clock)
-    : rt_(std::make_unique<detail::Runtime>(db, clock, make_worker_id())) {
+    : rt_(std::make_unique<detail::Runtime>(db, clock, make_worker_id())),
+      scheduler_(std::make_unique<detail::Scheduler>(*rt_)) {
     rt_->store.claim_only({});  // nothing until workflows are added
 }
 
@@ -101,8 +105,17 @@ json Engine::workflow_listing() {
         }
     }
     const auto paused = rt_->store.paused_workflows();
+    const std::int64_t now = rt_->now();
     json out = json::array();
     for (auto& [id, w] : by_id) {
+        w["next_tick"] = nullptr;
+        if (w.contains("cron") && w["cron"].is_string()) {
+            try {
+                const auto next = CronSchedule::parse(w["cron"].get<std::string>()).next_after(now);
+                if (next) w["next_tick"] = *next;
+            } catch (const std::invalid_argument&) {  // another version's syntax: no tick
+            }
+        }
         const auto p = paused.find(id);
         w["paused"] = p != paused.end();
         w["paused_at"] = p != paused.end() ? json(p->second) : json(nullptr);
@@ -152,6 +165,10 @@ storage::RunStore::Collected Engine::collect(
     }
 }
 
+int Engine::fire_schedules() {
+    return scheduler_->fire_due();
+}
+
 int Engine::run_until_idle(int max_executions) {
     int count = 0;
     const auto lease_ms = std::max<std::int64_t>(rt_->pool.options().lease.count(), 30'000);
@@ -175,6 +192,17 @@ void Engine::start(WorkerOptions options) {
         std::make_unique<detail::LeaseKeeper>(rt_->pool, rt_->store, rt_->clock, options.lease);
     register_process(options.process_name);
     if (options.retention.count() > 0) start_retention(options.retention);
+    const auto all = rt_->registry.all();
+    if (std::any_of(all.begin(), all.end(), [](const Workflow* w) { return w->cron; })) {
+        // Ticks are minutes: a check every second starts each within a second of its time.
+        cron_ = std::make_unique<Periodic>("cairn-cron", std::chrono::seconds(1), [this] {
+            try {
+                scheduler_->fire_due();
+            } catch (const std::exception& e) {
+                spdlog::warn("cron: {}", e.what());
+            }
+        });
+    }
     spdlog::info("worker {} started: {} threads, lease {} ms", rt_->pool.worker_id(),
                  options.threads, options.lease.count());
 }
@@ -183,6 +211,7 @@ void Engine::stop() {
     if (!rt_->pool.running()) return;
     rt_->pool.stop();
     keeper_.reset();
+    cron_.reset();
     heartbeat_.reset();
     retention_.reset();
     try {

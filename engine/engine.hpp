@@ -28,6 +28,7 @@ namespace cairn::engine {
 namespace detail {
 struct Runtime;
 class LeaseKeeper;
+class Scheduler;
 }  // namespace detail
 
 using cairn::EventInput;
@@ -71,7 +72,8 @@ class Engine {
     // The workflows of this engine and of every process in the processes table, by id:
     // each as workflow_description, with "local" (added to this engine) and "processes"
     // ([{id, name, heartbeat_at, stopped_at, live}], live when running and heard from in
-    // the last 30 s), "paused" and "paused_at". A workflow known here is described as
+    // the last 30 s), "paused", "paused_at" and "next_tick" (of its cron schedule, epoch
+    // ms; null without one). A workflow known here is described as
     // here; another by its most recent process.
     json workflow_listing();
 
@@ -127,6 +129,11 @@ class Engine {
         std::int64_t ended_before, std::span<const std::string> statuses,
         const std::function<void(const storage::RunStore::Collected&)>& progress = {});
 
+    // Starts a run of each cron workflow whose latest tick at the clock's time has not
+    // started one (start() does this every second); returns how many started. For tests
+    // and tools.
+    int fire_schedules();
+
     // Claims and executes due runs on the calling thread until none is due at the clock's
     // current time; returns how many executions ran. For tests and tools.
     int run_until_idle(int max_executions = 100'000);
@@ -158,7 +165,9 @@ class Engine {
     void start_retention(std::chrono::milliseconds retention);
 
     std::unique_ptr<detail::Runtime> rt_;
+    std::unique_ptr<detail::Scheduler> scheduler_;
     std::unique_ptr<detail::LeaseKeeper> keeper_;
+    std::unique_ptr<Periodic> cron_;
     std::unique_ptr<Periodic> heartbeat_;
     std::unique_ptr<Periodic> retention_;
 };

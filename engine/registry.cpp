@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "engine/cron.hpp"
+
 namespace cairn::engine::detail {
 
 void Registry::add(Workflow w) {
@@ -13,6 +15,13 @@ void Registry::add(Workflow w) {
         throw std::invalid_argument(fmt::format("workflow '{}' is registered twice", w.id));
     if (w.retry.max_attempts < 1)
         throw std::invalid_argument(fmt::format("workflow '{}': max_attempts must be >= 1", w.id));
+    if (w.cron) {
+        try {
+            CronSchedule::parse(*w.cron);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument(fmt::format("workflow '{}': {}", w.id, e.what()));
+        }
+    }
     for (const auto& t : w.triggers) triggers_[t].push_back(w.id);
     if (w.on_failure) {
         // Its own durable run, started by the event "cairn/run.failed" (Execution).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <thread>
 
 #include "common/time.hpp"
@@ -48,6 +49,14 @@ void register_examples(engine::Engine& engine) {
         });
     }));
     // [hello-workflow]
+
+    // With CAIRN_EXAMPLE_CRON set (e.g. "* * * * *"), a workflow on that schedule, to try
+    // cron schedules out; its runs return the tick they ran for.
+    if (const char* cron = std::getenv("CAIRN_EXAMPLE_CRON"); cron != nullptr && *cron != 0) {
+        engine.add(workflow("tick").cron(cron).run([](Context& ctx) {
+            return ctx.step("tick", [&] { return ctx.event()["data"]["tick"]; });
+        }));
+    }
 
     // Fails for good (no retries) while the clock is before data.fail_until_ms, so a test
     // or a person can watch a failure and then retry it successfully.

@@ -52,6 +52,9 @@ struct Workflow {
     std::optional<std::chrono::milliseconds> step_timeout;
     // A run still going this long after it started fails at its next step boundary.
     std::optional<std::chrono::milliseconds> run_timeout;
+    // A cron schedule ("TZ=Europe/Paris 0 3 * * *", "@hourly"; docs/engine.md): a run
+    // starts at each tick, its event "cairn/cron" with data {workflow, cron, tick, tick_ms}.
+    std::optional<std::string> cron;
     WorkflowFn fn;
     // Runs as its own durable run (workflow "<id>/on-failure") when a run fails; its event
     // is "cairn/run.failed" with data {run_id, workflow_id, error, event}.
@@ -67,6 +70,12 @@ class WorkflowBuilder {
     }
     WorkflowBuilder& on_event(std::string name) {
         w_.triggers.push_back(std::move(name));
+        return *this;
+    }
+    // Starts a run at each tick of a cron expression; registration fails (std::
+    // invalid_argument naming the expression) when it is malformed.
+    WorkflowBuilder& cron(std::string expression) {
+        w_.cron = std::move(expression);
         return *this;
     }
     // Retries per step after the first attempt: retries(4) allows 5 attempts.

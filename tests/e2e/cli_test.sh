@@ -159,7 +159,7 @@ ops_checks() {
     "${C[@]}" runs retry --since soon --yes --db "$db" >/dev/null 2>&1
     expect_eq "$label: a malformed --since exits 2" "$?" 2
     out=$("${C[@]}" workflows list --examples --db "$db" 2>/dev/null)
-    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +active +example/hello +cairn\S* +completed=' <<<'$out'"
+    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +active +example/hello +- +cairn\S* +completed=' <<<'$out'"
 
     # Pause, bulk cancel, resume; replay with edited data.
     expect_eq "$label: workflows pause prints what it did" "$("${C[@]}" workflows pause hello --examples --db "$db" 2>/dev/null)" "paused hello"
@@ -224,6 +224,32 @@ ops_checks() {
 }
 
 ops_checks sqlite "sqlite://$work/ops.db"
+
+# ---- cron: three worker processes start one run per tick ---------------------------------
+
+# Each process's clock reads 8 s before a minute (CAIRN_CLOCK_SKEW_MS; SQLite keeps the
+# local clock), so the every-minute schedule ticks while all three run.
+cron_db="sqlite://$work/cron.db"
+CAIRN_EXAMPLE_CRON='0 0 31 2 *' "$cairn" workflows list --examples --db "$cron_db" >/dev/null 2>"$work/cron-bad.err"
+expect_eq "a malformed cron expression exits 2" "$?" 2
+check "and names the expression" grep -q "cron expression '0 0 31 2 \*': it never matches" "$work/cron-bad.err"
+now_ms=$(date +%s%3N)
+skew=$(( (52000 - now_ms % 60000 + 120000) % 60000 ))
+cron_workers=()
+for i in 1 2 3; do
+    CAIRN_EXAMPLE_CRON='* * * * *' CAIRN_CLOCK_SKEW_MS=$skew "$cairn" worker --examples --db "$cron_db" >"$work/cron-$i.log" 2>&1 &
+    cron_workers+=($!)
+    pids+=($!)
+done
+tick_runs() { "$cairn" runs list --workflow tick --json --db "$cron_db" 2>/dev/null; }
+wait_for "the tick's run completes" 30 bash -c "'$cairn' runs list --workflow tick --status completed --json --db '$cron_db' 2>/dev/null | jq -e '.runs | length >= 1' >/dev/null"
+sleep 2
+expect_eq "three workers started one run for the tick" "$(tick_runs | jq '.runs | length')" 1
+check "the run ran for a minute's tick" bash -c "'$cairn' runs show \$('$cairn' runs list --workflow tick --json --db '$cron_db' 2>/dev/null | jq -r '.runs[0].id') --json --db '$cron_db' 2>/dev/null | jq -e '.output | test(\":00.000Z$\")' >/dev/null"
+check "workflows list shows the schedule's next tick" bash -c "CAIRN_EXAMPLE_CRON='* * * * *' '$cairn' workflows list --examples --db '$cron_db' 2>/dev/null | grep -qE '^tick +1 +active +cron\(\* \* \* \* \*\) +[0-9T:-]+Z '"
+kill -TERM "${cron_workers[@]}"
+wait "${cron_workers[@]}"
+expect_eq "the cron workers stop with exit 0" "$?" 0
 
 # ---- Postgres ----------------------------------------------------------------------------
 
