@@ -17,6 +17,11 @@ json Context::run_transaction(std::string_view name,
     return ex_.run_step(name, {}, &fn, options);
 }
 
+json Context::parallel(const std::vector<std::pair<std::string, std::function<json()>>>& branches,
+                      const StepOptions& options) {
+    return ex_.parallel(branches, options);
+}
+
 void Context::sleep(std::string_view name, milliseconds duration) {
     // The wake time is fixed when the sleep is first recorded; replays reuse it.
     ex_.sleep_until(name, ex_.now() + duration.count());

@@ -46,11 +46,26 @@ json workflow_options(const Workflow& w) {
             {"on_failure", static_cast<bool>(w.on_failure)}};
 }
 
+namespace {
+
+json cancel_on_json(const Workflow& w) {
+    json out = json::array();
+    for (const CancelOn& c : w.cancel_on) {
+        out.push_back({{"event", c.event},
+                       {"match", c.match},
+                       {"timeout_ms", c.timeout ? json(c.timeout->count()) : json(nullptr)}});
+    }
+    return out;
+}
+
+}  // namespace
+
 json workflow_description(const Workflow& w) {
     return {{"id", w.id},
             {"version", w.version},
             {"triggers", w.triggers},
             {"cron", w.cron ? json(*w.cron) : json(nullptr)},
+            {"cancel_on", cancel_on_json(w)},
             {"options", workflow_options(w)}};
 }
 

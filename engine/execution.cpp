@@ -143,6 +143,10 @@ void Execution::recorded() {
 Execution::Slot Execution::next(std::string_view name, std::string_view kind, bool write_last) {
     if (write_last) flush();
     if (name.empty()) throw std::invalid_argument("operation name must not be empty");
+    if (std::this_thread::get_id() != thread_) {
+        throw std::logic_error(fmt::format(
+            "'{}' was called inside a parallel branch; durable operations cannot nest", name));
+    }
     if (current_attempt_ != 0) {
         throw std::logic_error(
             fmt::format("'{}' was called inside a step; durable operations cannot nest", name));
@@ -235,7 +239,9 @@ std::pair<storage::StepRecord, storage::AttemptRecord> Execution::step_written(
 
 void Execution::log(std::string_view line) {
     spdlog::info("run {}: {}", run_id(), line);
-    if (current_attempt_ != 0) logs_.push_back(std::string(line));
+    // A parallel branch's lines go to the process log only: logs_ is this thread's.
+    if (current_attempt_ != 0 && std::this_thread::get_id() == thread_)
+        logs_.push_back(std::string(line));
 }
 
 // ---- endings ------------------------------------------------------------------------------

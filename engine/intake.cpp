@@ -1,5 +1,9 @@
 #include "engine/detail/intake.hpp"
 
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 #include "engine/detail/json_text.hpp"
@@ -7,6 +11,10 @@
 namespace cairn::engine::detail {
 
 namespace {
+
+// The step key of a cancel_on wait: no step's key starts so (keys are the workflow's names).
+constexpr std::string_view kCancelOnKey = "cairn/cancel-on/";
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
 
 struct EventWriteItem final : storage::BatchedWrite {
     EventWriteItem(const storage::WriteKind& kind, Intake::Sending& s)
@@ -45,8 +53,7 @@ class EventKind final : public storage::WriteKind {
                      std::span<storage::BatchedWrite* const> writes) const override {
         const std::vector<Intake::Sending*> sends = sendings(writes);
         std::vector<storage::EventWrite> events = intake_.event_writes(sends);
-        std::vector<storage::EventWrite*> ptrs;
-        for (auto& e : events) ptrs.push_back(&e);
+        const std::vector<storage::EventWrite*> ptrs = intake_.batchable(sends, events);
         intake_.store().insert_events(ptrs);
         const std::vector<bool> written = intake_.take_written(sends, events);
         for (std::size_t i = 0; i < sends.size(); ++i) {
@@ -138,6 +145,20 @@ std::vector<storage::EventWrite> Intake::event_writes(std::span<Sending* const> 
     return events;
 }
 
+std::vector<storage::EventWrite*> Intake::batchable(std::span<Sending* const> sends,
+                                                    std::span<storage::EventWrite> events) const {
+    std::vector<storage::EventWrite*> out;
+    for (std::size_t i = 0; i < sends.size(); ++i) {
+        const bool listens = std::any_of(
+            sends[i]->runs.begin(), sends[i]->runs.end(), [this](const storage::NewRun& r) {
+                const Workflow* w = registry_.find(r.workflow_id);
+                return w != nullptr && !w->cancel_on.empty();
+            });
+        if (!listens) out.push_back(&events[i]);
+    }
+    return out;
+}
+
 std::vector<bool> Intake::take_written(std::span<Sending* const> sends,
                                        std::span<const storage::EventWrite> events) {
     std::vector<bool> written(sends.size());
@@ -152,8 +173,7 @@ std::vector<bool> Intake::take_written(std::span<Sending* const> sends,
 
 void Intake::write(storage::Transaction& tx, std::span<Sending* const> sends) {
     std::vector<storage::EventWrite> events = event_writes(sends);
-    std::vector<storage::EventWrite*> ptrs;
-    for (auto& e : events) ptrs.push_back(&e);
+    std::vector<storage::EventWrite*> ptrs = batchable(sends, events);
     store_.insert_events(tx, ptrs);
     const std::vector<bool> written = take_written(sends, events);
     for (std::size_t i = 0; i < sends.size(); ++i) {
@@ -167,22 +187,56 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
     auto ins = store_.insert_event(tx, s.event, s.runs, t, s.claimed ? &*s.claimed : nullptr);
     s.result = SendResult{ins.event_id, ins.run_ids, ins.duplicate, 0};
     if (ins.duplicate) return;
-
-    // Most events resume nothing: build the event as a waiting step sees it only if some
-    // run waits on this name.
-    const auto waits = store_.waits_for(tx, s.event.name);
-    if (waits.empty()) return;
     const json ev = json{{"id", ins.event_id},
                          {"name", s.event.name},
                          {"data", s.in->data},
                          {"ts", s.event.ts.value_or(t)}};
+    listen_for_cancel(tx, s, ev);
+
+    // Most events resume nothing: match the event only if some run waits on this name.
+    const auto waits = store_.waits_for(tx, s.event.name);
+    if (waits.empty()) return;
     const std::string ev_text = dump(ev);
     for (const auto& w : waits) {
         if (!w.match_value) continue;  // the waiting run's own event lacked the field
+        const bool cancels = w.step_key.starts_with(kCancelOnKey);
+        if (cancels && (w.expires_at <= t || std::find(ins.run_ids.begin(), ins.run_ids.end(),
+                                                       w.run_id) != ins.run_ids.end()))
+            continue;  // no longer listening, or one of this event's own runs
         const json want = json::parse(*w.match_value, nullptr, false);
-        if (want.is_discarded() || lookup(ev, w.match_field) != want) continue;
-        if (store_.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt, t))
+        if (want.is_discarded() || (!w.match_field.empty() && lookup(ev, w.match_field) != want))
+            continue;
+        if (cancels) {
+            const json error = {{"type", "cancelled"},
+                                {"message", fmt::format("cancelled by event {} ({})",
+                                                        s.event.name, ins.event_id)},
+                                {"event_id", ins.event_id}};
+            if (store_.cancel_run(tx, w.run_id, t, dump(error))) ++s.cancelled;
+        } else if (store_.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt,
+                                                t)) {
             ++s.result.waits_resumed;
+        }
+    }
+}
+
+// For each new run of a workflow with cancel_on, a wait per event that cancels it (its
+// step key kCancelOnKey and the entry's index): the waits that events are matched with,
+// dropped when the run ends.
+void Intake::listen_for_cancel(storage::Transaction& tx, const Sending& s, const json& ev) {
+    const std::int64_t t = now();
+    for (std::size_t r = 0; r < s.runs.size(); ++r) {
+        const Workflow* w = registry_.find(s.runs[r].workflow_id);
+        if (w == nullptr) continue;
+        for (std::size_t i = 0; i < w->cancel_on.size(); ++i) {
+            const CancelOn& c = w->cancel_on[i];
+            const json field = c.match.empty() ? json(true) : lookup(ev, c.match);
+            store_.add_wait(
+                tx, storage::WaitRecord{
+                        s.result.run_ids[r], fmt::format("{}{}", kCancelOnKey, i), c.event,
+                        c.match,
+                        field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
+                        c.timeout ? t + c.timeout->count() : kNever});
+        }
     }
 }
 
@@ -198,7 +252,7 @@ void Intake::deliver(Sending& s, bool committed) {
     const bool handed = !claims.empty();
     s.promise.keep(std::move(claims));
     const bool queued = !handed && !s.result.duplicate && !s.result.run_ids.empty();
-    if (queued || s.result.waits_resumed > 0) pool_.announce();
+    if (queued || s.result.waits_resumed > 0 || s.cancelled > 0) pool_.announce();
 }
 
 }  // namespace cairn::engine::detail

@@ -79,19 +79,28 @@ Execution::Attempt Execution::try_step(const Slot& slot, const std::function<jso
         throw;
     } catch (const TimedOut&) {
         a.timed_out = true;
-    } catch (const NonRetriableError& e) {
-        a.error = error_json("non_retriable", e.what());
-        a.retriable = false;
-    } catch (const RetryAfterError& e) {
-        a.error = error_json("retry_after", e.what());
-        a.retry_after = e.delay();
-    } catch (const std::exception& e) {
-        a.error = error_json("error", e.what());
     } catch (...) {
-        a.error = error_json("error", "unknown exception");
+        Failure f = failure_of(std::current_exception());
+        a.error = std::move(f.error);
+        a.retriable = f.retriable;
+        a.retry_after = f.after;
     }
     current_attempt_ = 0;
     return a;
+}
+
+Execution::Failure Execution::failure_of(const std::exception_ptr& thrown) {
+    try {
+        std::rethrow_exception(thrown);
+    } catch (const NonRetriableError& e) {
+        return {error_json("non_retriable", e.what()), false, std::nullopt};
+    } catch (const RetryAfterError& e) {
+        return {error_json("retry_after", e.what()), true, e.delay()};
+    } catch (const std::exception& e) {
+        return {error_json("error", e.what()), true, std::nullopt};
+    } catch (...) {
+        return {error_json("error", "unknown exception"), true, std::nullopt};
+    }
 }
 
 // A step (Context::step), or with `in_tx` a step in a transaction (Context::transaction):
@@ -259,11 +268,14 @@ std::string Execution::send_event(std::string_view name, const json& ev) {
     storage::StepRecord rec = record(slot, "send", "completed");
     rec.ended_at = now();
     SendResult sent;
+    std::string status;
     fenced([&](Transaction& tx) {
         sent = rt_.intake.send(tx, std::span(&in, 1)).front();  // wakes its runs' workers
         rec.output = dump(json{{"event_id", sent.event_id}, {"run_ids", sent.run_ids}});
         rt_.store.write_step(tx, rec);
+        status = rt_.store.run_status(tx, run_id());  // the event may cancel this run
     });
+    status_ = status;
     return sent.event_id;
 }
 

@@ -22,6 +22,14 @@ void Registry::add(Workflow w) {
             throw std::invalid_argument(fmt::format("workflow '{}': {}", w.id, e.what()));
         }
     }
+    for (const CancelOn& c : w.cancel_on) {
+        if (c.event.empty())
+            throw std::invalid_argument(
+                fmt::format("workflow '{}': cancel_on needs an event name", w.id));
+        if (c.timeout && c.timeout->count() <= 0)
+            throw std::invalid_argument(
+                fmt::format("workflow '{}': cancel_on's timeout must be positive", w.id));
+    }
     for (const auto& t : w.triggers) triggers_[t].push_back(w.id);
     if (w.on_failure) {
         // Its own durable run, started by the event "cairn/run.failed" (Execution).

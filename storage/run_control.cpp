@@ -27,27 +27,31 @@ bool cancel_one(Transaction& tx, std::string_view run_id, std::int64_t now) {
 }  // namespace
 
 bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
-    return db_.transact([&](Transaction& tx) {
-        if (!cancel_one(tx, run_id, now)) return false;
-        // Its invoked runs, and theirs: nothing is left waiting for a cancelled run.
-        auto descendants = tx.exec(
-            "WITH RECURSIVE d (id) AS (SELECT id FROM runs WHERE parent_run_id = $1 "
-            "UNION SELECT r.id FROM runs r JOIN d ON r.parent_run_id = d.id) SELECT id FROM d",
-            run_id);
-        for (auto row : descendants) cancel_one(tx, row.get<std::string>(0), now);
-        // Its parent's invoke fails now, whatever state this run was in (a worker holding
-        // it would tell the parent only at its next boundary; one that never runs again,
-        // never).
-        auto parent =
-            tx.exec("SELECT parent_run_id, parent_step_key FROM runs WHERE id = $1", run_id);
-        const auto parent_id = parent.front().get_opt<std::string>(0);
-        const auto parent_key = parent.front().get_opt<std::string>(1);
-        if (parent_id && parent_key)
-            complete_waiting_step(tx, *parent_id, *parent_key, std::nullopt,
-                                  std::string(kChildCancelled), now);
-        notify(tx);
-        return true;
-    });
+    return db_.transact(
+        [&](Transaction& tx) { return cancel_run(tx, run_id, now, std::nullopt); });
+}
+
+bool RunStore::cancel_run(Transaction& tx, std::string_view run_id, std::int64_t now,
+                          const std::optional<std::string>& error) {
+    if (!cancel_one(tx, run_id, now)) return false;
+    if (error) tx.exec("UPDATE runs SET error = $2 WHERE id = $1", run_id, *error);
+    // Its invoked runs, and theirs: nothing is left waiting for a cancelled run.
+    auto descendants = tx.exec(
+        "WITH RECURSIVE d (id) AS (SELECT id FROM runs WHERE parent_run_id = $1 "
+        "UNION SELECT r.id FROM runs r JOIN d ON r.parent_run_id = d.id) SELECT id FROM d",
+        run_id);
+    for (auto row : descendants) cancel_one(tx, row.get<std::string>(0), now);
+    // Its parent's invoke fails now, whatever state this run was in (a worker holding
+    // it would tell the parent only at its next boundary; one that never runs again,
+    // never).
+    auto parent = tx.exec("SELECT parent_run_id, parent_step_key FROM runs WHERE id = $1", run_id);
+    const auto parent_id = parent.front().get_opt<std::string>(0);
+    const auto parent_key = parent.front().get_opt<std::string>(1);
+    if (parent_id && parent_key)
+        complete_waiting_step(tx, *parent_id, *parent_key, std::nullopt,
+                              std::string(kChildCancelled), now);
+    notify(tx);
+    return true;
 }
 
 RunStore::RetryResult RunStore::retry_run(std::string_view run_id, std::int64_t now) {

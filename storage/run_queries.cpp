@@ -30,6 +30,11 @@ std::optional<RunState> RunStore::load(std::string_view run_id) {
     return state;
 }
 
+std::string RunStore::run_status(Transaction& tx, std::string_view run_id) {
+    auto rows = tx.exec("SELECT status FROM runs WHERE id = $1", run_id);
+    return rows.empty() ? std::string() : rows.front().get<std::string>(0);
+}
+
 std::vector<AttemptRecord> RunStore::attempts(std::string_view run_id) {
     auto rows = db_.read(
         "SELECT a.run_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.outcome, a.error, "

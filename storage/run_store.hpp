@@ -156,6 +156,9 @@ class RunStore {
     // unfinished invoked runs, and theirs, are cancelled with it; its parent's invoke
     // fails at once. False when the run does not exist or had already ended.
     bool cancel_run(std::string_view run_id, std::int64_t now);
+    // The same in `tx`, recording `error` (JSON text) as the run's error when given.
+    bool cancel_run(Transaction& tx, std::string_view run_id, std::int64_t now,
+                    const std::optional<std::string>& error);
 
     enum class RetryResult { ok, not_found, not_ended };
     // Re-queues a failed or cancelled run: completed steps are kept, the others run again
@@ -175,6 +178,8 @@ class RunStore {
     // ---- reads (run_queries.cpp) ---------------------------------------------------------
 
     std::optional<RunState> load(std::string_view run_id);
+    // The run's status as `tx` sees it (empty for an unknown run).
+    std::string run_status(Transaction& tx, std::string_view run_id);
     std::optional<RunRecord> get_run(std::string_view run_id);
     std::vector<AttemptRecord> attempts(std::string_view run_id);
     std::optional<EventRecord> get_event(std::string_view event_id);

@@ -7,6 +7,8 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,6 +43,10 @@ class Execution {
     std::string send_event(std::string_view name, const json& event);
     json invoke(std::string_view name, std::string_view workflow_id, const json& data,
                 std::optional<std::chrono::milliseconds> timeout);
+    // Steps run at once (parallel.cpp): returns {name: output} once every branch completed;
+    // StepFailed for the first (in order) that failed for good, once the others ended.
+    json parallel(std::span<const std::pair<std::string, std::function<json()>>> branches,
+                  const StepOptions& options);
 
     const std::string& run_id() const { return state_.run.id; }
     const json& event() const { return event_; }
@@ -58,6 +64,14 @@ class Execution {
     };
     // A step in a transaction that ran past its timeout: its writes are rolled back.
     struct TimedOut {};
+    // What a failed attempt's exception says: its error ({type, message}), whether it may
+    // be retried, and after how long when it said.
+    struct Failure {
+        json error;
+        bool retriable = true;
+        std::optional<std::chrono::milliseconds> after;
+    };
+    static Failure failure_of(const std::exception_ptr& thrown);
     // One attempt of a step and how it went.
     struct Attempt {
         int number = 1;
@@ -128,6 +142,9 @@ class Execution {
     const Workflow& wf_;
     json event_;
     std::string status_;  // the run's, as of the last write or the load
+    // The thread replaying the workflow: durable operations are refused on any other (a
+    // parallel branch's).
+    const std::thread::id thread_ = std::this_thread::get_id();
     std::map<std::int64_t, storage::StepRecord*> by_seq_;
     std::map<std::string, int, std::less<>> name_counts_;
     std::int64_t next_seq_ = 0;

@@ -39,7 +39,12 @@ class Intake {
         WorkerPool::Promise promise;
         std::optional<storage::ClaimedBy> claimed;
         SendResult result;
+        int cancelled = 0;  // runs its cancel_on listeners cancelled
     };
+    // The events of `events` that RunStore::insert_events may write: not those starting a
+    // workflow with cancel_on, whose listeners write_one writes.
+    std::vector<storage::EventWrite*> batchable(std::span<Sending* const> sends,
+                                                std::span<storage::EventWrite> events) const;
     // Writes `sends` in `tx`: those RunStore::insert_events takes together, each other one
     // on its own (write_one).
     void write(storage::Transaction& tx, std::span<Sending* const> sends);
@@ -57,6 +62,7 @@ class Intake {
 
   private:
     std::unique_ptr<Sending> prepare(const EventInput& in);
+    void listen_for_cancel(storage::Transaction& tx, const Sending& s, const json& ev);
 
     storage::Database& db_;
     storage::RunStore& store_;

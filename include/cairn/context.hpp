@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "cairn/errors.hpp"
 #include "cairn/workflow.hpp"
@@ -73,6 +75,15 @@ class Context {
             },
             options);
     }
+
+    // Steps that run at once, each on a thread of its own: {{"a", fa}, {"b", fb}}. Each
+    // branch is a step named by its name (recorded once, retried by `options` or the
+    // workflow's policy); returns {"a": ..., "b": ...} once all completed, and on replay
+    // at once. A branch that fails for good throws StepFailed for it, after the others
+    // ended; branches waiting to retry suspend the run until the first is due (completed
+    // ones are not run again). A branch must not call this Context (it throws).
+    json parallel(const std::vector<std::pair<std::string, std::function<json()>>>& branches,
+                  const StepOptions& options = {});
 
     // Durable sleeps: the run is suspended and resumed by any worker at the time.
     void sleep(std::string_view name, std::chrono::milliseconds duration);

@@ -41,6 +41,16 @@ struct StepOptions {
 
 using WorkflowFn = std::function<json(Context&)>;
 
+// An event that cancels a run (Workflow::cancel_on): one named `event` whose field `match`
+// (a path such as "data.order_id") equals the same field of the run's own event — any
+// such event when `match` is empty — arriving within `timeout` of the run's start (at
+// any time without one).
+struct CancelOn {
+    std::string event;
+    std::string match;
+    std::optional<std::chrono::milliseconds> timeout;
+};
+
 // A registered workflow. Build one with workflow("id")...run(fn).
 struct Workflow {
     std::string id;
@@ -55,6 +65,9 @@ struct Workflow {
     // A cron schedule ("TZ=Europe/Paris 0 3 * * *", "@hourly"; docs/engine.md): a run
     // starts at each tick, its event "cairn/cron" with data {workflow, cron, tick, tick_ms}.
     std::optional<std::string> cron;
+    // Events that cancel a run: a running one stops at its next step boundary; a queued,
+    // sleeping or waiting one at once.
+    std::vector<CancelOn> cancel_on;
     WorkflowFn fn;
     // Runs as its own durable run (workflow "<id>/on-failure") when a run fails; its event
     // is "cairn/run.failed" with data {run_id, workflow_id, error, event}.
@@ -76,6 +89,11 @@ class WorkflowBuilder {
     // invalid_argument naming the expression) when it is malformed.
     WorkflowBuilder& cron(std::string expression) {
         w_.cron = std::move(expression);
+        return *this;
+    }
+    WorkflowBuilder& cancel_on(std::string event, std::string match = {},
+                               std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
+        w_.cancel_on.push_back(CancelOn{std::move(event), std::move(match), timeout});
         return *this;
     }
     // Retries per step after the first attempt: retries(4) allows 5 attempts.

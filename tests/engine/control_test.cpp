@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -145,6 +146,110 @@ TEST_CASE("a replay with edited data runs on a new event of the same name") {
     CHECK(f.run(id).event_id != r.event_id);
     CHECK(f.count("SELECT COUNT(*) FROM runs") == runs_before + 1);  // the listener did not run
     CHECK(f.engine.store().get_event(r.event_id)->data == R"({"name":"ada"})");
+}
+
+}  // namespace cairn::engine_test
+
+namespace cairn::engine_test {
+
+namespace {
+
+// Waits an hour between two steps; cancelled by order/cancelled of its order within a day.
+Workflow cancellable(std::vector<std::string>* done) {
+    return workflow("fulfil")
+        .on_event("order/placed")
+        .cancel_on("order/cancelled", "data.order", std::chrono::hours(24))
+        .run([done](Context& ctx) {
+            ctx.step("pick", [&] {
+                done->push_back("pick");
+                return 1;
+            });
+            ctx.sleep("wait", std::chrono::hours(1));
+            ctx.step("ship", [&] {
+                done->push_back("ship");
+                return 1;
+            });
+            return 1;
+        });
+}
+
+}  // namespace
+
+TEST_CASE("cancel_on: a matching event cancels a sleeping run at once, others do not") {
+    Fixture f;
+    std::vector<std::string> done;
+    f.engine.add(cancellable(&done));
+    const auto one = f.start("order/placed", {{"order", 1}});
+    const auto two = f.start("order/placed", {{"order", 2}});
+    f.idle();
+    CHECK(f.run(one).status == "sleeping");
+    f.engine.send(EventInput{"order/cancelled", {{"order", 3}}});  // another order
+    f.engine.send(EventInput{"order/updated", {{"order", 1}}});    // another name
+    CHECK(f.run(one).status == "sleeping");
+    const auto sent = f.engine.send(EventInput{"order/cancelled", {{"order", 1}}});
+    const auto r = f.run(one);
+    CHECK(r.status == "cancelled");
+    REQUIRE(r.error);
+    CHECK(json::parse(*r.error)["event_id"] == sent.event_id);
+    CHECK(f.run(two).status == "sleeping");
+    f.clock.advance(3'600'000);
+    f.idle();
+    CHECK(f.run(two).status == "completed");
+    CHECK(done == std::vector<std::string>{"pick", "pick", "ship"});
+    CHECK(f.count("SELECT COUNT(*) FROM waits") == 0);  // the listeners went with the runs
+}
+
+TEST_CASE("cancel_on: no longer after its timeout; a running run stops at its next boundary") {
+    Fixture f;
+    std::vector<std::string> done;
+    f.engine.add(cancellable(&done));
+    const auto late = f.start("order/placed", {{"order", 1}});
+    f.idle();
+    f.clock.advance(25LL * 3'600'000);  // past the day the cancellation listens for
+    f.engine.send(EventInput{"order/cancelled", {{"order", 1}}});
+    CHECK(f.run(late).status != "cancelled");
+    f.idle();
+    CHECK(f.run(late).status == "completed");
+
+    // The run cancels itself from a step: the step ends, the next does not start.
+    f.engine.add(workflow("self")
+                     .on_event("self/start")
+                     .cancel_on("self/stop", "data.id")
+                     .run([&](Context& ctx) {
+                         ctx.send_event("stop", {{"name", "self/stop"},
+                                                 {"data", ctx.event()["data"]}});
+                         ctx.step("after", [&] {
+                             done.push_back("after");
+                             return 1;
+                         });
+                         return 1;
+                     }));
+    const auto self = f.start("self/start", {{"id", "x"}});
+    f.idle();
+    CHECK(f.run(self).status == "cancelled");
+    CHECK(std::count(done.begin(), done.end(), "after") == 0);
+}
+
+TEST_CASE("cancel_on: an event that starts runs does not cancel its own runs") {
+    Fixture f;
+    f.engine.add(workflow("latest")
+                     .on_event("doc/saved")
+                     .cancel_on("doc/saved", "data.doc")
+                     .run([](Context& ctx) {
+                         ctx.sleep("settle", 60s);
+                         return 1;
+                     }));
+    const auto first = f.start("doc/saved", {{"doc", 7}});
+    f.idle();
+    const auto second = f.start("doc/saved", {{"doc", 7}});
+    CHECK(f.run(first).status == "cancelled");
+    CHECK(f.run(second).status == "queued");
+    f.idle();
+    f.clock.advance(61'000);
+    f.idle();
+    CHECK(f.run(second).status == "completed");
+    CHECK_THROWS_AS(f.engine.add(workflow("bad").cancel_on("").run([](Context&) { return 1; })),
+                    std::invalid_argument);
 }
 
 }  // namespace cairn::engine_test
