@@ -258,6 +258,10 @@ void Engine::register_process(const std::string& name) {
     heartbeat_ = std::make_unique<Periodic>("cairn-heartbeat", kHeartbeat, write);
 }
 
+std::chrono::milliseconds Engine::retention() const {
+    return rt_->pool.running() ? rt_->pool.options().retention : std::chrono::milliseconds(0);
+}
+
 EngineStats Engine::stats() const {
     return rt_->counters.snapshot();
 }

@@ -147,6 +147,10 @@ class Engine {
     // boundary and gives its run back (due now) so another worker takes it at once.
     void stop();
 
+    // How long ended runs are kept (WorkerOptions::retention of start(); 0 when not
+    // started or kept forever).
+    std::chrono::milliseconds retention() const;
+
     EngineStats stats() const;
     // Waits until this process's executions have ended more than `seen` runs (the
     // count in stats().runs_ended) or `timeout` passes; returns the count. For drivers and

@@ -359,7 +359,9 @@ void add_workflow_routes(Router& router, engine::Engine& eng) {
                 w["last_hour"] = window_stats(id, t - 3600 * 1000);
                 w["last_day"] = window_stats(id, t - 24 * 3600 * 1000);
             }
-            return json_response(200, json{{"workflows", out}});
+            const auto kept = eng.retention().count();
+            return json_response(200, json{{"workflows", out},
+                                           {"retention_ms", kept > 0 ? json(kept) : json(nullptr)}});
         });
 }
 

@@ -173,6 +173,7 @@ function runMatches(run, f) {
 function runRow(run) {
   const attempts = run.attempt ? `${run.attempt + 1}` : '1';
   return h('tr', { dataset: { runId: run.id } },
+    h('td', {}, h('input', { type: 'checkbox', class: 'pick', 'aria-label': `Select run ${run.id}`, value: run.id })),
     h('td', {}, badge(run.status)),
     h('td', {}, run.workflow_id),
     h('td', {}, run.event_name),
@@ -217,9 +218,9 @@ async function renderRuns(params, gen) {
   const pager = h('div', { class: 'pager' },
     f.cursor ? h('button', { type: 'button', onclick: () => history.back() }, 'Newer') : null,
     page.next_cursor ? h('button', { type: 'button', onclick: () => setHashParams('/runs', { ...f, cursor: page.next_cursor }) }, 'Older') : null);
-  show(h('h1', {}, 'Runs'), form,
+  show(h('h1', {}, 'Runs'), form, bulkActions(f, tbody),
     h('div', { class: 'table-wrap' }, h('table', { id: 'runs' },
-      h('thead', {}, h('tr', {}, ['Status', 'Workflow', 'Trigger event', 'Started', 'Duration', 'Attempts', 'Run'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, ['', 'Status', 'Workflow', 'Trigger event', 'Started', 'Duration', 'Attempts', 'Run'].map((t) => h('th', { scope: 'col' }, t)))),
       tbody)), empty, pager);
 
   if (f.cursor) return;  // live updates on the first page only
@@ -230,6 +231,47 @@ async function renderRuns(params, gen) {
     if (existing) existing.replaceWith(row); else tbody.prepend(row);
     empty.hidden = true;
   });
+}
+
+// Cancel, retry or replay the selected runs, or every run the filters match (the bulk
+// routes, after a dry run says how many).
+function bulkActions(f, tbody) {
+  const result = h('div', { id: 'bulk-result', role: 'status', 'aria-live': 'polite' });
+  const op = h('select', { id: 'bulk-op', 'aria-label': 'Operation' },
+    ['cancel', 'retry', 'replay'].map((o) => h('option', { value: o }, o)));
+  const filter = {};
+  for (const [k, v] of [['status', f.status], ['workflow', f.workflow], ['event', f.event], ['from', f.from], ['to', f.to]]) if (v) filter[k] = v;
+  const done = { cancel: 'cancelled', retry: 'retried', replay: 'replayed' };
+  const selected = async () => {
+    const ids = [...tbody.querySelectorAll('input.pick:checked')].map((c) => c.value);
+    if (!ids.length) { result.replaceChildren(notice('Select runs first.', true)); return; }
+    if (!window.confirm(`${op.value} ${ids.length} selected run(s)?`)) return;
+    let ok = 0;
+    const failures = [];
+    for (const id of ids) {
+      try {
+        await api(`runs/${encodeURIComponent(id)}/${op.value}`, { method: 'POST' });
+        ++ok;
+      } catch (e) {
+        failures.push(`${id.slice(0, 13)}…: ${e.message}`);
+      }
+    }
+    result.replaceChildren(notice(`${done[op.value]} ${ok} of ${ids.length}${failures.length ? `; ${failures.join('; ')}` : ''}`, failures.length > 0));
+  };
+  const matching = async () => {
+    try {
+      const { matched } = await api(`runs/${op.value}`, { method: 'POST', body: { ...filter, dry_run: true } });
+      if (!matched) { result.replaceChildren(notice('No runs match the filters.')); return; }
+      if (!window.confirm(`${op.value} all ${matched} run(s) matching the filters?`)) return;
+      const r = await api(`runs/${op.value}`, { method: 'POST', body: filter });
+      result.replaceChildren(notice(`${done[op.value]} ${r[done[op.value]]} of ${r.matched} matching run(s).`));
+    } catch (e) {
+      result.replaceChildren(notice(`${op.value} failed: ${e.message}`, true));
+    }
+  };
+  return h('div', { class: 'actions bulk' }, op,
+    h('button', { type: 'button', id: 'bulk-selected', onclick: selected }, 'Selected runs'),
+    h('button', { type: 'button', id: 'bulk-matching', class: 'danger', onclick: matching }, 'All matching runs'), result);
 }
 
 function toLocalInput(iso) {
@@ -338,7 +380,24 @@ async function renderRun(id, gen) {
       h('h2', {}, 'Timeline'), timeline(run, replayFrom),
       h('h2', {}, 'Output'), jsonBlock('Run output', run.output, true),
       h('h2', {}, 'Trigger event'), h('p', { class: 'muted' }, `${run.event.name} · ${run.event.id} · ${fmtTime(run.event.ts)}`),
-      jsonBlock('Event data', run.event.data, true));
+      jsonBlock('Event data', run.event.data, true),
+      replayEdited(run));
+  }
+  // A replay on a new event of the same name with data edited here.
+  function replayEdited(run) {
+    const dataIn = h('textarea', { id: 'replay-data', spellcheck: 'false' }, pretty(run.event.data));
+    return h('details', { class: 'stack' }, h('summary', {}, 'Replay with edited data'),
+      h('label', { for: 'replay-data' }, 'Event data (JSON)'), dataIn,
+      h('button', { type: 'button', id: 'btn-replay-data', onclick: () => {
+        let data;
+        try {
+          data = JSON.parse(dataIn.value);
+        } catch (err) {
+          result.replaceChildren(notice(`The data is not valid JSON: ${err.message}`, true));
+          return;
+        }
+        act('Replay', 'Start a new run on this data?', () => api(`runs/${encodeURIComponent(id)}/replay`, { method: 'POST', body: { data } }));
+      } }, 'Replay with this data'));
   }
   await load();
   current(gen);
@@ -352,8 +411,19 @@ async function renderRun(id, gen) {
 // ---- workflows ------------------------------------------------------------------------------
 
 async function renderWorkflows(gen) {
-  const { workflows } = await api('workflows');
+  const { workflows, retention_ms: retention } = await api('workflows');
   current(gen);
+  const result = h('div', { id: 'workflow-result', role: 'status', 'aria-live': 'polite' });
+  const toggle = (w) => h('button', { type: 'button', class: 'pause-toggle', onclick: async () => {
+    const verb = w.paused ? 'resume' : 'pause';
+    try {
+      await api(`workflows/${encodeURIComponent(w.id)}/${verb}`, { method: 'POST' });
+      if (gen === generation) await renderWorkflows(gen);
+    } catch (e) {
+      result.replaceChildren(notice(`${verb} failed: ${e.message}`, true));
+    }
+  } }, w.paused ? 'Resume' : 'Pause');
+  const days = (ms) => (ms % 86400000 === 0 ? `${ms / 86400000} days` : fmtMs(ms));
   const counts = (c) => (Object.keys(c).length ? Object.entries(c).map(([s, n]) => `${s} ${n}`).join(' · ') : 'none');
   const pct = (r) => (r === null ? '–' : `${(r * 100).toFixed(1)}%`);
   const windowStats = (label, w) => h('div', {},
@@ -365,10 +435,18 @@ async function renderWorkflows(gen) {
     if (w.local && !names.length) names.push('this server');
     return names.length ? [...new Set(names)].join(', ') : 'no process';
   };
-  show(h('h1', {}, 'Workflows'), workflows.length === 0 ? notice('No workflows are registered on this database.') : null,
-    h('div', { class: 'cards' }, workflows.map((w) => h('article', { class: 'card', dataset: { workflow: w.id } },
-      h('h2', {}, h('a', { href: `#/runs?workflow=${encodeURIComponent(w.id)}` }, w.id), h('span', { class: 'muted' }, ` v${w.version}`)),
-      h('p', {}, 'Triggers: ', w.triggers.length ? w.triggers.join(', ') : 'none (invoked or on-failure)'),
+  show(h('h1', {}, 'Workflows'),
+    h('p', { id: 'retention', class: 'muted' }, retention
+      ? `Ended runs are deleted ${days(retention)} after they end, with their steps and the events no run needs (CAIRN_RETENTION).`
+      : 'Ended runs are kept until deleted with cairn gc (retention is off).'),
+    result, workflows.length === 0 ? notice('No workflows are registered on this database.') : null,
+    h('div', { class: 'cards' }, workflows.map((w) => h('article', { class: 'card', dataset: { workflow: w.id, paused: String(!!w.paused) } },
+      h('h2', {}, h('a', { href: `#/runs?workflow=${encodeURIComponent(w.id)}` }, w.id), h('span', { class: 'muted' }, ` v${w.version}`),
+        w.paused ? [' ', h('span', { class: 'badge s-cancelled' }, 'paused')] : null),
+      h('p', { class: 'state' }, w.paused ? `Paused since ${fmtTime(w.paused_at)}: its runs queue up and none starts. ` : 'Active. ', toggle(w)),
+      h('p', {}, 'Triggers: ', w.triggers.length ? w.triggers.join(', ') : w.cron ? 'none' : 'none (invoked or on-failure)'),
+      w.cron ? h('p', { class: 'schedule' }, `Schedule: ${w.cron} · next tick ${fmtTime(w.next_tick)}`) : null,
+      w.cancel_on?.length ? h('p', { class: 'muted' }, 'Cancelled by: ', w.cancel_on.map((c) => `${c.event}${c.match ? ` (same ${c.match})` : ''}${c.timeout_ms ? ` within ${fmtMs(c.timeout_ms)}` : ''}`).join(', ')) : null,
       h('p', { class: 'processes' }, 'Executed by: ', processes(w)),
       h('p', { class: 'muted' }, `Retries: up to ${w.options.max_attempts} attempts, backoff ${fmtMs(w.options.initial_delay_ms)} ×${w.options.backoff_multiplier} (max ${fmtMs(w.options.max_delay_ms)})`,
         w.options.step_timeout_ms ? ` · step timeout ${fmtMs(w.options.step_timeout_ms)}` : '',

@@ -36,7 +36,8 @@ before(async () => {
   assert.ok(cairn, 'CAIRN_BIN must point at the cairn binary');
   key = execFileSync(cairn, ['keys', 'create', '--name', 'ui-test', '--db', db], { stdio: ['ignore', 'pipe', 'ignore'] })
     .toString().trim();
-  server = spawn(cairn, ['serve', '--examples', '--listen', '127.0.0.1:0', '--db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
+  server = spawn(cairn, ['serve', '--examples', '--listen', '127.0.0.1:0', '--db', db],
+    { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, CAIRN_EXAMPLE_CRON: 'TZ=Europe/Paris 0 3 * * *' } });
   base = await new Promise((resolve, reject) => {
     let log = '';
     const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 15000);
@@ -78,7 +79,7 @@ test('the runs list shows a run started by a test event', async () => {
   await page.click('button[type=submit]');
   const row = page.locator(`tr[data-run-id="${sent.run_ids[0]}"]`);
   await row.waitFor();
-  assert.equal(await row.locator('td').nth(1).textContent(), 'hello');
+  assert.equal(await row.locator('td').nth(2).textContent(), 'hello');
 });
 
 test('a new run appears live, without a reload', async () => {
@@ -172,6 +173,57 @@ test('workflows and events pages, and the test-event form validates JSON first',
   await page.fill('#event-data', '{"name": "form"}');
   await page.click('form.stack button[type=submit]');
   await page.locator('#send-result a.new-run').waitFor();
+});
+
+test('pause, bulk cancel of every matching run, resume; schedules and retention shown', async () => {
+  await page.goto(`${base}/inspector/#/workflows`);
+  await page.locator('[data-workflow="hello"]').waitFor();
+  assert.match(await page.textContent('#retention'), /30 days/);
+  assert.match(await page.locator('[data-workflow="tick"] .schedule').textContent(), /TZ=Europe\/Paris 0 3 \* \* \* · next tick/);
+  await page.locator('[data-workflow="hello"] .pause-toggle').click();
+  await page.locator('[data-workflow="hello"][data-paused="true"]').waitFor();
+  const held = [];
+  for (const name of ['p1', 'p2']) held.push((await api('events', { name: 'example/hello', data: { name } })).run_ids[0]);
+  await new Promise((r) => setTimeout(r, 500));
+  for (const id of held) assert.equal((await api(`runs/${id}`)).status, 'queued');
+
+  await page.goto(`${base}/inspector/#/runs?workflow=hello&status=queued`);
+  await page.locator(`tr[data-run-id="${held[1]}"]`).waitFor();
+  await page.selectOption('#bulk-op', 'cancel');
+  await page.click('#bulk-matching');
+  await page.waitForFunction(() => /cancelled 2 of 2 matching/.test(document.querySelector('#bulk-result')?.textContent || ''));
+  for (const id of held) assert.equal((await api(`runs/${id}`)).status, 'cancelled');
+
+  // Retry one of them by selection, then resume: it runs.
+  await page.goto(`${base}/inspector/#/runs?workflow=hello&status=cancelled`);
+  await page.locator(`tr[data-run-id="${held[0]}"] input.pick`).check();
+  await page.selectOption('#bulk-op', 'retry');
+  await page.click('#bulk-selected');
+  await page.waitForFunction(() => /retried 1 of 1/.test(document.querySelector('#bulk-result')?.textContent || ''));
+  await page.goto(`${base}/inspector/#/workflows`);
+  await page.locator('[data-workflow="hello"][data-paused="true"] .pause-toggle').click();
+  await page.locator('[data-workflow="hello"][data-paused="false"]').waitFor();
+  await waitForStatus(held[0], 'completed');
+  assert.equal((await api(`runs/${held[1]}`)).status, 'cancelled');
+});
+
+test('Replay with edited data runs the new data', async () => {
+  const sent = await api('events', { name: 'example/hello', data: { name: 'orig' } });
+  await waitForStatus(sent.run_ids[0], 'completed');
+  await page.goto(`${base}/inspector/#/runs/${sent.run_ids[0]}`);
+  await page.locator('summary', { hasText: 'Replay with edited data' }).click();
+  await page.fill('#replay-data', '{');
+  await page.click('#btn-replay-data');
+  await page.waitForFunction(() => /not valid JSON/.test(document.querySelector('#action-result')?.textContent || ''));
+  await page.fill('#replay-data', '{"name": "edited"}');
+  await page.click('#btn-replay-data');
+  const link = page.locator('#action-result a.new-run');
+  await link.waitFor();
+  const replay = await link.textContent();
+  await waitForStatus(replay, 'completed');
+  const run = await api(`runs/${replay}`);
+  assert.equal(run.output.greeting, 'hello, edited');
+  assert.equal(run.replay_of, sent.run_ids[0]);
 });
 
 test('phone width and sign-out', async () => {
