@@ -568,7 +568,8 @@ void add_run_commands(CLI::App& app, Args& a) {
     with_runtime(retry, a, [&a, r, bulk](Runtime& rt) {
         if (!r->id.empty()) return runs_retry(*rt.engine, r->id, a.as_json);
         // Without --status, the failed runs (cancelled ones only when asked for).
-        if (!r->filter.status && (r->filter.workflow_id || r->filter.event_name || !r->since.empty()))
+        if (!r->filter.status &&
+            (r->filter.workflow_id || r->filter.event_name || !r->since.empty()))
             r->filter.status = "failed";
         return bulk(rt, Op::retry, "retry");
     });

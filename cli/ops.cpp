@@ -266,8 +266,8 @@ int runs_bulk(engine::Engine& engine, engine::Engine::BulkOperation op,
 }
 
 int runs_replay(engine::Engine& engine, const std::string& id,
-                const std::optional<std::string>& from_step,
-                const std::optional<std::string>& data, bool as_json) {
+                const std::optional<std::string>& from_step, const std::optional<std::string>& data,
+                bool as_json) {
     std::optional<json> edited;
     if (data) {
         edited = json::parse(*data, nullptr, false);
@@ -368,7 +368,8 @@ int gc_runs(engine::Engine& engine, std::int64_t ended_before,
 
 int workflows_pause(engine::Engine& engine, const std::string& id, bool pause, bool as_json) {
     const json listing = engine.workflow_listing();
-    if (std::none_of(listing.begin(), listing.end(), [&](const json& w) { return w["id"] == id; })) {
+    if (std::none_of(listing.begin(), listing.end(),
+                     [&](const json& w) { return w["id"] == id; })) {
         std::cerr << fmt::format("cairn: error: no process has registered workflow '{}'\n", id);
         return kExitFailed;
     }

@@ -27,8 +27,8 @@ int runs_bulk(engine::Engine& engine, engine::Engine::BulkOperation op,
               const storage::RunFilter& filter, bool yes, bool as_json);
 // With `data` (JSON text), the new run's event carries that data instead.
 int runs_replay(engine::Engine& engine, const std::string& id,
-                const std::optional<std::string>& from_step,
-                const std::optional<std::string>& data, bool as_json);
+                const std::optional<std::string>& from_step, const std::optional<std::string>& data,
+                bool as_json);
 // Pauses or resumes a workflow on the database.
 int workflows_pause(engine::Engine& engine, const std::string& id, bool pause, bool as_json);
 

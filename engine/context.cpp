@@ -18,7 +18,7 @@ json Context::run_transaction(std::string_view name,
 }
 
 json Context::parallel(const std::vector<std::pair<std::string, std::function<json()>>>& branches,
-                      const StepOptions& options) {
+                       const StepOptions& options) {
     return ex_.parallel(branches, options);
 }
 

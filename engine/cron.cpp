@@ -25,11 +25,11 @@ struct Field {
 constexpr Field kMinute{"minute", 0, 59, {}};
 constexpr Field kHour{"hour", 0, 23, {}};
 constexpr Field kDay{"day of month", 1, 31, {}};
-constexpr Field kMonth{"month",
-                       1,
-                       12,
-                       {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                        "nov", "dec"}};
+constexpr Field kMonth{
+    "month",
+    1,
+    12,
+    {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}};
 constexpr Field kWeekday{"day of week", 0, 7, {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}};
 
 std::vector<std::string_view> split(std::string_view text, char sep) {
@@ -61,7 +61,8 @@ template <std::size_t N>
 void parse_field(std::string_view text, const Field& f, std::bitset<N>& bits) {
     auto number = [&](std::string_view s) {
         for (std::size_t i = 0; i < f.names.size() && !f.names[i].empty(); ++i) {
-            if (s.size() == 3 && std::equal(s.begin(), s.end(), f.names[i].begin(), [](char a, char b) {
+            if (s.size() == 3 &&
+                std::equal(s.begin(), s.end(), f.names[i].begin(), [](char a, char b) {
                     return std::tolower(static_cast<unsigned char>(a)) == b;
                 }))
                 return f.low + static_cast<int>(i);
@@ -99,7 +100,8 @@ void parse_field(std::string_view text, const Field& f, std::bitset<N>& bits) {
                 throw std::invalid_argument(
                     fmt::format("range '{}' in the {} field goes backward", item, f.name));
         }
-        for (int v = low; v <= high; v += step) bits.set(static_cast<std::size_t>(v % static_cast<int>(N)));
+        for (int v = low; v <= high; v += step)
+            bits.set(static_cast<std::size_t>(v % static_cast<int>(N)));
     }
 }
 
@@ -107,8 +109,8 @@ void parse_field(std::string_view text, const Field& f, std::bitset<N>& bits) {
 
 CronSchedule CronSchedule::parse(std::string_view text) {
     auto fail = [&](std::string_view why) {
-        throw std::invalid_argument(fmt::format("cron expression '{}': {}",
-                                                text.substr(0, kMaxLength), why));
+        throw std::invalid_argument(
+            fmt::format("cron expression '{}': {}", text.substr(0, kMaxLength), why));
     };
     if (text.size() > kMaxLength) fail(fmt::format("longer than {} characters", kMaxLength));
     CronSchedule c;

@@ -13,8 +13,8 @@
 
 #include "common/ids.hpp"
 #include "common/periodic.hpp"
-#include "engine/detail/lease_keeper.hpp"
 #include "engine/cron.hpp"
+#include "engine/detail/lease_keeper.hpp"
 #include "engine/detail/runtime.hpp"
 #include "engine/detail/scheduler.hpp"
 

@@ -149,11 +149,11 @@ std::vector<storage::EventWrite*> Intake::batchable(std::span<Sending* const> se
                                                     std::span<storage::EventWrite> events) const {
     std::vector<storage::EventWrite*> out;
     for (std::size_t i = 0; i < sends.size(); ++i) {
-        const bool listens = std::any_of(
-            sends[i]->runs.begin(), sends[i]->runs.end(), [this](const storage::NewRun& r) {
-                const Workflow* w = registry_.find(r.workflow_id);
-                return w != nullptr && !w->cancel_on.empty();
-            });
+        const bool listens = std::any_of(sends[i]->runs.begin(), sends[i]->runs.end(),
+                                         [this](const storage::NewRun& r) {
+                                             const Workflow* w = registry_.find(r.workflow_id);
+                                             return w != nullptr && !w->cancel_on.empty();
+                                         });
         if (!listens) out.push_back(&events[i]);
     }
     return out;
@@ -207,10 +207,10 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
         if (want.is_discarded() || (!w.match_field.empty() && lookup(ev, w.match_field) != want))
             continue;
         if (cancels) {
-            const json error = {{"type", "cancelled"},
-                                {"message", fmt::format("cancelled by event {} ({})",
-                                                        s.event.name, ins.event_id)},
-                                {"event_id", ins.event_id}};
+            const json error = {
+                {"type", "cancelled"},
+                {"message", fmt::format("cancelled by event {} ({})", s.event.name, ins.event_id)},
+                {"event_id", ins.event_id}};
             if (store_.cancel_run(tx, w.run_id, t, dump(error))) ++s.cancelled;
         } else if (store_.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt,
                                                 t)) {
@@ -232,8 +232,7 @@ void Intake::listen_for_cancel(storage::Transaction& tx, const Sending& s, const
             const json field = c.match.empty() ? json(true) : lookup(ev, c.match);
             store_.add_wait(
                 tx, storage::WaitRecord{
-                        s.result.run_ids[r], fmt::format("{}{}", kCancelOnKey, i), c.event,
-                        c.match,
+                        s.result.run_ids[r], fmt::format("{}{}", kCancelOnKey, i), c.event, c.match,
                         field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
                         c.timeout ? t + c.timeout->count() : kNever});
         }

@@ -46,7 +46,7 @@ json Execution::parallel(std::span<const std::pair<std::string, std::function<js
 
     json results = json::object();
     std::optional<std::pair<std::string, json>> failed;  // the first branch that failed
-    std::optional<std::int64_t> wake;                     // the earliest retry not yet due
+    std::optional<std::int64_t> wake;                    // the earliest retry not yet due
     std::vector<BranchAttempt> attempts(branches.size());
     bool any_due = false;
     for (std::size_t i = 0; i < branches.size(); ++i) {

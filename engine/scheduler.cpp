@@ -41,8 +41,10 @@ int Scheduler::fire_due() {
         }
         storage::NewEvent e;
         e.name = "cairn/cron";
-        e.data = dump(json{{"workflow", id}, {"cron", s.cron.text()},
-                           {"tick", format_rfc3339(*tick)}, {"tick_ms", *tick}});
+        e.data = dump(json{{"workflow", id},
+                           {"cron", s.cron.text()},
+                           {"tick", format_rfc3339(*tick)},
+                           {"tick_ms", *tick}});
         e.idempotency_key = fmt::format("cron/{}/{}", id, *tick);
         e.ts = *tick;
         const storage::NewRun run{id, s.version, 0, std::nullopt, std::nullopt};

@@ -86,8 +86,8 @@ void add_bulk_route(Router& router, engine::Engine& eng, const std::string& verb
                    if (!r) return error;
                    if (r->dry_run)
                        return json_response(
-                           200, json{{"matched", eng.store().count_runs(r->filter)},
-                                     {"dry_run", true}});
+                           200,
+                           json{{"matched", eng.store().count_runs(r->filter)}, {"dry_run", true}});
                    const auto done = eng.bulk(op, r->filter);
                    return json_response(200, json{{"matched", done.matched},
                                                   {done_field, done.done.size()},
@@ -131,46 +131,45 @@ void add_run_operation_routes(Router& router, engine::Engine& eng) {
                    }
                });
 
-    router.add("POST", "/api/engine/runs/{id}/replay", Auth::admin,
-               [&](const Request& req, const Params& p) {
-                   std::optional<std::string> from_step;
-                   std::optional<json> data;
-                   if (!req.body.empty()) {
-                       Reply error;
-                       auto body = parse_body(req, error);
-                       if (!body) return error;
-                       if (!body->is_object()) return invalid("the body must be an object");
-                       json details = json::array();
-                       for (const auto& [key, value] : body->items()) {
-                           if (key == "from_step" && value.is_string()) {
-                               from_step = value.get<std::string>();
-                           } else if (key == "data") {
-                               data = value;  // any JSON, as an event's data
-                           } else {
-                               details.push_back(
-                                   {{"field", key},
-                                    {"message", key == "from_step" ? "must be a string"
-                                                                   : "is not a known field "
-                                                                     "(from_step, data)"}});
-                           }
-                       }
-                       if (!details.empty()) return invalid("bad replay request", details);
-                   }
-                   auto r = eng.replay(p.at("id"), from_step, data);
-                   if (auto* id = std::get_if<std::string>(&r)) {
-                       json j = run_json(*store.get_run(*id));
-                       return json_response(201, j);
-                   }
-                   if (std::get<storage::RunStore::ReplayError>(r) ==
-                       storage::RunStore::ReplayError::not_found) {
-                       return error_response(404, "run_not_found", "no run with this id");
-                   }
-                   return error_response(
-                       422, "unknown_step", "the run has no step with this key",
-                       json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
-               });
+    router.add(
+        "POST", "/api/engine/runs/{id}/replay", Auth::admin,
+        [&](const Request& req, const Params& p) {
+            std::optional<std::string> from_step;
+            std::optional<json> data;
+            if (!req.body.empty()) {
+                Reply error;
+                auto body = parse_body(req, error);
+                if (!body) return error;
+                if (!body->is_object()) return invalid("the body must be an object");
+                json details = json::array();
+                for (const auto& [key, value] : body->items()) {
+                    if (key == "from_step" && value.is_string()) {
+                        from_step = value.get<std::string>();
+                    } else if (key == "data") {
+                        data = value;  // any JSON, as an event's data
+                    } else {
+                        details.push_back({{"field", key},
+                                           {"message", key == "from_step" ? "must be a string"
+                                                                          : "is not a known field "
+                                                                            "(from_step, data)"}});
+                    }
+                }
+                if (!details.empty()) return invalid("bad replay request", details);
+            }
+            auto r = eng.replay(p.at("id"), from_step, data);
+            if (auto* id = std::get_if<std::string>(&r)) {
+                json j = run_json(*store.get_run(*id));
+                return json_response(201, j);
+            }
+            if (std::get<storage::RunStore::ReplayError>(r) ==
+                storage::RunStore::ReplayError::not_found) {
+                return error_response(404, "run_not_found", "no run with this id");
+            }
+            return error_response(
+                422, "unknown_step", "the run has no step with this key",
+                json::array({{{"field", "from_step"}, {"message", "no such step"}}}).dump());
+        });
 }
-
 
 void add_workflow_control_routes(Router& router, engine::Engine& eng) {
     // 404 for a workflow no process has registered; the state as GET /workflows shows it.

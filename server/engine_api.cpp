@@ -28,12 +28,12 @@
 
 namespace cairn::server {
 
-using nlohmann::json;
 using api::invalid;
 using api::json_response;
 using api::known_statuses;
 using api::parse_body;
 using api::parse_time;
+using nlohmann::json;
 
 namespace {
 
@@ -360,8 +360,9 @@ void add_workflow_routes(Router& router, engine::Engine& eng) {
                 w["last_day"] = window_stats(id, t - 24 * 3600 * 1000);
             }
             const auto kept = eng.retention().count();
-            return json_response(200, json{{"workflows", out},
-                                           {"retention_ms", kept > 0 ? json(kept) : json(nullptr)}});
+            return json_response(
+                200,
+                json{{"workflows", out}, {"retention_ms", kept > 0 ? json(kept) : json(nullptr)}});
         });
 }
 

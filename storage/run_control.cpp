@@ -27,8 +27,7 @@ bool cancel_one(Transaction& tx, std::string_view run_id, std::int64_t now) {
 }  // namespace
 
 bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
-    return db_.transact(
-        [&](Transaction& tx) { return cancel_run(tx, run_id, now, std::nullopt); });
+    return db_.transact([&](Transaction& tx) { return cancel_run(tx, run_id, now, std::nullopt); });
 }
 
 bool RunStore::cancel_run(Transaction& tx, std::string_view run_id, std::int64_t now,

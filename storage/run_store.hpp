@@ -268,8 +268,8 @@ class RunStore {
 
     // Registers a cron schedule: the last tick fired when the schedule is known with this
     // expression; otherwise records it with `last_tick` (nothing missed) and returns nullopt.
-    std::optional<std::int64_t> schedule_start(std::string_view workflow_id,
-                                               std::string_view cron, std::int64_t last_tick);
+    std::optional<std::int64_t> schedule_start(std::string_view workflow_id, std::string_view cron,
+                                               std::int64_t last_tick);
     // Moves the schedule's last fired tick forward to `tick`.
     void schedule_fired(std::string_view workflow_id, std::int64_t tick);
 

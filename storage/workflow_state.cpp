@@ -5,17 +5,17 @@
 namespace cairn::storage {
 
 bool RunStore::pause_workflow(std::string_view workflow_id, std::int64_t now) {
-    return db_
-               .exec("INSERT INTO workflow_pauses (workflow_id, paused_at) VALUES ($1, $2) "
-                     "ON CONFLICT DO NOTHING",
-                     workflow_id, now)
+    return db_.exec(
+                  "INSERT INTO workflow_pauses (workflow_id, paused_at) VALUES ($1, $2) "
+                  "ON CONFLICT DO NOTHING",
+                  workflow_id, now)
                .affected() == 1;
 }
 
 bool RunStore::resume_workflow(std::string_view workflow_id) {
     return db_.transact([&](Transaction& tx) {
-        if (tx.exec("DELETE FROM workflow_pauses WHERE workflow_id = $1", workflow_id)
-                .affected() != 1)
+        if (tx.exec("DELETE FROM workflow_pauses WHERE workflow_id = $1", workflow_id).affected() !=
+            1)
             return false;
         notify(tx);  // its queued runs are due: wake the workers of every process
         return true;
@@ -33,8 +33,8 @@ std::optional<std::int64_t> RunStore::schedule_start(std::string_view workflow_i
                                                      std::string_view cron,
                                                      std::int64_t last_tick) {
     return db_.transact([&](Transaction& tx) -> std::optional<std::int64_t> {
-        auto row = tx.exec("SELECT cron, last_tick FROM schedules WHERE workflow_id = $1",
-                           workflow_id);
+        auto row =
+            tx.exec("SELECT cron, last_tick FROM schedules WHERE workflow_id = $1", workflow_id);
         if (!row.empty() && row.front().get<std::string>(0) == cron)
             return row.front().get<std::int64_t>(1);
         // New, or its expression changed: ticks before now are not missed ones.

@@ -8,9 +8,9 @@
 #include <memory>
 #include <optional>
 #include <span>
-#include <thread>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "cairn/workflow.hpp"

@@ -34,7 +34,7 @@ class Scheduler {
 
     Runtime& rt_;
     std::mutex mu_;
-    bool loaded_ = false;                     // guarded by mu_
+    bool loaded_ = false;                    // guarded by mu_
     std::map<std::string, Schedule> by_id_;  // guarded by mu_
 };
 

@@ -51,7 +51,7 @@ TEST_CASE("a paused workflow's runs queue up and start in order once resumed; ot
 
     CHECK(f.engine.resume("held"));
     CHECK_FALSE(f.engine.resume("held"));
-    f.idle();                 // the sleeper records; the new ones start and sleep
+    f.idle();  // the sleeper records; the new ones start and sleep
     f.clock.advance(2000);
     f.idle();
     for (const auto& id : queued) CHECK(f.run(id).status == "completed");
@@ -80,9 +80,8 @@ TEST_CASE("a send while workers idle does not hand a paused workflow's run to th
 
 TEST_CASE("bulk operations act on the runs matching a filter when it was read, with progress") {
     Fixture f;
-    f.engine.add(workflow("many").on_event("many").run([](Context& ctx) {
-        return ctx.step("a", [] { return 1; });
-    }));
+    f.engine.add(workflow("many").on_event("many").run(
+        [](Context& ctx) { return ctx.step("a", [] { return 1; }); }));
     f.engine.add(workflow("bystander").on_event("by").run([](Context&) { return 1; }));
     f.engine.pause("many");
     constexpr int kRuns = 1001;
@@ -125,7 +124,8 @@ TEST_CASE("bulk operations act on the runs matching a filter when it was read, w
 TEST_CASE("a replay with edited data runs on a new event of the same name") {
     Fixture f;
     f.engine.add(workflow("greet").on_event("greet").run([](Context& ctx) {
-        return ctx.step("hi", [&] { return "hi " + ctx.event()["data"]["name"].get<std::string>(); });
+        return ctx.step("hi",
+                        [&] { return "hi " + ctx.event()["data"]["name"].get<std::string>(); });
     }));
     f.engine.add(workflow("listener").on_event("greet").run([](Context&) { return 1; }));
     const auto r = f.engine.send(EventInput{"greet", {{"name", "ada"}}});
@@ -212,18 +212,18 @@ TEST_CASE("cancel_on: no longer after its timeout; a running run stops at its ne
     CHECK(f.run(late).status == "completed");
 
     // The run cancels itself from a step: the step ends, the next does not start.
-    f.engine.add(workflow("self")
-                     .on_event("self/start")
-                     .cancel_on("self/stop", "data.id")
-                     .run([&](Context& ctx) {
-                         ctx.send_event("stop", {{"name", "self/stop"},
-                                                 {"data", ctx.event()["data"]}});
-                         ctx.step("after", [&] {
-                             done.push_back("after");
-                             return 1;
-                         });
-                         return 1;
-                     }));
+    f.engine.add(
+        workflow("self")
+            .on_event("self/start")
+            .cancel_on("self/stop", "data.id")
+            .run([&](Context& ctx) {
+                ctx.send_event("stop", {{"name", "self/stop"}, {"data", ctx.event()["data"]}});
+                ctx.step("after", [&] {
+                    done.push_back("after");
+                    return 1;
+                });
+                return 1;
+            }));
     const auto self = f.start("self/start", {{"id", "x"}});
     f.idle();
     CHECK(f.run(self).status == "cancelled");

@@ -47,14 +47,17 @@ TEST_CASE("parallel branches run at once, are recorded once and replay at once")
 TEST_CASE("a failing branch retries on its own; one that fails for good is StepFailed") {
     Fixture f;
     std::atomic<int> a_calls{0}, b_calls{0};
-    f.engine.add(workflow("retrying").on_event("retrying").retry_policy(exact(3, 1000ms)).run(
-        [&](Context& ctx) {
-            return ctx.parallel({{"a", [&] { return ++a_calls; }},
-                                 {"b", [&]() -> json {
-                                      if (++b_calls < 2) throw std::runtime_error("flaky");
-                                      return "b ok";
-                                  }}});
-        }));
+    f.engine.add(workflow("retrying")
+                     .on_event("retrying")
+                     .retry_policy(exact(3, 1000ms))
+                     .run([&](Context& ctx) {
+                         return ctx.parallel({{"a", [&] { return ++a_calls; }},
+                                              {"b", [&]() -> json {
+                                                   if (++b_calls < 2)
+                                                       throw std::runtime_error("flaky");
+                                                   return "b ok";
+                                               }}});
+                     }));
     const auto id = f.start("retrying");
     f.idle();
     CHECK(f.run(id).status == "queued");  // b waits for its retry
@@ -68,8 +71,8 @@ TEST_CASE("a failing branch retries on its own; one that fails for good is StepF
     CHECK(a_calls == 1);  // a completed the first time and was not run again
     CHECK(b_calls == 2);
 
-    f.engine.add(workflow("failing").on_event("failing").retry_policy(exact(1)).run(
-        [](Context& ctx) {
+    f.engine.add(
+        workflow("failing").on_event("failing").retry_policy(exact(1)).run([](Context& ctx) {
             try {
                 ctx.parallel({{"fine", [] { return 1; }},
                               {"broken", []() -> json { throw NonRetriableError("no"); }},

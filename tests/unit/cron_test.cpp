@@ -1,6 +1,8 @@
 // Cron schedules: the syntax, the errors, and ticks across months, weekdays and the
 // daylight-saving changes of two time zones.
 
+#include "engine/cron.hpp"
+
 #include <doctest/doctest.h>
 
 #include <stdexcept>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "common/time.hpp"
-#include "engine/cron.hpp"
 
 using cairn::engine::CronSchedule;
 
