@@ -120,6 +120,14 @@ RetryResult Engine::retry(std::string_view run_id) {
     return RetryResult::not_ended;
 }
 
+bool Engine::pause(std::string_view workflow_id) {
+    return impl_->engine.pause(workflow_id);
+}
+
+bool Engine::resume(std::string_view workflow_id) {
+    return impl_->engine.resume(workflow_id);
+}
+
 std::string Engine::replay(std::string_view run_id, const std::optional<std::string>& from_step) {
     auto r = impl_->engine.replay(run_id, from_step);
     if (const auto* id = std::get_if<std::string>(&r)) return *id;

@@ -98,6 +98,11 @@ class Engine {
     std::string replay(std::string_view run_id,
                        const std::optional<std::string>& from_step = std::nullopt);
 
+    // Pauses a workflow on the database: its runs queue up and no process starts them
+    // until resume(). False when it already was (not) paused.
+    bool pause(std::string_view workflow_id);
+    bool resume(std::string_view workflow_id);
+
   private:
     friend class Server;
     struct Impl;
