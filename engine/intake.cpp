@@ -187,15 +187,23 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
     auto ins = store_.insert_event(tx, s.event, s.runs, t, s.claimed ? &*s.claimed : nullptr);
     s.result = SendResult{ins.event_id, ins.run_ids, ins.duplicate, 0};
     if (ins.duplicate) return;
-    const json ev = json{{"id", ins.event_id},
+    // The event as waits see it, built only for an event that starts a run listening for
+    // cancellation or that a run waits for: most do neither.
+    std::optional<json> built;
+    auto ev_json = [&]() -> const json& {
+        if (!built) {
+            built = json{{"id", ins.event_id},
                          {"name", s.event.name},
                          {"data", s.in->data},
                          {"ts", s.event.ts.value_or(t)}};
-    listen_for_cancel(tx, s, ev);
+        }
+        return *built;
+    };
+    listen_for_cancel(tx, s, ev_json);
 
-    // Most events resume nothing: match the event only if some run waits on this name.
     const auto waits = store_.waits_for(tx, s.event.name);
     if (waits.empty()) return;
+    const json& ev = ev_json();
     const std::string ev_text = dump(ev);
     for (const auto& w : waits) {
         if (!w.match_value) continue;  // the waiting run's own event lacked the field
@@ -222,11 +230,13 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
 // For each new run of a workflow with cancel_on, a wait per event that cancels it (its
 // step key kCancelOnKey and the entry's index): the waits that events are matched with,
 // dropped when the run ends.
-void Intake::listen_for_cancel(storage::Transaction& tx, const Sending& s, const json& ev) {
+void Intake::listen_for_cancel(storage::Transaction& tx, const Sending& s,
+                               const std::function<const json&()>& event) {
     const std::int64_t t = now();
     for (std::size_t r = 0; r < s.runs.size(); ++r) {
         const Workflow* w = registry_.find(s.runs[r].workflow_id);
-        if (w == nullptr) continue;
+        if (w == nullptr || w->cancel_on.empty()) continue;
+        const json& ev = event();
         for (std::size_t i = 0; i < w->cancel_on.size(); ++i) {
             const CancelOn& c = w->cancel_on[i];
             const json field = c.match.empty() ? json(true) : lookup(ev, c.match);

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -62,7 +63,8 @@ class Intake {
 
   private:
     std::unique_ptr<Sending> prepare(const EventInput& in);
-    void listen_for_cancel(storage::Transaction& tx, const Sending& s, const json& ev);
+    void listen_for_cancel(storage::Transaction& tx, const Sending& s,
+                           const std::function<const json&()>& event);
 
     storage::Database& db_;
     storage::RunStore& store_;
