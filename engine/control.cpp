@@ -59,12 +59,14 @@ Engine::BulkResult Engine::bulk(BulkOperation op, const storage::RunFilter& filt
 }
 
 bool Engine::pause(std::string_view workflow_id) {
-    return rt_->store.pause_workflow(workflow_id, rt_->now());
+    const bool paused = rt_->store.pause_workflow(workflow_id, rt_->now());
+    refresh_pauses();
+    return paused;
 }
 
 bool Engine::resume(std::string_view workflow_id) {
     const bool resumed = rt_->store.resume_workflow(workflow_id);
-    if (resumed) rt_->pool.wake_local();
+    refresh_pauses();
     return resumed;
 }
 

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <set>
 
 #include "common/ids.hpp"
 #include "common/periodic.hpp"
@@ -81,9 +82,25 @@ Engine::~Engine() {
 
 void Engine::add(Workflow w) {
     rt_->registry.add(std::move(w));
+    claim_unpaused();
+}
+
+// Claims take the workflows added here that are not paused.
+void Engine::claim_unpaused() {
     std::vector<std::string> ids;
-    for (const Workflow* known : rt_->registry.all()) ids.push_back(known->id);
+    for (const Workflow* known : rt_->registry.all()) {
+        if (!rt_->pauses.contains(known->id)) ids.push_back(known->id);
+    }
     rt_->store.claim_only(ids);
+}
+
+void Engine::refresh_pauses() {
+    std::set<std::string, std::less<>> paused;
+    for (auto& [id, at] : rt_->store.paused_workflows()) paused.insert(id);
+    if (rt_->pauses.set(std::move(paused))) {
+        claim_unpaused();
+        rt_->pool.wake_local();  // a resumed workflow's runs may be due
+    }
 }
 
 const Workflow* Engine::find(std::string_view id) const {
@@ -185,6 +202,7 @@ int Engine::fire_schedules() {
 }
 
 int Engine::run_until_idle(int max_executions) {
+    refresh_pauses();
     int count = 0;
     const auto lease_ms = std::max<std::int64_t>(rt_->pool.options().lease.count(), 30'000);
     while (count < max_executions) {
@@ -199,6 +217,7 @@ int Engine::run_until_idle(int max_executions) {
 }
 
 void Engine::start(WorkerOptions options) {
+    refresh_pauses();
     rt_->pool.start(options, [rt = rt_.get()](const detail::Held& held,
                                               std::optional<storage::RunState> state) {
         rt->execute(held, std::move(state));
@@ -207,17 +226,16 @@ void Engine::start(WorkerOptions options) {
         std::make_unique<detail::LeaseKeeper>(rt_->pool, rt_->store, rt_->clock, options.lease);
     register_process(options.process_name);
     if (options.retention.count() > 0) start_retention(options.retention);
-    const auto all = rt_->registry.all();
-    if (std::any_of(all.begin(), all.end(), [](const Workflow* w) { return w->cron; })) {
-        // Ticks are minutes: a check every second starts each within a second of its time.
-        cron_ = std::make_unique<Periodic>("cairn-cron", std::chrono::seconds(1), [this] {
-            try {
-                scheduler_->fire_due();
-            } catch (const std::exception& e) {
-                spdlog::warn("cron: {}", e.what());
-            }
-        });
-    }
+    // Every second: pauses and resumes made by other processes take effect here, and
+    // cron ticks (minutes) start within a second of their time.
+    control_ = std::make_unique<Periodic>("cairn-control", std::chrono::seconds(1), [this] {
+        try {
+            refresh_pauses();
+            scheduler_->fire_due();
+        } catch (const std::exception& e) {
+            spdlog::warn("pauses and schedules: {}", e.what());
+        }
+    });
     spdlog::info("worker {} started: {} threads, lease {} ms", rt_->pool.worker_id(),
                  options.threads, options.lease.count());
 }
@@ -226,7 +244,7 @@ void Engine::stop() {
     if (!rt_->pool.running()) return;
     rt_->pool.stop();
     keeper_.reset();
-    cron_.reset();
+    control_.reset();
     heartbeat_.reset();
     retention_.reset();
     try {

@@ -117,8 +117,9 @@ class Engine {
     BulkResult bulk(BulkOperation op, const storage::RunFilter& filter,
                     const std::function<void(std::int64_t, std::int64_t)>& progress = {});
 
-    // Pauses a workflow on the database (every process's workers pass over its runs; see
-    // RunStore::pause_workflow), or resumes it. False when it already was (not) paused.
+    // Pauses a workflow on the database, or resumes it: this engine's claims leave it out
+    // (or take it again) at once, every other process's within a second (each reads the
+    // pauses every second). False when it already was (not) paused.
     bool pause(std::string_view workflow_id);
     bool resume(std::string_view workflow_id);
 
@@ -165,13 +166,16 @@ class Engine {
     void on_step_recorded(std::function<void()> fn);
 
   private:
+    void claim_unpaused();
+    // Reads the paused workflows; claims leave them out from then on.
+    void refresh_pauses();
     void register_process(const std::string& name);
     void start_retention(std::chrono::milliseconds retention);
 
     std::unique_ptr<detail::Runtime> rt_;
     std::unique_ptr<detail::Scheduler> scheduler_;
     std::unique_ptr<detail::LeaseKeeper> keeper_;
-    std::unique_ptr<Periodic> cron_;
+    std::unique_ptr<Periodic> control_;  // pauses and cron schedules, every second
     std::unique_ptr<Periodic> heartbeat_;
     std::unique_ptr<Periodic> retention_;
 };

@@ -29,7 +29,7 @@ Runtime::Runtime(storage::Database& database, const Clock& c, std::string worker
       store(database),
       writer(database, store, counters),
       pool(database, store, c, std::move(worker_id)),
-      intake(database, store, registry, pool, c) {}
+      intake(database, store, registry, pauses, pool, c) {}
 
 std::chrono::milliseconds Runtime::retry_delay(const RetryPolicy& policy, int failed) {
     std::lock_guard lock(rng_mu_);

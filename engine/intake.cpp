@@ -80,10 +80,11 @@ class EventKind final : public storage::WriteKind {
 }  // namespace
 
 Intake::Intake(storage::Database& db, storage::RunStore& store, const Registry& registry,
-               WorkerPool& pool, const Clock& clock)
+               const Pauses& pauses, WorkerPool& pool, const Clock& clock)
     : db_(db),
       store_(store),
       registry_(registry),
+      pauses_(pauses),
       pool_(pool),
       clock_(clock),
       events_(std::make_unique<EventKind>(*this)) {}
@@ -100,7 +101,8 @@ std::unique_ptr<Intake::Sending> Intake::prepare(const EventInput& in) {
     s->event.idempotency_key = in.idempotency_key;
     s->event.ts = in.ts;
     s->runs = registry_.triggered(in.name);
-    if (!s->runs.empty()) {
+    // A paused workflow's run is queued, not handed to this process's idle threads.
+    if (!s->runs.empty() && !pauses_.any(s->runs)) {
         WorkerPool::Promise promise(pool_, static_cast<int>(s->runs.size()));
         if (promise) s->claimed = promise.claimed_by();
         s->promise = std::move(promise);

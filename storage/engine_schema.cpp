@@ -224,9 +224,9 @@ END
 $fn$;
 )sql";
 
-// Run control by workflow. A paused workflow's queue items are not claimed (events are
-// still recorded and runs queued); resume deletes the row. A cron schedule keeps its last
-// fired tick, so a process that starts after downtime fires the most recent missed tick
+// Run control by workflow. Every process leaves a paused workflow out of the workflows it
+// claims (events are still recorded and runs queued); resume deletes the row. A cron schedule keeps
+// its last fired tick, so a process that starts after downtime fires the most recent missed tick
 // once; each tick's run is deduplicated by its event's idempotency key across processes.
 constexpr std::string_view kEngineV9 = R"sql(
 CREATE TABLE workflow_pauses (
@@ -240,37 +240,6 @@ CREATE TABLE schedules (
 );
 )sql";
 
-// The claim of migration 8, passing over paused workflows' items.
-constexpr std::string_view kEngineV10 = R"sql(
-CREATE OR REPLACE FUNCTION cairn_claim(p_owner TEXT, p_until BIGINT, p_now BIGINT,
-                                       p_limit INTEGER, p_workflows TEXT[])
-RETURNS TABLE (claimed_run TEXT, claimed_epoch BIGINT)
-LANGUAGE plpgsql
-SET plan_cache_mode = force_generic_plan
-AS $fn$
-BEGIN
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE queue q SET lease_owner = p_owner, lease_until = p_until, due_at = p_until,
-            lease_epoch = q.lease_epoch + 1
-        WHERE q.run_id = ANY (ARRAY(
-            SELECT w.run_id FROM queue w WHERE w.due_at <= p_now
-                AND (p_workflows IS NULL OR w.workflow_id IS NULL
-                     OR w.workflow_id = ANY (p_workflows))
-                AND NOT EXISTS (SELECT 1 FROM workflow_pauses p
-                                WHERE p.workflow_id = w.workflow_id)
-            ORDER BY w.priority DESC, w.due_at, w.run_id LIMIT p_limit FOR UPDATE SKIP LOCKED))
-        RETURNING q.run_id, q.lease_epoch),
-    started AS (
-        UPDATE runs r SET status = 'running', worker = p_owner, updated_at = p_now,
-            started_at = COALESCE(r.started_at, p_now)
-        FROM claimed c WHERE r.id = c.run_id
-            AND r.status NOT IN ('completed', 'failed', 'cancelled'))
-    SELECT c.run_id, c.lease_epoch FROM claimed c;
-END
-$fn$;
-)sql";
-
 constexpr Migration kMigrations[] = {
     {1, "engine tables: events, runs, steps, queue, waits", kEngineV1},
     {2, "queue index in claim order", kEngineV2},
@@ -281,7 +250,6 @@ constexpr Migration kMigrations[] = {
     {7, "queue items name their workflow; the processes table", kEngineV7},
     {8, "the claim takes the claimer's workflows on Postgres", kEngineV8, Backend::postgres},
     {9, "paused workflows and cron schedules", kEngineV9},
-    {10, "the claim passes over paused workflows on Postgres", kEngineV10, Backend::postgres},
 };
 
 }  // namespace

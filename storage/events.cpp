@@ -89,15 +89,6 @@ InsertedEvent RunStore::insert_event(Transaction& tx, const NewEvent& event,
     out.event_id = event.id.value_or(new_id_at(now));
     std::vector<std::string> run_ids;
     for (std::size_t i = 0; i < runs.size(); ++i) run_ids.push_back(new_id_at(now));
-    // A paused workflow's run is queued, not handed to the sender's threads.
-    if (claimed != nullptr && !runs.empty()) {
-        for (auto row : tx.exec("SELECT workflow_id FROM workflow_pauses")) {
-            const auto paused = row.get<std::string>(0);
-            for (const NewRun& r : runs) {
-                if (r.workflow_id == paused) claimed = nullptr;
-            }
-        }
-    }
     if (sql_->insert_event(tx, event, out.event_id, runs, run_ids, now, claimed)) {
         out.run_ids = std::move(run_ids);
         detail::add_claims(claimed, event, out, runs, now);

@@ -41,7 +41,14 @@ std::vector<Claim> with_states(std::vector<Lease> leases, const detail::Exec& re
 }  // namespace
 
 void RunStore::claim_only(std::span<const std::string> workflow_ids) {
-    claim_workflows_ = sql_->workflow_set(workflow_ids);
+    Value set = sql_->workflow_set(workflow_ids);
+    std::lock_guard lock(claim_mu_);
+    claim_workflows_ = std::move(set);
+}
+
+Value RunStore::claim_workflows() const {
+    std::lock_guard lock(claim_mu_);
+    return claim_workflows_;
 }
 
 std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::int64_t now,
@@ -57,7 +64,7 @@ std::vector<Claim> RunStore::claim_runs(std::string_view owner, int limit, std::
         };
     };
     return with_states(sql_->claim(on_its_own(Access::read_write), owner, limit, now,
-                                   now + lease_ms, claim_workflows_),
+                                   now + lease_ms, claim_workflows()),
                        on_its_own(Access::read_only));
 }
 
@@ -65,7 +72,7 @@ std::vector<Claim> RunStore::claim_runs(Transaction& tx, std::string_view owner,
                                         std::int64_t now, std::int64_t lease_ms) {
     if (limit <= 0) return {};
     const detail::Exec exec = detail::in(tx);
-    return with_states(sql_->claim(exec, owner, limit, now, now + lease_ms, claim_workflows_),
+    return with_states(sql_->claim(exec, owner, limit, now, now + lease_ms, claim_workflows()),
                        exec);
 }
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -86,8 +87,8 @@ class RunStore {
     // ---- the queue: claims and leases (queue.cpp) ----------------------------------------
 
     // Limits this store's claims to runs of these workflows (and runs queued before queue
-    // items named their workflow); until called, claims take any workflow's runs. Set it
-    // before claiming: it is not synchronised with claims in progress.
+    // items named their workflow); until called, claims take any workflow's runs. A claim
+    // in progress keeps the set it started with.
     void claim_only(std::span<const std::string> workflow_ids);
 
     // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
@@ -256,12 +257,12 @@ class RunStore {
 
     // ---- pauses and schedules (workflow_state.cpp) ------------------------------------------
 
-    // Pauses a workflow: its queue items are not claimed until resumed (events are still
-    // recorded and its runs queued; an execution in progress goes on to its next
-    // suspension). False when it was paused already.
+    // Pauses a workflow: engines leave it out of what they claim (claim_only) until it is
+    // resumed; events are still recorded and its runs queued. False when it was paused
+    // already.
     bool pause_workflow(std::string_view workflow_id, std::int64_t now);
-    // Resumes it and wakes workers: its due runs start in claim order. False when it was
-    // not paused.
+    // Resumes it and wakes other processes' workers (NOTIFY). False when it was not
+    // paused.
     bool resume_workflow(std::string_view workflow_id);
     // Paused workflows with the time each was paused.
     std::map<std::string, std::int64_t> paused_workflows();
@@ -288,7 +289,10 @@ class RunStore {
   private:
     Database& db_;
     std::unique_ptr<detail::RunStatements> sql_;  // the backend's statements
-    Value claim_workflows_;  // claim_only's set as the backend's parameter; NULL for any
+    Value claim_workflows() const;
+    mutable std::mutex claim_mu_;
+    Value claim_workflows_;  // claim_only's set as the backend's parameter; NULL for any;
+                             // guarded by claim_mu_
 };
 
 }  // namespace cairn::storage

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/clock.hpp"
+#include "engine/detail/pauses.hpp"
 #include "engine/detail/registry.hpp"
 #include "engine/detail/worker_pool.hpp"
 #include "engine/engine.hpp"
@@ -23,7 +24,7 @@ namespace cairn::engine::detail {
 class Intake {
   public:
     Intake(storage::Database& db, storage::RunStore& store, const Registry& registry,
-           WorkerPool& pool, const Clock& clock);
+           const Pauses& pauses, WorkerPool& pool, const Clock& clock);
     ~Intake();
 
     // In the caller's transaction; the wake-up follows its commit (Transaction::on_end).
@@ -69,6 +70,7 @@ class Intake {
     storage::Database& db_;
     storage::RunStore& store_;
     const Registry& registry_;
+    const Pauses& pauses_;
     WorkerPool& pool_;
     const Clock& clock_;
     std::unique_ptr<storage::WriteKind> events_;

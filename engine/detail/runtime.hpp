@@ -9,6 +9,7 @@
 #include "engine/clock.hpp"
 #include "engine/detail/counters.hpp"
 #include "engine/detail/intake.hpp"
+#include "engine/detail/pauses.hpp"
 #include "engine/detail/registry.hpp"
 #include "engine/detail/worker_pool.hpp"
 #include "engine/detail/writer.hpp"
@@ -26,6 +27,7 @@ struct Runtime {
     const Clock& clock;
     storage::RunStore store;
     Registry registry;  // filled before anything is sent or started
+    Pauses pauses;
     Counters counters;
     Writer writer;
     WorkerPool pool;

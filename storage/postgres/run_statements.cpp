@@ -152,8 +152,7 @@ struct EventColumns {
     }
 };
 
-// The event rows ($1-$6) as `ve`, and the insert `e` of those no run waits for, while no
-// workflow is paused (insert_event then writes each, its runs not claimed if paused). ON
+// The event rows ($1-$6) as `ve`, and the insert `e` of those no run waits for. ON
 // CONFLICT DO NOTHING also skips a row that conflicts with one inserted earlier by the
 // same statement; the runs and queue items follow the events actually inserted.
 constexpr std::string_view kEventRowsSql =
@@ -163,7 +162,6 @@ constexpr std::string_view kEventRowsSql =
     "e AS (INSERT INTO events (id, name, data, ts, idempotency_key, received_at) "
     "SELECT id, name, data, ts, idempotency_key, received_at FROM ve "
     "WHERE NOT EXISTS (SELECT 1 FROM waits WHERE waits.event_name = ve.name) "
-    "AND NOT EXISTS (SELECT 1 FROM workflow_pauses) "
     "ON CONFLICT DO NOTHING RETURNING id, received_at)";
 // The runs ($7-$15) of the events `e` inserted, and their queue items.
 constexpr std::string_view kRunRowsSql =

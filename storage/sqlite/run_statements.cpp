@@ -94,8 +94,7 @@ class SqliteRunStatements final : public RunStatements {
             "UPDATE queue SET lease_owner = $1, lease_until = $2, due_at = $2, lease_epoch = "
             "lease_epoch + 1 WHERE run_id IN (SELECT run_id FROM queue WHERE due_at <= $3 "
             "AND ($5 IS NULL OR workflow_id IS NULL OR workflow_id IN (SELECT value FROM "
-            "json_each($5))) AND (workflow_id IS NULL OR workflow_id NOT IN (SELECT "
-            "workflow_id FROM workflow_pauses)) ORDER BY priority DESC, due_at, run_id LIMIT $4) "
+            "json_each($5))) ORDER BY priority DESC, due_at, run_id LIMIT $4) "
             "RETURNING run_id, lease_epoch";
         const Value take[] = {to_value(owner), to_value(until), to_value(now), to_value(limit),
                               workflows};

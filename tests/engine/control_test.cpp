@@ -78,6 +78,27 @@ TEST_CASE("a send while workers idle does not hand a paused workflow's run to th
     CHECK(e.store().get_run(sent.run_ids[0])->status == "completed");
 }
 
+TEST_CASE("a pause or resume by another process takes effect within a second") {
+    TestDb t;
+    storage::Migrator(t.db(), {storage::run_store_component()}).apply();
+    engine::SystemClock clock;
+    Engine worker(t.db(), clock);
+    Engine other(t.db(), clock);  // not started: it only sends and operates
+    for (Engine* e : {&worker, &other})
+        e->add(workflow("held").on_event("held").run([](Context&) { return 1; }));
+    worker.start({.threads = 2, .lease = 30s, .poll = 20ms});
+    other.pause("held");
+    std::this_thread::sleep_for(1500ms);
+    const auto sent = other.send(EventInput{"held"});
+    std::this_thread::sleep_for(500ms);
+    CHECK(worker.store().get_run(sent.run_ids[0])->status == "queued");
+    const auto ended = worker.stats().runs_ended;
+    other.resume("held");
+    worker.await_runs_ended(ended, 10s);
+    worker.stop();
+    CHECK(worker.store().get_run(sent.run_ids[0])->status == "completed");
+}
+
 TEST_CASE("bulk operations act on the runs matching a filter when it was read, with progress") {
     Fixture f;
     f.engine.add(workflow("many").on_event("many").run(
