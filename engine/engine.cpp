@@ -217,7 +217,11 @@ int Engine::run_until_idle(int max_executions) {
 }
 
 void Engine::start(WorkerOptions options) {
-    refresh_pauses();
+    try {
+        refresh_pauses();
+    } catch (const std::exception& e) {  // read again within a second
+        spdlog::warn("could not read the paused workflows: {}", e.what());
+    }
     rt_->pool.start(options, [rt = rt_.get()](const detail::Held& held,
                                               std::optional<storage::RunState> state) {
         rt->execute(held, std::move(state));
