@@ -59,6 +59,20 @@ TEST_CASE("a paused workflow's runs queue up and start in order once resumed; ot
     CHECK(order == std::vector<int>{0, 1, 2, 3});
 }
 
+namespace {
+
+// `run` stays queued while paused; once `by` resumes its workflow, `worker` completes it.
+void queued_until_resumed(Engine& worker, Engine& by, const std::string& run) {
+    CHECK(worker.store().get_run(run)->status == "queued");
+    const auto ended = worker.stats().runs_ended;
+    by.resume("held");
+    worker.await_runs_ended(ended, 10s);
+    worker.stop();
+    CHECK(worker.store().get_run(run)->status == "completed");
+}
+
+}  // namespace
+
 TEST_CASE("a send while workers idle does not hand a paused workflow's run to them") {
     TestDb t;
     storage::Migrator(t.db(), {storage::run_store_component()}).apply();
@@ -70,12 +84,7 @@ TEST_CASE("a send while workers idle does not hand a paused workflow's run to th
     const auto sent = e.send(EventInput{"held"});
     REQUIRE(sent.run_ids.size() == 1);
     std::this_thread::sleep_for(300ms);
-    CHECK(e.store().get_run(sent.run_ids[0])->status == "queued");
-    const auto ended = e.stats().runs_ended;
-    e.resume("held");
-    e.await_runs_ended(ended, 10s);
-    e.stop();
-    CHECK(e.store().get_run(sent.run_ids[0])->status == "completed");
+    queued_until_resumed(e, e, sent.run_ids[0]);
 }
 
 TEST_CASE("a pause or resume by another process takes effect within a second") {
@@ -91,12 +100,7 @@ TEST_CASE("a pause or resume by another process takes effect within a second") {
     std::this_thread::sleep_for(1500ms);
     const auto sent = other.send(EventInput{"held"});
     std::this_thread::sleep_for(500ms);
-    CHECK(worker.store().get_run(sent.run_ids[0])->status == "queued");
-    const auto ended = worker.stats().runs_ended;
-    other.resume("held");
-    worker.await_runs_ended(ended, 10s);
-    worker.stop();
-    CHECK(worker.store().get_run(sent.run_ids[0])->status == "completed");
+    queued_until_resumed(worker, other, sent.run_ids[0]);
 }
 
 TEST_CASE("bulk operations act on the runs matching a filter when it was read, with progress") {
@@ -270,6 +274,10 @@ TEST_CASE("cancel_on: an event that starts runs does not cancel its own runs") {
     f.idle();
     CHECK(f.run(second).status == "completed");
     CHECK_THROWS_AS(f.engine.add(workflow("bad").cancel_on("").run([](Context&) { return 1; })),
+                    std::invalid_argument);
+    CHECK_THROWS_AS(f.engine.add(workflow("bad").cancel_on("x", "data.id", 0ms).run([](Context&) {
+        return 1;
+    })),
                     std::invalid_argument);
 }
 
