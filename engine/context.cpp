@@ -36,6 +36,17 @@ std::optional<json> Context::wait_for_event(std::string_view name, std::string_v
     return ex_.wait_for_event(name, event_name, match_field, timeout);
 }
 
+std::optional<json> Context::wait_for_event_where(std::string_view name,
+                                                  std::string_view event_name,
+                                                  std::string_view expression,
+                                                  milliseconds timeout) {
+    return ex_.wait_for_event(name, event_name, {}, timeout, expression);
+}
+
+std::vector<Context::Recorded> Context::recorded() const {
+    return ex_.history();
+}
+
 std::string Context::send_event(std::string_view name, const json& event) {
     return ex_.send_event(name, event);
 }

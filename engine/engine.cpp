@@ -64,6 +64,7 @@ json cancel_on_json(const Workflow& w) {
 json workflow_description(const Workflow& w) {
     return {{"id", w.id},
             {"version", w.version},
+            {"app", w.app.empty() ? json(nullptr) : json(w.app)},
             {"triggers", w.triggers},
             {"cron", w.cron ? json(*w.cron) : json(nullptr)},
             {"cancel_on", cancel_on_json(w)},
@@ -83,6 +84,14 @@ Engine::~Engine() {
 void Engine::add(Workflow w) {
     rt_->registry.add(std::move(w));
     claim_unpaused();
+}
+
+std::vector<std::string> Engine::replace_workflows(const std::string& group,
+                                                   std::vector<Workflow> ws) {
+    auto gone = rt_->registry.replace_group(group, std::move(ws));
+    claim_unpaused();
+    rt_->pool.wake_local();  // runs of a workflow new here may be waiting
+    return gone;
 }
 
 // Claims take the workflows added here that are not paused.

@@ -57,7 +57,8 @@ json workflow_description(const Workflow& w);
 // The durable execution engine: the workflow registry, event intake, and the workers
 // that claim runs and replay them.
 //
-// Thread-safe after registration: add() all workflows before send() or start().
+// Thread-safe after registration: add() all workflows before send() or start();
+// replace_workflows() may be called at any time.
 class Engine {
   public:
     Engine(storage::Database& db, const Clock& clock);
@@ -67,6 +68,10 @@ class Engine {
 
     // Registers a workflow. Throws std::invalid_argument for an empty or duplicate id.
     void add(Workflow workflow);
+    // Replaces the workflows of `group` (an SDK app's functions) at any time, validated
+    // as add() does, all or none: events start runs of the new set at once, and this
+    // engine's claims take them. Returns the ids the group no longer has.
+    std::vector<std::string> replace_workflows(const std::string& group, std::vector<Workflow> ws);
     const Workflow* find(std::string_view id) const;
     std::vector<const Workflow*> workflows() const;
     // The workflows of this engine and of every process in the processes table, by id:

@@ -237,6 +237,25 @@ std::pair<storage::StepRecord, storage::AttemptRecord> Execution::step_written(
     return {std::move(rec), std::move(att)};
 }
 
+namespace {
+// A parallel branch's attempt number, on the branch's thread (parallel.cpp).
+thread_local int branch_attempt = 0;
+}  // namespace
+
+void set_branch_attempt(int n) {
+    branch_attempt = n;
+}
+
+int Execution::attempt() const {
+    return std::this_thread::get_id() == thread_ ? current_attempt_ : branch_attempt;
+}
+
+std::vector<Context::Recorded> Execution::history() const {
+    std::vector<Context::Recorded> out;
+    for (const auto& [seq, step] : by_seq_) out.push_back({step->key, step->kind, step->status});
+    return out;
+}
+
 void Execution::log(std::string_view line) {
     spdlog::info("run {}: {}", run_id(), line);
     // A parallel branch's lines go to the process log only: logs_ is this thread's.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "engine/detail/json_text.hpp"
+#include "engine/expression.hpp"
 
 namespace cairn::engine::detail {
 
@@ -15,6 +16,16 @@ namespace {
 // The step key of a cancel_on wait: no step's key starts so (keys are the workflow's names).
 constexpr std::string_view kCancelOnKey = "cairn/cancel-on/";
 constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+
+// A wait's expression (its run's event bound in) against the incoming event; one that no
+// longer parses matches nothing.
+bool expression_matches(const std::string& text, const json& ev) {
+    try {
+        return Expression::parse(text).matches(nullptr, ev);
+    } catch (const ExpressionError&) {
+        return false;
+    }
+}
 
 struct EventWriteItem final : storage::BatchedWrite {
     EventWriteItem(const storage::WriteKind& kind, Intake::Sending& s)
@@ -100,7 +111,12 @@ std::unique_ptr<Intake::Sending> Intake::prepare(const EventInput& in) {
     s->event.id = in.id;
     s->event.idempotency_key = in.idempotency_key;
     s->event.ts = in.ts;
-    s->runs = registry_.triggered(in.name);
+    s->runs = registry_.triggered(in.name, [&] {
+        return json{{"id", in.id.value_or("")},
+                    {"name", in.name},
+                    {"data", in.data},
+                    {"ts", in.ts.value_or(clock_.now_ms())}};
+    });
     // A paused workflow's run is queued, not handed to this process's idle threads.
     if (!s->runs.empty() && !pauses_.any(s->runs)) {
         WorkerPool::Promise promise(pool_, static_cast<int>(s->runs.size()));
@@ -216,6 +232,7 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
         const json want = json::parse(*w.match_value, nullptr, false);
         if (want.is_discarded() || (!w.match_field.empty() && lookup(ev, w.match_field) != want))
             continue;
+        if (w.expression && !expression_matches(*w.expression, ev)) continue;
         if (cancels) {
             const json error = {
                 {"type", "cancelled"},
@@ -242,11 +259,13 @@ void Intake::listen_for_cancel(storage::Transaction& tx, const Sending& s,
         for (std::size_t i = 0; i < w->cancel_on.size(); ++i) {
             const CancelOn& c = w->cancel_on[i];
             const json field = c.match.empty() ? json(true) : lookup(ev, c.match);
+            std::optional<std::string> expression;
+            if (!c.expression.empty()) expression = Expression::parse(c.expression).bind_event(ev);
             store_.add_wait(
                 tx, storage::WaitRecord{
                         s.result.run_ids[r], fmt::format("{}{}", kCancelOnKey, i), c.event, c.match,
                         field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
-                        c.timeout ? t + c.timeout->count() : kNever});
+                        c.timeout ? t + c.timeout->count() : kNever, std::move(expression)});
         }
     }
 }

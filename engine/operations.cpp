@@ -6,6 +6,7 @@
 
 #include "engine/detail/execution.hpp"
 #include "engine/detail/json_text.hpp"
+#include "engine/expression.hpp"
 
 namespace cairn::engine::detail {
 
@@ -208,7 +209,8 @@ void Execution::sleep_until(std::string_view name, std::int64_t until) {
 }
 
 std::optional<json> Execution::wait_for_event(std::string_view name, std::string_view event_name,
-                                              std::string_view match_field, milliseconds timeout) {
+                                              std::string_view match_field, milliseconds timeout,
+                                              std::string_view expression) {
     const Slot slot = next(name, "wait");
     auto result = [](const std::optional<std::string>& output) -> std::optional<json> {
         json j = parse_or_null(output);
@@ -234,16 +236,21 @@ std::optional<json> Execution::wait_for_event(std::string_view name, std::string
         return std::nullopt;
     }
     boundary();
-    const json field = lookup(event_, match_field);
+    // With an expression, the run's own event is bound into it now; the field match is
+    // then "any".
+    std::optional<std::string> bound;
+    if (!expression.empty()) bound = Expression::parse(expression).bind_event(event_);
+    const json field = bound ? json(true) : lookup(event_, match_field);
     storage::StepRecord rec = record(slot, "wait", "waiting");
     rec.wake_at = now() + timeout.count();
     const storage::WaitRecord w{
         run_id(),
         slot.key,
         std::string(event_name),
-        std::string(match_field),
+        bound ? std::string() : std::string(match_field),
         field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
-        *rec.wake_at};
+        *rec.wake_at,
+        bound};
     suspend(*rec.wake_at, [&](Transaction& tx) {
         rt_.store.write_step(tx, rec);
         rt_.store.add_wait(tx, w);

@@ -75,6 +75,7 @@ json Execution::parallel(std::span<const std::pair<std::string, std::function<js
             if (!a.run) continue;
             running.push_back(std::async(std::launch::async, [this, &a, &fn = branches[i].second] {
                 a.started = now();
+                set_branch_attempt(a.number);
                 try {
                     a.out = fn();
                 } catch (...) {

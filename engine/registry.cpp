@@ -2,17 +2,18 @@
 
 #include <fmt/format.h>
 
+#include <mutex>
+#include <set>
 #include <stdexcept>
 
 #include "engine/cron.hpp"
+#include "engine/expression.hpp"
 
 namespace cairn::engine::detail {
 
-void Registry::add(Workflow w) {
+void Registry::check(const Workflow& w) const {
     if (w.id.empty()) throw std::invalid_argument("workflow id must not be empty");
     if (!w.fn) throw std::invalid_argument(fmt::format("workflow '{}' has no function", w.id));
-    if (workflows_.contains(w.id))
-        throw std::invalid_argument(fmt::format("workflow '{}' is registered twice", w.id));
     if (w.retry.max_attempts < 1)
         throw std::invalid_argument(fmt::format("workflow '{}': max_attempts must be >= 1", w.id));
     if (w.cron) {
@@ -29,45 +30,114 @@ void Registry::add(Workflow w) {
         if (c.timeout && c.timeout->count() <= 0)
             throw std::invalid_argument(
                 fmt::format("workflow '{}': cancel_on's timeout must be positive", w.id));
+        if (!c.expression.empty()) {
+            try {
+                Expression::parse(c.expression);
+            } catch (const ExpressionError& e) {
+                throw std::invalid_argument(
+                    fmt::format("workflow '{}': cancel_on: {}", w.id, e.what()));
+            }
+        }
     }
-    for (const auto& t : w.triggers) triggers_[t].push_back(w.id);
-    if (w.on_failure) {
+}
+
+void Registry::insert(std::unique_ptr<Workflow> w) {
+    if (w->on_failure) {
         // Its own durable run, started by the event "cairn/run.failed" (Execution).
-        Workflow handler;
-        handler.id = w.id + "/on-failure";
-        handler.version = w.version;
-        handler.retry = w.retry;
-        handler.fn = w.on_failure;
-        workflows_.emplace(handler.id, std::move(handler));
+        auto handler = std::make_unique<Workflow>();
+        handler->id = w->id + "/on-failure";
+        handler->version = w->version;
+        handler->retry = w->retry;
+        handler->fn = w->on_failure;
+        workflows_.emplace(handler->id, std::move(handler));
     }
-    workflows_.emplace(w.id, std::move(w));
+    std::string id = w->id;
+    workflows_.emplace(std::move(id), std::move(w));
+}
+
+void Registry::rebuild_triggers() {
+    triggers_.clear();
+    for (const auto& [id, w] : workflows_) {
+        for (const auto& t : w->triggers) triggers_[t].push_back(id);
+    }
+}
+
+void Registry::add(Workflow w) {
+    std::unique_lock lock(mu_);
+    check(w);
+    if (workflows_.contains(w.id))
+        throw std::invalid_argument(fmt::format("workflow '{}' is registered twice", w.id));
+    for (const auto& t : w.triggers) triggers_[t].push_back(w.id);
+    insert(std::make_unique<Workflow>(std::move(w)));
+}
+
+std::vector<std::string> Registry::replace_group(const std::string& group,
+                                                 std::vector<Workflow> ws) {
+    std::unique_lock lock(mu_);
+    std::set<std::string> old;
+    if (auto it = groups_.find(group); it != groups_.end())
+        old.insert(it->second.begin(), it->second.end());
+    std::set<std::string> ids;
+    for (const Workflow& w : ws) {
+        check(w);
+        if (!ids.insert(w.id).second || (workflows_.contains(w.id) && !old.contains(w.id)))
+            throw std::invalid_argument(fmt::format("workflow '{}' is registered twice", w.id));
+    }
+    std::vector<std::string> gone;
+    for (const std::string& id : old) {
+        for (const std::string& key : {id, id + "/on-failure"}) {
+            auto node = workflows_.extract(key);
+            if (!node.empty()) retired_.push_back(std::move(node.mapped()));
+        }
+        if (!ids.contains(id)) gone.push_back(id);
+    }
+    std::vector<std::string>& members = groups_[group];
+    members.clear();
+    for (Workflow& w : ws) {
+        members.push_back(w.id);
+        insert(std::make_unique<Workflow>(std::move(w)));
+    }
+    if (members.empty()) groups_.erase(group);
+    rebuild_triggers();
+    return gone;
 }
 
 const Workflow* Registry::find(std::string_view id) const {
+    std::shared_lock lock(mu_);
     auto it = workflows_.find(id);
-    return it == workflows_.end() ? nullptr : &it->second;
+    return it == workflows_.end() ? nullptr : it->second.get();
 }
 
 std::vector<const Workflow*> Registry::all() const {
+    std::shared_lock lock(mu_);
     std::vector<const Workflow*> out;
-    for (const auto& [id, w] : workflows_) out.push_back(&w);
+    for (const auto& [id, w] : workflows_) out.push_back(w.get());
     return out;
 }
 
 std::size_t Registry::triggered_count(std::string_view name) const {
+    std::shared_lock lock(mu_);
     const auto it = triggers_.find(name);
     return it == triggers_.end() ? 0 : it->second.size();
 }
 
-std::vector<storage::NewRun> Registry::triggered(std::string_view name) const {
+std::vector<storage::NewRun> Registry::triggered(std::string_view name,
+                                                 const std::function<json()>& event) const {
+    std::shared_lock lock(mu_);
     std::vector<storage::NewRun> runs;
-    if (auto it = triggers_.find(name); it != triggers_.end()) {
-        for (const auto& id : it->second) {
-            storage::NewRun run;
-            run.workflow_id = id;
-            run.version = workflows_.at(id).version;
-            runs.push_back(std::move(run));
+    const auto it = triggers_.find(name);
+    if (it == triggers_.end()) return runs;
+    std::optional<json> built;
+    for (const auto& id : it->second) {
+        const Workflow& w = *workflows_.at(id);
+        if (w.filter && event) {
+            if (!built) built = event();
+            if (!w.filter(*built)) continue;
         }
+        storage::NewRun run;
+        run.workflow_id = id;
+        run.version = w.version;
+        runs.push_back(std::move(run));
     }
     return runs;
 }

@@ -69,6 +69,16 @@ void register_examples(engine::Engine& engine) {
         });
         return json{{"prepared", prepared}, {"called", called}};
     }));
+
+    // Invokes the workflow data.workflow (native, or an SDK app's function) with data.data
+    // and returns its output; with data.emit ({name, data}) it first sends that event.
+    engine.add(workflow("relay").on_event("example/relay").run([](Context& ctx) {
+        const json& data = ctx.event()["data"];
+        if (data.contains("emit")) ctx.send_event("emit", data["emit"]);
+        const std::string target = data.value("workflow", std::string());
+        if (target.empty()) return json(nullptr);
+        return ctx.invoke("call", target, data.value("data", json::object()));
+    }));
 }
 
 }  // namespace cairn::examples

@@ -240,6 +240,12 @@ CREATE TABLE schedules (
 );
 )sql";
 
+// A wait may filter the events it takes by an expression over the event (`async`), kept as
+// text with the waiting run's own event already bound into it.
+constexpr std::string_view kEngineV10 = R"sql(
+ALTER TABLE waits ADD COLUMN expression TEXT;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "engine tables: events, runs, steps, queue, waits", kEngineV1},
     {2, "queue index in claim order", kEngineV2},
@@ -250,6 +256,7 @@ constexpr Migration kMigrations[] = {
     {7, "queue items name their workflow; the processes table", kEngineV7},
     {8, "the claim takes the claimer's workflows on Postgres", kEngineV8, Backend::postgres},
     {9, "paused workflows and cron schedules", kEngineV9},
+    {10, "waits filtered by an expression", kEngineV10},
 };
 
 }  // namespace

@@ -145,20 +145,22 @@ void RunStore::insert_events(Transaction& tx, std::span<EventWrite* const> event
 
 void RunStore::add_wait(Transaction& tx, const WaitRecord& w) {
     tx.exec(
-        "INSERT INTO waits (run_id, step_key, event_name, match_field, match_value, expires_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id, step_key) DO NOTHING",
-        w.run_id, w.step_key, w.event_name, w.match_field, w.match_value, w.expires_at);
+        "INSERT INTO waits (run_id, step_key, event_name, match_field, match_value, expires_at, "
+        "expression) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (run_id, step_key) DO NOTHING",
+        w.run_id, w.step_key, w.event_name, w.match_field, w.match_value, w.expires_at,
+        w.expression);
 }
 
 std::vector<WaitRecord> RunStore::waits_for(Transaction& tx, std::string_view event_name) {
     std::vector<WaitRecord> out;
-    for (auto row : tx.exec(
-             "SELECT run_id, step_key, event_name, match_field, match_value, expires_at FROM waits "
-             "WHERE event_name = $1 ORDER BY run_id, step_key",
-             event_name)) {
+    for (auto row :
+         tx.exec("SELECT run_id, step_key, event_name, match_field, match_value, expires_at, "
+                 "expression FROM waits WHERE event_name = $1 ORDER BY run_id, step_key",
+                 event_name)) {
         out.push_back(WaitRecord{row.get<std::string>(0), row.get<std::string>(1),
                                  row.get<std::string>(2), row.get<std::string>(3),
-                                 row.get_opt<std::string>(4), row.get<std::int64_t>(5)});
+                                 row.get_opt<std::string>(4), row.get<std::int64_t>(5),
+                                 row.get_opt<std::string>(6)});
     }
     return out;
 }

@@ -111,6 +111,8 @@ struct WaitRecord {
     std::string match_field;                 // path into the event, e.g. "data.id"
     std::optional<std::string> match_value;  // JSON of that field in the waiting run's event
     std::int64_t expires_at = 0;
+    // An expression the event (`async`) must satisfy as well (engine/expression.hpp).
+    std::optional<std::string> expression = std::nullopt;
 };
 
 // Everything a worker needs to replay a run.

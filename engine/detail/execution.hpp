@@ -13,11 +13,15 @@
 #include <thread>
 #include <utility>
 
+#include "cairn/context.hpp"
 #include "cairn/workflow.hpp"
 #include "engine/detail/runtime.hpp"
 #include "storage/records.hpp"
 
 namespace cairn::engine::detail {
+
+// Sets what Context::attempt() returns on a parallel branch's thread.
+void set_branch_attempt(int n);
 
 // One execution (one claim) of one run, behind a Context: replays the workflow function,
 // returning recorded results and recording new operations behind the run's lease.
@@ -39,7 +43,8 @@ class Execution {
     void sleep_until(std::string_view name, std::int64_t until);
     std::optional<json> wait_for_event(std::string_view name, std::string_view event_name,
                                        std::string_view match_field,
-                                       std::chrono::milliseconds timeout);
+                                       std::chrono::milliseconds timeout,
+                                       std::string_view expression = {});
     std::string send_event(std::string_view name, const json& event);
     json invoke(std::string_view name, std::string_view workflow_id, const json& data,
                 std::optional<std::chrono::milliseconds> timeout);
@@ -50,7 +55,8 @@ class Execution {
 
     const std::string& run_id() const { return state_.run.id; }
     const json& event() const { return event_; }
-    int attempt() const { return current_attempt_; }
+    int attempt() const;
+    std::vector<Context::Recorded> history() const;
     void log(std::string_view line);
     std::int64_t now() const { return rt_.now(); }
 

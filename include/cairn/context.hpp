@@ -95,6 +95,13 @@ class Context {
     std::optional<json> wait_for_event(std::string_view name, std::string_view event_name,
                                        std::string_view match_field,
                                        std::chrono::milliseconds timeout);
+    // The same with an expression instead of a field (docs/engine.md): the event must
+    // satisfy it, `event` being this run's event and `async` the candidate, e.g.
+    // `async.data.user_id == event.data.user_id && async.data.plan == "pro"`. A malformed
+    // expression throws std::invalid_argument.
+    std::optional<json> wait_for_event_where(std::string_view name, std::string_view event_name,
+                                             std::string_view expression,
+                                             std::chrono::milliseconds timeout);
 
     // Emits an event ({"name": ..., "data": ...}) exactly once, however often the run is
     // replayed; returns its id.
@@ -109,8 +116,20 @@ class Context {
     const std::string& run_id() const;
     // The triggering event: {id, name, data, ts}.
     const json& event() const;
-    // The attempt number (1-based) of the step now executing; 0 outside a step.
+    // The attempt number (1-based) of the step now executing (in a parallel branch, the
+    // branch's); 0 outside a step.
     int attempt() const;
+    // One operation of the run's record: its key (the name, with "#n" when repeated),
+    // kind (step, sleep, wait, send, invoke) and status.
+    struct Recorded {
+        std::string key;
+        std::string kind;
+        std::string status;
+    };
+    // What the run had recorded when this execution began, in order: for a driver that
+    // replays a run from its record rather than from code (an SDK function); replaying
+    // each entry by the operation of its kind and key returns its result.
+    std::vector<Recorded> recorded() const;
     // A log line, stored with the attempt of the step now executing (and written to the
     // process log).
     void log(std::string_view line);

@@ -45,16 +45,22 @@ using WorkflowFn = std::function<json(Context&)>;
 // (a path such as "data.order_id") equals the same field of the run's own event — any
 // such event when `match` is empty — arriving within `timeout` of the run's start (at
 // any time without one).
+//
+// `expression`, when set, must hold too: an expression over the run's event (`event`) and
+// the cancelling one (`async`), e.g. `async.data.reason == "fraud"` (docs/engine.md).
 struct CancelOn {
     std::string event;
     std::string match;
     std::optional<std::chrono::milliseconds> timeout;
+    std::string expression = {};
 };
 
 // A registered workflow. Build one with workflow("id")...run(fn).
 struct Workflow {
     std::string id;
     std::string version = "1";
+    // The SDK app whose function this is (docs/sdk.md); empty for a workflow in C++.
+    std::string app;
     std::vector<std::string> triggers;  // event names that start a run
     RetryPolicy retry;                  // default for every step
     // A step that runs longer than this counts as a failed (retried) attempt. C++ cannot
@@ -68,6 +74,9 @@ struct Workflow {
     // Events that cancel a run: a running one stops at its next step boundary; a queued,
     // sleeping or waiting one at once.
     std::vector<CancelOn> cancel_on;
+    // When set, an event starts a run only if this returns true for it ({id, name, data,
+    // ts}); it must be quick and must not throw.
+    std::function<bool(const json& event)> filter;
     WorkflowFn fn;
     // Runs as its own durable run (workflow "<id>/on-failure") when a run fails; its event
     // is "cairn/run.failed" with data {run_id, workflow_id, error, event}.
