@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/ops.hpp"
+#include "cli/sdk_commands.hpp"
 #include "cli/ticket_commands.hpp"
 #include "common/time.hpp"
 #include "common/version.hpp"
@@ -23,10 +24,13 @@
 #include "examples/hello_workflow.hpp"
 #include "examples/notes_plugin.hpp"
 #include "plugins/ticket/ticket_plugin.hpp"
+#include "sdk/apps.hpp"
+#include "sdk/signing.hpp"
 #include "server/api_keys.hpp"
 #include "server/engine_api.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
+#include "server/sdk_api.hpp"
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
@@ -52,7 +56,7 @@ Plugins make_plugins(bool with_examples) {
 // each plugin's.
 std::vector<storage::Component> all_components(const Plugins& plugins) {
     std::vector<storage::Component> out = {storage::run_store_component(),
-                                           server::api_keys_component()};
+                                           server::api_keys_component(), sdk::apps_component()};
     for (const auto& p : plugins)
         for (const auto& c : p->components()) out.push_back(c);
     return out;
@@ -64,8 +68,24 @@ struct Exit {
     std::string message;
 };
 
+// The process log on stderr, with signing keys ("signkey-<env>-<hex>") redacted from
+// every line, whoever wrote it.
+class RedactingSink final : public spdlog::sinks::stderr_color_sink_mt {
+    using Base = spdlog::sinks::stderr_color_sink_mt;
+
+  protected:
+    void log(const spdlog::details::log_msg& msg) override {
+        const std::string_view text(msg.payload.data(), msg.payload.size());
+        if (text.find("signkey-") == std::string_view::npos) return Base::log(msg);
+        const std::string clean = sdk::redact_signing_keys(text);
+        spdlog::details::log_msg copy(msg);
+        copy.payload = clean;
+        Base::log(copy);
+    }
+};
+
 void setup_logging() {
-    auto logger = spdlog::stderr_color_mt("cairn");
+    auto logger = std::make_shared<spdlog::logger>("cairn", std::make_shared<RedactingSink>());
     spdlog::set_default_logger(logger);
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
     // Read once at start-up, before any thread exists.
@@ -89,6 +109,7 @@ struct WorkerFlags {
     int lease_ms = 30'000;
     std::string retention = "30d";
     bool examples = false;
+    bool dev = false;  // SDK apps in dev mode: no signatures
 };
 
 void add_worker_flags(CLI::App* cmd, WorkerFlags& flags, int min_workers) {
@@ -112,6 +133,21 @@ void add_worker_flags(CLI::App* cmd, WorkerFlags& flags, int min_workers) {
     cmd->add_flag("--examples", flags.examples,
                   "Register the example workflows (hello on example/hello)")
         ->envname("CAIRN_EXAMPLES");
+    cmd->add_flag("--dev", flags.dev,
+                  "SDK apps in dev mode, as Inngest's dev server: no signatures, any event key "
+                  "(docs/sdk.md)")
+        ->envname("CAIRN_DEV");
+}
+
+// CAIRN_SIGNING_KEY, when set: SDK apps in signed mode (docs/sdk.md).
+std::optional<sdk::SigningKey> signing_key() {
+    const char* text = std::getenv("CAIRN_SIGNING_KEY");  // NOLINT(concurrency-mt-unsafe)
+    if (text == nullptr || *text == '\0') return std::nullopt;
+    auto key = sdk::SigningKey::parse(text);
+    if (!key)
+        throw Exit{kExitUsage,
+                   "CAIRN_SIGNING_KEY must be signkey-<env>-<hex>, the app's INNGEST_SIGNING_KEY"};
+    return key;
 }
 
 int migrate_apply(storage::Database& db, const Plugins& plugins) {
@@ -151,9 +187,11 @@ struct Runtime {
     std::unique_ptr<engine::DatabaseClock> clock;
     Plugins plugins;
     std::unique_ptr<engine::Engine> engine;
+    std::unique_ptr<sdk::Apps> apps;  // ended before the engine, whose workflows it replaces
 };
 
-std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examples) {
+std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examples,
+                                      bool dev = false) {
     auto rt = std::make_unique<Runtime>();
     rt->db = open_database(db_url);
     rt->plugins = make_plugins(with_examples);
@@ -174,6 +212,11 @@ std::unique_ptr<Runtime> open_runtime(const std::string& db_url, bool with_examp
     } catch (const std::invalid_argument& e) {
         throw Exit{kExitUsage, e.what()};
     }
+    sdk::AppsOptions apps;
+    apps.dev = dev;
+    if (!dev) apps.key = signing_key();
+    rt->apps = std::make_unique<sdk::Apps>(*rt->db, *rt->engine, std::move(apps));
+    rt->apps->refresh();  // the SDK functions, registered before anything starts
     return rt;
 }
 
@@ -224,13 +267,15 @@ int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
     } catch (const server::ListenError& e) {
         throw Exit{kExitUsage, e.what()};
     }
-    auto rt = open_runtime(db_url, flags.examples);
+    auto rt = open_runtime(db_url, flags.examples, flags.dev);
     auto& db = rt->db;
     auto& engine = *rt->engine;
     server::ApiKeys keys(*db);
     server::Metrics metrics(metrics_key);
     router = server::make_router(*db, engine, keys, metrics);
+    server::add_sdk_routes(*router, *db, *rt->apps, engine, keys);
     for (auto& p : rt->plugins) p->add_routes(*router);
+    rt->apps->start();
     if (flags.workers > 0) engine.start(worker_options(flags));
     spdlog::info("cairn {} serving http://{} on {} ({})", kVersion, http->local_address(),
                  storage::to_string(db->backend()), db->url());
@@ -242,7 +287,8 @@ int cmd_serve(const std::string& db_url, const server::ServerOptions& options,
 }
 
 int cmd_worker(const std::string& db_url, const WorkerFlags& flags) {
-    auto rt = open_runtime(db_url, flags.examples);
+    auto rt = open_runtime(db_url, flags.examples, flags.dev);
+    rt->apps->start();
     auto& db = rt->db;
     auto& engine = *rt->engine;
     // Block the stop signals before any thread starts, so only sigwait below sees them.
@@ -692,6 +738,28 @@ void add_ticket_commands(CLI::App& app, Args& a) {
                  [&a, to](Runtime& rt) { return mail_list(*rt.db, opt(*to), a.limit, a.as_json); });
 }
 
+// apps sync|list|remove: Inngest SDK apps (docs/sdk.md).
+void add_app_commands(CLI::App& app, Args& a) {
+    auto arg = std::make_shared<std::string>();
+    auto* apps =
+        app.add_subcommand("apps", "Sync, list and remove Inngest SDK apps")->require_subcommand(1);
+    auto* sync = apps->add_subcommand(
+        "sync", "Ask an app for its functions and store them (CAIRN_SIGNING_KEY signs the ask)");
+    add_common(sync, a, false);
+    sync->add_option("url", *arg, "The app's serve URL, e.g. http://localhost:3000/api/inngest")
+        ->required();
+    with_runtime(sync, a, [&a, arg](Runtime& rt) { return apps_sync(*rt.apps, *arg, a.as_json); });
+    auto* list = apps->add_subcommand("list", "Synced apps with their functions and warnings");
+    add_common(list, a, false);
+    with_runtime(list, a, [&a](Runtime& rt) { return apps_list(*rt.apps, a.as_json); });
+    auto* remove = apps->add_subcommand(
+        "remove", "Remove an app: its functions start no runs, its runs not yet ended fail");
+    add_common(remove, a, false);
+    remove->add_option("id", *arg, "App id (see apps list)")->required();
+    with_runtime(remove, a,
+                 [&a, arg](Runtime& rt) { return apps_remove(*rt.apps, *arg, a.as_json); });
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -705,6 +773,7 @@ int run(int argc, char** argv) {
     add_event_commands(app, a);
     add_gc_command(app, a);
     add_ticket_commands(app, a);
+    add_app_commands(app, a);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

@@ -4,9 +4,11 @@
 #include <set>
 
 #include "engine/engine.hpp"
+#include "sdk/apps.hpp"
 #include "server/api_keys.hpp"
 #include "server/engine_api.hpp"
 #include "server/metrics.hpp"
+#include "server/sdk_api.hpp"
 #include "storage/database.hpp"
 
 using namespace cairn;
@@ -18,6 +20,8 @@ TEST_CASE("every engine API route is documented in the OpenAPI document, and not
     server::ApiKeys keys(*db);
     server::Metrics metrics;
     auto router = server::make_router(*db, eng, keys, metrics);
+    sdk::Apps apps(*db, eng, {});
+    server::add_sdk_routes(*router, *db, apps, eng, keys);
 
     const auto doc = nlohmann::json::parse(server::openapi_json());
     CHECK(doc["openapi"].get<std::string>().starts_with("3."));
