@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
 #include <vector>
 
@@ -139,12 +140,15 @@ void value(std::string& out, const json& j) {
         case json::value_t::number_unsigned: {
             // A JavaScript reader holds every number as a double: past 2^53 the digits it
             // prints are the double's.
-            constexpr double kExact = 9007199254740992.0;
-            const double d = j.get<double>();
-            if (std::abs(d) <= kExact) {
+            constexpr std::uint64_t kExact = std::uint64_t{1} << 53;
+            const bool exact = j.is_number_unsigned()
+                                   ? j.get<std::uint64_t>() <= kExact
+                                   : j.get<std::int64_t>() >= -static_cast<std::int64_t>(kExact) &&
+                                         j.get<std::int64_t>() <= static_cast<std::int64_t>(kExact);
+            if (exact) {
                 out += j.dump();
             } else {
-                number(out, d);
+                number(out, j.get<double>());
             }
             break;
         }
