@@ -40,6 +40,10 @@ std::string_view Request::path() const {
 std::string redact_target(std::string_view target) {
     static constexpr std::string_view kSecret[] = {
         "token", "access_token", "refresh_token", "key", "api_key", "password", "secret"};
+    // An SDK's event key travels in the path: /e/{key}.
+    if (target.starts_with("/e/") && target.size() > 3)
+        return "/e/REDACTED" +
+               redact_target(target.substr(std::min(target.find('?'), target.size())));
     const auto q = target.find('?');
     if (q == std::string_view::npos) return std::string(target);
     std::string out(target.substr(0, q + 1));

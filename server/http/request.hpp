@@ -38,7 +38,8 @@ struct Request {
 std::string percent_decode(std::string_view in);
 
 // `target` with the values of credential-bearing query parameters (token, access_token,
-// refresh_token, key, api_key, password, secret) replaced by "REDACTED", for logs.
+// refresh_token, key, api_key, password, secret) and the key of an SDK's /e/{key}
+// replaced by "REDACTED", for logs.
 std::string redact_target(std::string_view target);
 
 }  // namespace cairn::server

@@ -286,6 +286,17 @@ test("cancelOn: a matching event cancels the run, another does not", async () =>
   assert.equal(tally(k.id)["after-sleep"], 1);
 });
 
+test("keys stay out of the log: a signing key is redacted, and so is /e/{key}", async () => {
+  await fetch(`${cairn.base}/health?note=${signingKey}`);
+  await send("test/nothing-listens");
+  await sleep(300);
+  const log = fs.readFileSync(path.join(work, "cairn.log"), "utf8");
+  assert.match(log, /note=signkey-test-REDACTED/);
+  assert.ok(!log.includes(signingKey.slice(13)), "the key's hex is not in the log");
+  assert.ok(!log.includes(eventsKey), "the event key is not in the log");
+  assert.match(log, /POST \/e\/REDACTED 200/);
+});
+
 test("a wrong signing key is refused in each direction", async () => {
   // Cairn refuses a registration with another key's bearer.
   const res = await fetch(`${cairn.base}/fn/register`, {

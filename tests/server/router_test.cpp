@@ -66,6 +66,9 @@ TEST_CASE("credentials in query strings are redacted for the log") {
     using cairn::server::redact_target;
     CHECK(redact_target("/api/v1/ws?token=eyJ.abc.def") == "/api/v1/ws?token=REDACTED");
     CHECK(redact_target("/x?a=1&Access_Token=s3cret&b=2") == "/x?a=1&Access_Token=REDACTED&b=2");
+    CHECK(redact_target("/e/ck_0123abcd") == "/e/REDACTED");
+    CHECK(redact_target("/e/ck_0123abcd?key=x&a=1") == "/e/REDACTED?key=REDACTED&a=1");
+    CHECK(redact_target("/events/x") == "/events/x");
     CHECK(redact_target("/x?api%5Fkey=ck_1&q=token") == "/x?api%5Fkey=REDACTED&q=token");
     CHECK(redact_target("/x?token") == "/x?token");
     CHECK(redact_target("/runs?status=failed") == "/runs?status=failed");
