@@ -7,6 +7,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <vector>
 
 namespace cairn::engine {
@@ -374,9 +375,9 @@ json arithmetic(const std::string& op, const json& l, const json& r) {
         return nullptr;
     }
     if (l.is_number() && r.is_number()) {
-        const double a = l.get<double>();
-        const double b = r.get<double>();
-        return op == "+" ? a + b : a - b;
+        const double out =
+            op == "+" ? l.get<double>() + r.get<double>() : l.get<double>() - r.get<double>();
+        if (std::isfinite(out)) return out;  // JSON has no infinity
     }
     return nullptr;
 }
@@ -440,6 +441,18 @@ bool refers_to(const Expression::Node& n, std::string_view var) {
     return false;
 }
 
+std::string render(const Expression::Node& n, const json& event);
+
+// The object of a member access or index: parenthesized unless it is a name or another
+// access (a literal number before "." would read as a fraction).
+std::string operand(const Expression::Node& n, const json& event) {
+    const std::string text = render(n, event);
+    const bool plain = n.kind == Kind::variable || n.kind == Kind::member || n.kind == Kind::index;
+    return plain && text.front() != '{' && text.front() != '[' && text.front() != '"'
+               ? text
+               : "(" + text + ")";
+}
+
 // The tree as text, each subtree that refers to `event` and not `async` written as its
 // value (a JSON text is a CEL literal: strings, numbers, bools, null, lists and maps).
 std::string render(const Expression::Node& n, const json& event) {
@@ -451,9 +464,9 @@ std::string render(const Expression::Node& n, const json& event) {
         case Kind::variable:
             return n.op;
         case Kind::member:
-            return fmt::format("{}.{}", render(*n.kids[0], event), n.op);
+            return fmt::format("{}.{}", operand(*n.kids[0], event), n.op);
         case Kind::index:
-            return fmt::format("{}[{}]", render(*n.kids[0], event), render(*n.kids[1], event));
+            return fmt::format("{}[{}]", operand(*n.kids[0], event), render(*n.kids[1], event));
         case Kind::has:
             return fmt::format("has({})", render(*n.kids[0], event));
         case Kind::unary:
@@ -474,6 +487,41 @@ std::string render(const Expression::Node& n, const json& event) {
     return "null";
 }
 
+bool valid_utf8(std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        std::size_t n = 0;
+        char32_t cp = 0;
+        if (c < 0x80) {
+            ++i;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 1;
+            cp = c & 0x1FU;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2;
+            cp = c & 0x0FU;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3;
+            cp = c & 0x07U;
+        } else {
+            return false;
+        }
+        if (i + n >= s.size()) return false;
+        for (std::size_t k = 1; k <= n; ++k) {
+            const auto cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (cc & 0x3FU);
+        }
+        // Overlong forms, surrogates and values past U+10FFFF.
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
 int depth(const Expression::Node& n) {
     int deepest = 0;
     for (const auto& k : n.kids) deepest = std::max(deepest, depth(*k));
@@ -485,6 +533,7 @@ int depth(const Expression::Node& n) {
 Expression Expression::parse(std::string_view text) {
     if (text.size() > kMaxLength)
         throw ExpressionError(fmt::format("expression is longer than {} characters", kMaxLength));
+    if (!valid_utf8(text)) throw ExpressionError("expression is not valid UTF-8");
     Expression e;
     e.text_ = std::string(text);
     e.root_ = Parser(e.text_).parse();

@@ -248,7 +248,9 @@ class Driver {
     [[noreturn]] static void fail(const Reply& r) {
         const std::string name = r.error.value("name", "Error");
         const std::string text = r.error.value("message", "unknown error");
-        const std::string message = name == "Error" ? text : fmt::format("{}: {}", name, text);
+        std::string message = name == "Error" ? text : fmt::format("{}: {}", name, text);
+        // Each attempt's record shows what the app answered.
+        if (r.status != 0) message += fmt::format(" (HTTP {})", r.status);
         if (!r.retriable) throw NonRetriableError(message);
         if (r.retry_after) throw RetryAfterError(message, *r.retry_after);
         throw std::runtime_error(message);
@@ -401,6 +403,13 @@ class Driver {
     std::size_t ops_ = 0;  // operations taken so far (keys of Cairn's own calls are unique)
 };
 
+// A failed attempt's message without the " (HTTP nnn)" Driver::fail adds: what the app said.
+std::string without_status(std::string message) {
+    const std::size_t at = message.rfind(" (HTTP ");
+    if (at != std::string::npos && message.ends_with(")")) message.erase(at);
+    return message;
+}
+
 }  // namespace
 
 json sdk_event(const json& event) {
@@ -468,13 +477,15 @@ Workflow sdk_workflow(std::shared_ptr<Function> fn, std::shared_ptr<const Calls>
         w.on_failure = [slug = c.slug](Context& ctx) {
             const json& d = ctx.event().at("data");
             const json error = d.value("error", json::object());
-            ctx.send_event("inngest/function.failed",
-                           {{"name", "inngest/function.failed"},
-                            {"data",
-                             {{"function_id", slug},
-                              {"run_id", d.value("run_id", "")},
-                              {"error", sdk_error(error.value("message", "the function failed"))},
-                              {"event", sdk_event(d.value("event", json::object()))}}}});
+            ctx.send_event(
+                "inngest/function.failed",
+                {{"name", "inngest/function.failed"},
+                 {"data",
+                  {{"function_id", slug},
+                   {"run_id", d.value("run_id", "")},
+                   {"error",
+                    sdk_error(without_status(error.value("message", "the function failed")))},
+                   {"event", sdk_event(d.value("event", json::object()))}}}});
             return json(nullptr);
         };
     }

@@ -442,6 +442,7 @@ async function renderWorkflows(gen) {
     result, workflows.length === 0 ? notice('No workflows are registered on this database.') : null,
     h('div', { class: 'cards' }, workflows.map((w) => h('article', { class: 'card', dataset: { workflow: w.id, paused: String(!!w.paused) } },
       h('h2', {}, h('a', { href: `#/runs?workflow=${encodeURIComponent(w.id)}` }, w.id), h('span', { class: 'muted' }, ` v${w.version}`),
+        w.app ? [' ', h('span', { class: 'badge app', title: 'A function of an Inngest SDK app (docs/sdk.md)' }, `app ${w.app}`)] : null,
         w.paused ? [' ', h('span', { class: 'badge s-cancelled' }, 'paused')] : null),
       h('p', { class: 'state' }, w.paused ? `Paused since ${fmtTime(w.paused_at)}: its runs queue up and none starts. ` : 'Active. ', toggle(w)),
       h('p', {}, 'Triggers: ', w.triggers.length ? w.triggers.join(', ') : w.cron ? 'none' : 'none (invoked or on-failure)'),

@@ -175,6 +175,10 @@ test("retries: to success, to a final error the function catches, NonRetriableEr
   assert.equal(f.status, "completed");
   assert.deepEqual(f.output, { succeeded_at: 2 });
   assert.deepEqual(countsOf(f.id).map((c) => c.attempt), [0, 1, 2]);
+  // Each attempt's record says what the app answered.
+  const history = f.steps[0].history;
+  assert.equal(history.length, 3, JSON.stringify(f.steps[0]));
+  assert.match(JSON.stringify(history[0].error), /attempt 0 fails \(HTTP 206\)/);
 
   const d = await runOf("sdk-test-doomed", doomed);
   assert.equal(d.status, "completed");

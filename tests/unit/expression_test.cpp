@@ -69,6 +69,9 @@ TEST_CASE("expressions: async is the candidate event; bind_event fixes the run's
     CHECK(b2.matches(nullptr,
                      json{{"data", {{"tags", {"a", "b"}}, {"n", {{"ok", true}}}, {"r", 0.5}}}}));
     CHECK_FALSE(Expression::parse("event.data.plan == 'pro'").uses_async());
+    // Found by the fuzzer: a number before a member access binds as (1).x, not "1.x".
+    const Expression member_of_number = Expression::parse("async.data.x == 1 ._a");
+    CHECK_NOTHROW(Expression::parse(member_of_number.bind_event(kEvent)));
 }
 
 TEST_CASE("expressions: outside the subset or malformed, refused with the reason") {
@@ -90,6 +93,7 @@ TEST_CASE("expressions: outside the subset or malformed, refused with the reason
     refused("has(1)", "has() takes a field");
     refused("1.2.3 == 1", "bad number");
     refused(std::string(5000, 'a').c_str(), "longer than");
+    refused("event.data.x == '\xff'", "not valid UTF-8");
     refused((std::string(200, '(') + "1" + std::string(200, ')')).c_str(), "nests too deeply");
     std::string chain = "event";
     for (int i = 0; i < 300; ++i) chain += ".a";
