@@ -14,11 +14,17 @@
 //       completion; reports p50/p90/p99 milliseconds from event accepted to run completed.
 //       With --served the engine's worker threads run it, started as `cairn serve` starts
 //       them, and the driver waits for the run's end to commit (Engine::await_runs_ended).
+//   cairn_bench sdk --db URL --app URL [--app-pid PID] --runs N --concurrency C
+//       the same 5-step workflow as an Inngest SDK function (the app at URL, synced here;
+//       CAIRN_SIGNING_KEY for signed mode) and as native C++, in one process, interleaved:
+//       runs/s with C workers draining N runs each, then p50/p99 one at a time; the app's
+//       CPU per run (from /proc/PID) apart from this process's.
 //
 // Prints one JSON line on stdout and a human summary on stderr.
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -29,10 +35,13 @@
 #include <iostream>
 #include <mutex>
 #include <semaphore>
+#include <sstream>
 #include <thread>
 
 #include "engine/engine.hpp"
 #include "examples/hello_workflow.hpp"
+#include "sdk/apps.hpp"
+#include "sdk/signing.hpp"
 #include "storage/database.hpp"
 #include "storage/migrations.hpp"
 #include "storage/run_store.hpp"
@@ -249,6 +258,119 @@ int latency(storage::Database& db, int runs, bool served) {
     return 0;
 }
 
+// CPU time (user + system) in ms: of a process by pid (/proc), or of this one.
+double process_cpu_ms(int pid) {
+    if (pid <= 0) {
+        rusage u{};
+        getrusage(RUSAGE_SELF, &u);
+        return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 +
+               (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+    }
+    std::ifstream in(fmt::format("/proc/{}/stat", pid));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(text.substr(close + 2));
+    std::string field;
+    double utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+        if (i == 14) utime = std::stod(field);
+        if (i == 15) stime = std::stod(field);
+    }
+    return (utime + stime) * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The SDK's cost beside native C++: the same five steps, drained by the same workers, then
+// one run at a time, on one engine, the two kinds interleaved.
+int sdk_bench(storage::Database& db, const std::string& app_url, int app_pid, int runs,
+              int concurrency, int latency_runs) {
+    engine::SystemClock clock;
+    engine::Engine e(db, clock);
+    register_bench(e);
+    sdk::AppsOptions options;
+    if (const char* key = std::getenv("CAIRN_SIGNING_KEY"))  // NOLINT(concurrency-mt-unsafe)
+        options.key = sdk::SigningKey::parse(key);
+    options.dev = !options.key;
+    sdk::Apps apps(db, e, options);
+    const auto synced = apps.sync(app_url);
+    if (synced.status != 200) throw std::runtime_error("sync: " + synced.body.dump());
+    engine::WorkerOptions o;
+    o.threads = concurrency;
+    o.poll = std::chrono::milliseconds(50);
+    e.start(o);
+    std::int64_t ended = e.stats().runs_ended;
+    auto drain = [&](const std::string& event, double& app_cpu_ms, double& own_cpu_ms) {
+        const double app0 = process_cpu_ms(app_pid), own0 = process_cpu_ms(0);
+        const auto t0 = Clock::now();
+        for (int sent = 0; sent < runs;) {
+            const int batch = std::min(500, runs - sent);
+            std::vector<engine::EventInput> events;
+            for (int i = 0; i < batch; ++i)
+                events.push_back({.name = event, .data = {{"i", sent + i}}});
+            db.transact([&](storage::Transaction& tx) { e.send(tx, events); });
+            sent += batch;
+        }
+        const std::int64_t target = ended + runs;
+        while (ended < target) {
+            const auto now_ended = e.await_runs_ended(ended, std::chrono::seconds(60));
+            if (now_ended == ended) throw std::runtime_error(event + ": no run ended in 60 s");
+            ended = now_ended;
+        }
+        app_cpu_ms = process_cpu_ms(app_pid) - app0;
+        own_cpu_ms = process_cpu_ms(0) - own0;
+        return runs / (ms_since(t0) / 1000.0);
+    };
+    auto one_at_a_time = [&](const std::string& event) {
+        std::vector<double> ms;
+        for (int i = 0; i < latency_runs + 10; ++i) {
+            const auto t0 = Clock::now();
+            e.send({.name = event, .data = {{"i", i}}});
+            const auto now_ended = e.await_runs_ended(ended, std::chrono::seconds(30));
+            if (now_ended != ended + 1)
+                throw std::runtime_error(event + ": the run did not end in 30 s");
+            ended = now_ended;
+            if (i >= 10) ms.push_back(ms_since(t0));  // the first ten warm connections
+        }
+        std::sort(ms.begin(), ms.end());
+        return std::pair{ms[ms.size() / 2], ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]};
+    };
+    double native_app_cpu = 0, native_cpu = 0, sdk_app_cpu = 0, sdk_cpu = 0;
+    const double native_rps = drain("bench/go", native_app_cpu, native_cpu);
+    const double sdk_rps = drain("bench/sdk", sdk_app_cpu, sdk_cpu);
+    const auto [native_p50, native_p99] = one_at_a_time("bench/go");
+    const auto [sdk_p50, sdk_p99] = one_at_a_time("bench/sdk");
+    e.stop();
+    const bool failed = !db.read("SELECT 1 FROM runs WHERE status <> 'completed' LIMIT 1").empty();
+    std::cout << json{{"workload", "sdk"},
+                      {"backend", storage::to_string(db.backend())},
+                      {"runs", runs},
+                      {"steps_per_run", kSteps},
+                      {"concurrency", concurrency},
+                      {"signed", !options.dev},
+                      {"native_rps", native_rps},
+                      {"sdk_rps", sdk_rps},
+                      {"sdk_over_native", sdk_rps / native_rps},
+                      {"native_p50_ms", native_p50},
+                      {"native_p99_ms", native_p99},
+                      {"sdk_p50_ms", sdk_p50},
+                      {"sdk_p99_ms", sdk_p99},
+                      {"sdk_cairn_cpu_us_per_run", sdk_cpu * 1000.0 / runs},
+                      {"sdk_app_cpu_us_per_run", sdk_app_cpu * 1000.0 / runs},
+                      {"native_cpu_us_per_run", native_cpu * 1000.0 / runs},
+                      {"all_completed", !failed}}
+                     .dump()
+              << std::endl;
+    std::cerr << fmt::format(
+        "sdk: {} runs x {} steps, {} workers on {} ({}): SDK {:.0f} runs/s ({:.0f} steps/s), "
+        "native "
+        "{:.0f} runs/s, ratio {:.3f}; one at a time SDK p50 {:.2f} ms p99 {:.2f} ms, native p50 "
+        "{:.2f} ms; CPU per SDK run: cairn {:.0f} us, app {:.0f} us\n",
+        runs, kSteps, concurrency, storage::to_string(db.backend()), options.dev ? "dev" : "signed",
+        sdk_rps, sdk_rps * kSteps, native_rps, sdk_rps / native_rps, sdk_p50, sdk_p99, native_p50,
+        sdk_cpu * 1000.0 / runs, sdk_app_cpu * 1000.0 / runs);
+    return failed ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -279,12 +401,25 @@ int main(int argc, char** argv) {
     enq->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
     enq->add_option("--event", event);
     enq->add_option("--data", data);
+    std::string app_url;
+    int app_pid = 0;
+    int latency_runs = 200;
+    auto* sdk_cmd =
+        app.add_subcommand("sdk", "An Inngest SDK function beside the same native workflow");
+    sdk_cmd->add_option("--db", db_url)->required();
+    sdk_cmd->add_option("--app", app_url, "The app's serve URL")->required();
+    sdk_cmd->add_option("--app-pid", app_pid, "The app's process, for its CPU time");
+    sdk_cmd->add_option("--runs", runs)->check(CLI::Range(1, 10'000'000));
+    sdk_cmd->add_option("--concurrency", concurrency)->check(CLI::Range(1, 1024));
+    sdk_cmd->add_option("--latency-runs", latency_runs)->check(CLI::Range(1, 100'000));
     CLI11_PARSE(app, argc, argv);
     spdlog::set_level(spdlog::level::warn);
     group_commit = !no_group_commit;
     try {
         auto db = storage::Database::open(db_url);
-        storage::Migrator(*db, {storage::run_store_component()}).apply();
+        storage::Migrator(*db, {storage::run_store_component(), sdk::apps_component()}).apply();
+        if (sdk_cmd->parsed())
+            return sdk_bench(*db, app_url, app_pid, runs, concurrency, latency_runs);
         if (tp->parsed()) return throughput(*db, runs, concurrency, send_while_running);
         if (enq->parsed()) return enqueue(*db, runs, event, data);
         return latency(*db, runs, served);
