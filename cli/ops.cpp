@@ -398,9 +398,9 @@ int workflows_list(engine::Engine& engine, bool as_json) {
         print_json({{"workflows", listing}});
         return kExitOk;
     }
-    std::cout << fmt::format("{:<28}  {:<8}  {:<7}  {:<28}  {:<20}  {:<24}  {}\n", "WORKFLOW",
-                             "VERSION", "STATE", "TRIGGERS", "NEXT TICK", "PROCESSES",
-                             "RUNS BY STATUS");
+    std::cout << fmt::format("{:<28}  {:<8}  {:<16}  {:<7}  {:<28}  {:<20}  {:<24}  {}\n",
+                             "WORKFLOW", "VERSION", "APP", "STATE", "TRIGGERS", "NEXT TICK",
+                             "PROCESSES", "RUNS BY STATUS");
     for (const json& w : listing) {
         const auto id = w["id"].get<std::string>();
         std::string by_status;
@@ -421,8 +421,10 @@ int workflows_list(engine::Engine& engine, bool as_json) {
                                      ? short_time(w["next_tick"].get<std::int64_t>())
                                      : "-";
         std::cout << fmt::format(
-            "{:<28}  {:<8}  {:<7}  {:<28}  {:<20}  {:<24}  {}\n", id,
-            w["version"].get<std::string>(), w.value("paused", false) ? "paused" : "active",
+            "{:<28}  {:<8}  {:<16}  {:<7}  {:<28}  {:<20}  {:<24}  {}\n", id,
+            w["version"].get<std::string>(),
+            w.contains("app") && w["app"].is_string() ? w["app"].get<std::string>() : "-",
+            w.value("paused", false) ? "paused" : "active",
             triggers.empty() ? "-" : fmt::format("{}", fmt::join(triggers, ",")), next,
             names.empty() ? "-" : fmt::format("{}", fmt::join(names, ",")),
             by_status.empty() ? "-" : by_status);

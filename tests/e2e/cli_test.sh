@@ -159,11 +159,11 @@ ops_checks() {
     "${C[@]}" runs retry --since soon --yes --db "$db" >/dev/null 2>&1
     expect_eq "$label: a malformed --since exits 2" "$?" 2
     out=$("${C[@]}" workflows list --examples --db "$db" 2>/dev/null)
-    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +active +example/hello +- +cairn\S* +completed=' <<<'$out'"
+    check "$label: workflows list shows hello with its trigger and counts" bash -c "grep -qE '^hello +1 +- +active +example/hello +- +cairn\S* +completed=' <<<'$out'"
 
     # Pause, bulk cancel, resume; replay with edited data.
     expect_eq "$label: workflows pause prints what it did" "$("${C[@]}" workflows pause hello --examples --db "$db" 2>/dev/null)" "paused hello"
-    check "$label: workflows list shows it paused" bash -c "'$cairn' workflows list --examples --db '$db' 2>/dev/null | grep -qE '^hello +1 +paused '"
+    check "$label: workflows list shows it paused" bash -c "'$cairn' workflows list --examples --db '$db' 2>/dev/null | grep -qE '^hello +1 +- +paused '"
     "${C[@]}" workflows pause nope --examples --db "$db" >/dev/null 2>&1
     expect_eq "$label: pausing an unknown workflow exits 1" "$?" 1
     local queued
@@ -246,7 +246,7 @@ wait_for "the tick's run completes" 30 bash -c "'$cairn' runs list --workflow ti
 sleep 2
 expect_eq "three workers started one run for the tick" "$(tick_runs | jq '.runs | length')" 1
 check "the run ran for a minute's tick" bash -c "'$cairn' runs show \$('$cairn' runs list --workflow tick --json --db '$cron_db' 2>/dev/null | jq -r '.runs[0].id') --json --db '$cron_db' 2>/dev/null | jq -e '.output | test(\":00.000Z$\")' >/dev/null"
-check "workflows list shows the schedule's next tick" bash -c "CAIRN_EXAMPLE_CRON='* * * * *' '$cairn' workflows list --examples --db '$cron_db' 2>/dev/null | grep -qE '^tick +1 +active +cron\(\* \* \* \* \*\) +[0-9T:-]+Z '"
+check "workflows list shows the schedule's next tick" bash -c "CAIRN_EXAMPLE_CRON='* * * * *' '$cairn' workflows list --examples --db '$cron_db' 2>/dev/null | grep -qE '^tick +1 +- +active +cron\(\* \* \* \* \*\) +[0-9T:-]+Z '"
 kill -TERM "${cron_workers[@]}"
 wait "${cron_workers[@]}"
 expect_eq "the cron workers stop with exit 0" "$?" 0
@@ -272,7 +272,7 @@ else
     rc2=$?
     check "two concurrent migrate processes on Postgres both exit 0" test "$rc1$rc2" = 00
     check "each engine migration is recorded once" \
-        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8,9
+        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8,9,10
 
     start_server pg --db "$pg" || bad "server on Postgres starts"
     check "/health on Postgres says backend postgres" \

@@ -80,7 +80,7 @@ for b in "${backends[@]}"; do
         "$("$cairn" runs list --json --db "$db" 2>/dev/null | jq -r '[.runs[].id] | sort | join(",")')" \
         "$(printf '%s\n' "$greet" "$charge" | sort | paste -sd,)"
     check "$b: cairn workflows list shows its workflows with the live process" \
-        bash -c "'$cairn' workflows list --db '$db' 2>/dev/null | grep -qE '^embedded-charge +1 +active +embedded/charge +- +embedded +failed=1'"
+        bash -c "'$cairn' workflows list --db '$db' 2>/dev/null | grep -qE '^embedded-charge +1 +- +active +embedded/charge +- +embedded +failed=1'"
 
     start_server "$b-serve" --db "$db" || bad "$b: cairn serve starts"
     expect_eq "$b: cairn serve lists the example's runs" \

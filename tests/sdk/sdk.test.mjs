@@ -153,6 +153,7 @@ test("an SDK function is listed beside the native workflows, marked with its app
   assert.equal(body.workflows.find((w) => w.id === "hello").app, null);
   const listed = cli("apps", "list");
   assert.match(listed, /sdk-test\s+\d+\s+js:v3/);
+  assert.match(cli("workflows", "list"), /^sdk-test-steps +1 +sdk-test +active +test\/steps /m);
 });
 
 test("each step runs once and its result is recorded under the SDK's hashed id", async () => {
