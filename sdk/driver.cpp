@@ -26,6 +26,8 @@ using std::chrono::milliseconds;
 // is hex.
 constexpr std::string_view kCallKey = "cairn/call/";
 constexpr std::int64_t kNeverMs = std::int64_t{366} * 24 * 3600 * 1000;
+constexpr std::string_view kStartKey = "cairn/start";
+constexpr std::chrono::milliseconds kStartTolerance{1000};
 
 json sdk_error(std::string_view message, std::string_view name = "Error") {
     return {{"name", name}, {"message", message}, {"stack", ""}};
@@ -81,6 +83,14 @@ class Driver {
 
     json run() {
         std::optional<Reply> pending = replay();
+        // An event dated ahead of this clock (its `ts`) starts its runs then: a durable
+        // sleep before the first call. A second of tolerance keeps clocks that disagree a
+        // little from delaying every run.
+        const std::int64_t ts = ctx_.event().value("ts", std::int64_t{0});
+        if (ops_ == 0 && ts > calls_.now_ms() + kStartTolerance.count()) {
+            ++ops_;
+            ctx_.sleep_until(kStartKey, ts);
+        }
         for (;;) {
             Reply r = pending ? std::move(*pending) : call("step", 0);
             pending.reset();
@@ -104,7 +114,9 @@ class Driver {
                 }
                 return to_reply(ctx_.step(op.key, [&] { return call_attempt(); }));
             }
-            if (op.kind == "step") {
+            if (op.key == kStartKey) {
+                ctx_.sleep_until(op.key, 0);
+            } else if (op.kind == "step") {
                 record(op.key, ctx_.step(op.key, [&] { return run_step(op.key); }));
             } else if (op.kind == "sleep") {
                 ctx_.sleep_until(op.key, 0);

@@ -166,6 +166,17 @@ test("each step runs once and its result is recorded under the SDK's hashed id",
   assert.deepEqual(run.steps[0].output, { data: 2 });
 });
 
+test("an event dated ahead (ts) starts its run then", async () => {
+  const ts = Date.now() + 3000;
+  const id = await send("test/steps", { n: 7 }, { ts });
+  const early = await runOf("sdk-test-steps", id, ["sleeping", "running", "queued", "completed"]);
+  assert.equal(early.status, "sleeping");
+  const run = await runOf("sdk-test-steps", id);
+  assert.equal(run.status, "completed");
+  assert.ok(Math.min(...countsOf(run.id).map((c) => c.t)) >= ts - 50, "no step ran before ts");
+  assert.equal(run.output.e, 191);
+});
+
 test("retries: to success, to a final error the function catches, NonRetriableError, RetryAfterError", async () => {
   const flaky = await send("test/flaky", { fail_times: 2 });
   const doomed = await send("test/doomed");
