@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <thread>
 
 #include "cairn/context.hpp"
 #include "common/json.hpp"
@@ -27,6 +28,7 @@ using std::chrono::milliseconds;
 constexpr std::string_view kCallKey = "cairn/call/";
 constexpr std::int64_t kNeverMs = std::int64_t{366} * 24 * 3600 * 1000;
 constexpr std::string_view kStartKey = "cairn/start";
+constexpr int kQuickRetries = 5;
 constexpr std::chrono::milliseconds kStartTolerance{1000};
 
 json sdk_error(std::string_view message, std::string_view name = "Error") {
@@ -165,12 +167,22 @@ class Driver {
             headers.emplace_back("X-Inngest-Signature", calls_.key->sign(text, now / 1000));
         Reply r;
         HttpResponse resp;
-        try {
-            resp =
-                calls_.transport->request("POST", url_for(fn_.config.url, step_id), headers, text);
-        } catch (const TransportError& e) {
-            r.error = sdk_error(fmt::format("the app did not answer: {}", e.what()));
-            return r;
+        // A connection refused or reset at once (an app restarting) is tried again here a
+        // few times over about three seconds before it counts as a failed attempt; a slow
+        // failure (a timeout) is not.
+        for (int tries = 0;; ++tries) {
+            const std::int64_t started = calls_.now_ms();
+            try {
+                resp = calls_.transport->request("POST", url_for(fn_.config.url, step_id), headers,
+                                                 text);
+                break;
+            } catch (const TransportError& e) {
+                if (tries >= kQuickRetries || calls_.now_ms() - started > 1000) {
+                    r.error = sdk_error(fmt::format("the app did not answer: {}", e.what()));
+                    return r;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(100) * (1 << tries));
+            }
         }
         r.status = resp.status;
         return read(resp, now);

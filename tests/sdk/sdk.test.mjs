@@ -302,6 +302,31 @@ test("cancelOn: a matching event cancels the run, another does not", async () =>
   assert.equal(tally(k.id)["after-sleep"], 1);
 });
 
+test("POST /e/{key}: arrays, ids that deduplicate, reserved names, unknown keys", async () => {
+  const post = async (key, body) => {
+    const res = await fetch(`${cairn.base}/e/${key}`, { method: "POST", body: JSON.stringify(body) });
+    return { status: res.status, body: await res.json() };
+  };
+  const many = await post(eventsKey, [{ name: "test/nothing", data: {} }, { name: "test/nothing" }]);
+  assert.equal(many.status, 200);
+  assert.equal(many.body.status, 200);
+  assert.equal(many.body.ids.length, 2);
+  const first = await post(eventsKey, { name: "test/steps", data: { n: 3 }, id: "order-77" });
+  const again = await post(eventsKey, { name: "test/steps", data: { n: 3 }, id: "order-77" });
+  assert.deepEqual(again.body.ids, first.body.ids, "the same id is the same event");
+  await runOf("sdk-test-steps", first.body.ids[0]);
+  const { body } = await api("GET", "/api/engine/runs?workflow=sdk-test-steps&limit=1000");
+  assert.equal(body.runs.filter((r) => r.event_id === first.body.ids[0]).length, 1, "one run for both sends");
+  const reserved = await post(eventsKey, { name: "inngest/function.failed", data: {} });
+  assert.equal(reserved.status, 400);
+  assert.match(reserved.body.error, /reserved/);
+  const unknown = await post("ck_" + "0".repeat(64), { name: "test/steps" });
+  assert.deepEqual(unknown, { status: 401, body: { ids: [], status: 401, error: "Event key not found" } });
+  const bad = await post(eventsKey, { name: "test/steps", data: "not an object" });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.status, 400);
+});
+
 test("keys stay out of the log: a signing key is redacted, and so is /e/{key}", async () => {
   await fetch(`${cairn.base}/health?note=${signingKey}`);
   await send("test/nothing-listens");
@@ -339,15 +364,11 @@ test("a wrong signing key is refused in each direction", async () => {
 
 test("the app killed mid-step and restarted: recorded steps do not run again", async () => {
   const id = await send("test/steps", { n: 2, slow_ms: 1500 });
+  const { id: runId } = await runOf("sdk-test-steps", id, ["running"]);
   const deadline = Date.now() + 10000;
-  let runId;
-  while (!runId) {
-    const started = fs.existsSync(counts) &&
-      fs.readFileSync(counts, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l))
-        .find((c) => c.step === "c" && Date.now() - c.t < 1500);
-    if (started) runId = started.run;
-    else if (Date.now() > deadline) throw new Error("step c never started");
-    else await sleep(50);
+  while (!countsOf(runId).some((c) => c.step === "c")) {  // step c is under way
+    if (Date.now() > deadline) throw new Error("step c never started");
+    await sleep(50);
   }
   await stop(app, "SIGKILL");
   await sleep(1000);
