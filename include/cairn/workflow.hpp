@@ -101,8 +101,10 @@ class WorkflowBuilder {
         return *this;
     }
     WorkflowBuilder& cancel_on(std::string event, std::string match = {},
-                               std::optional<std::chrono::milliseconds> timeout = std::nullopt) {
-        w_.cancel_on.push_back(CancelOn{std::move(event), std::move(match), timeout});
+                               std::optional<std::chrono::milliseconds> timeout = std::nullopt,
+                               std::string expression = {}) {
+        w_.cancel_on.push_back(
+            CancelOn{std::move(event), std::move(match), timeout, std::move(expression)});
         return *this;
     }
     // Retries per step after the first attempt: retries(4) allows 5 attempts.
