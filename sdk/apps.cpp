@@ -266,8 +266,10 @@ bool Apps::remove(std::string_view id) {
 }
 
 void Apps::refresh() {
-    std::map<std::string, AppRecord> apps;
-    for (AppRecord& a : list()) apps.emplace(a.id, std::move(a));
+    // Versions first (cheap, every second); the configs only of apps that changed.
+    std::map<std::string, std::int64_t> apps;
+    for (auto row : db_.read("SELECT id, version FROM sdk_apps"))
+        apps.emplace(row.get<std::string>(0), row.get<std::int64_t>(1));
     std::map<std::string, std::vector<std::string>> tombstones;  // app -> removed slugs
     for (auto row : db_.read("SELECT slug, app_id FROM sdk_removed_functions ORDER BY slug"))
         tombstones[row.get<std::string>(1)].push_back(row.get<std::string>(0));
@@ -282,7 +284,7 @@ void Apps::refresh() {
         const auto dead = tombstones.find(id);
         // What the app's group is built from: its version and its removed functions.
         const std::string signature =
-            fmt::format("{}|{}", app == apps.end() ? 0 : app->second.version,
+            fmt::format("{}|{}", app == apps.end() ? 0 : app->second,
                         dead == tombstones.end() ? std::string()
                                                  : fmt::format("{}", fmt::join(dead->second, ",")));
         if (const auto it = versions_.find(id); it != versions_.end() && it->second == signature)
@@ -290,11 +292,10 @@ void Apps::refresh() {
         std::vector<std::shared_ptr<Function>> fns;
         std::vector<Workflow> ws;
         try {
-            if (app != apps.end()) {
-                const Registration r =
-                    parse_registration(json{{"appName", id},
-                                            {"url", app->second.url},
-                                            {"functions", app->second.functions}});
+            const auto record = app == apps.end() ? std::nullopt : find(id);
+            if (record) {
+                const Registration r = parse_registration(
+                    json{{"appName", id}, {"url", record->url}, {"functions", record->functions}});
                 for (const FunctionConfig& c : r.functions) {
                     auto f = std::make_shared<Function>();
                     f->app_id = id;

@@ -29,6 +29,7 @@ constexpr std::string_view kCallKey = "cairn/call/";
 constexpr std::int64_t kNeverMs = std::int64_t{366} * 24 * 3600 * 1000;
 constexpr std::string_view kStartKey = "cairn/start";
 constexpr int kQuickRetries = 5;
+constexpr int kMaxIdleAnswers = 3;
 constexpr std::chrono::milliseconds kStartTolerance{1000};
 
 json sdk_error(std::string_view message, std::string_view name = "Error") {
@@ -93,12 +94,20 @@ class Driver {
             ++ops_;
             ctx_.sleep_until(kStartKey, ts);
         }
+        // Answers that add nothing (only ops already done, or None) in a row: an app that
+        // keeps answering so would be called for ever.
+        int idle = 0;
         for (;;) {
             Reply r = pending ? std::move(*pending) : call("step", 0);
             pending.reset();
             if (r.kind == Reply::Kind::failed) r = retried_call(std::move(r));
             if (r.kind == Reply::Kind::returned) return r.value;
+            const std::size_t before = stack_.size();
             handle(r);
+            idle = stack_.size() == before ? idle + 1 : 0;
+            if (idle >= kMaxIdleAnswers)
+                throw NonRetriableError(fmt::format(
+                    "the app answered {} times in a row with nothing new to run", idle));
         }
     }
 

@@ -362,6 +362,51 @@ test("a wrong signing key is refused in each direction", async () => {
   assert.deepEqual(listed, ["sdk-test"]);
 });
 
+test("an app that answers garbage or too much: failed attempts, retried, then a clear error", async () => {
+  const http = await import("node:http");
+  const junk = http.createServer((req, res) => {
+    req.resume();
+    if (req.url.startsWith("/garbage")) {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<html>a proxy's page</html>");
+    } else {
+      res.writeHead(206, { "content-type": "application/json", "x-inngest-sdk": "inngest-js:v3.38.0" });
+      res.end("[" + " ".repeat(9 * 1024 * 1024) + "]");
+    }
+  });
+  await new Promise((r) => junk.listen(0, "127.0.0.1", r));
+  const port = junk.address().port;
+  const fn = (id) => ({
+    id: `junk-${id}`, name: id, triggers: [{ event: `junk/${id}` }],
+    steps: { step: { id: "step", name: "step", retries: { attempts: 1 },
+      runtime: { type: "http", url: `http://127.0.0.1:${port}/${id}?fnId=junk-${id}&stepId=step` } } },
+  });
+  const bearer = "signkey-test-" + crypto.createHash("sha256")
+    .update(Buffer.from(signingKey.slice("signkey-test-".length), "hex")).digest("hex");
+  try {
+    const reg = await fetch(`${cairn.base}/fn/register`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" },
+      body: JSON.stringify({ appName: "junk", url: `http://127.0.0.1:${port}/`, sdk: "js:v3.38.0",
+        framework: "none", functions: [fn("garbage"), fn("huge")] }),
+    });
+    assert.equal(reg.status, 200, await reg.text());
+    const garbage = await send("junk/garbage");
+    const huge = await send("junk/huge");
+    const g = await runOf("junk-garbage", garbage);
+    assert.equal(g.status, "failed");
+    assert.match(JSON.stringify(g.error), /not an Inngest SDK's answer/);
+    assert.equal(g.steps[0].attempts, 2, "retries: 1 means two attempts");
+    const h = await runOf("junk-huge", huge);
+    assert.equal(h.status, "failed");
+    assert.match(JSON.stringify(h.error), /over 8388608 bytes/);
+    assert.equal((await fetch(`${cairn.base}/health`)).status, 200, "cairn is still up");
+  } finally {
+    junk.close();
+    await api("DELETE", "/api/engine/apps/junk");
+  }
+});
+
 test("the app killed mid-step and restarted: recorded steps do not run again", async () => {
   const id = await send("test/steps", { n: 2, slow_ms: 1500 });
   const { id: runId } = await runOf("sdk-test-steps", id, ["running"]);
