@@ -48,7 +48,7 @@ class Parser {
 
     NodePtr parse() {
         NodePtr n = disjunction();
-        skip();
+        skip_space();
         if (pos_ < s_.size()) fail(fmt::format("unexpected '{}'", s_.substr(pos_, 1)));
         return n;
     }
@@ -57,11 +57,11 @@ class Parser {
     [[noreturn]] void fail(std::string_view what) const {
         throw ExpressionError(fmt::format("{} at position {} of '{}'", what, pos_ + 1, s_));
     }
-    void skip() {
+    void skip_space() {
         while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
     }
     bool eat(std::string_view token) {
-        skip();
+        skip_space();
         if (s_.substr(pos_, token.size()) != token) return false;
         // A word operator ("in") must not be the start of a longer identifier.
         if (std::isalpha(static_cast<unsigned char>(token.back())) &&
@@ -131,7 +131,7 @@ class Parser {
         NodePtr n = primary();
         for (;;) {
             if (eat(".")) {
-                skip();
+                skip_space();
                 n = make(Kind::member, identifier(), {n});
             } else if (eat("[")) {
                 NodePtr i = disjunction();
@@ -143,7 +143,7 @@ class Parser {
         }
     }
     std::string identifier() {
-        skip();
+        skip_space();
         const std::size_t start = pos_;
         if (pos_ < s_.size() &&
             (std::isalpha(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_')) {
@@ -153,7 +153,7 @@ class Parser {
         return std::string(s_.substr(start, pos_ - start));
     }
     NodePtr primary() {
-        skip();
+        skip_space();
         if (pos_ >= s_.size()) fail("unexpected end");
         const char c = s_[pos_];
         if (c == '(') {
@@ -192,7 +192,7 @@ class Parser {
         if (name == "true") return make(Kind::literal, "", {}, true);
         if (name == "false") return make(Kind::literal, "", {}, false);
         if (name == "null") return make(Kind::literal, "", {}, nullptr);
-        skip();
+        skip_space();
         if (pos_ < s_.size() && s_[pos_] == '(') {
             if (name != "has") {
                 pos_ = at;
