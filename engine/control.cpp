@@ -8,7 +8,8 @@
 namespace cairn::engine {
 
 bool Engine::cancel(std::string_view run_id) {
-    const bool cancelled = rt_->store.cancel_run(run_id, rt_->now());
+    const bool cancelled =
+        rt_->db.transact([&](storage::Transaction& tx) { return rt_->intake.cancel(tx, run_id); });
     if (cancelled) rt_->pool.wake_local();  // a parent here may resume
     return cancelled;
 }
@@ -41,7 +42,9 @@ Engine::BulkResult Engine::bulk(BulkOperation op, const storage::RunFilter& filt
     for (const std::string& id : ids) {
         switch (op) {
             case BulkOperation::cancel:
-                if (rt_->store.cancel_run(id, rt_->now())) out.done.push_back(id);
+                if (rt_->db.transact(
+                        [&](storage::Transaction& tx) { return rt_->intake.cancel(tx, id); }))
+                    out.done.push_back(id);
                 break;
             case BulkOperation::retry:
                 if (rt_->store.retry_run(id, rt_->now()) == storage::RunStore::RetryResult::ok)

@@ -136,6 +136,18 @@ void Execution::flush() {
     recorded();
 }
 
+void Execution::fenced(const std::function<void(Transaction&)>& fn, bool ending) {
+    bool cancelled = false;
+    rt_.writer.fenced(held_.lease, [&](Transaction& tx) {
+        cancelled = !ending && rt_.store.run_status(tx, run_id()) == run_status::kCancelled;
+        if (!cancelled) fn(tx);
+    });
+    if (cancelled) {
+        status_ = run_status::kCancelled;
+        throw Cancelled{};
+    }
+}
+
 void Execution::recorded() {
     if (rt_.step_recorded) rt_.step_recorded();
 }
@@ -169,7 +181,7 @@ void Execution::boundary() {
     if (held_.lost->load()) throw LeaseLost{};
     if (rt_.pool.stopping()) {
         flush();
-        fenced([&](Transaction& tx) { rt_.store.release(tx, held_.lease, now()); });
+        fenced([&](Transaction& tx) { rt_.store.release(tx, held_.lease, now()); }, true);
         throw Suspend{};
     }
     // The status as of this execution's last write (or its load): a cancel that commits
@@ -291,49 +303,70 @@ void Execution::finish_plain(std::string_view final_status, std::optional<std::s
 
 void Execution::finish_completed(const json& output) {
     const std::string text = dump(output);
-    if (!state_.run.parent_run_id) return finish_plain(run_status::kCompleted, text, {});
+    if (!state_.run.parent_run_id && !wf_.on_end)
+        return finish_plain(run_status::kCompleted, text, {});
     flush();
-    fenced([&](Transaction& tx) {
-        rt_.store.finish_run(tx, held_.lease, run_status::kCompleted, text, std::nullopt, now());
-        complete_parent(tx, text, std::nullopt);
-    });
+    fenced(
+        [&](Transaction& tx) {
+            if (!rt_.store.finish_run(tx, held_.lease, run_status::kCompleted, text, std::nullopt,
+                                      now()))
+                return;  // cancelled meanwhile: its cancel announced the end
+            complete_parent(tx, text, std::nullopt);
+            announce_end(tx, run_status::kCompleted, output, nullptr);
+        },
+        true);
     rt_.pool.wake_local();
 }
 
 void Execution::finish_failed(json error) {
     const std::string text = dump(error);
-    if (!state_.run.parent_run_id && !wf_.on_failure)
+    if (!state_.run.parent_run_id && !wf_.on_failure && !wf_.on_end)
         return finish_plain(run_status::kFailed, {}, text);
     flush();
-    fenced([&](Transaction& tx) {
-        rt_.store.finish_run(tx, held_.lease, run_status::kFailed, std::nullopt, text, now());
-        complete_parent(tx, std::nullopt, text);
-        if (wf_.on_failure) {
-            // The handler is a workflow of its own (Registry::add), started by this event.
-            storage::NewEvent e;
-            e.name = "cairn/run.failed";
-            e.data = dump(json{{"run_id", run_id()},
-                               {"workflow_id", wf_.id},
-                               {"error", error},
-                               {"event", event_}});
-            e.idempotency_key = fmt::format("{}/on-failure", run_id());
-            storage::NewRun handler;
-            handler.workflow_id = wf_.id + "/on-failure";
-            handler.version = wf_.version;
-            rt_.store.insert_event(tx, e, std::span(&handler, 1), now());
-        }
-    });
+    fenced(
+        [&](Transaction& tx) {
+            if (!rt_.store.finish_run(tx, held_.lease, run_status::kFailed, std::nullopt, text,
+                                      now()))
+                return;
+            complete_parent(tx, std::nullopt, text);
+            announce_end(tx, run_status::kFailed, nullptr, error);
+            if (wf_.on_failure) {
+                // The handler is a workflow of its own (Registry::add), started by this event.
+                storage::NewEvent e;
+                e.name = "cairn/run.failed";
+                e.data = dump(json{{"run_id", run_id()},
+                                   {"workflow_id", wf_.id},
+                                   {"error", error},
+                                   {"event", event_}});
+                e.idempotency_key = fmt::format("{}/on-failure", run_id());
+                storage::NewRun handler;
+                handler.workflow_id = wf_.id + "/on-failure";
+                handler.version = wf_.version;
+                rt_.store.insert_event(tx, e, std::span(&handler, 1), now());
+            }
+        },
+        true);
     rt_.pool.announce();
 }
 
+void Execution::announce_end(Transaction& tx, std::string_view status, const json& output,
+                             const json& error) {
+    if (wf_.on_end)
+        rt_.intake.announce_end(tx, wf_,
+                                RunEnded{run_id(), std::string(status), event_, output, error});
+}
+
+// The cancel that set the status announced the end (Intake::cancel).
 void Execution::finish_cancelled() {
     flush();
-    fenced([&](Transaction& tx) {
-        rt_.store.finish_run(tx, held_.lease, run_status::kCancelled, std::nullopt, std::nullopt,
-                             now());
-        complete_parent(tx, std::nullopt,
-                        dump(error_json("cancelled", "the invoked run was cancelled")));
-    });
+    fenced(
+        [&](Transaction& tx) {
+            rt_.store.finish_run(tx, held_.lease, run_status::kCancelled, std::nullopt,
+                                 std::nullopt, now());
+            complete_parent(tx, std::nullopt,
+                            dump(error_json("cancelled", "the invoked run was cancelled")));
+        },
+        true);
 }
 
 }  // namespace cairn::engine::detail

@@ -151,6 +151,29 @@ SendResult Intake::send(const EventInput& in) {
     return s->result;
 }
 
+bool Intake::cancel(storage::Transaction& tx, std::string_view run_id,
+                    const std::optional<json>& error) {
+    const std::vector<std::string> ids =
+        store_.cancel_run(tx, run_id, now(), error ? std::optional(dump(*error)) : std::nullopt);
+    for (const std::string& id : ids) {
+        const auto run = store_.get_run(tx, id);
+        const Workflow* w = run ? registry_.find(run->workflow_id) : nullptr;
+        if (w == nullptr || !w->on_end) continue;
+        const auto ev = store_.get_event(tx, run->event_id);
+        announce_end(tx, *w,
+                     RunEnded{id, std::string(storage::run_status::kCancelled),
+                              ev ? event_json(*ev) : json(nullptr), nullptr,
+                              id == run_id && error ? *error : json(nullptr)});
+    }
+    return !ids.empty();
+}
+
+void Intake::announce_end(storage::Transaction& tx, const Workflow& w, const RunEnded& ended) {
+    if (!w.on_end) return;
+    const std::vector<EventInput> events = w.on_end(ended);
+    if (!events.empty()) send(tx, events);
+}
+
 std::vector<storage::EventWrite> Intake::event_writes(std::span<Sending* const> sends) const {
     std::vector<storage::EventWrite> events(sends.size());
     const std::int64_t t = clock_.now_ms();
@@ -238,7 +261,7 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
                 {"type", "cancelled"},
                 {"message", fmt::format("cancelled by event {} ({})", s.event.name, ins.event_id)},
                 {"event_id", ins.event_id}};
-            if (store_.cancel_run(tx, w.run_id, t, dump(error))) ++s.cancelled;
+            if (cancel(tx, w.run_id, error)) ++s.cancelled;
         } else if (store_.complete_waiting_step(tx, w.run_id, w.step_key, ev_text, std::nullopt,
                                                 t)) {
             ++s.result.waits_resumed;

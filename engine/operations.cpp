@@ -50,6 +50,8 @@ json Execution::commit_step(const Slot& slot, const std::function<json(Transacti
                 throw LeaseLost{};
             }
             status = w.run_status;
+            // A cancelled run records nothing more: the step's own writes roll back too.
+            if (status == run_status::kCancelled) throw Cancelled{};
         };
         if (unwritten_) write_one(unwritten_->step, unwritten_->attempt);
         write_one(rec, att);
@@ -342,7 +344,9 @@ json Execution::invoke_timed_out(const Slot& slot, const storage::StepRecord& s)
                                                     dump(error), now());
     });
     if (timed_out) {
-        if (!child.empty()) rt_.store.cancel_run(child, now());
+        if (!child.empty()) {
+            rt_.db.transact([&](Transaction& tx) { rt_.intake.cancel(tx, child); });
+        }
         throw StepFailed(slot.key, error);
     }
     for (const auto& step : rt_.store.steps(run_id())) {

@@ -27,19 +27,26 @@ bool cancel_one(Transaction& tx, std::string_view run_id, std::int64_t now) {
 }  // namespace
 
 bool RunStore::cancel_run(std::string_view run_id, std::int64_t now) {
-    return db_.transact([&](Transaction& tx) { return cancel_run(tx, run_id, now, std::nullopt); });
+    return db_.transact(
+        [&](Transaction& tx) { return !cancel_run(tx, run_id, now, std::nullopt).empty(); });
 }
 
-bool RunStore::cancel_run(Transaction& tx, std::string_view run_id, std::int64_t now,
-                          const std::optional<std::string>& error) {
-    if (!cancel_one(tx, run_id, now)) return false;
+std::vector<std::string> RunStore::cancel_run(Transaction& tx, std::string_view run_id,
+                                              std::int64_t now,
+                                              const std::optional<std::string>& error) {
+    std::vector<std::string> cancelled;
+    if (!cancel_one(tx, run_id, now)) return cancelled;
+    cancelled.emplace_back(run_id);
     if (error) tx.exec("UPDATE runs SET error = $2 WHERE id = $1", run_id, *error);
     // Its invoked runs, and theirs: nothing is left waiting for a cancelled run.
     auto descendants = tx.exec(
         "WITH RECURSIVE d (id) AS (SELECT id FROM runs WHERE parent_run_id = $1 "
         "UNION SELECT r.id FROM runs r JOIN d ON r.parent_run_id = d.id) SELECT id FROM d",
         run_id);
-    for (auto row : descendants) cancel_one(tx, row.get<std::string>(0), now);
+    for (auto row : descendants) {
+        std::string id = row.get<std::string>(0);
+        if (cancel_one(tx, id, now)) cancelled.push_back(std::move(id));
+    }
     // Its parent's invoke fails now, whatever state this run was in (a worker holding
     // it would tell the parent only at its next boundary; one that never runs again,
     // never).
@@ -50,7 +57,7 @@ bool RunStore::cancel_run(Transaction& tx, std::string_view run_id, std::int64_t
         complete_waiting_step(tx, *parent_id, *parent_key, std::nullopt,
                               std::string(kChildCancelled), now);
     notify(tx);
-    return true;
+    return cancelled;
 }
 
 RunStore::RetryResult RunStore::retry_run(std::string_view run_id, std::int64_t now) {

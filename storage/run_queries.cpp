@@ -59,8 +59,20 @@ std::optional<RunRecord> RunStore::get_run(std::string_view run_id) {
     return read_run(rows.front());
 }
 
+std::optional<RunRecord> RunStore::get_run(Transaction& tx, std::string_view run_id) {
+    auto rows = tx.exec(detail::run_by_id_sql(), run_id);
+    if (rows.empty()) return std::nullopt;
+    return read_run(rows.front());
+}
+
 std::optional<EventRecord> RunStore::get_event(std::string_view event_id) {
     auto rows = db_.read(detail::event_by_id_sql(), event_id);
+    if (rows.empty()) return std::nullopt;
+    return read_event(rows.front());
+}
+
+std::optional<EventRecord> RunStore::get_event(Transaction& tx, std::string_view event_id) {
+    auto rows = tx.exec(detail::event_by_id_sql(), event_id);
     if (rows.empty()) return std::nullopt;
     return read_event(rows.front());
 }

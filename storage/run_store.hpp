@@ -145,8 +145,9 @@ class RunStore {
     // Sets a non-final run's status (running, sleeping, waiting); started_at on first run.
     void set_run_status(Transaction& tx, std::string_view run_id, std::string_view status,
                         std::int64_t now, const std::optional<std::string>& worker = std::nullopt);
-    // Final status; drops waits; parks the queue item. A cancelled run keeps its status.
-    void finish_run(Transaction& tx, const Lease& lease, std::string_view status,
+    // Final status; drops waits; parks the queue item. A cancelled run keeps its status
+    // (then false).
+    bool finish_run(Transaction& tx, const Lease& lease, std::string_view status,
                     const std::optional<std::string>& output,
                     const std::optional<std::string>& error, std::int64_t now);
 
@@ -158,8 +159,10 @@ class RunStore {
     // fails at once. False when the run does not exist or had already ended.
     bool cancel_run(std::string_view run_id, std::int64_t now);
     // The same in `tx`, recording `error` (JSON text) as the run's error when given.
-    bool cancel_run(Transaction& tx, std::string_view run_id, std::int64_t now,
-                    const std::optional<std::string>& error);
+    // Returns the runs it cancelled: this one first, then its descendants (none when the
+    // run does not exist or had ended).
+    std::vector<std::string> cancel_run(Transaction& tx, std::string_view run_id, std::int64_t now,
+                                        const std::optional<std::string>& error);
 
     enum class RetryResult { ok, not_found, not_ended };
     // Re-queues a failed or cancelled run: completed steps are kept, the others run again
@@ -182,8 +185,10 @@ class RunStore {
     // The run's status as `tx` sees it (empty for an unknown run).
     std::string run_status(Transaction& tx, std::string_view run_id);
     std::optional<RunRecord> get_run(std::string_view run_id);
+    std::optional<RunRecord> get_run(Transaction& tx, std::string_view run_id);
     std::vector<AttemptRecord> attempts(std::string_view run_id);
     std::optional<EventRecord> get_event(std::string_view event_id);
+    std::optional<EventRecord> get_event(Transaction& tx, std::string_view event_id);
     std::vector<StepRecord> steps(std::string_view run_id);
 
     // Runs matching `filter`, newest first, `limit` (1..1000) per page. Keyset paging on the

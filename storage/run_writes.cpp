@@ -11,6 +11,12 @@ std::int64_t changed_at(const StepRecord& step) {
     return step.ended_at.value_or(step.started_at.value_or(0));
 }
 
+std::int64_t recorded_at(const RunWrite& w) {
+    if (w.step) return changed_at(*w.step);
+    if (w.attempt) return w.attempt->ended_at;
+    return 0;
+}
+
 std::int64_t touched_at(const RunWrite& w) {
     if (w.end) return w.end->at;
     return changed_at(*w.step);
@@ -105,15 +111,16 @@ void RunStore::set_run_status(Transaction& tx, std::string_view run_id, std::str
         run_id, status, now, worker);
 }
 
-void RunStore::finish_run(Transaction& tx, const Lease& lease, std::string_view status,
+bool RunStore::finish_run(Transaction& tx, const Lease& lease, std::string_view status,
                           const std::optional<std::string>& output,
                           const std::optional<std::string>& error, std::int64_t now) {
-    tx.exec(
+    auto r = tx.exec(
         "UPDATE runs SET status = $2, output = $3, error = $4, ended_at = $5, updated_at = $5 "
         "WHERE id = $1 AND status <> 'cancelled'",
         lease.run_id, status, output, error, now);
     tx.exec("DELETE FROM waits WHERE run_id = $1", lease.run_id);
     release(tx, lease, std::nullopt);
+    return r.affected() == 1;
 }
 
 }  // namespace cairn::storage

@@ -111,9 +111,9 @@ class Execution {
     void write(const storage::StepRecord& rec, const storage::AttemptRecord* attempt = nullptr);
     // Writes the last completed step's record, if it waits (`unwritten_`).
     void flush();
-    void fenced(const std::function<void(storage::Transaction&)>& fn) {
-        rt_.writer.fenced(held_.lease, fn);
-    }
+    // `fn` in a transaction behind the lease (LeaseLost when it is gone). Unless `ending`,
+    // a run cancelled meanwhile records nothing more: Cancelled is thrown instead.
+    void fenced(const std::function<void(storage::Transaction&)>& fn, bool ending = false);
     void recorded();  // after a step record committed: the test seam
 
     storage::StepRecord record(const Slot& slot, std::string_view kind,
@@ -141,6 +141,9 @@ class Execution {
     void finish_completed(const json& output);
     void finish_failed(json error);
     void finish_cancelled();
+    // Sends the workflow's on_end events for this run's end, in `tx`.
+    void announce_end(storage::Transaction& tx, std::string_view status, const json& output,
+                      const json& error);
 
     Runtime& rt_;
     const Held held_;

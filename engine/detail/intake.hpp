@@ -33,6 +33,13 @@ class Intake {
     // statement (Postgres) or a commit.
     SendResult send(const EventInput& in);
 
+    // Cancels the run and its descendants in `tx` (RunStore::cancel_run), announcing each
+    // end (Workflow::on_end); `error` is recorded as the run's. False if it had ended.
+    bool cancel(storage::Transaction& tx, std::string_view run_id,
+                const std::optional<json>& error = std::nullopt);
+    // Sends the events `w` announces a run's end with, in `tx` (none without on_end).
+    void announce_end(storage::Transaction& tx, const Workflow& w, const RunEnded& ended);
+
     // One event on its way in.
     struct Sending {
         const EventInput* in = nullptr;  // the caller's, until the send returns

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "cairn/event.hpp"
+
 namespace cairn {
 
 using json = nlohmann::json;
@@ -55,6 +57,15 @@ struct CancelOn {
     std::string expression = {};
 };
 
+// How a run ended, as Workflow::on_end sees it.
+struct RunEnded {
+    std::string run_id;
+    std::string status;  // "completed", "failed" or "cancelled"
+    json event;          // the run's event: {id, name, data, ts}
+    json output;         // completed: what the run returned
+    json error;          // failed: the error; cancelled: why, when known; else null
+};
+
 // A registered workflow. Build one with workflow("id")...run(fn).
 struct Workflow {
     std::string id;
@@ -81,6 +92,10 @@ struct Workflow {
     // Runs as its own durable run (workflow "<id>/on-failure") when a run fails; its event
     // is "cairn/run.failed" with data {run_id, workflow_id, error, event}.
     WorkflowFn on_failure;
+    // The events a run sends as it ends, however it ends (completed, failed, or cancelled
+    // by an operator, an event or its parent's cancel), in the transaction that ends it:
+    // each end is announced once. They start runs as any event does.
+    std::function<std::vector<EventInput>(const RunEnded&)> on_end;
 };
 
 class WorkflowBuilder {

@@ -81,6 +81,9 @@ void add_claims(ClaimedBy* claimed, const NewEvent& event, const InsertedEvent& 
 
 // A step's change time (steps.changed_at, which the change feed follows).
 std::int64_t changed_at(const StepRecord& step);
+// When a write's step or attempt record was made: a cancelled run keeps only records made
+// by its cancel (a step that was executing then leaves no result).
+std::int64_t recorded_at(const RunWrite& w);
 // The time of a record: its run's end, or its step's change.
 std::int64_t touched_at(const RunWrite& w);
 // Whether the write's attempt goes in its step's row: the first attempt, and it completed

@@ -256,9 +256,10 @@ std::vector<Value> run_rows(std::span<RunWrite* const> writes) {
 // The fence and every write of a batch of records in one statement: $1..$30, one array
 // per column of `v`. The fence locks each run's queue row and checks the lease; an ending
 // run's item is parked in the same update; every other part writes only for runs the
-// fence kept. Only the runs that end are written; a run that goes on is read for its
-// status (as of the statement's start), which is how its worker learns of a
-// cancellation. Returns (run id, status) of each run whose lease held.
+// fence kept, and for a cancelled run only the step and attempt records made by its cancel
+// (a step that was executing then leaves no result). Only the runs that end are written; a run
+// that goes on is read for its status (as of the statement's start), which is how its
+// worker learns of a cancellation. Returns (run id, status) of each run whose lease held.
 std::string write_runs_sql() {
     std::string arrays, names;
     for (std::size_t i = 0; i < kRunColumns.size(); ++i) {
@@ -273,11 +274,15 @@ std::string write_runs_sql() {
         "due_at = CASE WHEN v.fin IS NULL THEN q.due_at END FROM v "
         "WHERE q.run_id = v.run_id AND q.lease_owner = v.owner AND q.lease_epoch = v.epoch "
         "RETURNING q.run_id), "
+        "st AS (SELECT f.run_id, ru.status, ru.ended_at FROM fence f JOIN runs ru "
+        "ON ru.id = f.run_id), "
         "s AS (INSERT INTO steps ({1}) SELECT {1} FROM v WHERE step_key IS NOT NULL "
-        "AND run_id IN (SELECT run_id FROM fence) {2}), "
+        "AND run_id IN (SELECT run_id FROM st WHERE status <> 'cancelled' "
+        "OR v.changed_at <= st.ended_at) {2}), "
         "a AS (INSERT INTO step_attempts ({3}) SELECT run_id, a_step_key, a_generation, "
         "a_attempt, a_started_at, a_ended_at, a_outcome, a_error, a_logs, a_worker FROM v "
-        "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM fence)), "
+        "WHERE a_step_key IS NOT NULL AND run_id IN (SELECT run_id FROM st WHERE status <> "
+        "'cancelled' OR v.a_ended_at <= st.ended_at)), "
         "d AS (DELETE FROM waits WHERE run_id IN "
         "(SELECT run_id FROM v WHERE fin IS NOT NULL AND run_id IN (SELECT run_id FROM "
         "fence))), "
@@ -286,9 +291,9 @@ std::string write_runs_sql() {
         "FROM v WHERE runs.id = v.run_id AND v.fin IS NOT NULL "
         "AND v.run_id IN (SELECT run_id FROM fence) AND runs.status <> 'cancelled' "
         "RETURNING runs.id, runs.status) "
-        "SELECT f.run_id, COALESCE(r.status, CASE WHEN v.fin IS NULL THEN ru.status "
-        "ELSE 'cancelled' END) FROM fence f JOIN v ON v.run_id = f.run_id "
-        "LEFT JOIN r ON r.id = f.run_id LEFT JOIN runs ru ON ru.id = f.run_id",
+        "SELECT st.run_id, COALESCE(r.status, CASE WHEN v.fin IS NULL THEN st.status "
+        "ELSE 'cancelled' END) FROM st JOIN v ON v.run_id = st.run_id "
+        "LEFT JOIN r ON r.id = st.run_id",
         arrays, kStepColumnList, kStepUpsert, kAttemptColumnList, names);
 }
 

@@ -123,10 +123,11 @@ class SqliteRunStatements final : public RunStatements {
     // A statement per table for all the runs; only the runs that end are written (the
     // runs that go on are changed by their steps).
     void write_runs(const Exec& exec, std::span<RunWrite* const> writes) override {
-        const std::vector<RunWrite*> held = fence(exec, writes);
+        std::vector<RunWrite*> recorded;
+        const std::vector<RunWrite*> held = fence(exec, writes, recorded);
         if (held.empty()) return;
-        write_steps(exec, held);
-        write_attempts(exec, held);
+        write_steps(exec, recorded);
+        write_attempts(exec, recorded);
         write_ends(exec, held);
     }
 
@@ -136,12 +137,14 @@ class SqliteRunStatements final : public RunStatements {
     // The fence of every run at once: the writes whose lease holds. A read suffices: the
     // batch's transaction began IMMEDIATE, so no other writer can move a lease (or cancel
     // a run) before it commits. The same read gives each run's status, which is how a
-    // worker learns of a cancellation.
-    static std::vector<RunWrite*> fence(const Exec& exec, std::span<RunWrite* const> writes) {
+    // worker learns of a cancellation. `recorded` gets the held writes whose step and
+    // attempt records are written: not those of a cancelled run dated after its cancel.
+    static std::vector<RunWrite*> fence(const Exec& exec, std::span<RunWrite* const> writes,
+                                        std::vector<RunWrite*>& recorded) {
         static TextByCount sql([](std::size_t n) {
             return fmt::format(
-                "SELECT q.run_id, q.lease_owner, q.lease_epoch, r.status FROM queue q JOIN runs "
-                "r ON r.id = q.run_id WHERE q.run_id IN ({})",
+                "SELECT q.run_id, q.lease_owner, q.lease_epoch, r.status, r.ended_at FROM queue "
+                "q JOIN runs r ON r.id = q.run_id WHERE q.run_id IN ({})",
                 placeholders(n));
         });
         std::vector<Value> ids;
@@ -150,12 +153,13 @@ class SqliteRunStatements final : public RunStatements {
             std::optional<std::string> owner;
             std::int64_t epoch = 0;
             std::string status;
+            std::optional<std::int64_t> ended_at;
         };
         std::unordered_map<std::string, Fence> leases;  // each row read once
         for (auto row : exec(sql(writes.size()), ids)) {
             leases.emplace(row.get<std::string>(0),
                            Fence{row.get_opt<std::string>(1), row.get<std::int64_t>(2),
-                                 row.get<std::string>(3)});
+                                 row.get<std::string>(3), row.get_opt<std::int64_t>(4)});
         }
         std::vector<RunWrite*> held;
         for (RunWrite* w : writes) {
@@ -165,6 +169,9 @@ class SqliteRunStatements final : public RunStatements {
                 w->held = true;
                 w->run_status = it->second.status;
                 held.push_back(w);
+                if (w->run_status != run_status::kCancelled ||
+                    recorded_at(*w) <= it->second.ended_at.value_or(0))
+                    recorded.push_back(w);
             }
         }
         return held;

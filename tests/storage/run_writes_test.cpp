@@ -43,7 +43,7 @@ TEST_CASE("write_runs fences each run of a batch on its own and reports its stat
     REQUIRE(f.store.steps(leases[0].run_id).size() == 1);
     CHECK(f.store.steps(leases[0].run_id)[0].output == "1");
     CHECK(f.store.steps(leases[1].run_id).empty());
-    CHECK(f.store.steps(leases[2].run_id).size() == 1);
+    CHECK(f.store.steps(leases[2].run_id).size() == 1);  // dated by its cancel: kept
     const auto attempts = f.store.attempts(leases[0].run_id);
     REQUIRE(attempts.size() == 1);
     CHECK(attempts[0].logs == "[\"hi\"]");
@@ -376,8 +376,8 @@ TEST_CASE("a step's change reaches the change feed and its run's updated_at, not
     CHECK(after[0].updated_at == kT0 + 7);  // its position in the feed
     CHECK(f.store.changes_since(kT0 + 7, "~", 100).empty());
 
-    // A run cancelled meanwhile: the cancel is a change of its own; a step written after
-    // it is told, and the run's end is not applied.
+    // A run cancelled meanwhile: the cancel is a change of its own; a step dated after it
+    // is not recorded, its writer is told, and the run's end is not applied.
     CHECK(f.store.cancel_run(leases[1].run_id, kT0 + 8));
     StepRecord b = step(leases[1], "b", 0, "2");
     b.ended_at = kT0 + 9;
@@ -388,8 +388,8 @@ TEST_CASE("a step's change reaches the change feed and its run's updated_at, not
     std::vector<std::pair<std::int64_t, std::string>> positions;
     for (const auto& r : f.store.changes_since(kT0 + 7, "~", 100))
         positions.emplace_back(r.updated_at, r.status);
-    CHECK(positions == std::vector<std::pair<std::int64_t, std::string>>{{kT0 + 8, "cancelled"},
-                                                                         {kT0 + 9, "cancelled"}});
+    CHECK(positions == std::vector<std::pair<std::int64_t, std::string>>{{kT0 + 8, "cancelled"}});
+    CHECK(f.store.steps(leases[1].run_id).empty());
 
     // A run's end and its last step at the same time are one position.
     StepRecord z = step(leases[0], "z", 1, "3");
