@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <thread>
 
@@ -443,6 +444,37 @@ std::string without_status(std::string message) {
     return message;
 }
 
+// A run's end as the Inngest server announces it: inngest/function.finished, and
+// inngest/function.failed or .cancelled with the same data (an onFailure handler is a
+// function triggered by function.failed). Runs started by function.finished or .failed
+// announce nothing, so no handler starts itself again.
+std::vector<EventInput> end_events(const std::string& slug, const RunEnded& end) {
+    const std::string trigger = end.event.is_object() ? end.event.value("name", "") : "";
+    if (trigger == "inngest/function.finished" || trigger == "inngest/function.failed") return {};
+    const json event = end.event.is_object() ? sdk_event(end.event) : json::object();
+    std::string status = end.status;
+    if (!status.empty()) status[0] = static_cast<char>(std::toupper(status[0]));
+    json data = {{"function_id", slug},
+                 {"run_id", end.run_id},
+                 {"event", event},
+                 {"events", json::array({event})},
+                 {"_inngest", {{"status", status}}}};
+    std::vector<EventInput> out;
+    if (end.status == "completed") {
+        data["result"] = end.output;
+    } else if (end.status == "failed") {
+        const std::string message =
+            end.error.is_object() ? end.error.value("message", "") : std::string();
+        data["error"] =
+            sdk_error(message.empty() ? "the function failed" : without_status(message));
+        out.push_back(EventInput{.name = "inngest/function.failed", .data = data});
+    } else if (end.status == "cancelled") {
+        out.push_back(EventInput{.name = "inngest/function.cancelled", .data = data});
+    }
+    out.insert(out.begin(), EventInput{.name = "inngest/function.finished", .data = data});
+    return out;
+}
+
 }  // namespace
 
 json sdk_event(const json& event) {
@@ -501,27 +533,7 @@ Workflow sdk_workflow(std::shared_ptr<Function> fn, std::shared_ptr<const Calls>
     for (const CancelSpec& cs : c.cancel)
         w.cancel_on.push_back(CancelOn{cs.event, "", cs.timeout, cs.expression});
     w.fn = [fn, calls](Context& ctx) { return Driver(*fn, *calls, ctx).run(); };
-    // A run that fails for good tells the app's onFailure handler (a function of its own,
-    // triggered by inngest/function.failed), unless it is such a handler itself.
-    const bool is_failure_handler =
-        std::any_of(c.triggers.begin(), c.triggers.end(),
-                    [](const Trigger& t) { return t.event == "inngest/function.failed"; });
-    if (!is_failure_handler) {
-        w.on_failure = [slug = c.slug](Context& ctx) {
-            const json& d = ctx.event().at("data");
-            const json error = d.value("error", json::object());
-            ctx.send_event(
-                "inngest/function.failed",
-                {{"name", "inngest/function.failed"},
-                 {"data",
-                  {{"function_id", slug},
-                   {"run_id", d.value("run_id", "")},
-                   {"error",
-                    sdk_error(without_status(error.value("message", "the function failed")))},
-                   {"event", sdk_event(d.value("event", json::object()))}}}});
-            return json(nullptr);
-        };
-    }
+    w.on_end = [slug = c.slug](const RunEnded& end) { return end_events(slug, end); };
     return w;
 }
 

@@ -116,6 +116,17 @@ const all = [
       await step.run("after", () => count(runId, "after-sleep"));
       return "finished";
     }),
+  // Every end of a run of "steps" started by an event with data.watch, as Cairn announces it.
+  inngest.createFunction(
+    { id: "ends" },
+    ["inngest/function.finished", "inngest/function.cancelled"].map((name) => ({
+      event: name,
+      if: `event.data.function_id == '${appId}-steps' && event.data.event.data.watch == true`,
+    })),
+    async ({ event, step }) => {
+      await step.run("note", () => count(`ends/${event.data.run_id}`, event.name, {
+        status: event.data._inngest?.status, result: event.data.result ?? null }));
+    }),
 ];
 
 const functions = only.size ? all.filter((f) => only.has(f.id(appId).slice(appId.length + 1))) : all;

@@ -166,10 +166,54 @@ test("each step runs once and its result is recorded under the SDK's hashed id",
   assert.deepEqual(run.steps[0].output, { data: 2 });
 });
 
+// The ends of run `runId` the "ends" function noted, once `n` arrived (and a second more).
+async function endsOf(runId, n) {
+  const ended = () => countsOf(`ends/${runId}`);
+  const deadline = Date.now() + 15000;
+  while (ended().length < n) {
+    if (Date.now() > deadline) throw new Error(`${n} end events for ${runId}: ${JSON.stringify(ended())}`);
+    await sleep(100);
+  }
+  await sleep(1000);
+  return ended();
+}
+
+test("a run's end is announced once: inngest/function.finished with its result", async () => {
+  const id = await send("test/steps", { n: 5, watch: true });
+  const run = await runOf("sdk-test-steps", id);
+  assert.equal(run.status, "completed");
+  const ends = await endsOf(run.id, 1);
+  assert.equal(ends.length, 1, JSON.stringify(ends));
+  assert.equal(ends[0].step, "inngest/function.finished");
+  assert.equal(ends[0].status, "Completed");
+  assert.deepEqual(ends[0].result, run.output);
+});
+
+test("a run cancelled while the app runs a step records nothing after; its end is announced", async () => {
+  const id = await send("test/steps", { n: 1, slow_ms: 2500, watch: true });
+  const started = await runOf("sdk-test-steps", id, ["running"]);
+  const deadline = Date.now() + 15000;
+  while (!tally(started.id).c) {
+    if (Date.now() > deadline) throw new Error("step c did not start");
+    await sleep(50);
+  }
+  const cancelled = await api("POST", `/api/engine/runs/${started.id}/cancel`);
+  assert.equal(cancelled.status, 200, JSON.stringify(cancelled.body));
+  await sleep(4000); // step c's answer arrives meanwhile and is dropped
+  const run = (await api("GET", `/api/engine/runs/${started.id}`)).body;
+  assert.equal(run.status, "cancelled");
+  assert.deepEqual(run.steps.map((st) => st.key), ["a", "b"].map(sha1));
+  assert.deepEqual(tally(run.id), { a: 1, b: 1, c: 1 });
+  const ends = await endsOf(run.id, 2);
+  assert.deepEqual(ends.map((e) => e.step).sort(), ["inngest/function.cancelled", "inngest/function.finished"]);
+  assert.deepEqual(ends.map((e) => e.status), ["Cancelled", "Cancelled"]);
+});
+
 test("an event dated ahead (ts) starts its run then", async () => {
   const ts = Date.now() + 3000;
   const id = await send("test/steps", { n: 7 }, { ts });
-  const early = await runOf("sdk-test-steps", id, ["sleeping", "running", "queued", "completed"]);
+  // Claimed at once (queued, then running for a moment), it sleeps until ts.
+  const early = await runOf("sdk-test-steps", id, ["sleeping", "completed", "failed"]);
   assert.equal(early.status, "sleeping");
   const run = await runOf("sdk-test-steps", id);
   assert.equal(run.status, "completed");
