@@ -546,6 +546,7 @@ Workflow removed_workflow(const std::string& slug, const std::string& app_id) {
         throw NonRetriableError(
             fmt::format("function '{}' was removed from app '{}' by a sync", slug, app_id));
     };
+    w.on_end = [slug](const RunEnded& end) { return end_events(slug, end); };
     return w;
 }
 
