@@ -269,27 +269,30 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
     }
 }
 
-// For each new run of a workflow with cancel_on, a wait per event that cancels it (its
-// step key kCancelOnKey and the entry's index): the waits that events are matched with,
-// dropped when the run ends.
 void Intake::listen_for_cancel(storage::Transaction& tx, const Sending& s,
                                const std::function<const json&()>& event) {
-    const std::int64_t t = now();
     for (std::size_t r = 0; r < s.runs.size(); ++r) {
         const Workflow* w = registry_.find(s.runs[r].workflow_id);
-        if (w == nullptr || w->cancel_on.empty()) continue;
-        const json& ev = event();
-        for (std::size_t i = 0; i < w->cancel_on.size(); ++i) {
-            const CancelOn& c = w->cancel_on[i];
-            const json field = c.match.empty() ? json(true) : lookup(ev, c.match);
-            std::optional<std::string> expression;
-            if (!c.expression.empty()) expression = Expression::parse(c.expression).bind_event(ev);
-            store_.add_wait(
-                tx, storage::WaitRecord{
-                        s.result.run_ids[r], fmt::format("{}{}", kCancelOnKey, i), c.event, c.match,
-                        field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
-                        c.timeout ? t + c.timeout->count() : kNever, std::move(expression)});
-        }
+        if (w != nullptr && !w->cancel_on.empty())
+            listen_for_cancel(tx, s.result.run_ids[r], *w, event());
+    }
+}
+
+// A wait per event that cancels the run (its step key kCancelOnKey and the entry's
+// index): the waits that events are matched with, dropped when the run ends.
+void Intake::listen_for_cancel(storage::Transaction& tx, const std::string& run_id,
+                               const Workflow& w, const json& ev) {
+    const std::int64_t t = now();
+    for (std::size_t i = 0; i < w.cancel_on.size(); ++i) {
+        const CancelOn& c = w.cancel_on[i];
+        const json field = c.match.empty() ? json(true) : lookup(ev, c.match);
+        std::optional<std::string> expression;
+        if (!c.expression.empty()) expression = Expression::parse(c.expression).bind_event(ev);
+        store_.add_wait(
+            tx, storage::WaitRecord{
+                    run_id, fmt::format("{}{}", kCancelOnKey, i), c.event, c.match,
+                    field.is_null() ? std::nullopt : std::optional<std::string>(dump(field)),
+                    c.timeout ? t + c.timeout->count() : kNever, std::move(expression)});
     }
 }
 

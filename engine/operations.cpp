@@ -319,6 +319,11 @@ json Execution::invoke(std::string_view name, std::string_view workflow_id, cons
         e.idempotency_key = fmt::format("{}/{}", run_id(), slot.key);
         const storage::NewRun run{child->id, child->version, 0, run_id(), slot.key};
         auto ins = rt_.store.insert_event(tx, e, std::span(&run, 1), now());
+        if (!ins.duplicate && !ins.run_ids.empty() && !child->cancel_on.empty()) {
+            rt_.intake.listen_for_cancel(
+                tx, ins.run_ids[0], *child,
+                json{{"id", ins.event_id}, {"name", e.name}, {"data", data}, {"ts", now()}});
+        }
         json waiting = {{"child_run_id", ins.run_ids.empty() ? "" : ins.run_ids[0]}};
         if (timeout) waiting["timeout_ms"] = timeout->count();
         rec.output = dump(waiting);

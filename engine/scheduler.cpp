@@ -50,8 +50,17 @@ int Scheduler::fire_due() {
         const storage::NewRun run{id, s.version, 0, std::nullopt, std::nullopt};
         const bool started = rt_.db.transact([&](storage::Transaction& tx) {
             const auto ins = rt_.store.insert_event(tx, e, std::span(&run, 1), now);
-            if (!ins.duplicate) rt_.store.notify(tx);
-            return !ins.duplicate;
+            if (ins.duplicate) return false;
+            const Workflow* w = rt_.registry.find(id);
+            if (w != nullptr && !w->cancel_on.empty() && !ins.run_ids.empty()) {
+                rt_.intake.listen_for_cancel(tx, ins.run_ids[0], *w,
+                                             json{{"id", ins.event_id},
+                                                  {"name", e.name},
+                                                  {"data", json::parse(e.data)},
+                                                  {"ts", *tick}});
+            }
+            rt_.store.notify(tx);
+            return true;
         });
         rt_.store.schedule_fired(id, *tick);
         s.last_tick = *tick;

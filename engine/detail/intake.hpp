@@ -39,6 +39,10 @@ class Intake {
                 const std::optional<json>& error = std::nullopt);
     // Sends the events `w` announces a run's end with, in `tx` (none without on_end).
     void announce_end(storage::Transaction& tx, const Workflow& w, const RunEnded& ended);
+    // Makes the new run `run_id` of `w` listen for the events that cancel it (cancel_on),
+    // matched against its event `ev`; every way a run starts calls it.
+    void listen_for_cancel(storage::Transaction& tx, const std::string& run_id, const Workflow& w,
+                           const json& ev);
 
     // One event on its way in.
     struct Sending {
@@ -71,6 +75,7 @@ class Intake {
 
   private:
     std::unique_ptr<Sending> prepare(const EventInput& in);
+    // For each new run of a workflow with cancel_on, its listeners.
     void listen_for_cancel(storage::Transaction& tx, const Sending& s,
                            const std::function<const json&()>& event);
 

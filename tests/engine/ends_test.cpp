@@ -1,6 +1,6 @@
 // Workflow::on_end (every way a run ends is announced once, in the transaction that ends
-// it) and cancellation while a step executes (its result is not recorded); on the backend
-// under test.
+// it), cancellation while a step executes (its result is not recorded), and cancel_on for
+// every way a run starts; on the backend under test.
 
 #include "cairn/context.hpp"
 #include "engine/fixture.hpp"
@@ -138,6 +138,42 @@ TEST_CASE("a step executing when its run is cancelled leaves no record") {
     CHECK(steps.size() == 1);
     CHECK(steps.contains("first"));
     CHECK(f.count("SELECT COUNT(*) FROM step_attempts WHERE step_key = 'second'") == 0);
+}
+
+TEST_CASE("cancel_on holds for invoked and cron runs, not only for runs started by events") {
+    Fixture f;
+    f.engine.add(workflow("child").cancel_on("job/stop", "data.job").run([](Context& ctx) -> json {
+        ctx.sleep("nap", 1h);
+        return 1;
+    }));
+    f.engine.add(workflow("parent").on_event("parent/go").run([](Context& ctx) -> json {
+        return ctx.invoke("call", "child", {{"job", ctx.event()["data"]["job"]}});
+    }));
+    f.engine.add(
+        workflow("ticking").cron("* * * * *").cancel_on("tick/stop").run([](Context& ctx) -> json {
+            ctx.sleep("nap", 1h);
+            return 1;
+        }));
+    const std::string parent = f.start("parent/go", {{"job", "j-1"}});
+    CHECK(f.engine.fire_schedules() == 0);  // a new schedule starts from now
+    f.clock.advance(60'000);
+    CHECK(f.engine.fire_schedules() == 1);
+    f.idle();
+    const auto child = f.engine.store().list_runs({.workflow_id = "child"}, std::nullopt, 10).runs;
+    const auto tick = f.engine.store().list_runs({.workflow_id = "ticking"}, std::nullopt, 10).runs;
+    REQUIRE(child.size() == 1);
+    REQUIRE(tick.size() == 1);
+    CHECK(f.run(child[0].id).status == "sleeping");
+    CHECK(f.run(tick[0].id).status == "sleeping");
+
+    f.engine.send(EventInput{"job/stop", {{"job", "j-2"}}});  // another job's: no effect
+    CHECK(f.run(child[0].id).status == "sleeping");
+    f.engine.send(EventInput{"job/stop", {{"job", "j-1"}}});
+    f.engine.send(EventInput{"tick/stop"});
+    f.idle();
+    CHECK(f.run(child[0].id).status == "cancelled");
+    CHECK(f.run(tick[0].id).status == "cancelled");
+    CHECK(f.run(parent).status == "failed");  // its invoke failed with the child's cancel
 }
 
 }  // namespace cairn::engine_test
