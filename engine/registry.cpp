@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -55,11 +56,18 @@ void Registry::insert(std::unique_ptr<Workflow> w) {
     workflows_.emplace(std::move(id), std::move(w));
 }
 
+void Registry::add_triggers(const Workflow& w) {
+    for (const auto& t : w.triggers) {
+        auto& ids = triggers_[t];
+        if (ids.empty() && t.ends_with('*')) wildcards_.push_back(t);
+        ids.push_back(w.id);
+    }
+}
+
 void Registry::rebuild_triggers() {
     triggers_.clear();
-    for (const auto& [id, w] : workflows_) {
-        for (const auto& t : w->triggers) triggers_[t].push_back(id);
-    }
+    wildcards_.clear();
+    for (const auto& [id, w] : workflows_) add_triggers(*w);
 }
 
 void Registry::add(Workflow w) {
@@ -67,7 +75,7 @@ void Registry::add(Workflow w) {
     check(w);
     if (workflows_.contains(w.id))
         throw std::invalid_argument(fmt::format("workflow '{}' is registered twice", w.id));
-    for (const auto& t : w.triggers) triggers_[t].push_back(w.id);
+    add_triggers(w);
     insert(std::make_unique<Workflow>(std::move(w)));
 }
 
@@ -115,27 +123,32 @@ std::vector<const Workflow*> Registry::all() const {
     return out;
 }
 
-std::size_t Registry::triggered_count(std::string_view name) const {
-    std::shared_lock lock(mu_);
-    const auto it = triggers_.find(name);
-    return it == triggers_.end() ? 0 : it->second.size();
-}
-
 std::vector<storage::NewRun> Registry::triggered(std::string_view name,
                                                  const std::function<json()>& event) const {
     std::shared_lock lock(mu_);
+    std::vector<const std::string*> ids;  // each workflow once, exact triggers first
+    auto take = [&](std::string_view trigger) {
+        const auto it = triggers_.find(trigger);
+        if (it == triggers_.end()) return;
+        for (const auto& id : it->second) {
+            if (std::none_of(ids.begin(), ids.end(), [&](const auto* x) { return *x == id; }))
+                ids.push_back(&id);
+        }
+    };
+    take(name);
+    for (const auto& w : wildcards_) {
+        if (trigger_matches(w, name)) take(w);
+    }
     std::vector<storage::NewRun> runs;
-    const auto it = triggers_.find(name);
-    if (it == triggers_.end()) return runs;
     std::optional<json> built;
-    for (const auto& id : it->second) {
-        const Workflow& w = *workflows_.at(id);
+    for (const std::string* id : ids) {
+        const Workflow& w = *workflows_.at(*id);
         if (w.filter && event) {
             if (!built) built = event();
             if (!w.filter(*built)) continue;
         }
         storage::NewRun run;
-        run.workflow_id = id;
+        run.workflow_id = *id;
         run.version = w.version;
         runs.push_back(std::move(run));
     }

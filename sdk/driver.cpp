@@ -524,7 +524,7 @@ Workflow sdk_workflow(std::shared_ptr<Function> fn, std::shared_ptr<const Calls>
         w.filter = [parsed](const json& ev) {
             const std::string name = ev.value("name", "");
             for (const Filter& f : *parsed) {
-                if (f.event != name) continue;
+                if (!trigger_matches(f.event, name)) continue;
                 if (!f.expression || f.expression->matches(ev)) return true;
             }
             return false;

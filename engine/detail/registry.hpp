@@ -27,21 +27,23 @@ class Registry {
     std::vector<std::string> replace_group(const std::string& group, std::vector<Workflow> ws);
     const Workflow* find(std::string_view id) const;
     std::vector<const Workflow*> all() const;
-    // How many workflows, and a run of each, that an event named `name` starts; `event`
-    // builds the event ({id, name, data, ts}) for the workflows with a filter.
-    std::size_t triggered_count(std::string_view name) const;
+    // A run of each workflow that an event named `name` starts (by an exact trigger or a
+    // wildcard, trigger_matches); `event` builds the event ({id, name, data, ts}) for the
+    // workflows with a filter.
     std::vector<storage::NewRun> triggered(std::string_view name,
                                            const std::function<json()>& event = {}) const;
 
   private:
     void check(const Workflow& w) const;       // mu_ held
     void insert(std::unique_ptr<Workflow> w);  // mu_ held exclusively
+    void add_triggers(const Workflow& w);      // mu_ held exclusively
     void rebuild_triggers();                   // mu_ held exclusively
 
     mutable std::shared_mutex mu_;
     std::map<std::string, std::unique_ptr<Workflow>, std::less<>> workflows_;
     std::map<std::string, std::vector<std::string>, std::less<>> triggers_;  // event -> ids
-    std::map<std::string, std::vector<std::string>, std::less<>> groups_;    // group -> ids
+    std::vector<std::string> wildcards_;  // the keys of triggers_ ending in '*'
+    std::map<std::string, std::vector<std::string>, std::less<>> groups_;  // group -> ids
     std::vector<std::unique_ptr<Workflow>> retired_;  // dropped by a replacement
 };
 

@@ -9,6 +9,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cairn/event.hpp"
@@ -66,13 +67,20 @@ struct RunEnded {
     json error;          // failed: the error; cancelled: why, when known; else null
 };
 
+// Whether an event named `name` matches a trigger: the same name, or for a trigger ending
+// in '*' ("order/*"), any name that starts with the part before it.
+inline bool trigger_matches(std::string_view trigger, std::string_view name) {
+    if (!trigger.ends_with('*')) return trigger == name;
+    return name.starts_with(trigger.substr(0, trigger.size() - 1));
+}
+
 // A registered workflow. Build one with workflow("id")...run(fn).
 struct Workflow {
     std::string id;
     std::string version = "1";
     // The SDK app whose function this is (docs/sdk.md); empty for a workflow in C++.
     std::string app;
-    std::vector<std::string> triggers;  // event names that start a run
+    std::vector<std::string> triggers;  // event names that start a run ("order/*": a prefix)
     RetryPolicy retry;                  // default for every step
     // A step that runs longer than this counts as a failed (retried) attempt. C++ cannot
     // stop a running function safely, so the limit is checked when the step returns.

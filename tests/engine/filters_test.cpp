@@ -56,6 +56,25 @@ TEST_CASE("cancel_on with an expression, and a trigger filter") {
     CHECK(f.run(run).status == "cancelled");
 }
 
+TEST_CASE("a trigger ending in '*' matches every event name it prefixes, once per workflow") {
+    Fixture f;
+    f.engine.add(
+        workflow("orders").on_event("order/*").on_event("order/paid").run([](Context& ctx) {
+            return ctx.event()["name"];
+        }));
+    f.engine.add(workflow("paid").on_event("order/paid").run([](Context&) { return 1; }));
+    CHECK(f.engine.send(EventInput{"order/paid"}).run_ids.size() == 2);  // orders once, paid
+    CHECK(f.engine.send(EventInput{"order/shipped"}).run_ids.size() == 1);
+    CHECK(f.engine.send(EventInput{"order"}).run_ids.empty());
+    CHECK(f.engine.send(EventInput{"orders/x"}).run_ids.empty());
+    f.idle();
+    CHECK(f.count("SELECT COUNT(*) FROM runs WHERE workflow_id = 'orders' AND status = "
+                  "'completed'") == 2);
+    CHECK(trigger_matches("a/*", "a/"));
+    CHECK(trigger_matches("a.b", "a.b"));
+    CHECK_FALSE(trigger_matches("a.b", "a.bc"));
+}
+
 TEST_CASE("replace_workflows: a group replaced while running, all or none") {
     Fixture f;
     f.engine.add(workflow("native").on_event("x/native").run([](Context&) { return 0; }));

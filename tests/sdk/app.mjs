@@ -116,6 +116,9 @@ const all = [
       await step.run("after", () => count(runId, "after-sleep"));
       return "finished";
     }),
+  inngest.createFunction({ id: "wild" }, { event: "test/wild.*" }, async ({ event, step }) => {
+    return await step.run("name", () => event.name);
+  }),
   // Every end of a run of "steps" started by an event with data.watch, as Cairn announces it.
   inngest.createFunction(
     { id: "ends" },

@@ -209,6 +209,17 @@ test("a run cancelled while the app runs a step records nothing after; its end i
   assert.deepEqual(ends.map((e) => e.status), ["Cancelled", "Cancelled"]);
 });
 
+test("a wildcard trigger (test/wild.*) starts on every name it prefixes", async () => {
+  const id = await send("test/wild.one");
+  const run = await runOf("sdk-test-wild", id);
+  assert.equal(run.status, "completed");
+  assert.equal(run.output, "test/wild.one");
+  const other = await send("test/wildly");
+  await sleep(300);
+  const { body } = await api("GET", "/api/engine/runs?workflow=sdk-test-wild&limit=1000");
+  assert.ok(!body.runs.some((r) => r.event_id === other), "test/wildly is not under test/wild.");
+});
+
 test("an event dated ahead (ts) starts its run then", async () => {
   const ts = Date.now() + 3000;
   const id = await send("test/steps", { n: 7 }, { ts });
