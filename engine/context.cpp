@@ -64,6 +64,10 @@ const json& Context::event() const {
     return ex_.event();
 }
 
+const json& Context::events() {
+    return ex_.events();
+}
+
 int Context::attempt() const {
     return ex_.attempt();
 }

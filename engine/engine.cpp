@@ -206,6 +206,26 @@ storage::RunStore::Collected Engine::collect(
     }
 }
 
+json Engine::held_back(const storage::RunRecord& run) {
+    if (run.status != storage::run_status::kQueued) return nullptr;
+    const auto h = rt_->flow.held_back(run.id, run.workflow_id);
+    if (!h) return nullptr;
+    return {{"reason", h->reason},
+            {"message", h->message},
+            {"until", h->until ? json(*h->until) : json(nullptr)}};
+}
+
+json Engine::skipped_starts(const std::string& event_id) {
+    json out = json::array();
+    for (const auto& s : rt_->flow.store().skips(event_id))
+        out.push_back({{"workflow_id", s.workflow_id}, {"reason", s.reason}, {"at", s.at}});
+    return out;
+}
+
+std::vector<storage::FlowStore::HeldCount> Engine::held_counts() {
+    return rt_->flow.store().held_counts();
+}
+
 int Engine::fire_schedules() {
     return scheduler_->fire_due();
 }
@@ -215,8 +235,9 @@ int Engine::run_until_idle(int max_executions) {
     int count = 0;
     const auto lease_ms = std::max<std::int64_t>(rt_->pool.options().lease.count(), 30'000);
     while (count < max_executions) {
+        const int admitted = rt_->flow.admit(rt_->now(), 16).admitted;
         auto claims = rt_->store.claim_runs(rt_->pool.worker_id(), 16, rt_->now(), lease_ms);
-        if (claims.empty()) break;
+        if (claims.empty() && admitted == 0) break;
         for (auto& c : claims) {
             rt_->execute({c.lease, std::make_shared<std::atomic<bool>>(false)}, std::move(c.state));
             ++count;
@@ -231,6 +252,11 @@ void Engine::start(WorkerOptions options) {
     } catch (const std::exception& e) {  // read again within a second
         spdlog::warn("could not read the paused workflows: {}", e.what());
     }
+    rt_->pool.set_admission(
+        [rt = rt_.get()](std::int64_t now, int limit) {
+            return rt->flow.admit(now, limit).next_at;
+        },
+        [rt = rt_.get()] { return rt->registry.any_flow(); });
     rt_->pool.start(options, [rt = rt_.get()](const detail::Held& held,
                                               std::optional<storage::RunState> state) {
         rt->execute(held, std::move(state));

@@ -17,6 +17,7 @@
 #include "common/histogram.hpp"
 #include "engine/clock.hpp"
 #include "storage/database.hpp"
+#include "storage/flow_store.hpp"
 #include "storage/run_store.hpp"
 
 namespace cairn {
@@ -162,6 +163,14 @@ class Engine {
     // count in stats().runs_ended) or `timeout` passes; returns the count. For drivers and
     // tests that wait for runs to finish without polling the database.
     std::int64_t await_runs_ended(std::int64_t seen, std::chrono::milliseconds timeout);
+    // Flow control (docs/flow-control.md): why a queued run is held back, as
+    // {reason, message, until} (until: epoch ms, for a throttle, debounce or batch), or
+    // null when it is not; the runs an event started none of, [{workflow_id, reason, at}];
+    // the items held back by workflow and reason (for /metrics).
+    json held_back(const storage::RunRecord& run);
+    json skipped_starts(const std::string& event_id);
+    std::vector<storage::FlowStore::HeldCount> held_counts();
+
     storage::RunStore& store();
     const Clock& clock() const;
     const std::string& worker_id() const;

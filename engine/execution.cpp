@@ -29,7 +29,8 @@ Runtime::Runtime(storage::Database& database, const Clock& c, std::string worker
       store(database),
       writer(database, store, counters),
       pool(database, store, c, std::move(worker_id)),
-      intake(database, store, registry, pauses, pool, c) {}
+      flow(database, store, registry),
+      intake(database, store, registry, pauses, pool, flow, c) {}
 
 std::chrono::milliseconds Runtime::retry_delay(const RetryPolicy& policy, int failed) {
     std::lock_guard lock(rng_mu_);
@@ -367,6 +368,19 @@ void Execution::finish_cancelled() {
                             dump(error_json("cancelled", "the invoked run was cancelled")));
         },
         true);
+}
+
+const json& Execution::events() {
+    if (!events_) {
+        json out = json::array();
+        if (wf_.flow.batch) {
+            for (const auto& e : rt_.flow.store().batch_events(state_.run.id))
+                out.push_back(event_json(e));
+        }
+        if (out.empty()) out.push_back(event_);
+        events_ = std::move(out);
+    }
+    return *events_;
 }
 
 }  // namespace cairn::engine::detail

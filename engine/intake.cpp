@@ -91,12 +91,13 @@ class EventKind final : public storage::WriteKind {
 }  // namespace
 
 Intake::Intake(storage::Database& db, storage::RunStore& store, const Registry& registry,
-               const Pauses& pauses, WorkerPool& pool, const Clock& clock)
+               const Pauses& pauses, WorkerPool& pool, Flow& flow, const Clock& clock)
     : db_(db),
       store_(store),
       registry_(registry),
       pauses_(pauses),
       pool_(pool),
+      flow_(flow),
       clock_(clock),
       events_(std::make_unique<EventKind>(*this)) {}
 
@@ -116,6 +117,12 @@ std::unique_ptr<Intake::Sending> Intake::prepare(const EventInput& in) {
                     {"name", in.name},
                     {"data", in.data},
                     {"ts", in.ts.value_or(clock_.now_ms())}};
+    });
+    std::erase_if(s->runs, [&](const storage::NewRun& r) {
+        const Workflow* w = registry_.find(r.workflow_id);
+        if (w == nullptr || !Flow::controls(*w)) return false;
+        s->flow_runs.push_back(r);
+        return true;
     });
     // A paused workflow's run is queued, not handed to this process's idle threads.
     if (!s->runs.empty() && !pauses_.any(s->runs)) {
@@ -190,6 +197,7 @@ std::vector<storage::EventWrite*> Intake::batchable(std::span<Sending* const> se
                                                     std::span<storage::EventWrite> events) const {
     std::vector<storage::EventWrite*> out;
     for (std::size_t i = 0; i < sends.size(); ++i) {
+        if (!sends[i]->flow_runs.empty()) continue;
         const bool listens = std::any_of(sends[i]->runs.begin(), sends[i]->runs.end(),
                                          [this](const storage::NewRun& r) {
                                              const Workflow* w = registry_.find(r.workflow_id);
@@ -241,6 +249,21 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
         return *built;
     };
     listen_for_cancel(tx, s, ev_json);
+    for (const storage::NewRun& run : s.flow_runs) {
+        const Workflow* w = registry_.find(run.workflow_id);
+        if (w == nullptr) continue;
+        const auto cancel_previous = [&](const std::string& id) {
+            cancel(tx, id,
+                   json{{"type", "cancelled"},
+                        {"message",
+                         fmt::format("replaced by a run for event {} (singleton)", ins.event_id)},
+                        {"event_id", ins.event_id}});
+        };
+        const auto started = flow_.start(tx, *w, run, ev_json(), t, cancel_previous);
+        if (!started) continue;
+        s.result.run_ids.push_back(started->run_id);
+        if (started->created) listen_for_cancel(tx, started->run_id, *w, ev_json());
+    }
 
     const auto waits = store_.waits_for(tx, s.event.name);
     if (waits.empty()) return;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "engine/cron.hpp"
+#include "engine/detail/flow.hpp"
 #include "engine/expression.hpp"
 
 namespace cairn::engine::detail {
@@ -24,6 +25,7 @@ void Registry::check(const Workflow& w) const {
             throw std::invalid_argument(fmt::format("workflow '{}': {}", w.id, e.what()));
         }
     }
+    Flow::check(w);
     for (const CancelOn& c : w.cancel_on) {
         if (c.event.empty())
             throw std::invalid_argument(
@@ -43,6 +45,7 @@ void Registry::check(const Workflow& w) const {
 }
 
 void Registry::insert(std::unique_ptr<Workflow> w) {
+    if (w->flow.any()) any_flow_ = true;
     if (w->on_failure) {
         // Its own durable run, started by the event "cairn/run.failed" (Execution).
         auto handler = std::make_unique<Workflow>();

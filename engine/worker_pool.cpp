@@ -142,6 +142,14 @@ void WorkerPool::dispatch_loop() {
         const int want = idle_slots();
         if (want > 0) {
             lock.unlock();
+            std::optional<std::int64_t> admit_next;
+            if (admit_) {
+                try {
+                    admit_next = admit_(clock_.now_ms(), want);
+                } catch (const std::exception& e) {
+                    spdlog::warn("admission failed: {}", e.what());
+                }
+            }
             std::vector<storage::Claim> got;
             try {
                 got = store_.claim_runs(worker_id_, want, clock_.now_ms(), options_.lease.count());
@@ -149,6 +157,7 @@ void WorkerPool::dispatch_loop() {
                 spdlog::warn("claim failed: {}", e.what());
             }
             lock.lock();
+            if (admit_next && *admit_next < next_due_) next_due_ = *admit_next;
             for (auto& c : got) {
                 active_[c.lease.run_id] = {c.lease, std::make_shared<std::atomic<bool>>(false)};
                 ready_.push_back(std::move(c));
@@ -206,7 +215,7 @@ void WorkerPool::worker_loop() {
         lock.lock();
         ++free_slots_;
         active_.erase(lease.run_id);
-        if (more_due_) {
+        if (more_due_ || (admitting_ && admitting_())) {
             wake_ = true;
             dispatch_cv_.notify_one();
         }

@@ -246,6 +246,112 @@ constexpr std::string_view kEngineV10 = R"sql(
 ALTER TABLE waits ADD COLUMN expression TEXT;
 )sql";
 
+// Flow control (docs/flow-control.md). A run under it starts through admission: its item
+// waits with admit_at set (due_at NULL, so claims never see it) until a process admits it
+// (FlowStore::admit), taking its concurrency slots (`slots` = 1) and making it due. An item
+// whose keys are full parks on one (held_key) until a slot on that key frees. flow_state
+// keeps each key's state: slots in use (n), a throttle's theoretical arrival time or
+// an idempotency window's end (at), the pending debounce, batch or singleton run, a rate
+// limit's recent start times (times). run_events lists a
+// batch run's events; event_skips, the runs an event did not start and why.
+constexpr std::string_view kEngineV11 = R"sql(
+ALTER TABLE queue ADD COLUMN admit_at BIGINT;
+ALTER TABLE queue ADD COLUMN flow TEXT;
+ALTER TABLE queue ADD COLUMN conc1 TEXT;
+ALTER TABLE queue ADD COLUMN conc2 TEXT;
+ALTER TABLE queue ADD COLUMN slots BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE queue ADD COLUMN held TEXT;
+ALTER TABLE queue ADD COLUMN held_key TEXT;
+CREATE INDEX queue_admit ON queue (admit_at, run_id) WHERE admit_at IS NOT NULL AND held_key IS NULL;
+CREATE INDEX queue_parked ON queue (held_key, admit_at, run_id) WHERE held_key IS NOT NULL;
+CREATE TABLE flow_state (
+    key    TEXT   PRIMARY KEY,
+    n      BIGINT NOT NULL DEFAULT 0,
+    at     BIGINT,
+    run_id TEXT,
+    times  TEXT
+);
+CREATE TABLE run_events (
+    run_id   TEXT   NOT NULL,
+    seq      BIGINT NOT NULL,
+    event_id TEXT   NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX run_events_event ON run_events (event_id);
+CREATE TABLE event_skips (
+    event_id    TEXT   NOT NULL,
+    workflow_id TEXT   NOT NULL,
+    reason      TEXT   NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (event_id, workflow_id)
+);
+)sql";
+
+// A run holding concurrency slots gives them back when it stops executing (its lease is
+// released: it sleeps, waits, backs off or ends), and the oldest item parked on each freed
+// key goes back to admission; the item itself, when due again, must be admitted again. An
+// item with concurrency keys that becomes due without slots (a wait completed, a retry)
+// goes to admission too. Every path that moves a lease or a due time is covered, so none
+// of them knows about flow control; rows without concurrency keys fail the WHEN at once.
+constexpr std::string_view kEngineV12Sqlite = R"sql(
+CREATE TRIGGER queue_slot_release AFTER UPDATE OF lease_owner ON queue
+WHEN OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL AND NEW.slots > 0
+BEGIN
+    UPDATE flow_state SET n = n - 1 WHERE key IN (NEW.conc1, NEW.conc2);
+    UPDATE queue SET held_key = NULL, held = NULL WHERE run_id = (SELECT run_id FROM queue
+        WHERE held_key = NEW.conc1 ORDER BY admit_at, run_id LIMIT 1);
+    UPDATE queue SET held_key = NULL, held = NULL WHERE run_id = (SELECT run_id FROM queue
+        WHERE held_key = NEW.conc2 ORDER BY admit_at, run_id LIMIT 1);
+    UPDATE queue SET slots = 0, admit_at = NEW.due_at, due_at = NULL WHERE run_id = NEW.run_id;
+END;
+CREATE TRIGGER queue_slot_due AFTER UPDATE OF due_at ON queue
+WHEN NEW.conc1 IS NOT NULL AND NEW.slots = 0 AND NEW.lease_owner IS NULL
+    AND NEW.due_at IS NOT NULL
+BEGIN
+    UPDATE queue SET admit_at = NEW.due_at, due_at = NULL WHERE run_id = NEW.run_id;
+END;
+)sql";
+
+// The same on Postgres, as BEFORE triggers that change the row in place; a promotion
+// wakes every process (NOTIFY), since any of them may admit the promoted item.
+constexpr std::string_view kEngineV13Postgres = R"sql(
+CREATE FUNCTION cairn_slot_release() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    k TEXT;
+    promoted BOOLEAN := false;
+BEGIN
+    NEW.slots := 0;
+    NEW.admit_at := NEW.due_at;
+    NEW.due_at := NULL;
+    FOREACH k IN ARRAY ARRAY[OLD.conc1, OLD.conc2] LOOP
+        CONTINUE WHEN k IS NULL;
+        UPDATE flow_state SET n = n - 1 WHERE key = k;
+        UPDATE queue SET held_key = NULL, held = NULL WHERE run_id = (SELECT q.run_id FROM queue q
+            WHERE q.held_key = k ORDER BY q.admit_at, q.run_id LIMIT 1);
+        promoted := promoted OR FOUND;
+    END LOOP;
+    IF promoted THEN
+        PERFORM pg_notify('cairn_queue', 'flow');
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER queue_slot_release BEFORE UPDATE OF lease_owner ON queue FOR EACH ROW
+WHEN (OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL AND OLD.slots > 0)
+EXECUTE FUNCTION cairn_slot_release();
+CREATE FUNCTION cairn_slot_due() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    NEW.admit_at := NEW.due_at;
+    NEW.due_at := NULL;
+    RETURN NEW;
+END
+$fn$;
+CREATE TRIGGER queue_slot_due BEFORE UPDATE OF due_at ON queue FOR EACH ROW
+WHEN (NEW.conc1 IS NOT NULL AND NEW.slots = 0 AND NEW.lease_owner IS NULL
+      AND NEW.due_at IS NOT NULL)
+EXECUTE FUNCTION cairn_slot_due();
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "engine tables: events, runs, steps, queue, waits", kEngineV1},
     {2, "queue index in claim order", kEngineV2},
@@ -257,6 +363,10 @@ constexpr Migration kMigrations[] = {
     {8, "the claim takes the claimer's workflows on Postgres", kEngineV8, Backend::postgres},
     {9, "paused workflows and cron schedules", kEngineV9},
     {10, "waits filtered by an expression", kEngineV10},
+    {11, "flow control: admission, key state, batches, skipped starts", kEngineV11},
+    {12, "flow control: slots given back by triggers on SQLite", kEngineV12Sqlite, Backend::sqlite},
+    {13, "flow control: slots given back by triggers on Postgres", kEngineV13Postgres,
+     Backend::postgres},
 };
 
 }  // namespace

@@ -90,6 +90,8 @@ class RunStore {
     // items named their workflow); until called, claims take any workflow's runs. A claim
     // in progress keeps the set it started with.
     void claim_only(std::span<const std::string> workflow_ids);
+    // That set as the backend's statement parameter (NULL for any workflow).
+    Value claim_set() const { return claim_workflows(); }
 
     // Claims up to `limit` due queue items for `owner` until now + lease_ms, oldest first
     // within the highest priority, marks their runs running and returns with each the

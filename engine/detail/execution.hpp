@@ -55,6 +55,8 @@ class Execution {
 
     const std::string& run_id() const { return state_.run.id; }
     const json& event() const { return event_; }
+    // A batch run's events (read on first use), or [event()].
+    const json& events();
     int attempt() const;
     std::vector<Context::Recorded> history() const;
     void log(std::string_view line);
@@ -150,7 +152,8 @@ class Execution {
     storage::RunState state_;
     const Workflow& wf_;
     json event_;
-    std::string status_;  // the run's, as of the last write or the load
+    std::optional<json> events_;  // events(), once read
+    std::string status_;          // the run's, as of the last write or the load
     // The thread replaying the workflow: durable operations are refused on any other (a
     // parallel branch's).
     const std::thread::id thread_ = std::this_thread::get_id();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/clock.hpp"
+#include "engine/detail/flow.hpp"
 #include "engine/detail/pauses.hpp"
 #include "engine/detail/registry.hpp"
 #include "engine/detail/worker_pool.hpp"
@@ -24,7 +25,7 @@ namespace cairn::engine::detail {
 class Intake {
   public:
     Intake(storage::Database& db, storage::RunStore& store, const Registry& registry,
-           const Pauses& pauses, WorkerPool& pool, const Clock& clock);
+           const Pauses& pauses, WorkerPool& pool, Flow& flow, const Clock& clock);
     ~Intake();
 
     // In the caller's transaction; the wake-up follows its commit (Transaction::on_end).
@@ -49,13 +50,17 @@ class Intake {
         const EventInput* in = nullptr;  // the caller's, until the send returns
         storage::NewEvent event;
         std::vector<storage::NewRun> runs;
+        // Runs of workflows under flow control: started by Flow::start once the event is
+        // written (never claimed by the send).
+        std::vector<storage::NewRun> flow_runs;
         WorkerPool::Promise promise;
         std::optional<storage::ClaimedBy> claimed;
         SendResult result;
         int cancelled = 0;  // runs its cancel_on listeners cancelled
     };
     // The events of `events` that RunStore::insert_events may write: not those starting a
-    // workflow with cancel_on, whose listeners write_one writes.
+    // workflow with cancel_on, whose listeners write_one writes, nor a workflow under flow
+    // control.
     std::vector<storage::EventWrite*> batchable(std::span<Sending* const> sends,
                                                 std::span<storage::EventWrite> events) const;
     // Writes `sends` in `tx`: those RunStore::insert_events takes together, each other one
@@ -84,6 +89,7 @@ class Intake {
     const Registry& registry_;
     const Pauses& pauses_;
     WorkerPool& pool_;
+    Flow& flow_;
     const Clock& clock_;
     std::unique_ptr<storage::WriteKind> events_;
 };

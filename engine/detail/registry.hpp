@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -26,6 +27,8 @@ class Registry {
     // returns the ids it no longer has.
     std::vector<std::string> replace_group(const std::string& group, std::vector<Workflow> ws);
     const Workflow* find(std::string_view id) const;
+    // Whether any workflow added so far has flow control.
+    bool any_flow() const { return any_flow_.load(); }
     std::vector<const Workflow*> all() const;
     // A run of each workflow that an event named `name` starts (by an exact trigger or a
     // wildcard, trigger_matches); `event` builds the event ({id, name, data, ts}) for the
@@ -39,6 +42,7 @@ class Registry {
     void add_triggers(const Workflow& w);      // mu_ held exclusively
     void rebuild_triggers();                   // mu_ held exclusively
 
+    std::atomic<bool> any_flow_{false};
     mutable std::shared_mutex mu_;
     std::map<std::string, std::unique_ptr<Workflow>, std::less<>> workflows_;
     std::map<std::string, std::vector<std::string>, std::less<>> triggers_;  // event -> ids

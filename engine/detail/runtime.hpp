@@ -8,6 +8,7 @@
 
 #include "engine/clock.hpp"
 #include "engine/detail/counters.hpp"
+#include "engine/detail/flow.hpp"
 #include "engine/detail/intake.hpp"
 #include "engine/detail/pauses.hpp"
 #include "engine/detail/registry.hpp"
@@ -31,6 +32,7 @@ struct Runtime {
     Counters counters;
     Writer writer;
     WorkerPool pool;
+    Flow flow;
     Intake intake;
     // Called after each step record commits: a test seam (a crash after N steps), set
     // before the engine starts.

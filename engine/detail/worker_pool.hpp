@@ -60,6 +60,16 @@ class WorkerPool {
     const std::string& worker_id() const { return worker_id_; }
     const WorkerOptions& options() const { return options_; }  // set by start()
 
+    // Flow control's admission (Flow::admit): before each claim it is given the time and
+    // the idle threads, makes items due, and returns when the next item is due for
+    // admission. While `active` says flow control is in use, every finished execution
+    // wakes the dispatcher (its end may have freed slots). Set before start().
+    using Admit = std::function<std::optional<std::int64_t>(std::int64_t now, int limit)>;
+    void set_admission(Admit admit, std::function<bool()> active) {
+        admit_ = std::move(admit);
+        admitting_ = std::move(active);
+    }
+
     // After a commit that makes a run this process suspended due at `at`: the dispatcher
     // claims then rather than at its next poll.
     void due_again(std::int64_t at);
@@ -115,8 +125,10 @@ class WorkerPool {
     // workers when it sent them) carry its id and are passed by.
     std::unique_ptr<storage::Notifier> notifier_;  // null on SQLite
     std::unique_ptr<storage::Listener> listener_;
-    WorkerOptions options_;  // constant while running
-    Execute execute_;        // constant while running
+    WorkerOptions options_;            // constant while running
+    Execute execute_;                  // constant while running
+    Admit admit_;                      // constant while running
+    std::function<bool()> admitting_;  // constant while running
 
     std::atomic<bool> running_{false};  // between start() and stop()
     std::atomic<bool> stopping_{false};

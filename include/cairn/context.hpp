@@ -116,6 +116,9 @@ class Context {
     const std::string& run_id() const;
     // The triggering event: {id, name, data, ts}.
     const json& event() const;
+    // Every event of a batch run (Workflow::flow's batch), in arrival order; [event()]
+    // for any other run.
+    const json& events();
     // The attempt number (1-based) of the step now executing (in a parallel branch, the
     // branch's); 0 outside a step.
     int attempt() const;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cairn/event.hpp"
+#include "cairn/flow_control.hpp"
 
 namespace cairn {
 
@@ -104,6 +105,9 @@ struct Workflow {
     // by an operator, an event or its parent's cancel), in the transaction that ends it:
     // each end is announced once. They start runs as any event does.
     std::function<std::vector<EventInput>(const RunEnded&)> on_end;
+    // Concurrency, throttle, rate limit, debounce, batching, priority, singleton and
+    // idempotency (docs/flow-control.md).
+    FlowControl flow;
 };
 
 class WorkflowBuilder {
@@ -149,6 +153,41 @@ class WorkflowBuilder {
     }
     WorkflowBuilder& on_failure(WorkflowFn fn) {
         w_.on_failure = std::move(fn);
+        return *this;
+    }
+    // Flow control (docs/flow-control.md); registration fails (std::invalid_argument)
+    // for a malformed key expression or a limit out of range.
+    WorkflowBuilder& concurrency(int limit, std::string key = {}) {
+        w_.flow.concurrency.push_back(Concurrency{limit, std::move(key)});
+        return *this;
+    }
+    WorkflowBuilder& throttle(Throttle t) {
+        w_.flow.throttle = std::move(t);
+        return *this;
+    }
+    WorkflowBuilder& rate_limit(RateLimit r) {
+        w_.flow.rate_limit = std::move(r);
+        return *this;
+    }
+    WorkflowBuilder& debounce(Debounce d) {
+        w_.flow.debounce = std::move(d);
+        return *this;
+    }
+    WorkflowBuilder& batch(Batching b) {
+        w_.flow.batch = std::move(b);
+        return *this;
+    }
+    WorkflowBuilder& priority(std::string expression) {
+        w_.flow.priority = std::move(expression);
+        return *this;
+    }
+    WorkflowBuilder& singleton(Singleton s) {
+        w_.flow.singleton = std::move(s);
+        return *this;
+    }
+    WorkflowBuilder& idempotency(std::string key,
+                                 std::chrono::milliseconds window = std::chrono::hours(24)) {
+        w_.flow.idempotency = Idempotency{std::move(key), window};
         return *this;
     }
     Workflow run(WorkflowFn fn) {
