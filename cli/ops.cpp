@@ -172,14 +172,19 @@ int runs_show(engine::Engine& engine, const std::string& id, bool as_json) {
     auto state = engine.store().load(id);
     if (!state) return not_found(id);
     const auto attempts = engine.store().attempts(id);
+    const json held = engine.held_back(state->run);
     if (as_json) {
-        print_json(server::run_detail_json(*state, attempts));
+        json j = server::run_detail_json(*state, attempts);
+        j["held"] = held;
+        print_json(j);
         return kExitOk;
     }
     const auto& r = state->run;
     std::cout << fmt::format(
         "run       {}\nworkflow  {} (version {})\nstatus    {}\nevent     {} {}\n", r.id,
         r.workflow_id, r.version, r.status, state->event.name, state->event.id);
+    if (!held.is_null())
+        std::cout << fmt::format("held      {}\n", held["message"].get<std::string>());
     std::cout << fmt::format("created   {}\nduration  {}\n", format_rfc3339(r.created_at),
                              duration(r.started_at, r.ended_at));
     if (r.replay_of) std::cout << fmt::format("replay of {}\n", *r.replay_of);
@@ -428,6 +433,8 @@ int workflows_list(engine::Engine& engine, bool as_json) {
             triggers.empty() ? "-" : fmt::format("{}", fmt::join(triggers, ",")), next,
             names.empty() ? "-" : fmt::format("{}", fmt::join(names, ",")),
             by_status.empty() ? "-" : by_status);
+        if (w.contains("flow_control") && w["flow_control"].is_object())
+            std::cout << fmt::format("  flow: {}\n", w["flow_control"].value("summary", ""));
     }
     return kExitOk;
 }

@@ -68,6 +68,7 @@ json workflow_description(const Workflow& w) {
             {"triggers", w.triggers},
             {"cron", w.cron ? json(*w.cron) : json(nullptr)},
             {"cancel_on", cancel_on_json(w)},
+            {"flow_control", flow_control_json(w.flow)},
             {"options", workflow_options(w)}};
 }
 
@@ -208,22 +209,48 @@ storage::RunStore::Collected Engine::collect(
 
 json Engine::held_back(const storage::RunRecord& run) {
     if (run.status != storage::run_status::kQueued) return nullptr;
-    const auto h = rt_->flow.held_back(run.id, run.workflow_id);
+    // The workflow's controls as this process has them, or as the process that runs it
+    // described them (the parts a message needs).
+    FlowControl described;
+    const FlowControl* flow = nullptr;
+    if (const Workflow* w = find(run.workflow_id)) {
+        flow = &w->flow;
+    } else {
+        for (const json& d : workflow_listing()) {
+            if (d.value("id", "") != run.workflow_id || !d.contains("flow_control") ||
+                !d["flow_control"].is_object())
+                continue;
+            const json& f = d["flow_control"];
+            for (const json& c : f.value("concurrency", json::array()))
+                described.concurrency.push_back({c.value("limit", 0), c.value("key", "")});
+            if (f.contains("batch")) described.batch = Batching{f["batch"].value("max_size", 0)};
+            flow = &described;
+        }
+    }
+    const auto h = rt_->flow.held_back(run.id, flow);
     if (!h) return nullptr;
     return {{"reason", h->reason},
             {"message", h->message},
             {"until", h->until ? json(*h->until) : json(nullptr)}};
 }
 
-json Engine::skipped_starts(const std::string& event_id) {
-    json out = json::array();
-    for (const auto& s : rt_->flow.store().skips(event_id))
-        out.push_back({{"workflow_id", s.workflow_id}, {"reason", s.reason}, {"at", s.at}});
+json Engine::skipped_starts(std::span<const std::string> event_ids) {
+    json out = json::object();
+    for (const auto& [id, skips] : rt_->flow.store().skips(event_ids)) {
+        json& list = out[id] = json::array();
+        for (const auto& s : skips)
+            list.push_back({{"workflow_id", s.workflow_id}, {"reason", s.reason}, {"at", s.at}});
+    }
     return out;
 }
 
-std::vector<storage::FlowStore::HeldCount> Engine::held_counts() {
-    return rt_->flow.store().held_counts();
+json Engine::skipped_starts(const std::string& event_id) {
+    const json all = skipped_starts(std::span(&event_id, 1));
+    return all.contains(event_id) ? all[event_id] : json::array();
+}
+
+std::vector<storage::QueueDepth> Engine::queue_depths() {
+    return rt_->flow.store().queue_depths(rt_->now());
 }
 
 int Engine::fire_schedules() {

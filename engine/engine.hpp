@@ -52,6 +52,10 @@ struct EngineStats {
 // A workflow's settings as listings show them: {max_attempts, initial_delay_ms, ...}.
 json workflow_options(const Workflow& w);
 
+// A workflow's flow control as listings show it: each control set, with durations in ms,
+// and "summary", one line ("concurrency 2 per event.data.k; throttle 10/60s"); null
+// without any.
+json flow_control_json(const FlowControl& flow);
 // A workflow as the processes table stores it: {id, version, triggers, options}.
 json workflow_description(const Workflow& w);
 
@@ -166,10 +170,12 @@ class Engine {
     // Flow control (docs/flow-control.md): why a queued run is held back, as
     // {reason, message, until} (until: epoch ms, for a throttle, debounce or batch), or
     // null when it is not; the runs an event started none of, [{workflow_id, reason, at}];
-    // the items held back by workflow and reason (for /metrics).
+    // the queue's unfinished items by workflow and reason (for /metrics).
     json held_back(const storage::RunRecord& run);
     json skipped_starts(const std::string& event_id);
-    std::vector<storage::FlowStore::HeldCount> held_counts();
+    // The same for several events at once: {event id: [...]} for those with any.
+    json skipped_starts(std::span<const std::string> event_ids);
+    std::vector<storage::QueueDepth> queue_depths();
 
     storage::RunStore& store();
     const Clock& clock() const;

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "engine/detail/json_text.hpp"
+#include "engine/engine.hpp"
 #include "engine/expression.hpp"
 
 namespace cairn::engine::detail {
@@ -153,6 +154,7 @@ std::optional<Flow::Started> Flow::start(storage::Transaction& tx, const Workflo
         }
         times.push_back(now);
         s.times = json(times).dump();
+        s.at = now;  // the last start, for retention
         flows_.put(tx, key, s);
     }
     if (f.idempotency) {
@@ -239,7 +241,7 @@ std::optional<Flow::Started> Flow::start(storage::Transaction& tx, const Workflo
     } else {
         id = flows_.add_run(tx, event_id, fr, now);
     }
-    if (singleton_key) flows_.put(tx, *singleton_key, storage::KeyState{0, std::nullopt, id, {}});
+    if (singleton_key) flows_.put(tx, *singleton_key, storage::KeyState{0, now, id, {}});
     return Started{id, true};
 }
 
@@ -331,21 +333,19 @@ Flow::Admitted Flow::admit(std::int64_t now, int limit) {
     return out;
 }
 
-std::optional<Flow::HeldBack> Flow::held_back(const std::string& run_id,
-                                              const std::string& workflow_id) {
+std::optional<Flow::HeldBack> Flow::held_back(const std::string& run_id, const FlowControl* flow) {
     const auto h = flows_.held(run_id);
     if (!h) return std::nullopt;
-    const Workflow* w = registry_.find(workflow_id);
     HeldBack out{h->reason, {}, std::nullopt};
     if (h->reason == "concurrency" && h->key) {
         const json parts = json::parse(*h->key, nullptr, false);
         std::string detail;
         int limit = 0;
-        if (parts.is_array() && parts.size() == 3 && w != nullptr) {
+        if (parts.is_array() && parts.size() == 3 && flow != nullptr) {
             const std::size_t index = parts[0] == "c1" ? 1 : 0;
-            if (index < w->flow.concurrency.size()) {
-                limit = w->flow.concurrency[index].limit;
-                detail = describe_key(w->flow.concurrency[index].key, parts[2].get<std::string>());
+            if (index < flow->concurrency.size()) {
+                limit = flow->concurrency[index].limit;
+                detail = describe_key(flow->concurrency[index].key, parts[2].get<std::string>());
             }
         }
         out.message = fmt::format("queued: concurrency {}/{}{}", h->in_use, limit, detail);
@@ -356,7 +356,7 @@ std::optional<Flow::HeldBack> Flow::held_back(const std::string& run_id,
                         clock_time(h->admit_at.value_or(0)));
     } else if (h->reason == "batch") {
         out.until = h->admit_at;
-        const int size = w != nullptr && w->flow.batch ? w->flow.batch->max_size : 0;
+        const int size = flow != nullptr && flow->batch ? flow->batch->max_size : 0;
         out.message = fmt::format("in batch ({}/{})", h->batch_size, size);
     } else {
         out.message = "queued: waiting for admission";
@@ -365,3 +365,79 @@ std::optional<Flow::HeldBack> Flow::held_back(const std::string& run_id,
 }
 
 }  // namespace cairn::engine::detail
+
+namespace cairn::engine {
+
+namespace {
+
+std::string per(const std::string& key) {
+    return key.empty() ? "" : " per " + key;
+}
+
+std::string span_text(std::chrono::milliseconds d) {
+    const auto ms = d.count();
+    if (ms % 3'600'000 == 0) return fmt::format("{}h", ms / 3'600'000);
+    if (ms % 60'000 == 0) return fmt::format("{}m", ms / 60'000);
+    if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+    return fmt::format("{}ms", ms);
+}
+
+}  // namespace
+
+json flow_control_json(const FlowControl& f) {
+    if (!f.any()) return nullptr;
+    json out = json::object();
+    std::vector<std::string> parts;
+    if (!f.concurrency.empty()) {
+        out["concurrency"] = json::array();
+        for (const Concurrency& c : f.concurrency) {
+            out["concurrency"].push_back({{"limit", c.limit}, {"key", c.key}});
+            parts.push_back(fmt::format("concurrency {}{}", c.limit, per(c.key)));
+        }
+    }
+    if (const auto& t = f.throttle) {
+        out["throttle"] = {{"limit", t->limit},
+                           {"period_ms", t->period.count()},
+                           {"burst", t->burst},
+                           {"key", t->key}};
+        parts.push_back(
+            fmt::format("throttle {}/{}{}", t->limit, span_text(t->period), per(t->key)));
+    }
+    if (const auto& r = f.rate_limit) {
+        out["rate_limit"] = {
+            {"limit", r->limit}, {"period_ms", r->period.count()}, {"key", r->key}};
+        parts.push_back(
+            fmt::format("rate limit {}/{}{}", r->limit, span_text(r->period), per(r->key)));
+    }
+    if (const auto& d = f.debounce) {
+        out["debounce"] = {{"period_ms", d->period.count()},
+                           {"key", d->key},
+                           {"timeout_ms", d->timeout ? json(d->timeout->count()) : json(nullptr)}};
+        parts.push_back(fmt::format("debounce {}{}", span_text(d->period), per(d->key)));
+    }
+    if (const auto& b = f.batch) {
+        out["batch"] = {
+            {"max_size", b->max_size}, {"timeout_ms", b->timeout.count()}, {"key", b->key}};
+        parts.push_back(
+            fmt::format("batch {} or {}{}", b->max_size, span_text(b->timeout), per(b->key)));
+    }
+    if (!f.priority.empty()) {
+        out["priority"] = f.priority;
+        parts.push_back("priority " + f.priority);
+    }
+    if (const auto& s = f.singleton) {
+        const char* mode = s->mode == Singleton::Mode::skip ? "skip" : "cancel";
+        out["singleton"] = {{"key", s->key}, {"mode", mode}};
+        parts.push_back(fmt::format("singleton ({}){}", mode, per(s->key)));
+    }
+    if (const auto& i = f.idempotency) {
+        out["idempotency"] = {{"key", i->key}, {"window_ms", i->window.count()}};
+        parts.push_back(fmt::format("idempotency {}{}", span_text(i->window), per(i->key)));
+    }
+    std::string summary;
+    for (const auto& p : parts) summary += (summary.empty() ? "" : "; ") + p;
+    out["summary"] = summary;
+    return out;
+}
+
+}  // namespace cairn::engine

@@ -16,10 +16,8 @@ namespace {
 constexpr std::size_t kMaxFunctions = 500;
 constexpr std::size_t kMaxTriggers = 10;
 constexpr int kMaxRetries = 20;
-// The flow-control settings Cairn stores but does not enforce yet.
-constexpr std::string_view kFlowControl[] = {"concurrency", "throttle",    "rateLimit",
-                                             "debounce",    "batchEvents", "priority",
-                                             "singleton",   "idempotency", "timeouts"};
+// The settings Cairn stores but does not enforce.
+constexpr std::string_view kUnenforced[] = {"timeouts"};
 
 std::string text_field(const json& j, std::string_view key, const std::string& where,
                        bool required) {
@@ -38,6 +36,117 @@ void check_expression(const std::string& text, const std::string& where) {
     } catch (const engine::ExpressionError& e) {
         throw ConfigError(fmt::format("{}: {}", where, e.what()));
     }
+}
+
+// A duration field ("5m"), required or not; nullopt when absent.
+std::optional<std::chrono::milliseconds> duration_field(const json& j, std::string_view key,
+                                                        const std::string& where, bool required) {
+    const std::string text = text_field(j, key, where, required);
+    if (text.empty()) return std::nullopt;
+    const auto ms = parse_sdk_duration(text);
+    if (!ms || *ms <= 0)
+        throw ConfigError(fmt::format("{}: \"{}\" '{}' is not a duration", where, key, text));
+    return std::chrono::milliseconds(*ms);
+}
+
+int int_field(const json& j, std::string_view key, const std::string& where, int fallback, int min,
+              int max) {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return fallback;
+    if (!it->is_number_integer() || it->get<std::int64_t>() < min || it->get<std::int64_t>() > max)
+        throw ConfigError(
+            fmt::format("{}: \"{}\" must be an integer from {} to {}", where, key, min, max));
+    return it->get<int>();
+}
+
+std::string key_field(const json& j, const std::string& where) {
+    std::string key = text_field(j, "key", where, false);
+    if (!key.empty()) check_expression(key, where + ".key");
+    return key;
+}
+
+// The object form of a setting, or nullopt when absent; ConfigError when not an object.
+const json* object_field(const json& f, std::string_view key, const std::string& where) {
+    const auto it = f.find(key);
+    if (it == f.end() || it->is_null()) return nullptr;
+    if (!it->is_object())
+        throw ConfigError(fmt::format("{}: \"{}\" must be an object", where, key));
+    return &*it;
+}
+
+// The function's flow-control settings as Cairn's controls (docs/sdk.md lists the
+// differences): concurrency's env and account scopes count per function here, and a
+// batch's `if` is not supported.
+void parse_flow(const json& f, const std::string& where, FunctionConfig& fc) {
+    FlowControl& flow = fc.flow;
+    if (const auto it = f.find("concurrency"); it != f.end() && !it->is_null()) {
+        const std::string at = where + ": concurrency";
+        json limits = *it;
+        if (limits.is_number_integer()) limits = json::array({{{"limit", *it}}});
+        if (limits.is_object()) limits = json::array({limits});
+        if (!limits.is_array() || limits.size() > 2)
+            throw ConfigError(at + " must be a number, an object or a list of at most two");
+        for (const json& c : limits) {
+            if (!c.is_object()) throw ConfigError(at + ": each limit must be an object");
+            const std::string scope = text_field(c, "scope", at, false);
+            if (!scope.empty() && scope != "fn")
+                fc.warnings.push_back(fmt::format(
+                    "function '{}': concurrency scope '{}' counts per function in Cairn", fc.slug,
+                    scope));
+            flow.concurrency.push_back(
+                {int_field(c, "limit", at, 0, 1, 100'000), key_field(c, at)});
+            if (flow.concurrency.back().limit == 0)
+                throw ConfigError(at + ": \"limit\" is required");
+        }
+    }
+    if (const json* t = object_field(f, "throttle", where)) {
+        const std::string at = where + ": throttle";
+        const int limit = int_field(*t, "limit", at, 1, 0, 100'000);
+        flow.throttle = Throttle{limit == 0 ? 1 : limit, *duration_field(*t, "period", at, true),
+                                 int_field(*t, "burst", at, 1, 1, 100'000), key_field(*t, at)};
+    }
+    if (const json* r = object_field(f, "rateLimit", where)) {
+        const std::string at = where + ": rateLimit";
+        const auto period = *duration_field(*r, "period", at, true);
+        if (period > std::chrono::hours(24))
+            throw ConfigError(at + ": \"period\" must be at most 24h");
+        flow.rate_limit =
+            RateLimit{int_field(*r, "limit", at, 0, 1, 10'000), period, key_field(*r, at)};
+        if (flow.rate_limit->limit == 0) throw ConfigError(at + ": \"limit\" is required");
+    }
+    if (const json* d = object_field(f, "debounce", where)) {
+        const std::string at = where + ": debounce";
+        flow.debounce = Debounce{*duration_field(*d, "period", at, true), key_field(*d, at),
+                                 duration_field(*d, "timeout", at, false)};
+    }
+    if (const json* b = object_field(f, "batchEvents", where)) {
+        const std::string at = where + ": batchEvents";
+        const int size = int_field(*b, "maxSize", at, 0, 1, 10'000);
+        if (size == 0) throw ConfigError(at + ": \"maxSize\" is required");
+        if (!text_field(*b, "if", at, false).empty())
+            fc.warnings.push_back(
+                fmt::format("function '{}': batchEvents.if is not supported by Cairn", fc.slug));
+        flow.batch = Batching{size, *duration_field(*b, "timeout", at, true), key_field(*b, at)};
+    }
+    if (const json* p = object_field(f, "priority", where)) {
+        flow.priority = text_field(*p, "run", where + ": priority", false);
+        if (!flow.priority.empty()) check_expression(flow.priority, where + ": priority.run");
+    }
+    if (const json* s = object_field(f, "singleton", where)) {
+        const std::string at = where + ": singleton";
+        const std::string mode = text_field(*s, "mode", at, true);
+        if (mode != "skip" && mode != "cancel")
+            throw ConfigError(at + ": \"mode\" must be \"skip\" or \"cancel\"");
+        flow.singleton = Singleton{
+            key_field(*s, at), mode == "skip" ? Singleton::Mode::skip : Singleton::Mode::cancel};
+    }
+    const std::string idempotency = text_field(f, "idempotency", where, false);
+    if (!idempotency.empty()) {
+        check_expression(idempotency, where + ": idempotency");
+        flow.idempotency = Idempotency{idempotency, std::chrono::hours(24)};
+    }
+    if (flow.debounce && flow.batch)
+        throw ConfigError(where + ": \"debounce\" and \"batchEvents\" do not combine");
 }
 
 bool http_url(std::string_view url) {
@@ -121,13 +230,12 @@ FunctionConfig parse_function(const json& f, std::size_t index) {
             fc.cancel.push_back(std::move(cs));
         }
     }
-    for (std::string_view key : kFlowControl) {
+    parse_flow(f, where, fc);
+    for (std::string_view key : kUnenforced) {
         const auto it = f.find(key);
         if (it == f.end() || it->is_null()) continue;
-        fc.warnings.push_back(fmt::format(
-            "function '{}': '{}' is stored but not enforced yet (flow control is not in this "
-            "version of Cairn)",
-            fc.slug, key));
+        fc.warnings.push_back(
+            fmt::format("function '{}': '{}' is stored but not enforced by Cairn", fc.slug, key));
     }
     return fc;
 }

@@ -41,7 +41,10 @@ struct FunctionConfig {
     std::vector<Trigger> triggers;
     int retries = 3;  // after the first attempt; the SDK's default
     std::vector<CancelSpec> cancel;
-    // Settings stored but not enforced (flow control until its issue lands), each named.
+    // concurrency, throttle, rateLimit, debounce, batchEvents, priority, singleton,
+    // idempotency as Cairn's controls (docs/flow-control.md).
+    FlowControl flow;
+    // Settings stored but not enforced, each named (docs/sdk.md).
     std::vector<std::string> warnings;
     json config;  // as sent
 };

@@ -85,6 +85,14 @@ class Driver {
     Driver(const Function& fn, const Calls& calls, Context& ctx)
         : fn_(fn), calls_(calls), ctx_(ctx), event_(sdk_event(ctx.event())) {}
 
+    // The run's events as the SDK reads them: a batch's all (batchEvents), else the one.
+    json events() {
+        if (!fn_.config.flow.batch) return json::array({event_});
+        json out = json::array();
+        for (const json& e : ctx_.events()) out.push_back(sdk_event(e));
+        return out;
+    }
+
     json run() {
         std::optional<Reply> pending = replay();
         // An event dated ahead of this clock (its `ts`) starts its runs then: a durable
@@ -163,7 +171,7 @@ class Driver {
                       {"current", stack_.empty() ? 0 : static_cast<int>(stack_.size()) - 1}}}};
         const json body = {{"version", 1},
                            {"event", event_},
-                           {"events", json::array({event_})},
+                           {"events", events()},
                            {"steps", steps_},
                            {"ctx", std::move(ctx)}};
         const std::string text = canonical(body);
@@ -532,6 +540,7 @@ Workflow sdk_workflow(std::shared_ptr<Function> fn, std::shared_ptr<const Calls>
     }
     for (const CancelSpec& cs : c.cancel)
         w.cancel_on.push_back(CancelOn{cs.event, "", cs.timeout, cs.expression});
+    w.flow = c.flow;
     w.fn = [fn, calls](Context& ctx) { return Driver(*fn, *calls, ctx).run(); };
     w.on_end = [slug = c.slug](const RunEnded& end) { return end_events(slug, end); };
     return w;

@@ -159,7 +159,7 @@ void add_service_routes(Router& router, storage::Database& db, engine::Engine& e
                                   "/metrics needs Authorization: Bearer <CAIRN_METRICS_KEY>");
         Reply r;
         r.content_type = "text/plain; version=0.0.4";
-        r.body = metrics.render(store, eng.stats(), now());
+        r.body = metrics.render(store, eng.stats(), eng.queue_depths(), now());
         return r;
     });
 
@@ -262,6 +262,7 @@ void add_event_routes(Router& router, storage::Database& db, engine::Engine& eng
         for (const auto& e : page.events) {
             json j = event_json(e.event);
             j["run_ids"] = e.run_ids;
+            j["skipped"] = eng.skipped_starts(e.event.id);
             events.push_back(std::move(j));
         }
         return json_response(
@@ -308,7 +309,8 @@ void add_run_routes(Router& router, engine::Engine& eng) {
     router.add("GET", "/api/engine/runs/{id}", Auth::admin, [&](const Request&, const Params& p) {
         auto state = store.load(p.at("id"));
         if (!state) return error_response(404, "run_not_found", "no run with this id");
-        const json j = run_detail_json(*state, store.attempts(state->run.id));
+        json j = run_detail_json(*state, store.attempts(state->run.id));
+        j["held"] = eng.held_back(state->run);
         return json_response(200, j);
     });
 }

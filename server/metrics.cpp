@@ -66,7 +66,7 @@ void Metrics::observe_http(const std::string& route, const std::string& method, 
 }
 
 std::string Metrics::render(storage::RunStore& store, const engine::EngineStats& stats,
-                            std::int64_t now) const {
+                            std::span<const storage::QueueDepth> depths, std::int64_t now) const {
     std::string out;
     auto family = [&out](std::string_view name, std::string_view type, std::string_view help) {
         out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -89,6 +89,14 @@ std::string Metrics::render(storage::RunStore& store, const engine::EngineStats&
     scalar("cairn_queue_oldest_due_age_seconds", "gauge",
            "How long the oldest unclaimed due run has waited.",
            static_cast<double>(q.oldest_due_age_ms.value_or(0)) / 1000.0);
+
+    family("cairn_queue_depth", "gauge",
+           "Unfinished runs by workflow and reason: running, due, scheduled (later), or held "
+           "back by flow control (admission, concurrency, throttle, debounce, batch).");
+    for (const auto& d : depths) {
+        out += fmt::format("cairn_queue_depth{{workflow=\"{}\",reason=\"{}\"}} {}\n",
+                           label(d.workflow_id), label(d.reason), d.items);
+    }
 
     family("cairn_workflow_paused", "gauge",
            "1 for each paused workflow (its runs queue up and none starts).");

@@ -3,11 +3,13 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
 
 #include "common/histogram.hpp"
+#include "storage/flow_store.hpp"
 
 namespace cairn::storage {
 class RunStore;
@@ -34,7 +36,7 @@ class Metrics {
                       double seconds);
     // The text exposition format (version 0.0.4).
     std::string render(storage::RunStore& store, const engine::EngineStats& stats,
-                       std::int64_t now) const;
+                       std::span<const storage::QueueDepth> depths, std::int64_t now) const;
 
   private:
     std::string key_;

@@ -64,15 +64,27 @@ void FlowStore::skip(Transaction& tx, const std::string& event_id, const std::st
         event_id, workflow_id, reason, now);
 }
 
-std::vector<SkippedStart> FlowStore::skips(const std::string& event_id) {
-    std::vector<SkippedStart> out;
+std::map<std::string, std::vector<SkippedStart>> FlowStore::skips(
+    std::span<const std::string> event_ids) {
+    std::map<std::string, std::vector<SkippedStart>> out;
+    if (event_ids.empty()) return out;
+    std::string list;
+    std::vector<Value> params;
+    for (const std::string& id : event_ids) {
+        params.emplace_back(id);
+        list += fmt::format("{}${}", list.empty() ? "" : ", ", params.size());
+    }
     db_.transact(
         [&](Transaction& tx) {
-            for (auto row : tx.exec("SELECT workflow_id, reason, at FROM event_skips WHERE "
-                                    "event_id = $1 ORDER BY workflow_id",
-                                    event_id))
-                out.push_back(
-                    {row.get<std::string>(0), row.get<std::string>(1), row.get<std::int64_t>(2)});
+            for (auto row : tx.exec_values(
+                     fmt::format("SELECT event_id, workflow_id, reason, at FROM event_skips "
+                                 "WHERE event_id IN ({}) ORDER BY event_id, workflow_id",
+                                 list),
+                     params)) {
+                SkippedStart s{row.get<std::string>(0), row.get<std::string>(1),
+                               row.get<std::string>(2), row.get<std::int64_t>(3)};
+                out[s.event_id].push_back(std::move(s));
+            }
         },
         Access::read_only);
     return out;
@@ -202,19 +214,23 @@ std::optional<HeldItem> FlowStore::held(const std::string& run_id) {
         Access::read_only);
 }
 
-std::vector<FlowStore::HeldCount> FlowStore::held_counts() {
-    std::vector<HeldCount> out;
+std::vector<QueueDepth> FlowStore::queue_depths(std::int64_t now) {
+    std::vector<QueueDepth> out;
     db_.transact(
         [&](Transaction& tx) {
-            // Two partial indexes cover every item in admission: waiting to be admitted
-            // (queue_admit) and parked on a key (queue_parked).
+            // Three partial indexes cover every unfinished item: due now or later
+            // (queue_claim), waiting for admission (queue_admit), parked (queue_parked).
             for (auto row :
                  tx.exec("SELECT workflow_id, reason, COUNT(*) FROM ("
-                         "SELECT workflow_id, COALESCE(held, 'admission') AS reason FROM queue "
+                         "SELECT workflow_id, CASE WHEN lease_owner IS NOT NULL THEN 'running' "
+                         "WHEN due_at <= $1 THEN 'due' ELSE 'scheduled' END AS reason FROM queue "
+                         "WHERE due_at IS NOT NULL "
+                         "UNION ALL SELECT workflow_id, COALESCE(held, 'admission') FROM queue "
                          "WHERE admit_at IS NOT NULL AND held_key IS NULL "
                          "UNION ALL SELECT workflow_id, 'concurrency' FROM queue "
                          "WHERE held_key IS NOT NULL) h GROUP BY workflow_id, reason "
-                         "ORDER BY workflow_id, reason"))
+                         "ORDER BY workflow_id, reason",
+                         now))
                 out.push_back({row.get_opt<std::string>(0).value_or(""), row.get<std::string>(1),
                                row.get<std::int64_t>(2)});
         },

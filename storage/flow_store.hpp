@@ -1,7 +1,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,7 +57,17 @@ struct HeldItem {
     std::int64_t batch_size = 0;           // batch: events so far
 };
 
+// Unfinished queue items of a workflow for one reason (FlowStore::queue_depths).
+struct QueueDepth {
+    std::string workflow_id;
+    // running (leased), due (now), scheduled (later: sleeping, waiting, backing off), or
+    // held back: admission, concurrency, throttle, debounce, batch
+    std::string reason;
+    std::int64_t items = 0;
+};
+
 struct SkippedStart {
+    std::string event_id;
     std::string workflow_id;
     std::string reason;
     std::int64_t at = 0;
@@ -80,7 +92,8 @@ class FlowStore {
     // Records that the event started no run of the workflow, and why.
     void skip(Transaction& tx, const std::string& event_id, const std::string& workflow_id,
               std::string_view reason, std::int64_t now);
-    std::vector<SkippedStart> skips(const std::string& event_id);
+    // The skipped starts of each of the events (one statement), by event id.
+    std::map<std::string, std::vector<SkippedStart>> skips(std::span<const std::string> event_ids);
 
     // Locks the item of a run waiting as `held` (debounce, batch) and returns whether it
     // still waits so: false once admitted (or its run ended).
@@ -117,13 +130,8 @@ class FlowStore {
     // ---- reads ---------------------------------------------------------------------------
 
     std::optional<HeldItem> held(const std::string& run_id);
-    struct HeldCount {
-        std::string workflow_id;
-        std::string reason;  // concurrency, throttle, debounce, batch, admission
-        std::int64_t items = 0;
-    };
-    // Queued items held back, by workflow and reason.
-    std::vector<HeldCount> held_counts();
+    // Unfinished queue items by workflow and reason (the queue's depth).
+    std::vector<QueueDepth> queue_depths(std::int64_t now);
 
   private:
     Database& db_;

@@ -53,7 +53,8 @@ class Flow {
         std::string message;  // as listings show it
         std::optional<std::int64_t> until;
     };
-    std::optional<HeldBack> held_back(const std::string& run_id, const std::string& workflow_id);
+    // `flow` is the run's workflow's (null when unknown).
+    std::optional<HeldBack> held_back(const std::string& run_id, const FlowControl* flow);
 
     storage::FlowStore& store() { return flows_; }
 

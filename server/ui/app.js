@@ -367,6 +367,7 @@ async function renderRun(id, gen) {
       h('h1', {}, 'Run ', h('span', { class: 'id' }, run.id), ' ', h('span', { id: 'run-status' }, badge(run.status))),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Workflow'), h('dd', {}, `${run.workflow_id} (version ${run.version})`),
+        run.held ? [h('dt', {}, 'Held'), h('dd', { id: 'run-held', class: 'held' }, run.held.message)] : null,
         h('dt', {}, 'Worker'), h('dd', {}, run.worker || '–'),
         h('dt', {}, 'Created'), h('dd', {}, fmtTime(run.created_at)),
         h('dt', {}, 'Duration'), h('dd', {}, fmtMs(run.duration_ms)),
@@ -448,6 +449,7 @@ async function renderWorkflows(gen) {
       h('p', {}, 'Triggers: ', w.triggers.length ? w.triggers.join(', ') : w.cron ? 'none' : 'none (invoked or on-failure)'),
       w.cron ? h('p', { class: 'schedule' }, `Schedule: ${w.cron} · next tick ${fmtTime(w.next_tick)}`) : null,
       w.cancel_on?.length ? h('p', { class: 'muted' }, 'Cancelled by: ', w.cancel_on.map((c) => `${c.event}${c.match ? ` (same ${c.match})` : ''}${c.timeout_ms ? ` within ${fmtMs(c.timeout_ms)}` : ''}`).join(', ')) : null,
+      w.flow_control ? h('p', { class: 'flow' }, 'Flow control: ', w.flow_control.summary) : null,
       h('p', { class: 'processes' }, 'Executed by: ', processes(w)),
       h('p', { class: 'muted' }, `Retries: up to ${w.options.max_attempts} attempts, backoff ${fmtMs(w.options.initial_delay_ms)} ×${w.options.backoff_multiplier} (max ${fmtMs(w.options.max_delay_ms)})`,
         w.options.step_timeout_ms ? ` · step timeout ${fmtMs(w.options.step_timeout_ms)}` : '',
@@ -490,7 +492,8 @@ async function renderEvents(gen) {
       h('thead', {}, h('tr', {}, ['Name', 'Received', 'Runs', 'Event'].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, events.map((e) => h('tr', {},
         h('td', {}, e.name), h('td', {}, fmtTime(e.received_at)),
-        h('td', {}, e.run_ids.length ? e.run_ids.map((r) => h('a', { href: `#/runs/${r}` }, `${r.slice(0, 13)}… `)) : '–'),
+        h('td', {}, e.run_ids.length ? e.run_ids.map((r) => h('a', { href: `#/runs/${r}` }, `${r.slice(0, 13)}… `)) : (e.skipped?.length ? null : '–'),
+          (e.skipped || []).map((s) => h('span', { class: 'skipped muted' }, `${s.workflow_id}: skipped: ${s.reason} `))),
         h('td', { class: 'id' }, e.id)))))),
     h('h2', {}, 'Send a test event'), form);
 }

@@ -119,6 +119,21 @@ const all = [
   inngest.createFunction({ id: "wild" }, { event: "test/wild.*" }, async ({ event, step }) => {
     return await step.run("name", () => event.name);
   }),
+  // Flow control from the function's config: one run per key at a time (each step notes
+  // when it began and ended), a batch of three, one run per key per hour.
+  inngest.createFunction({ id: "limited", concurrency: { limit: 1, key: "event.data.k" } },
+    { event: "test/limited" }, async ({ event, step, runId }) => {
+      return await step.run("work", async () => {
+        const began = Date.now();
+        await new Promise((r) => setTimeout(r, 150));
+        count(runId, "work", { k: event.data.k, began, ended: Date.now() });
+        return event.data.k;
+      });
+    }),
+  inngest.createFunction({ id: "batched", batchEvents: { maxSize: 3, timeout: "5s" } },
+    { event: "test/batched" }, async ({ events }) => events.map((e) => e.data.n)),
+  inngest.createFunction({ id: "once", rateLimit: { limit: 1, period: "1h", key: "event.data.k" } },
+    { event: "test/once" }, async ({ event }) => event.data.k),
   // Every end of a run of "steps" started by an event with data.watch, as Cairn announces it.
   inngest.createFunction(
     { id: "ends" },

@@ -209,6 +209,36 @@ test("a run cancelled while the app runs a step records nothing after; its end i
   assert.deepEqual(ends.map((e) => e.status), ["Cancelled", "Cancelled"]);
 });
 
+test("flow control from the SDK config: concurrency per key, batches, rate limits", async () => {
+  const { body: listing } = await api("GET", "/api/engine/workflows");
+  const limited = listing.workflows.find((w) => w.id === "sdk-test-limited");
+  assert.equal(limited.flow_control.summary, "concurrency 1 per event.data.k");
+
+  const ids = [];
+  for (let i = 0; i < 4; i++) ids.push(await send("test/limited", { k: "a" }));
+  ids.push(await send("test/limited", { k: "b" }));
+  const runs = [];
+  for (const id of ids) runs.push(await runOf("sdk-test-limited", id));
+  assert.ok(runs.every((r) => r.status === "completed"), JSON.stringify(runs.map((r) => r.status)));
+  const spans = runs.slice(0, 4).map((r) => countsOf(r.id).find((c) => c.step === "work"))
+    .sort((x, y) => x.began - y.began);
+  for (let i = 1; i < spans.length; i++)
+    assert.ok(spans[i].began >= spans[i - 1].ended, `key a overlapped: ${JSON.stringify(spans)}`);
+
+  const batch = [];
+  for (let n = 1; n <= 3; n++) batch.push(await send("test/batched", { n }));
+  const run = await runOf("sdk-test-batched", batch[0]);
+  assert.deepEqual(run.output, [1, 2, 3]);
+
+  const first = await send("test/once", { k: "x" });
+  assert.equal((await runOf("sdk-test-once", first)).output, "x");
+  const second = await send("test/once", { k: "x" });
+  const { body: events } = await api("GET", "/api/engine/events?name=test/once&limit=10");
+  const skipped = events.events.find((e) => e.id === second);
+  assert.deepEqual(skipped.run_ids, []);
+  assert.deepEqual(skipped.skipped.map((s) => [s.workflow_id, s.reason]), [["sdk-test-once", "rate limited"]]);
+});
+
 test("a wildcard trigger (test/wild.*) starts on every name it prefixes", async () => {
   const id = await send("test/wild.one");
   const run = await runOf("sdk-test-wild", id);

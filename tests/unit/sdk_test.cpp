@@ -141,9 +141,44 @@ TEST_CASE("registrations: what Cairn takes from a function's config") {
     CHECK(c.triggers[2].cron == "TZ=Europe/Paris 0 3 * * *");
     REQUIRE(c.cancel.size() == 1);
     CHECK(c.cancel[0].timeout == std::chrono::hours(1));
-    REQUIRE(c.warnings.size() == 1);  // flow control: stored, not enforced
-    CHECK(c.warnings[0].find("'throttle'") != std::string::npos);
+    CHECK(c.warnings.empty());
+    REQUIRE(c.flow.throttle);
+    CHECK(c.flow.throttle->limit == 1);
+    CHECK(c.flow.throttle->period == std::chrono::minutes(1));
+    CHECK(c.flow.throttle->burst == 1);
     CHECK(r.functions[1].retries == 3);  // the SDK's default
+    CHECK(!r.functions[1].flow.any());
+}
+
+TEST_CASE("registrations: flow control in each form the SDK sends") {
+    const auto one = [](json settings) {
+        return parse_registration(registration({function("f", std::move(settings))})).functions[0];
+    };
+    CHECK(one({{"concurrency", 3}}).flow.concurrency.at(0).limit == 3);
+    const auto two = one({{"concurrency",
+                           {{{"limit", 2}, {"key", "event.data.customer"}},
+                            {{"limit", 10}, {"scope", "env"}, {"key", "event.data.tenant"}}}}});
+    REQUIRE(two.flow.concurrency.size() == 2);
+    CHECK(two.flow.concurrency[0].key == "event.data.customer");
+    CHECK(two.warnings.size() == 1);  // env scope counts per function
+    const auto all = one({{"rateLimit", {{"limit", 5}, {"period", "1h"}, {"key", "event.data.u"}}},
+                          {"debounce", {{"period", "5s"}, {"timeout", "1m"}}},
+                          {"priority", {{"run", "event.data.p"}}},
+                          {"singleton", {{"mode", "cancel"}, {"key", "event.data.u"}}},
+                          {"idempotency", "event.data.order"}});
+    CHECK(all.flow.rate_limit->period == std::chrono::hours(1));
+    CHECK(all.flow.debounce->timeout == std::chrono::minutes(1));
+    CHECK(all.flow.singleton->mode == cairn::Singleton::Mode::cancel);
+    CHECK(all.flow.idempotency->window == std::chrono::hours(24));
+    CHECK(one({{"batchEvents", {{"maxSize", 10}, {"timeout", "5s"}}}}).flow.batch->max_size == 10);
+    CHECK(refusal(registration({function("b", {{"concurrency", "x"}})})).find("concurrency") !=
+          std::string::npos);
+    CHECK(refusal(registration({function("b", {{"rateLimit", {{"limit", 1}, {"period", "2d"}}}})}))
+              .find("at most 24h") != std::string::npos);
+    CHECK(refusal(registration({function("b", {{"singleton", {{"mode", "both"}}}})}))
+              .find("\"mode\"") != std::string::npos);
+    CHECK(refusal(registration({function("b", {{"throttle", {{"limit", 1}, {"period", "soon"}}}})}))
+              .find("not a duration") != std::string::npos);
 }
 
 TEST_CASE("registrations: refused with a message naming the function and the field") {
