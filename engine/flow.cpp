@@ -249,19 +249,30 @@ Flow::Admitted Flow::admit(std::int64_t now, int limit) {
     Admitted out;
     if (!registry_.any_flow()) return out;
     const storage::Value workflows = runs_.claim_set();
-    const auto next = flows_.next_admission(workflows);
-    if (!next || limit <= 0) return out;
-    if (*next > now) {
-        out.next_at = next;
-        return out;
+    // A pass that sends parked items back to admission admits them in the next pass.
+    for (int pass = 0; pass < 4 && out.admitted < limit; ++pass) {
+        const auto due = flows_.admission_due(workflows);
+        out.next_at = due.next_at && *due.next_at > now ? due.next_at : std::nullopt;
+        if (!due.releases && (!due.next_at || *due.next_at > now || limit <= 0)) break;
+        if (!admit_once(now, limit - out.admitted, workflows, out)) break;
     }
-    db_.transact([&](storage::Transaction& tx) {
-        out.admitted = 0;
-        const std::vector<storage::PendingItem> items = flows_.pending(tx, now, limit, workflows);
-        // Every key the batch may touch, locked in one order (the keys' own), so that
-        // admissions in several processes never wait for each other in a cycle.
+    return out;
+}
+
+bool Flow::admit_once(std::int64_t now, int limit, const storage::Value& workflows, Admitted& out) {
+    return db_.transact([&](storage::Transaction& tx) {
+        int admitted = 0;
+        bool promoted = false;
+        const std::vector<std::string> freed = flows_.take_releases(tx, 1000);
+        const std::vector<storage::PendingItem> items =
+            limit > 0 ? flows_.pending(tx, now, limit, workflows)
+                      : std::vector<storage::PendingItem>{};
+        // Every key the pass may touch, locked in one order (the keys' own), so that
+        // admissions in several processes never wait for each other in a cycle (writers
+        // lock no key: their trigger appends to flow_releases).
         std::map<std::string, storage::KeyState> keys;
         std::map<std::string, std::string> throttle_of;  // run id -> throttle key
+        for (const std::string& k : freed) keys.emplace(k, storage::KeyState{});
         for (const auto& item : items) {
             for (const auto* k : {&item.conc1, &item.conc2})
                 if (*k) keys.emplace(**k, storage::KeyState{});
@@ -275,6 +286,12 @@ Flow::Admitted Flow::admit(std::int64_t now, int limit) {
         }
         for (auto& [k, s] : keys) s = flows_.lock(tx, k);
         std::set<std::string> changed;
+        // Each slot given back frees one, and lets the oldest item parked on its key back.
+        for (const std::string& k : freed) {
+            keys[k].n = std::max<std::int64_t>(0, keys[k].n - 1);
+            changed.insert(k);
+            promoted = flows_.promote(tx, k) || promoted;
+        }
         // The limit of a concurrency key of `w` (its kind names the constraint).
         const auto limit_of = [](const Workflow& w, const std::string& key) {
             const json parts = json::parse(key);
@@ -284,7 +301,8 @@ Flow::Admitted Flow::admit(std::int64_t now, int limit) {
         const auto top_up = [&](const Workflow& w, const std::optional<std::string>& key) {
             // A slot still free on the key (a limit raised, a parked run cancelled): the
             // next parked item goes to admission too.
-            if (key && keys[*key].n < limit_of(w, *key)) flows_.promote(tx, *key);
+            if (key && keys[*key].n < limit_of(w, *key))
+                promoted = flows_.promote(tx, *key) || promoted;
         };
         for (const auto& item : items) {
             const Workflow* w = registry_.find(item.workflow_id);
@@ -324,13 +342,14 @@ Flow::Admitted Flow::admit(std::int64_t now, int limit) {
                 changed.insert(**k);
             }
             flows_.admit(tx, item, now);
-            ++out.admitted;
+            ++admitted;
             top_up(*w, item.conc1);
             top_up(*w, item.conc2);
         }
         for (const std::string& k : changed) flows_.put(tx, k, keys[k]);
+        out.admitted += admitted;
+        return promoted;
     });
-    return out;
 }
 
 std::optional<Flow::HeldBack> Flow::held_back(const std::string& run_id, const FlowControl* flow) {

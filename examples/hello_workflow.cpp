@@ -70,6 +70,27 @@ void register_examples(engine::Engine& engine) {
         return json{{"prepared", prepared}, {"called", called}};
     }));
 
+    // [flow-control]
+    // At most two runs per customer execute at once, across every process; runs beyond
+    // wait in order. data.work_ms (0..10000) keeps each run's one step busy that long.
+    engine.add(workflow("limited")
+                   .on_event("example/limited")
+                   .concurrency(2, "event.data.customer")
+                   .run([](Context& ctx) {
+                       const auto work = std::clamp<std::int64_t>(
+                           ctx.event()["data"].value("work_ms", 0), 0, 10'000);
+                       return ctx.step("work", [&] {
+                           std::this_thread::sleep_for(std::chrono::milliseconds(work));
+                           return ctx.event()["data"].value("customer", json(nullptr));
+                       });
+                   }));
+    // Starts no more than five runs a second, one every 200 ms; none is dropped.
+    engine.add(workflow("throttled")
+                   .on_event("example/throttled")
+                   .throttle({5, std::chrono::seconds(1), 1, ""})
+                   .run([](Context& ctx) { return ctx.step("work", [] { return 1; }); }));
+    // [flow-control]
+
     // Invokes the workflow data.workflow (native, or an SDK app's function) with data.data
     // and returns its output; with data.emit ({name, data}) it first sends that event.
     engine.add(workflow("relay").on_event("example/relay").run([](Context& ctx) {

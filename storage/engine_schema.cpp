@@ -288,20 +288,25 @@ CREATE TABLE event_skips (
 )sql";
 
 // A run holding concurrency slots gives them back when it stops executing (its lease is
-// released: it sleeps, waits, backs off or ends), and the oldest item parked on each freed
-// key goes back to admission; the item itself, when due again, must be admitted again. An
-// item with concurrency keys that becomes due without slots (a wait completed, a retry)
-// goes to admission too. Every path that moves a lease or a due time is covered, so none
-// of them knows about flow control; rows without concurrency keys fail the WHEN at once.
+// released: it sleeps, waits, backs off or ends): the trigger appends each key to
+// flow_releases, which admission takes (FlowStore::take_releases) to count the slot free
+// and send the oldest item parked on the key back to admission; the item itself, when due
+// again, must be admitted again. An item with concurrency keys that becomes due without
+// slots (a wait completed, a retry) goes to admission too. Every path that moves a lease
+// or a due time is covered, so none of them knows about flow control; rows without
+// concurrency keys fail the WHEN at once. The trigger appends rather than updating the key's
+// row: a batch of writes would lock the keys of its runs in no set order, and deadlock
+// with admission, which locks keys in their order.
 constexpr std::string_view kEngineV12Sqlite = R"sql(
+CREATE TABLE flow_releases (
+    id  INTEGER PRIMARY KEY,
+    key TEXT    NOT NULL
+);
 CREATE TRIGGER queue_slot_release AFTER UPDATE OF lease_owner ON queue
 WHEN OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL AND NEW.slots > 0
 BEGIN
-    UPDATE flow_state SET n = n - 1 WHERE key IN (NEW.conc1, NEW.conc2);
-    UPDATE queue SET held_key = NULL, held = NULL WHERE run_id = (SELECT run_id FROM queue
-        WHERE held_key = NEW.conc1 ORDER BY admit_at, run_id LIMIT 1);
-    UPDATE queue SET held_key = NULL, held = NULL WHERE run_id = (SELECT run_id FROM queue
-        WHERE held_key = NEW.conc2 ORDER BY admit_at, run_id LIMIT 1);
+    INSERT INTO flow_releases (key) SELECT NEW.conc1 WHERE NEW.conc1 IS NOT NULL;
+    INSERT INTO flow_releases (key) SELECT NEW.conc2 WHERE NEW.conc2 IS NOT NULL;
     UPDATE queue SET slots = 0, admit_at = NEW.due_at, due_at = NULL WHERE run_id = NEW.run_id;
 END;
 CREATE TRIGGER queue_slot_due AFTER UPDATE OF due_at ON queue
@@ -312,27 +317,21 @@ BEGIN
 END;
 )sql";
 
-// The same on Postgres, as BEFORE triggers that change the row in place; a promotion
-// wakes every process (NOTIFY), since any of them may admit the promoted item.
+// The same on Postgres, as BEFORE triggers that change the row in place; a release wakes
+// every process (NOTIFY), since any of them may admit the item it lets through.
 constexpr std::string_view kEngineV13Postgres = R"sql(
+CREATE TABLE flow_releases (
+    id  BIGSERIAL PRIMARY KEY,
+    key TEXT      NOT NULL
+);
 CREATE FUNCTION cairn_slot_release() RETURNS trigger LANGUAGE plpgsql AS $fn$
-DECLARE
-    k TEXT;
-    promoted BOOLEAN := false;
 BEGIN
     NEW.slots := 0;
     NEW.admit_at := NEW.due_at;
     NEW.due_at := NULL;
-    FOREACH k IN ARRAY ARRAY[OLD.conc1, OLD.conc2] LOOP
-        CONTINUE WHEN k IS NULL;
-        UPDATE flow_state SET n = n - 1 WHERE key = k;
-        UPDATE queue SET held_key = NULL, held = NULL WHERE run_id = (SELECT q.run_id FROM queue q
-            WHERE q.held_key = k ORDER BY q.admit_at, q.run_id LIMIT 1);
-        promoted := promoted OR FOUND;
-    END LOOP;
-    IF promoted THEN
-        PERFORM pg_notify('cairn_queue', 'flow');
-    END IF;
+    INSERT INTO flow_releases (key) SELECT k FROM unnest(ARRAY[OLD.conc1, OLD.conc2]) AS k
+        WHERE k IS NOT NULL;
+    PERFORM pg_notify('cairn_queue', 'flow');
     RETURN NEW;
 END
 $fn$;

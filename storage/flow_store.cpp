@@ -151,18 +151,30 @@ std::vector<PendingItem> FlowStore::pending(Transaction& tx, std::int64_t now, i
     return out;
 }
 
-std::optional<std::int64_t> FlowStore::next_admission(const Value& workflows) {
+FlowStore::AdmissionDue FlowStore::admission_due(const Value& workflows) {
     return db_.transact(
-        [&](Transaction& tx) -> std::optional<std::int64_t> {
+        [&](Transaction& tx) {
             const std::string sql = fmt::format(
-                "SELECT MIN(q.admit_at) FROM queue q WHERE q.admit_at IS NOT NULL AND "
-                "q.held_key IS NULL AND {}",
+                "SELECT (SELECT MIN(q.admit_at) FROM queue q WHERE q.admit_at IS NOT NULL AND "
+                "q.held_key IS NULL AND {}), "
+                "(SELECT COUNT(*) FROM (SELECT 1 FROM flow_releases LIMIT 1) r)",
                 workflow_filter(tx.backend(), 1));
             const Value params[] = {workflows};
-            auto rows = tx.exec_values(sql, params);
-            return rows.front().get_opt<std::int64_t>(0);
+            const Row row = tx.exec_values(sql, params).front();
+            return AdmissionDue{row.get_opt<std::int64_t>(0), row.get<std::int64_t>(1) > 0};
         },
         Access::read_only);
+}
+
+std::vector<std::string> FlowStore::take_releases(Transaction& tx, int limit) {
+    const bool pg = tx.backend() == Backend::postgres;
+    std::vector<std::string> keys;
+    for (auto row : tx.exec(fmt::format("DELETE FROM flow_releases WHERE id IN (SELECT id FROM "
+                                        "flow_releases ORDER BY id LIMIT $1{}) RETURNING key",
+                                        pg ? " FOR UPDATE SKIP LOCKED" : ""),
+                            limit))
+        keys.push_back(row.get<std::string>(0));
+    return keys;
 }
 
 void FlowStore::admit(Transaction& tx, const PendingItem& item, std::int64_t now) {

@@ -114,8 +114,17 @@ class FlowStore {
     // RunStore::claim_set value), oldest first, locked (Postgres: skipping locked ones).
     std::vector<PendingItem> pending(Transaction& tx, std::int64_t now, int limit,
                                      const Value& workflows);
-    // The earliest future admission time of those workflows' items, if any.
-    std::optional<std::int64_t> next_admission(const Value& workflows);
+    // The earliest admission time of those workflows' items, and whether slots were
+    // released since admission last took the releases.
+    struct AdmissionDue {
+        std::optional<std::int64_t> next_at;
+        bool releases = false;
+    };
+    AdmissionDue admission_due(const Value& workflows);
+    // Takes up to `limit` slot releases (the queue's trigger writes one per key a run's
+    // execution held), oldest first: the keys, one per slot (Postgres: skipping those
+    // another admission is taking).
+    std::vector<std::string> take_releases(Transaction& tx, int limit);
     // Admitted: due now (claimable), holding slots when it has concurrency keys.
     void admit(Transaction& tx, const PendingItem& item, std::int64_t now);
     // Waits on `key` until a slot on it frees (the release trigger promotes it).

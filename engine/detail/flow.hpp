@@ -59,6 +59,10 @@ class Flow {
     storage::FlowStore& store() { return flows_; }
 
   private:
+    // One transaction of admit(): takes the slot releases, then admits up to `limit` items;
+    // true when it sent parked items back to admission.
+    bool admit_once(std::int64_t now, int limit, const storage::Value& workflows, Admitted& out);
+
     storage::Database& db_;
     storage::RunStore& runs_;
     storage::FlowStore flows_;
