@@ -262,7 +262,7 @@ int Engine::run_until_idle(int max_executions) {
     int count = 0;
     const auto lease_ms = std::max<std::int64_t>(rt_->pool.options().lease.count(), 30'000);
     while (count < max_executions) {
-        const int admitted = rt_->flow.admit(rt_->now(), 16).admitted;
+        const int admitted = rt_->flow.admit(rt_->now(), 1000).admitted;
         auto claims = rt_->store.claim_runs(rt_->pool.worker_id(), 16, rt_->now(), lease_ms);
         if (claims.empty() && admitted == 0) break;
         for (auto& c : claims) {

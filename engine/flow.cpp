@@ -327,14 +327,16 @@ bool Flow::admit_once(std::int64_t now, int limit, const storage::Value& workflo
                 const Throttle& th = *w->flow.throttle;
                 const std::int64_t interval = interval_of(th.period, th.limit);
                 storage::KeyState& s = keys[t->second];
+                // Each run reserves its turn as it is first seen: later arrivals queue behind
+                // it whatever order admission sees them in (FIFO per key).
                 const Gcra g = gcra(s.at, now, interval, (th.burst - 1) * interval);
+                s.at = g.next_tat;
+                changed.insert(t->second);
                 if (g.allowed_at > now) {
                     flows_.defer(tx, item.run_id, g.allowed_at, "throttle");
                     out.next_at = std::min(out.next_at.value_or(g.allowed_at), g.allowed_at);
                     continue;
                 }
-                s.at = g.next_tat;
-                changed.insert(t->second);
             }
             for (const auto* k : {&item.conc1, &item.conc2}) {
                 if (!*k) continue;

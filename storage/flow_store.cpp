@@ -190,7 +190,8 @@ void FlowStore::park(Transaction& tx, const std::string& run_id, const std::stri
 
 void FlowStore::defer(Transaction& tx, const std::string& run_id, std::int64_t at,
                       std::string_view held) {
-    tx.exec("UPDATE queue SET admit_at = $2, held = $3 WHERE run_id = $1", run_id, at, held);
+    tx.exec("UPDATE queue SET admit_at = $2, held = $3, flow = NULL WHERE run_id = $1", run_id, at,
+            held);
 }
 
 void FlowStore::drop(Transaction& tx, const std::string& run_id) {

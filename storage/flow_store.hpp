@@ -129,7 +129,8 @@ class FlowStore {
     void admit(Transaction& tx, const PendingItem& item, std::int64_t now);
     // Waits on `key` until a slot on it frees (the release trigger promotes it).
     void park(Transaction& tx, const std::string& run_id, const std::string& key);
-    // Admitted no sooner than `at` (throttled).
+    // Admitted no sooner than `at`, its turn reserved (throttled): then no longer checked
+    // against the throttle.
     void defer(Transaction& tx, const std::string& run_id, std::int64_t at, std::string_view held);
     // Its run ended: out of admission.
     void drop(Transaction& tx, const std::string& run_id);

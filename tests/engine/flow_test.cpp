@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "fixture.hpp"
@@ -384,6 +385,77 @@ TEST_CASE("flow: a cancelled parked run gives its turn to the next") {
     f.idle();
     for (const auto& id : {a, b, c, e}) CHECK(f.run(id).status == "completed");
     CHECK(f.count("SELECT COUNT(*) FROM queue WHERE admit_at IS NOT NULL") == 0);
+}
+
+}  // namespace cairn::engine_test
+
+namespace cairn::engine_test {
+
+// A reference model written here, apart from the engine: random events at random clock
+// ticks, against a throttle (limit 2 a second, burst 2, per key) and a rate limit (2 a
+// second per key). The throttle gives each event, in arrival order per key, the turn
+// max(arrival, tat - tolerance) and moves tat one interval past it; its run starts at the
+// first tick at or after its turn. The rate limit starts a run for an event when fewer
+// than two runs started for its key in the second before it.
+TEST_CASE("flow: random events and ticks start runs when a reference model says") {
+    for (unsigned seed : {1u, 2u, 3u}) {
+        CAPTURE(seed);
+        Fixture f;
+        f.engine.add(workflow("throttled")
+                         .on_event("m")
+                         .throttle({2, 1000ms, 2, "event.data.k"})
+                         .run([](Context&) { return 1; }));
+        f.engine.add(workflow("limited")
+                         .on_event("m")
+                         .rate_limit({2, 1000ms, "event.data.k"})
+                         .run([](Context&) { return 1; }));
+        std::mt19937 rng(seed);
+        constexpr std::int64_t kInterval = 500, kTolerance = 500;
+        std::map<std::string, std::int64_t> tat;                   // model: throttle per key
+        std::map<std::string, std::vector<std::int64_t>> allowed;  // model: rate-limit starts
+        struct Expect {
+            std::string throttled_run, limited_run;
+            std::int64_t turn;
+            bool rate_ok;
+        };
+        std::vector<Expect> expect;
+        std::vector<std::int64_t> ticks;
+        for (int step = 0; step < 60; ++step) {
+            f.clock.advance(static_cast<std::int64_t>(rng() % 700));
+            const std::int64_t now = f.clock.now_ms();
+            const int events = static_cast<int>(rng() % 4);
+            for (int i = 0; i < events; ++i) {
+                const std::string k = std::string(1, static_cast<char>('a' + rng() % 3));
+                const auto sent = f.engine.send(EventInput{"m", {{"k", k}}});
+                Expect e;
+                const std::int64_t t = tat.contains(k) ? tat[k] : now;
+                e.turn = std::max(now, t - kTolerance);
+                tat[k] = std::max(t, e.turn) + kInterval;
+                auto& recent = allowed[k];
+                std::erase_if(recent, [&](std::int64_t s) { return s <= now - 1000; });
+                e.rate_ok = recent.size() < 2;
+                if (e.rate_ok) recent.push_back(now);
+                for (const auto& id : sent.run_ids) {
+                    (f.run(id).workflow_id == "throttled" ? e.throttled_run : e.limited_run) = id;
+                }
+                expect.push_back(e);
+            }
+            ticks.push_back(now);
+            f.idle();
+        }
+        for (int i = 0; i < 40; ++i) {  // let every throttled run come due
+            f.clock.advance(250);
+            ticks.push_back(f.clock.now_ms());
+            f.idle();
+        }
+        for (const Expect& e : expect) {
+            REQUIRE(!e.throttled_run.empty());
+            const auto tick = std::lower_bound(ticks.begin(), ticks.end(), e.turn);
+            REQUIRE(tick != ticks.end());
+            CHECK(started_at(f, e.throttled_run) == *tick);
+            CHECK(e.limited_run.empty() != e.rate_ok);
+        }
+    }
 }
 
 }  // namespace cairn::engine_test
