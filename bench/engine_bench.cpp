@@ -6,6 +6,9 @@
 //       --send-while-running the events are sent during the timed window instead, one
 //       Engine::send each from 8 threads, at most C runs in flight (as a peer's driver
 //       starts each workflow and awaits it).
+//       --keys K: the workflow runs at most one at a time per key, over K keys (flow
+//       control); adds key_gap_p50_ms, the median wait from a run's end to the next
+//       start on its key.
 //   cairn_bench enqueue --db URL --runs N [--event NAME] [--data JSON]
 //       writes N events (500 per transaction) for `cairn worker --examples` to run; the
 //       recovery and scaling benchmarks use it with example/hello.
@@ -61,8 +64,11 @@ std::atomic<std::int64_t> bodies_done{0};
 // With --send-while-running: a slot per run in flight, given back when its body ends.
 std::counting_semaphore<>* in_flight = nullptr;
 
-void register_bench(engine::Engine& e) {
-    e.add(workflow("bench").on_event("bench/go").run([](Context& ctx) {
+// With `keys` > 0, at most one run per key (data.k) executes at once (flow control).
+void register_bench(engine::Engine& e, int keys = 0) {
+    auto w = workflow("bench").on_event("bench/go");
+    if (keys > 0) w.concurrency(1, "event.data.k");
+    e.add(w.run([](Context& ctx) {
         json last = 0;
         for (int i = 0; i < kSteps; ++i)
             last = ctx.step(fmt::format("step-{}", i), [i] { return i; });
@@ -101,17 +107,41 @@ MachineCpu machine_cpu() {
 
 bool group_commit = true;
 
-int throughput(storage::Database& db, int runs, int concurrency, bool send_while_running) {
+// The median wait between one run's end and the next run's start on the same key, over
+// keys that ran more than one run (ms): how promptly a freed slot passes on.
+double gap_p50_ms(storage::Database& db) {
+    std::vector<std::int64_t> gaps;
+    std::string last_key;
+    std::int64_t last_end = 0;
+    std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> spans;
+    for (auto row : db.read("SELECT e.data, r.started_at, r.ended_at FROM runs r JOIN events e "
+                            "ON e.id = r.event_id WHERE r.status = 'completed'"))
+        spans.emplace_back(json::parse(row.get<std::string>(0)).value("k", json(0)).dump(),
+                           row.get<std::int64_t>(1), row.get<std::int64_t>(2));
+    std::sort(spans.begin(), spans.end());
+    for (const auto& [k, start, end] : spans) {
+        if (k == last_key) gaps.push_back(start - last_end);
+        last_key = k;
+        last_end = end;
+    }
+    if (gaps.empty()) return 0;
+    std::sort(gaps.begin(), gaps.end());
+    return static_cast<double>(gaps[gaps.size() / 2]);
+}
+
+int throughput(storage::Database& db, int runs, int concurrency, bool send_while_running,
+               int keys) {
     engine::SystemClock clock;
     engine::Engine e(db, clock);
     if (!group_commit) db.writes().set_max_batch(1);
-    register_bench(e);
+    register_bench(e, keys);
     const auto fill0 = Clock::now();
     for (int sent = 0; !send_while_running && sent < runs;) {
         const int batch = std::min(500, runs - sent);
         std::vector<engine::EventInput> events;
         for (int i = 0; i < batch; ++i)
-            events.push_back({.name = "bench/go", .data = {{"i", sent + i}}});
+            events.push_back({.name = "bench/go",
+                              .data = {{"i", sent + i}, {"k", keys > 0 ? (sent + i) % keys : 0}}});
         db.transact([&](storage::Transaction& tx) { e.send(tx, events); });
         sent += batch;
     }
@@ -162,6 +192,7 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
     e.stop();
     in_flight = nullptr;
     const double rps = runs / seconds;
+    const double gap = keys > 0 ? gap_p50_ms(db) : 0.0;
     std::cout << json{{"workload", "throughput"},
                       {"backend", storage::to_string(db.backend())},
                       {"runs", runs},
@@ -182,7 +213,9 @@ int throughput(storage::Database& db, int runs, int concurrency, bool send_while
                       {"writer_cpu_us_per_run",
                        static_cast<double>(writes.writer_cpu_ns) / 1000.0 / runs},
                       {"wal_frames", wal1.frames - wal0.frames},
-                      {"wal_writes", wal1.writes - wal0.writes}}
+                      {"wal_writes", wal1.writes - wal0.writes},
+                      {"keys", keys},
+                      {"key_gap_p50_ms", gap}}
                      .dump()
               << std::endl;
     std::cerr << fmt::format(
@@ -387,6 +420,10 @@ int main(int argc, char** argv) {
     tp->add_flag("--no-group-commit", no_group_commit,
                  "Write each record on its own (on SQLite the storage layer still batches)");
     bool send_while_running = false;
+    int keys = 0;
+    tp->add_option("--keys", keys,
+                   "Concurrency 1 per key over this many keys (flow control); 0 for none")
+        ->check(CLI::Range(0, 1'000'000));
     tp->add_flag("--send-while-running", send_while_running,
                  "Send the events inside the timed window, at most C runs in flight");
     auto* lat = app.add_subcommand("latency", "One 5-step run at a time, event to completion");
@@ -420,7 +457,7 @@ int main(int argc, char** argv) {
         storage::Migrator(*db, {storage::run_store_component(), sdk::apps_component()}).apply();
         if (sdk_cmd->parsed())
             return sdk_bench(*db, app_url, app_pid, runs, concurrency, latency_runs);
-        if (tp->parsed()) return throughput(*db, runs, concurrency, send_while_running);
+        if (tp->parsed()) return throughput(*db, runs, concurrency, send_while_running, keys);
         if (enq->parsed()) return enqueue(*db, runs, event, data);
         return latency(*db, runs, served);
     } catch (const std::exception& e) {
