@@ -175,6 +175,25 @@ test('workflows and events pages, and the test-event form validates JSON first',
   await page.locator('#send-result a.new-run').waitFor();
 });
 
+test('flow control: a workflow\'s controls, and why a queued run waits', async () => {
+  await page.goto(`${base}/inspector/#/workflows`);
+  await page.locator('[data-workflow="limited"]').waitFor();
+  assert.equal(await page.locator('[data-workflow="limited"] .flow').textContent(),
+    'Flow control: concurrency 2 per event.data.customer');
+  const ids = [];
+  for (let i = 0; i < 3; i++)
+    ids.push((await api('events', { name: 'example/limited', data: { customer: 'ui', work_ms: 3000 } })).run_ids[0]);
+  let parked;
+  for (let i = 0; i < 100 && !parked; i++) {
+    for (const id of ids) if ((await api(`runs/${id}`)).held?.reason === 'concurrency') parked = id;
+    if (!parked) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(parked, 'one of three runs waits for a slot');
+  await page.goto(`${base}/inspector/#/runs/${parked}`);
+  assert.equal(await page.locator('#run-held').textContent(), 'queued: concurrency 2/2 for customer=ui');
+  for (const id of ids) await waitForStatus(id, 'completed');
+});
+
 test('pause, bulk cancel of every matching run, resume; schedules and retention shown', async () => {
   await page.goto(`${base}/inspector/#/workflows`);
   await page.locator('[data-workflow="hello"]').waitFor();
