@@ -284,13 +284,23 @@ bool Flow::admit_once(std::int64_t now, int limit, const storage::Value& workflo
                 }
             }
         }
-        for (auto& [k, s] : keys) s = flows_.lock(tx, k);
+        flows_.lock(tx, keys);
         std::set<std::string> changed;
-        // Each slot given back frees one, and lets the oldest item parked on its key back.
+        std::vector<std::string> admit_ids;
+        // Each slot given back frees one, and lets the oldest item parked on its key back:
+        // one statement for the keys freed once, another for those freed twice, ...
+        std::map<std::string, int> times_freed;
         for (const std::string& k : freed) {
             keys[k].n = std::max<std::int64_t>(0, keys[k].n - 1);
             changed.insert(k);
-            promoted = flows_.promote(tx, k) || promoted;
+            ++times_freed[k];
+        }
+        for (int round = 1;; ++round) {
+            std::vector<std::string> batch;
+            for (const auto& [k, n] : times_freed)
+                if (n >= round) batch.push_back(k);
+            if (batch.empty()) break;
+            promoted = flows_.promote(tx, batch) > 0 || promoted;
         }
         // The limit of a concurrency key of `w` (its kind names the constraint).
         const auto limit_of = [](const Workflow& w, const std::string& key) {
@@ -343,12 +353,15 @@ bool Flow::admit_once(std::int64_t now, int limit, const storage::Value& workflo
                 ++keys[**k].n;
                 changed.insert(**k);
             }
-            flows_.admit(tx, item, now);
+            admit_ids.push_back(item.run_id);
             ++admitted;
             top_up(*w, item.conc1);
             top_up(*w, item.conc2);
         }
-        for (const std::string& k : changed) flows_.put(tx, k, keys[k]);
+        flows_.admit(tx, admit_ids, now);
+        std::map<std::string, storage::KeyState> dirty;
+        for (const std::string& k : changed) dirty[k] = keys[k];
+        flows_.put(tx, dirty);
         out.admitted += admitted;
         return promoted;
     });

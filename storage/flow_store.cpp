@@ -56,6 +56,46 @@ void FlowStore::put(Transaction& tx, const std::string& key, const KeyState& s) 
             s.n, s.at, s.run_id, s.times);
 }
 
+void FlowStore::lock(Transaction& tx, std::map<std::string, KeyState>& keys) {
+    if (keys.empty()) return;
+    std::vector<Value> params;
+    std::string rows;
+    for (const auto& [key, state] : keys) {
+        params.emplace_back(key);
+        rows += fmt::format("{}(${})", rows.empty() ? "" : ", ", params.size());
+    }
+    // Rows are inserted (or locked) in the order of VALUES: the keys' own.
+    for (auto row : tx.exec_values(
+             fmt::format("INSERT INTO flow_state (key) VALUES {} ON CONFLICT (key) DO UPDATE "
+                         "SET n = flow_state.n RETURNING key, n, at, run_id, times",
+                         rows),
+             params))
+        keys[row.get<std::string>(0)] =
+            KeyState{row.get<std::int64_t>(1), row.get_opt<std::int64_t>(2),
+                     row.get_opt<std::string>(3), row.get_opt<std::string>(4)};
+}
+
+void FlowStore::put(Transaction& tx, const std::map<std::string, KeyState>& keys) {
+    if (keys.empty()) return;
+    std::vector<Value> params;
+    std::string rows;
+    for (const auto& [key, s] : keys) {
+        const std::size_t at = params.size();
+        for (Value v :
+             {to_value(key), to_value(s.n), to_value(s.at), to_value(s.run_id), to_value(s.times)})
+            params.push_back(std::move(v));
+        // SELECT ... UNION ALL rather than VALUES: SQLite names no VALUES columns.
+        rows += fmt::format(
+            "{}SELECT CAST(${} AS TEXT) AS key, CAST(${} AS BIGINT) AS n, CAST(${} AS BIGINT) AS "
+            "at, CAST(${} AS TEXT) AS run_id, CAST(${} AS TEXT) AS times",
+            rows.empty() ? "" : " UNION ALL ", at + 1, at + 2, at + 3, at + 4, at + 5);
+    }
+    tx.exec_values(fmt::format("UPDATE flow_state SET n = v.n, at = v.at, run_id = v.run_id, "
+                               "times = v.times FROM ({}) AS v WHERE flow_state.key = v.key",
+                               rows),
+                   params);
+}
+
 void FlowStore::skip(Transaction& tx, const std::string& event_id, const std::string& workflow_id,
                      std::string_view reason, std::int64_t now) {
     tx.exec(
@@ -177,11 +217,19 @@ std::vector<std::string> FlowStore::take_releases(Transaction& tx, int limit) {
     return keys;
 }
 
-void FlowStore::admit(Transaction& tx, const PendingItem& item, std::int64_t now) {
-    tx.exec(
-        "UPDATE queue SET admit_at = NULL, held = NULL, flow = NULL, due_at = $2, "
-        "slots = CASE WHEN conc1 IS NULL THEN 0 ELSE 1 END WHERE run_id = $1",
-        item.run_id, now);
+void FlowStore::admit(Transaction& tx, std::span<const std::string> run_ids, std::int64_t now) {
+    if (run_ids.empty()) return;
+    std::vector<Value> params{to_value(now)};
+    std::string list;
+    for (const std::string& id : run_ids) {
+        params.emplace_back(id);
+        list += fmt::format("{}${}", list.empty() ? "" : ", ", params.size());
+    }
+    tx.exec_values(fmt::format("UPDATE queue SET admit_at = NULL, held = NULL, flow = NULL, "
+                               "due_at = $1, slots = CASE WHEN conc1 IS NULL THEN 0 ELSE 1 END "
+                               "WHERE run_id IN ({})",
+                               list),
+                   params);
 }
 
 void FlowStore::park(Transaction& tx, const std::string& run_id, const std::string& key) {
@@ -207,6 +255,25 @@ bool FlowStore::promote(Transaction& tx, const std::string& key) {
                  "FROM queue WHERE held_key = $1 ORDER BY admit_at, run_id LIMIT 1)",
                  key)
                .affected() == 1;
+}
+
+std::int64_t FlowStore::promote(Transaction& tx, std::span<const std::string> keys) {
+    if (keys.empty()) return 0;
+    std::vector<Value> params;
+    std::string list;
+    for (const std::string& k : keys) {
+        params.emplace_back(k);
+        list += fmt::format("{}SELECT CAST(${} AS TEXT) AS key", list.empty() ? "" : " UNION ALL ",
+                            params.size());
+    }
+    // For each key, the oldest item parked on it (one index probe of queue_parked each).
+    return tx
+        .exec_values(fmt::format("UPDATE queue SET held_key = NULL, held = NULL WHERE run_id IN "
+                                 "(SELECT (SELECT q.run_id FROM queue q WHERE q.held_key = k.key "
+                                 "ORDER BY q.admit_at, q.run_id LIMIT 1) FROM ({}) k)",
+                                 list),
+                     params)
+        .affected();
 }
 
 std::optional<HeldItem> FlowStore::held(const std::string& run_id) {

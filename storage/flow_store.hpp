@@ -88,6 +88,9 @@ class FlowStore {
     // The state of `key`, its row locked until the transaction ends (created empty).
     KeyState lock(Transaction& tx, const std::string& key);
     void put(Transaction& tx, const std::string& key, const KeyState& state);
+    // The same for several keys in one statement each: locked in the map's order.
+    void lock(Transaction& tx, std::map<std::string, KeyState>& keys);
+    void put(Transaction& tx, const std::map<std::string, KeyState>& keys);
 
     // Records that the event started no run of the workflow, and why.
     void skip(Transaction& tx, const std::string& event_id, const std::string& workflow_id,
@@ -125,8 +128,8 @@ class FlowStore {
     // execution held), oldest first: the keys, one per slot (Postgres: skipping those
     // another admission is taking).
     std::vector<std::string> take_releases(Transaction& tx, int limit);
-    // Admitted: due now (claimable), holding slots when it has concurrency keys.
-    void admit(Transaction& tx, const PendingItem& item, std::int64_t now);
+    // Admitted: due now (claimable), holding slots when they have concurrency keys.
+    void admit(Transaction& tx, std::span<const std::string> run_ids, std::int64_t now);
     // Waits on `key` until a slot on it frees (the release trigger promotes it).
     void park(Transaction& tx, const std::string& run_id, const std::string& key);
     // Admitted no sooner than `at`, its turn reserved (throttled): then no longer checked
@@ -136,6 +139,8 @@ class FlowStore {
     void drop(Transaction& tx, const std::string& run_id);
     // Sends the oldest item parked on `key` back to admission; false when none.
     bool promote(Transaction& tx, const std::string& key);
+    // The same for each of `keys` (distinct) in one statement; how many it sent back.
+    std::int64_t promote(Transaction& tx, std::span<const std::string> keys);
 
     // ---- reads ---------------------------------------------------------------------------
 
