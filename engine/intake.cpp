@@ -272,8 +272,9 @@ void Intake::write_one(storage::Transaction& tx, Sending& s) {
     for (const auto& w : waits) {
         if (!w.match_value) continue;  // the waiting run's own event lacked the field
         const bool cancels = w.step_key.starts_with(kCancelOnKey);
-        if (cancels && (w.expires_at <= t || std::find(ins.run_ids.begin(), ins.run_ids.end(),
-                                                       w.run_id) != ins.run_ids.end()))
+        const auto& own = s.result.run_ids;  // with the runs flow control started or joined
+        if (cancels &&
+            (w.expires_at <= t || std::find(own.begin(), own.end(), w.run_id) != own.end()))
             continue;  // no longer listening, or one of this event's own runs
         const json want = json::parse(*w.match_value, nullptr, false);
         if (want.is_discarded() || (!w.match_field.empty() && lookup(ev, w.match_field) != want))

@@ -459,3 +459,28 @@ TEST_CASE("flow: random events and ticks start runs when a reference model says"
 }
 
 }  // namespace cairn::engine_test
+
+namespace cairn::engine_test {
+
+TEST_CASE(
+    "flow: a run under flow control listens for cancel_on, and its own event does not "
+    "cancel it") {
+    Fixture f;
+    f.engine.add(workflow("c")
+                     .on_event("order/placed")
+                     .concurrency(1)
+                     .cancel_on("order/placed", "data.id")
+                     .run([](Context& ctx) {
+                         ctx.sleep("nap", 10s);
+                         return 1;
+                     }));
+    const std::string first = f.start("order/placed", {{"id", 1}});
+    f.idle();
+    CHECK(f.run(first).status == "sleeping");
+    const std::string second = f.start("order/placed", {{"id", 1}});  // cancels the first
+    CHECK(f.run(first).status == "cancelled");
+    f.idle();
+    CHECK(f.run(second).status == "sleeping");
+}
+
+}  // namespace cairn::engine_test
