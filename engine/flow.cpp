@@ -249,8 +249,9 @@ Flow::Admitted Flow::admit(std::int64_t now, int limit) {
     Admitted out;
     if (!registry_.any_flow()) return out;
     const storage::Value workflows = runs_.claim_set();
-    // A pass that sends parked items back to admission admits them in the next pass.
-    for (int pass = 0; pass < 4 && out.admitted < limit; ++pass) {
+    // Another pass when this one sent parked items back to admission, or took a full page
+    // of which some parked: those left the page, and items behind them may be admissible.
+    for (int pass = 0; pass < 8 && out.admitted < limit; ++pass) {
         const auto due = flows_.admission_due(workflows);
         out.next_at = due.next_at && *due.next_at > now ? due.next_at : std::nullopt;
         if (!due.releases && (!due.next_at || *due.next_at > now || limit <= 0)) break;
@@ -363,7 +364,7 @@ bool Flow::admit_once(std::int64_t now, int limit, const storage::Value& workflo
         for (const std::string& k : changed) dirty[k] = keys[k];
         flows_.put(tx, dirty);
         out.admitted += admitted;
-        return promoted;
+        return promoted || (static_cast<int>(items.size()) == limit && admitted < limit);
     });
 }
 

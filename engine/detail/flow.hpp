@@ -60,7 +60,8 @@ class Flow {
 
   private:
     // One transaction of admit(): takes the slot releases, then admits up to `limit` items;
-    // true when it sent parked items back to admission.
+    // true when another pass may admit more (it sent parked items back to admission, or
+    // parked or deferred some of a full page).
     bool admit_once(std::int64_t now, int limit, const storage::Value& workflows, Admitted& out);
 
     storage::Database& db_;

@@ -272,7 +272,7 @@ else
     rc2=$?
     check "two concurrent migrate processes on Postgres both exit 0" test "$rc1$rc2" = 00
     check "each engine migration is recorded once" \
-        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8,9,10
+        test "$(psql -tA "$pg" -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations WHERE component = 'engine'")" = 1,2,3,4,5,6,7,8,9,10,11,12,13
 
     start_server pg --db "$pg" || bad "server on Postgres starts"
     check "/health on Postgres says backend postgres" \

@@ -22,9 +22,9 @@ cmake --install "$build" --prefix "$prefix" >"$work/install.log" 2>&1
 check "cmake --install succeeds" test $? = 0
 expect_eq "the public headers and only they are installed" \
     "$(cd "$prefix/include" && find . -type f | sort | tr '\n' ' ')" \
-    "./cairn/cairn.hpp ./cairn/context.hpp ./cairn/engine.hpp ./cairn/errors.hpp ./cairn/event.hpp ./cairn/server.hpp ./cairn/version.hpp ./cairn/workflow.hpp "
+    "./cairn/cairn.hpp ./cairn/context.hpp ./cairn/engine.hpp ./cairn/errors.hpp ./cairn/event.hpp ./cairn/flow_control.hpp ./cairn/server.hpp ./cairn/version.hpp ./cairn/workflow.hpp "
 expect_eq "public headers include only the standard library, nlohmann/json and cairn/" \
-    "$(grep -hE '^#include' "$prefix"/include/cairn/*.hpp | grep -vE '^#include (<[a-z_]+>|<nlohmann/json.hpp>|"cairn/[a-z]+.hpp")$')" ""
+    "$(grep -hE '^#include' "$prefix"/include/cairn/*.hpp | grep -vE '^#include (<[a-z_]+>|<nlohmann/json.hpp>|"cairn/[a-z_]+.hpp")$')" ""
 check "CairnConfig.cmake and cairn.pc are installed" \
     test -f "$prefix/lib/cmake/Cairn/CairnConfig.cmake" -a -f "$prefix/lib/pkgconfig/cairn.pc"
 
